@@ -1,0 +1,32 @@
+# virt-dlm: the README's commands. Every target installs its own Debian packages first.
+SHELL := /bin/bash
+.ONESHELL:
+.SHELLFLAGS := -euo pipefail -c
+
+# Debian packages needed to build and to run every test tier.
+BUILD_PKGS := pkg-config libclang-dev clang libdlm-dev libcpg-dev libquorum-dev libcmap-dev \
+              libcfg-dev libcorosync-common-dev
+RUN_PKGS   := corosync dlm-controld iproute2 kmod procps util-linux bc \
+              libvirt-daemon-system libvirt-clients libvirt-daemon-driver-qemu qemu-system-x86
+
+.PHONY: deps build test test-unit test-cluster demo lint clean-cluster
+
+deps:
+	./tests/install-deps.sh
+
+build: deps
+	cargo build --workspace --release --locked
+
+# Every test tier, in order of cost. Fails if any tier cannot run.
+test: deps
+	./tests/run-all.sh
+
+test-unit:
+	cargo test --workspace --locked
+
+lint:
+	cargo clippy --workspace --all-targets --locked -- -D warnings
+
+# The README's first command: a real libvirtd refusing a second VM on a locked disk (local backend).
+demo: build
+	./tests/demo.sh

@@ -1,0 +1,2 @@
+//! virtdlm: the admin CLI.
+fn main() {}

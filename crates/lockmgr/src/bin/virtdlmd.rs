@@ -1,0 +1,2 @@
+//! virtdlmd: the per-host lock daemon.
+fn main() {}

@@ -1,0 +1,1 @@
+//! Safe wrappers over corosync CPG, quorum, cmap and cfg.

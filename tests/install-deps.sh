@@ -1,0 +1,22 @@
+#!/bin/bash
+# Installs every Debian package virt-dlm needs to build and to run all test tiers.
+# Idempotent: apt-get only runs when something is missing.
+set -euo pipefail
+PKGS=(
+  # build: bindgen over libdlm/corosync headers
+  pkg-config libclang-dev clang libdlm-dev libcpg-dev libquorum-dev libcmap-dev libcfg-dev
+  libcorosync-common-dev
+  # cluster tier: corosync + dlm_controld inside User-Mode Linux guests
+  corosync dlm-controld iproute2 kmod procps util-linux bc
+  # libvirt tier and demo: a real libvirtd with qemu TCG domains
+  libvirt-daemon-system libvirt-clients libvirt-daemon-driver-qemu qemu-system-x86
+)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
