@@ -532,8 +532,9 @@ mod tests {
                 reason: Reason::Join
             }
         );
-        // SAFETY: null with length 0, and a valid 1-element array.
+        // SAFETY: a null pointer is allowed (any length).
         assert!(unsafe { copy_list::<u32>(std::ptr::null(), 5) }.is_empty());
+        // SAFETY: a valid 1-element array.
         assert_eq!(unsafe { copy_list(a.as_ptr(), 1) }.len(), 1);
     }
 

@@ -9,6 +9,7 @@
 //! - `cmap`: [`Cmap::node_names`].
 //! - `cfg`: [`Cfg::local_nodeid`].
 //! - `membership`: [`MembershipView`], "safe to act" = quorate and CPG ring == quorum ring.
+//! - `reactor`: [`reactor::register`] a `Cpg`/`Quorum` with tokio (`AsyncFd`).
 //! - `ring`: [`RingId`]; `error`: [`Error`], [`CsError`]; `retry`: `CS_ERR_TRY_AGAIN` backoff.
 
 pub mod cfg;
@@ -17,6 +18,7 @@ pub mod cpg;
 pub mod error;
 pub mod membership;
 pub mod quorum;
+pub mod reactor;
 mod retry;
 pub mod ring;
 

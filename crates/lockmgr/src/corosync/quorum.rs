@@ -275,8 +275,9 @@ mod tests {
                 m.as_ptr(),
             )
         };
-        // SAFETY: null with length 0 is allowed; a valid 2-element array.
+        // SAFETY: a null pointer is allowed (any length).
         assert!(unsafe { nodes(std::ptr::null(), 3) }.is_empty());
+        // SAFETY: a valid 2-element array.
         assert_eq!(unsafe { nodes(m.as_ptr(), 2) }, vec![1, 2]);
     }
 }
