@@ -48,12 +48,13 @@ wait_log() {
 lines() { wc -l < "$1"; }
 me_pid() { wait_log "$1" 1 '^me ' >/dev/null && awk '$1 == "me" {split($2, a, ":"); print a[2]; exit}' "$1"; }
 
-# cmap names and cfg node id match the configuration, on every node.
+# cmap names and cfg node id match the configuration, on every node; a multicast before
+# joining is refused (corosync itself would drop it silently).
 scenario_node_identity() {
   local i out want
   for i in 1 2 3; do
     out=$(node_run "$i" "$PROBE info") || { echo "node$i: probe info failed: $out" >&2; return 1; }
-    want=$(printf 'cfg-nodeid %s\ncpg-nodeid %s\n%s' "$i" "$i" "$EXPECT_NAMES")
+    want=$(printf 'cfg-nodeid %s\ncpg-nodeid %s\nmcast-before-join refused\n%s' "$i" "$i" "$EXPECT_NAMES")
     [ "$out" = "$want" ] || { printf 'node%s: got\n%s\nwanted\n%s\n' "$i" "$out" "$want" >&2; return 1; }
   done
 }

@@ -12,7 +12,9 @@
 //!   verdict <safe|inquorate|settling(..)|lost|..>
 //! `order` prints `seq <payload>` per delivered message and `order ok ...` at the end.
 use clap::{Parser, Subcommand};
-use lockmgr::corosync::{reactor, Cfg, Cmap, Cpg, CpgEvent, MembershipView, Quorum, QuorumEvent};
+use lockmgr::corosync::{
+    reactor, Cfg, Cmap, Cpg, CpgEvent, Error, MembershipView, Quorum, QuorumEvent,
+};
 use std::collections::BTreeMap;
 use std::fmt::Display;
 use std::process::ExitCode;
@@ -132,6 +134,10 @@ fn info() -> Res<()> {
     println!("cfg-nodeid {}", cfg.local_nodeid()?);
     let cpg = Cpg::new("corosync-probe-info")?;
     println!("cpg-nodeid {}", cpg.me().nodeid);
+    match cpg.mcast(b"before join") {
+        Err(Error::NotJoined { .. }) => println!("mcast-before-join refused"),
+        other => println!("mcast-before-join {other:?}"),
+    }
     let names: BTreeMap<u32, String> = Cmap::new()?.node_names()?;
     println!(
         "names {}",

@@ -277,7 +277,14 @@ impl Cpg {
     ///
     /// Success only means the local corosync took the message. It is committed when it comes
     /// back to us as `CpgEvent::Deliver { own: true, .. }` (see the module docs).
+    /// Refused with `Error::NotJoined` before `join` or after `leave`: corosync would accept
+    /// the message and drop it.
     pub fn mcast(&self, msg: &[u8]) -> Result<()> {
+        if !self.joined {
+            return Err(Error::NotJoined {
+                group: self.group_text.clone(),
+            });
+        }
         let iov = libc::iovec {
             iov_base: msg.as_ptr() as *mut c_void,
             iov_len: msg.len(),
@@ -292,7 +299,8 @@ impl Cpg {
 
     /// Runs every callback that is ready (`cpg_dispatch` with `CS_DISPATCH_ALL`, which never
     /// blocks) and returns the events, in corosync's order. Call it when [`Cpg::as_fd`] is
-    /// readable. `Error::NotRunning` means corosync went away: drop this handle.
+    /// readable. `Error::NotRunning` means corosync went away: drop this handle (events
+    /// queued before the error are discarded with it; the membership they describe is gone).
     pub fn dispatch(&mut self) -> Result<Vec<CpgEvent>> {
         // SAFETY: valid handle. The callbacks it runs reach `inner` through the context
         // pointer; we hold no reference to `inner` during the call.

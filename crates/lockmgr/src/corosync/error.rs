@@ -170,6 +170,9 @@ pub enum Error {
     /// this handle's view can no longer be trusted.
     #[error("{call}: an event could not be copied out of corosync's callback and was lost")]
     EventLost { call: &'static str },
+    /// A multicast to a group this handle has not joined: corosync would drop it silently.
+    #[error("cannot multicast to CPG group {group:?}: this process has not joined it")]
+    NotJoined { group: String },
     /// A name we were asked to pass to corosync is not representable.
     #[error("{what} {name:?} is not usable: {why}")]
     BadName {
@@ -186,7 +189,7 @@ impl Error {
             Error::NotRunning { .. } => Some(CsError::Library),
             Error::Corosync { code, .. } => Some(*code),
             Error::StillBusy { .. } => Some(CsError::TryAgain),
-            Error::EventLost { .. } | Error::BadName { .. } => None,
+            Error::EventLost { .. } | Error::NotJoined { .. } | Error::BadName { .. } => None,
         }
     }
 
