@@ -5,6 +5,8 @@
 #
 #   tests/corosync/run.sh            netns cluster (default; needs root)
 #   tests/corosync/run.sh --guests   the same scenarios in UML guests via tests/cluster/cluster.sh
+#                                    (CS_GUEST_HARNESS: another cluster.sh; CS_REUSE_CLUSTER=1:
+#                                    use the 3-node cluster already running and leave it running)
 #
 # Exits non-zero when a scenario fails or the tier cannot run (it never skips silently).
 set -uo pipefail
@@ -44,7 +46,7 @@ if [ "$MODE" = netns ]; then
   node_cut() { "$HERE/netns.sh" cut "$1"; }
   node_heal() { "$HERE/netns.sh" heal "$1"; }
 else
-  CL=$ROOT/tests/cluster/cluster.sh
+  CL=${CS_GUEST_HARNESS:-$ROOT/tests/cluster/cluster.sh}
   [ -x "$CL" ] || cannot_run "--guests needs the guest harness $CL"
   EXPECT_NAMES="names 1=node1 2=node2 3=node3"
   CLUSTER() { case "$1" in start) "$CL" prepare && "$CL" start "$2" ;; *) "$CL" "$@" ;; esac; }
@@ -61,7 +63,7 @@ fi
 cleanup() {
   stop_spawned
   [ "$MODE" = netns ] && ip netns del "$NONET" 2>/dev/null
-  CLUSTER stop >/dev/null 2>&1
+  [ "${CS_REUSE_CLUSTER:-0}" = 1 ] || CLUSTER stop >/dev/null 2>&1
   echo "logs: $LOGS"
 }
 trap cleanup EXIT
@@ -82,8 +84,10 @@ if [ "$MODE" = netns ]; then
   ip netns del "$NONET"
 fi
 
-echo "== starting a 3-node cluster ($MODE)"
-if ! CLUSTER start 3; then
+if [ "$MODE" = guests ] && [ "${CS_REUSE_CLUSTER:-0}" = 1 ]; then
+  echo "== using the running cluster"
+  CLUSTER status || cannot_run "CS_REUSE_CLUSTER=1 but no cluster is running"
+elif echo "== starting a 3-node cluster ($MODE)" && ! CLUSTER start 3; then
   echo "cluster did not start"; failed=$((failed + 1))
   echo "$passed passed, $failed failed"; exit 1
 fi
