@@ -6,6 +6,7 @@
 #   netns.sh exec I CMD...  run CMD on node I (talks to node I's corosync)
 #   netns.sh cut I          take node I's link down (partition it from the others)
 #   netns.sh heal I         bring it back
+#   netns.sh kill-corosync I   SIGKILL node I's corosync (it stays dead until stop/start)
 #   netns.sh status         corosync-quorumtool -s on every node
 #   netns.sh stop           stop everything this script started (by pid file and name)
 #
@@ -43,7 +44,8 @@ stop() {
     kill -TERM "$pid" 2>/dev/null || true
     for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$pid" 2>/dev/null || true
-    rm -f "$BASE/n$i/pid" /dev/shm/qb-corosync-"$pid"-* # libqb blackbox left by SIGKILL
+    # libqb leaves its blackbox and the IPC buffers of connected clients behind on SIGKILL.
+    rm -rf "$BASE/n$i/pid" /dev/shm/qb-corosync-"$pid"-* /dev/shm/qb-"$pid"-*
   done
   for ns in $(ip netns list | awk '{print $1}'); do
     case "$ns" in "$BR"|"${P}n"[0-9]|"${P}n"[0-9][0-9]) ip netns del "$ns" ;; esac
@@ -144,6 +146,7 @@ case "$cmd" in
   exec)   i=$1; shift; exec ip netns exec "${P}n$i" "$@" ;;
   cut)    ip -n "$BR" link set "${P}v$1" down ;;
   heal)   ip -n "$BR" link set "${P}v$1" up ;;
+  kill-corosync) kill -KILL "$(cat "$BASE/n$1/pid")" ;;
   status) for i in $(seq 1 "$(nodes)"); do echo "== node$i"; ip netns exec "${P}n$i" corosync-quorumtool -s || true; done ;;
   stop)   stop; echo "netns.sh: stopped $P" ;;
   *)      sed -n '2,20p' "$0" >&2; exit 2 ;;

@@ -4,6 +4,7 @@
 #   node_spawn I LOG 'cmd'  run it in the background (a child of this shell), output to LOG;
 #                           sets SPAWN_PID to the local pid
 #   node_cut I / node_heal I   partition node I from the others / undo it
+#   node_kill_corosync I    SIGKILL node I's corosync (only the last scenario does this)
 # and sets PROBE (the corosync_probe binary as the nodes see it), LOGS (a host directory),
 # EXPECT_NAMES (the `names ...` line node names must produce).
 # Each scenario returns non-zero with a reason on stderr.
@@ -97,6 +98,9 @@ scenario_leave_and_kill() {
     || { echo "node3 leaver failed: $(tail -3 "$LOGS/lk3-leave.log")" >&2; return 1; }
   pid3=$(me_pid "$LOGS/lk3-leave.log") || return 1
   grep -q '^left-group' "$LOGS/lk3-leave.log" || { echo "node3 did not leave" >&2; return 1; }
+  # The leaver's own membership view reports that it is no longer a member.
+  wait_log "$LOGS/lk3-leave.log" 1 "left=3:$pid3:leave( |$)" >/dev/null || return 1
+  wait_log "$LOGS/lk3-leave.log" 1 '^verdict lost$' >/dev/null || return 1
   for i in 1 2; do
     wait_log "$LOGS/lk$i.log" 1 "left=3:$pid3:leave( |$)" >/dev/null || return 1
   done
@@ -151,4 +155,21 @@ scenario_partition() {
   stop_spawned
 }
 
-SCENARIOS=(node_identity total_order leave_and_kill partition)
+# corosync dies under a member: dispatch fails with the typed "not reachable" error and the
+# membership view reports the loss; the other nodes see the node go down. Last: node3 stays
+# without corosync.
+scenario_corosync_lost() {
+  local g=lost-$$ pid3 line
+  spawn 1 "$LOGS/cl1.log" "watch $g --quorum"
+  spawn 3 "$LOGS/cl3.log" "watch $g --quorum"
+  wait_log "$LOGS/cl3.log" 1 '^verdict safe$' >/dev/null || return 1
+  pid3=$(me_pid "$LOGS/cl3.log") || return 1
+  wait_log "$LOGS/cl1.log" 1 "^confchg members=([^ ]*,)?3:$pid3[, ]" >/dev/null || return 1
+  node_kill_corosync 3 || { echo "could not kill corosync on node3" >&2; return 1; }
+  line=$(wait_log "$LOGS/cl3.log" 1 '^dispatch-error (cpg|quorum)_dispatch: corosync is not reachable on this node \(CS_ERR_LIBRARY\)') || return 1
+  echo "    node3: $(sed -n "${line}p" "$LOGS/cl3.log")"
+  wait_log "$LOGS/cl3.log" "$line" '^verdict lost$' >/dev/null || return 1
+  wait_log "$LOGS/cl1.log" 1 "left=3:$pid3:nodedown( |$)" >/dev/null || return 1
+}
+
+SCENARIOS=(node_identity total_order leave_and_kill partition corosync_lost)

@@ -17,6 +17,7 @@ use lockmgr::corosync::{
 };
 use std::collections::BTreeMap;
 use std::fmt::Display;
+use std::os::fd::AsRawFd;
 use std::process::ExitCode;
 use std::time::Duration;
 use tokio::io::unix::AsyncFd;
@@ -116,17 +117,24 @@ fn show_quorum(ev: &QuorumEvent) -> String {
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
-/// Dispatches `fd` once it is readable; keeps readiness while events keep coming so nothing
-/// is left behind in libcpg's buffers between two edge-triggered wakeups.
-macro_rules! drain {
-    ($afd:expr, $dispatch:ident) => {{
-        let mut guard = $afd.readable_mut().await?;
-        let events = guard.get_inner_mut().$dispatch()?;
-        if events.is_empty() {
-            guard.clear_ready();
-        }
-        events
-    }};
+/// Waits until `afd` is readable and dispatches it. Readiness is kept while events keep
+/// coming, so nothing is left behind in the library's buffers between two edge-triggered
+/// wakeups. The outer error is the reactor's, the inner one corosync's.
+async fn ready<T: AsRawFd, E>(
+    afd: &mut AsyncFd<T>,
+    dispatch: impl FnOnce(&mut T) -> Result<Vec<E>, Error>,
+) -> std::io::Result<Result<Vec<E>, Error>> {
+    let mut guard = afd.readable_mut().await?;
+    let r = dispatch(guard.get_inner_mut());
+    if matches!(&r, Ok(events) if events.is_empty()) {
+        guard.clear_ready();
+    }
+    Ok(r)
+}
+
+enum Ready {
+    Cpg(Result<Vec<CpgEvent>, Error>),
+    Quorum(Result<Vec<QuorumEvent>, Error>),
 }
 
 fn info() -> Res<()> {
@@ -150,60 +158,81 @@ fn info() -> Res<()> {
     Ok(())
 }
 
-async fn watch(group: &str, with_quorum: bool, leave_at: Option<usize>) -> Res<()> {
+/// Returns false when corosync went away (after printing `verdict lost`).
+async fn watch(group: &str, with_quorum: bool, leave_at: Option<usize>) -> Res<bool> {
     let mut cpg = Cpg::new(group)?;
     println!("me {}", cpg.me());
     let mut view = MembershipView::new(cpg.me());
     cpg.join()?;
     let mut cpg = reactor::register(cpg)?;
-    let mut quorum = if with_quorum {
-        Some(reactor::register(Quorum::new()?)?)
-    } else {
-        None
+    let mut quorum = match with_quorum {
+        true => Some(reactor::register(Quorum::new()?)?),
+        false => None,
     };
+    let mut leaving = false;
     loop {
-        tokio::select! {
-            events = async { Ok::<_, Box<dyn std::error::Error>>(drain!(cpg, dispatch)) } => {
-                for ev in events? {
+        let r = tokio::select! {
+            r = ready(&mut cpg, Cpg::dispatch) => Ready::Cpg(r?),
+            r = async { ready(quorum.as_mut().expect("enabled with quorum"), Quorum::dispatch).await },
+                if quorum.is_some() => Ready::Quorum(r?),
+        };
+        let lost = match r {
+            Ready::Cpg(Ok(events)) => {
+                for ev in events {
                     println!("{}", show_cpg(&ev));
                     if let Some(v) = view.on_cpg(&ev) {
                         println!("verdict {v}");
                     }
                     if let CpgEvent::ConfChg { members, .. } = &ev {
-                        if leave_at.is_some_and(|n| members.len() >= n) {
-                            sleep(Duration::from_millis(300)).await;
-                            // `cpg` is an AsyncFd; leave needs the handle itself.
-                            return leave(cpg).await;
-                        }
+                        leaving |= leave_at.is_some_and(|n| members.len() >= n);
                     }
                 }
+                None
             }
-            events = async {
-                let q = quorum.as_mut().expect("branch enabled only with quorum");
-                Ok::<_, Box<dyn std::error::Error>>(drain!(q, dispatch))
-            }, if quorum.is_some() => {
-                for ev in events? {
+            Ready::Quorum(Ok(events)) => {
+                for ev in events {
                     println!("{}", show_quorum(&ev));
                     if let Some(v) = view.on_quorum(&ev) {
                         println!("verdict {v}");
                     }
                 }
+                None
             }
+            Ready::Cpg(Err(e)) | Ready::Quorum(Err(e)) => Some(e),
+        };
+        if let Some(e) = lost {
+            println!("dispatch-error {e}");
+            if !e.is_not_running() {
+                return Err(e.into());
+            }
+            if let Some(v) = view.on_corosync_lost() {
+                println!("verdict {v}");
+            }
+            return Ok(false);
+        }
+        if leaving {
+            sleep(Duration::from_millis(300)).await;
+            leave(cpg.into_inner(), &mut view).await?;
+            return Ok(true);
         }
     }
 }
 
-async fn leave(cpg: AsyncFd<Cpg>) -> Res<()> {
-    let mut cpg = cpg.into_inner();
+/// Leaves with cpg_leave and shows, for a moment, what corosync still tells us.
+async fn leave(mut cpg: Cpg, view: &mut MembershipView) -> Res<()> {
     cpg.leave()?;
     println!("left-group");
-    // Show whatever corosync still tells us about our own leave, briefly.
     let mut cpg = reactor::register(cpg)?;
     let deadline = Instant::now() + Duration::from_secs(2);
     loop {
         tokio::select! {
-            events = async { Ok::<_, Box<dyn std::error::Error>>(drain!(cpg, dispatch)) } => {
-                for ev in events? { println!("{}", show_cpg(&ev)); }
+            r = ready(&mut cpg, Cpg::dispatch) => {
+                for ev in r?? {
+                    println!("{}", show_cpg(&ev));
+                    if let Some(v) = view.on_cpg(&ev) {
+                        println!("verdict {v}");
+                    }
+                }
             }
             _ = sleep_until(deadline) => return Ok(()),
         }
@@ -224,8 +253,8 @@ async fn order(group: &str, members: usize, count: usize, timeout: Duration) -> 
     while seq.len() < members * count {
         tokio::select! {
             biased;
-            events = async { Ok::<_, Box<dyn std::error::Error>>(drain!(cpg, dispatch)) } => {
-                for ev in events? {
+            r = ready(&mut cpg, Cpg::dispatch) => {
+                for ev in r?? {
                     match &ev {
                         CpgEvent::ConfChg { members: m, .. } => {
                             println!("{}", show_cpg(&ev));
@@ -288,7 +317,7 @@ fn main() -> ExitCode {
             group,
             quorum,
             leave_at,
-        } => rt.block_on(watch(&group, quorum, leave_at)).map(|()| true),
+        } => rt.block_on(watch(&group, quorum, leave_at)),
         Cmd::Order {
             group,
             members,
