@@ -392,6 +392,16 @@ unsafe fn copy_list<T: Copy>(ptr: *const T, n: usize) -> Vec<T> {
     unsafe { std::slice::from_raw_parts(ptr, n) }.to_vec()
 }
 
+/// A delivered message as an event; `own` when the sender is this process (`me`).
+fn delivery(me: Address, nodeid: u32, pid: u32, msg: Vec<u8>) -> CpgEvent {
+    let sender = Address { nodeid, pid };
+    CpgEvent::Deliver {
+        sender,
+        own: sender == me,
+        msg,
+    }
+}
+
 fn addr(a: &sys::cpg_address) -> Address {
     Address {
         nodeid: a.nodeid,
@@ -417,12 +427,7 @@ unsafe extern "C" fn deliver_cb(
     with_inner(handle, |inner| {
         // SAFETY: libcpg passes `msg_len` readable bytes at `msg`, valid during the callback.
         let msg = unsafe { copy_list(msg.cast::<u8>().cast_const(), msg_len) };
-        let sender = Address { nodeid, pid };
-        inner.queue.push_back(CpgEvent::Deliver {
-            sender,
-            own: sender == inner.me,
-            msg,
-        });
+        inner.queue.push_back(delivery(inner.me, nodeid, pid, msg));
     });
 }
 
@@ -492,6 +497,21 @@ mod tests {
                 .collect::<Vec<_>>(),
             ["join", "leave", "nodedown", "nodeup", "procdown"]
         );
+    }
+
+    #[test]
+    fn own_messages_are_recognised_by_node_and_pid() {
+        let me = Address { nodeid: 2, pid: 40 };
+        let own = |nodeid, pid| match delivery(me, nodeid, pid, b"m".to_vec()) {
+            CpgEvent::Deliver { own, msg, .. } => {
+                assert_eq!(msg, b"m");
+                own
+            }
+            other => panic!("{other:?}"),
+        };
+        assert!(own(2, 40));
+        assert!(!own(2, 41), "another process on our node");
+        assert!(!own(3, 40), "the same pid on another node");
     }
 
     #[test]
