@@ -120,7 +120,9 @@ pub enum CpgEvent {
         joined: Vec<Change>,
     },
     /// The cluster (totem) membership changed; `ring_id` is comparable with quorum's.
-    /// The first one arrives right after our join (`CPG_MODEL_V1_DELIVER_INITIAL_TOTEM_CONF`).
+    /// With `CPG_MODEL_V1_DELIVER_INITIAL_TOTEM_CONF` corosync sends the current one with the
+    /// first group configuration change it reports after we connected, which can be just
+    /// before our own join's `ConfChg` (seen on real clusters), so do not rely on the order.
     TotemConfChg { ring_id: RingId, members: Vec<u32> },
 }
 
@@ -192,6 +194,8 @@ impl Cpg {
     pub fn new(group: &str) -> Result<Self> {
         let name = group_name(group)?;
         let inner = Box::into_raw(Box::new(Inner {
+            // corosync names members by the pid it sees on the IPC socket: this holds as long
+            // as we share corosync's pid namespace (true on a host and in the test guests).
             me: Address {
                 nodeid: 0,
                 pid: std::process::id(),
@@ -249,7 +253,7 @@ impl Cpg {
     }
 
     /// Joins the group (`cpg_join`), retrying `CS_ERR_TRY_AGAIN`. Our own join shows up as a
-    /// `ConfChg` with us in `joined`, followed by the initial `TotemConfChg`.
+    /// `ConfChg` with us in `joined`; the initial `TotemConfChg` may come before or after it.
     pub fn join(&mut self) -> Result<()> {
         let (h, name) = (self.handle, self.group);
         // SAFETY: valid handle; `name` is a valid cpg_name that outlives the call.
@@ -278,7 +282,8 @@ impl Cpg {
     /// Success only means the local corosync took the message. It is committed when it comes
     /// back to us as `CpgEvent::Deliver { own: true, .. }` (see the module docs).
     /// Refused with `Error::NotJoined` before `join` or after `leave`: corosync would accept
-    /// the message and drop it.
+    /// the message and drop it. Under flow control this sleeps between retries, so call it
+    /// where blocking for a while is acceptable.
     pub fn mcast(&self, msg: &[u8]) -> Result<()> {
         if !self.joined {
             return Err(Error::NotJoined {
