@@ -9,6 +9,8 @@
 #   cluster.sh kill NODE        hard-kill the guest (its whole process group)
 #   cluster.sh stop             kill every guest, delete the network namespace (never leaves anything behind)
 #   cluster.sh status           one line per node
+#   cluster.sh bin PATH         copy a host binary to target/cluster-bin/<name>-<sha256:12>, print that path
+#                               (a running guest can keep serving a stale copy of a rebuilt file)
 #
 # Each guest's root is the host's / read-only (hostfs) under a tmpfs overlay, so binaries built on
 # the host run inside at the same paths. Networking: one tap per guest on a bridge inside a private
@@ -30,6 +32,8 @@ MEM=${CL_MEM:-512}
 TOKEN=${CL_TOKEN:-3000}
 CACHE=${CL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/virt-dlm/cluster}
 UML=$CACHE/uml/usr/bin/linux.uml
+ROOT=$(cd "$HERE/../.." && pwd)
+BIN_DIR=${CL_BIN_DIR:-${CARGO_TARGET_DIR:-$ROOT/target}/cluster-bin}
 
 die() { echo "cluster.sh: $*" >&2; exit 1; }
 node_dir() { [[ $1 =~ ^[1-9]$ ]] || die "bad node number '$1'"; echo "$BASE/n$1"; }
@@ -159,6 +163,18 @@ cmd_stop() {
   echo "stopped"
 }
 
+cmd_bin() {
+  local src=$1 sum dst
+  [ -f "$src" ] || die "bin: no file $src"
+  sum=$(sha256sum "$src" | cut -c1-12)
+  dst=$BIN_DIR/$(basename "$src")-$sum
+  if [ ! -x "$dst" ]; then
+    mkdir -p "$BIN_DIR"
+    cp "$src" "$dst.tmp.$$" && mv "$dst.tmp.$$" "$dst"
+  fi
+  echo "$dst"
+}
+
 cmd_status() {
   local n i pg st
   [ -f "$BASE/nodes" ] || { echo "no cluster in $BASE"; return 1; }
@@ -180,5 +196,6 @@ case ${1:-} in
   kill) [ $# -eq 2 ] || die "usage: kill NODE"; cmd_kill "$2" ;;
   stop) cmd_stop ;;
   status) cmd_status ;;
-  *) sed -n '2,22s/^# \{0,1\}//p' "$0"; exit 2 ;;
+  bin) [ $# -eq 2 ] || die "usage: bin PATH"; cmd_bin "$2" ;;
+  *) sed -n '2,24s/^# \{0,1\}//p' "$0"; exit 2 ;;
 esac
