@@ -175,9 +175,7 @@ impl Running {
 
     /// The guest pid the agent reported first.
     pub fn pid(&self) -> u64 {
-        self.wait_for("start event", Duration::from_secs(30), |v| v["ev"] == "start")["pid"]
-            .as_u64()
-            .expect("pid")
+        self.wait_for("start event", Duration::from_secs(30), |v| v["ev"] == "start")["pid"].as_u64().expect("pid")
     }
 
     /// Waits for the command to end and returns its exit code and every event.

@@ -9,10 +9,7 @@ const LONG: Duration = Duration::from_secs(90);
 
 /// The event of step `step` in a finished agent's output.
 fn step<'a>(events: &'a [Value], step: &str) -> &'a Value {
-    events
-        .iter()
-        .find(|v| v["step"] == step)
-        .unwrap_or_else(|| panic!("no event for step {step}; events: {events:#?}"))
+    events.iter().find(|v| v["step"] == step).unwrap_or_else(|| panic!("no event for step {step}; events: {events:#?}"))
 }
 
 fn assert_step(events: &[Value], s: &str, expect: &str) {
@@ -43,8 +40,7 @@ fn queued_request_is_granted_after_release() {
     let c = Cluster::get();
     let holder = c.spawn_agent(1, &["create:t_queue", "lock:a:res:EX:-", "waitfile:/tmp/t_queue.done", "release:a"]);
     assert_eq!(outcome(&holder.wait_step("lock:a:res:EX:-", LONG)), "granted");
-    let waiter =
-        c.spawn_agent(2, &["create:t_queue", "request:a:res:PR:-", "wait:a:3", "wait:a:60", "release:a"]);
+    let waiter = c.spawn_agent(2, &["create:t_queue", "request:a:res:PR:-", "wait:a:3", "wait:a:60", "release:a"]);
     assert_eq!(outcome(&waiter.wait_step("request:a:res:PR:-", LONG)), "issued");
     // Still queued while node1 holds EX.
     assert_eq!(outcome(&waiter.wait_step("wait:a:3", LONG)), "timed_out");
@@ -149,10 +145,8 @@ fn a_cancelled_request_ends_without_the_lock() {
     let c = Cluster::get();
     let holder = c.spawn_agent(1, &["create:t_cancel", "lock:a:res:EX:-", "waitfile:/tmp/t_cancel.done", "release:a"]);
     assert_eq!(outcome(&holder.wait_step("lock:a:res:EX:-", LONG)), "granted");
-    let ev = c.agent(
-        2,
-        &["create:t_cancel", "request:a:res:EX:-", "wait:a:2", "cancel:a", "wait:a:30", "lock:b:res:CR:nq"],
-    );
+    let ev =
+        c.agent(2, &["create:t_cancel", "request:a:res:EX:-", "wait:a:2", "cancel:a", "wait:a:30", "lock:b:res:CR:nq"]);
     assert_step(&ev, "wait:a:2", "timed_out");
     assert_step(&ev, "cancel:a", "ok");
     assert_step(&ev, "wait:a:30", "cancelled");

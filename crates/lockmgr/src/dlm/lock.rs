@@ -321,9 +321,7 @@ impl Lock {
         };
         let rv = self.ls.with_handle(|h| {
             // SAFETY: as in `unlock`; cancel only names the lock in flight.
-            unsafe {
-                dlm_sys::dlm_ls_unlock(h, lkid, dlm_sys::LKF_CANCEL, self.cell.lksb_ptr(), self.cell.ast_arg())
-            }
+            unsafe { dlm_sys::dlm_ls_unlock(h, lkid, dlm_sys::LKF_CANCEL, self.cell.lksb_ptr(), self.cell.ast_arg()) }
         })?;
         if rv != 0 {
             let err = std::io::Error::last_os_error();

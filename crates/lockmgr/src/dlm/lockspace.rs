@@ -186,9 +186,8 @@ impl Lockspace {
         // SAFETY: errno is thread-local; writing it is always allowed.
         unsafe { *libc::__errno_location() = 0 };
         // SAFETY: the handle is live, its dispatcher stopped; libdlm closes and frees it.
-        let rv = unsafe {
-            dlm_sys::dlm_release_lockspace(self.inner.cname.as_ptr(), open.handle.0.as_ptr(), force as i32)
-        };
+        let rv =
+            unsafe { dlm_sys::dlm_release_lockspace(self.inner.cname.as_ptr(), open.handle.0.as_ptr(), force as i32) };
         let errno = std::io::Error::last_os_error().raw_os_error();
         self.inner.closed();
         if rv != 0 {

@@ -47,9 +47,7 @@ pub struct ResourceName(Vec<u8>);
 impl ResourceName {
     pub fn new(name: impl AsRef<[u8]>) -> Result<Self, DlmError> {
         let name = name.as_ref();
-        let bad = |why| {
-            Err(DlmError::InvalidResourceName { name: String::from_utf8_lossy(name).into_owned(), why })
-        };
+        let bad = |why| Err(DlmError::InvalidResourceName { name: String::from_utf8_lossy(name).into_owned(), why });
         if name.is_empty() {
             return bad("empty");
         }

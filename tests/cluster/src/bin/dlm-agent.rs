@@ -19,10 +19,20 @@
 //!   sleep:MS                       sleep
 //!   hold                           sleep until killed
 //!
+//! The same through the daemon's `dlm` backend (lockmgr::backend::dlm):
+//!   backend:LS                     join LS as a DlmBackend
+//!   acquire:RES:MODE:nq|SECS       acquire (NOQUEUE, or wait up to SECS)
+//!   drop:RES                       release the grant acquire/adopt-grant gave for RES
+//!   adopt-grant:RES:MODE           adopt this node's orphan
+//!   purge-orphans                  free this node's orphans
+//!
 //! Every line has "ev" (the step) and either "result" or "error" (a snake_case kind) plus
 //! "message". The first line is {"ev":"start","pid":...}.
 
+use lockmgr::backend::dlm::DlmBackend;
+use lockmgr::backend::{Backend, BackendError, Grant, ResName};
 use lockmgr::dlm::{Completion, DlmError, Lock, LockFlags, LockMode, Lockspace, ResourceName};
+use lockmgr::mode::Mode;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::io::Write;
@@ -70,6 +80,20 @@ fn parse_flags(s: &str) -> Result<LockFlags, String> {
 struct Agent {
     ls: Option<Lockspace>,
     slots: HashMap<String, Lock>,
+    backend: Option<DlmBackend>,
+    grants: HashMap<String, Grant>,
+}
+
+fn backend_err(e: BackendError) -> Value {
+    let kind = match &e {
+        BackendError::WouldBlock(_) => "would_block",
+        BackendError::TimedOut(_) => "timed_out",
+        BackendError::NoOrphan(_) => "no_orphan",
+        BackendError::OrphanModeMismatch { .. } => "orphan_mode_mismatch",
+        BackendError::Unavailable(_) => "unavailable",
+        BackendError::Failed(_) => "failed",
+    };
+    json!({"error": kind, "message": e.to_string()})
 }
 
 type StepResult = Result<Value, Value>;
@@ -91,7 +115,51 @@ impl Agent {
         self.slots.get(s).ok_or_else(|| json!({"error": "usage", "message": format!("empty slot {s}")}))
     }
 
+    fn backend(&self) -> Result<&DlmBackend, Value> {
+        self.backend.as_ref().ok_or_else(|| json!({"error": "usage", "message": "no backend: backend:LS first"}))
+    }
+
+    fn backend_step(&mut self, args: &[&str]) -> StepResult {
+        let usage = |m: &str| json!({"error": "usage", "message": m});
+        let mode = |s: &str| s.parse::<Mode>().map_err(|m| usage(&m));
+        match args {
+            ["backend", name] => {
+                let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+                self.backend = Some(DlmBackend::new(name, host.trim()).map_err(backend_err)?);
+                let (id, node) = self.backend()?.node();
+                Ok(json!({"result": "ok", "nodeid": id, "node": node}))
+            }
+            ["acquire", r, m, w] => {
+                let wait = match *w {
+                    "nq" => None,
+                    s => Some(Duration::from_secs(s.parse().map_err(|_| usage("acquire:RES:MODE:nq|SECS"))?)),
+                };
+                let g = self.backend()?.acquire(&ResName(r.to_string()), mode(m)?, wait).map_err(backend_err)?;
+                self.grants.insert(r.to_string(), g);
+                Ok(json!({"result": "granted"}))
+            }
+            ["adopt-grant", r, m] => {
+                let g = self.backend()?.adopt(&ResName(r.to_string()), mode(m)?).map_err(backend_err)?;
+                self.grants.insert(r.to_string(), g);
+                Ok(json!({"result": "granted"}))
+            }
+            ["drop", r] => {
+                let g = self.grants.remove(*r).ok_or_else(|| usage("no grant for that resource"))?;
+                self.backend()?.release(&g).map_err(backend_err)?;
+                Ok(json!({"result": "released"}))
+            }
+            ["purge-orphans"] => {
+                self.backend()?.purge_orphans().map_err(backend_err)?;
+                Ok(json!({"result": "ok"}))
+            }
+            _ => Err(usage("unknown step")),
+        }
+    }
+
     fn step(&mut self, args: &[&str]) -> StepResult {
+        if matches!(args.first(), Some(&("backend" | "acquire" | "adopt-grant" | "drop" | "purge-orphans"))) {
+            return self.backend_step(args);
+        }
         let usage = |m: &str| json!({"error": "usage", "message": m});
         let mode = |s: &str| s.parse::<LockMode>().map_err(|m| usage(&m));
         let flags = |s: &str| parse_flags(s).map_err(|m| usage(&m));
@@ -183,7 +251,7 @@ impl Agent {
 
 fn main() {
     emit(json!({"ev": "start", "pid": std::process::id()}));
-    let mut agent = Agent { ls: None, slots: HashMap::new() };
+    let mut agent = Agent { ls: None, slots: HashMap::new(), backend: None, grants: HashMap::new() };
     for step in std::env::args().skip(1) {
         let args: Vec<&str> = step.split(':').collect();
         let mut v = match agent.step(&args) {
