@@ -46,7 +46,10 @@ cmd_prepare() {
   mkdir -p "$CACHE"
   rm -rf "$CACHE/uml" "$CACHE"/user-mode-linux_*.deb
   # Downloaded and extracted, not installed: the host needs none of it.
-  (cd "$CACHE" && apt-get download -q user-mode-linux) || die "apt-get download user-mode-linux failed"
+  # A fresh machine may have no package lists yet: update once and retry.
+  (cd "$CACHE" && apt-get download -q user-mode-linux 2>/dev/null) ||
+    { apt-get update -qq && (cd "$CACHE" && apt-get download -q user-mode-linux 2>/dev/null); } ||
+    die "apt-get download user-mode-linux failed"
   mkdir -p "$CACHE/uml.tmp"
   dpkg-deb -x "$CACHE"/user-mode-linux_*.deb "$CACHE/uml.tmp"
   mv "$CACHE/uml.tmp" "$CACHE/uml"
@@ -109,8 +112,8 @@ cmd_start() {
 
 cmd_exec() {
   [ $# -ge 2 ] || die "usage: exec NODE 'command'"
-  local d id end off=0 sz
-  d=$(node_dir "$1")/xchg/cmd; shift
+  local d id end off=0 sz node=$1
+  d=$(node_dir "$node")/xchg/cmd; shift
   [ -d "$d" ] || die "no node dir $d (cluster not started?)"
   [ -f "$(dirname "$(dirname "$d")")/vm.pid" ] || die "node is not running"
   id=$(date +%s%N)-$$-$RANDOM
@@ -123,7 +126,7 @@ cmd_exec() {
   }
   until [ -e "$d/$id.rc" ]; do
     flush
-    if [ "$(date +%s)" -ge "$end" ]; then echo "cluster.sh: exec timed out on node${d#"$BASE"/n}" >&2; exit 124; fi
+    if [ "$(date +%s)" -ge "$end" ]; then echo "cluster.sh: exec timed out after ${CL_EXEC_TIMEOUT:-120}s on node$node" >&2; exit 124; fi
     sleep 0.05
   done
   flush
