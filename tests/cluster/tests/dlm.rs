@@ -38,7 +38,8 @@ fn ex_on_node1_makes_noqueue_ex_on_nodes_2_and_3_would_block() {
 #[test]
 fn queued_request_is_granted_after_release() {
     let c = Cluster::get();
-    let holder = c.spawn_agent(1, &["create:t_queue", "lock:a:res:EX:-", "waitfile:/tmp/t_queue.done", "release:a"]);
+    let holder =
+        c.spawn_agent(1, &["create:t_queue", "lock:a:res:EX:-", "waitfile:/tmp/t_queue.done", "basts:a", "release:a"]);
     assert_eq!(outcome(&holder.wait_step("lock:a:res:EX:-", LONG)), "granted");
     let waiter = c.spawn_agent(2, &["create:t_queue", "request:a:res:PR:-", "wait:a:3", "wait:a:60", "release:a"]);
     assert_eq!(outcome(&waiter.wait_step("request:a:res:PR:-", LONG)), "issued");
@@ -49,7 +50,11 @@ fn queued_request_is_granted_after_release() {
     let (code, ev) = waiter.finish(LONG);
     assert_eq!(code, 0);
     assert_step(&ev, "release:a", "released");
-    assert_eq!(holder.finish(LONG).0, 0);
+    let (code, ev) = holder.finish(LONG);
+    assert_eq!(code, 0);
+    // The holder was told that somebody waits for it.
+    assert!(step(&ev, "basts:a")["count"].as_u64().unwrap() >= 1, "{}", step(&ev, "basts:a"));
+    assert_step(&ev, "release:a", "released");
 }
 
 #[test]

@@ -384,7 +384,8 @@ impl Lock {
     }
 
     /// Waits up to `timeout` for the operation in flight; when the time runs out, cancels it
-    /// and waits for the outcome of the cancel (which may still be the grant).
+    /// (`dlm_ls_unlock(ls, lkid, LKF_CANCEL, ...)`) and waits for the outcome, which may still
+    /// be the grant.
     pub fn wait_or_cancel(&self, timeout: Duration) -> Result<Completion> {
         match self.wait(Some(timeout)) {
             Err(DlmError::TimedOut(_)) => {
@@ -395,7 +396,8 @@ impl Lock {
         }
     }
 
-    /// Waits for a conversion and turns a refusal into an error.
+    /// Converts and waits: `Ok` once granted, `WouldBlock`, `Deadlock`, or `TimedOut` after a
+    /// cancel. `dlm_ls_lock(LKF_CONVERT | flags)`, and `dlm_ls_unlock(LKF_CANCEL)` on timeout.
     pub fn convert_wait(&self, mode: LockMode, flags: LockFlags, timeout: Option<Duration>) -> Result<()> {
         self.convert(mode, flags)?;
         let c = match timeout {
@@ -418,6 +420,7 @@ impl Lock {
     }
 
     /// The safe release order: convert to NL (if above NL), then unlock; waits for both.
+    /// `dlm_ls_lock(LKF_CONVERT, NL)`, then `dlm_ls_unlock(ls, lkid, 0, ...)`.
     pub fn release(&self) -> Result<()> {
         if self.granted_mode().is_some_and(|m| m != LockMode::Nl) {
             self.convert_wait(LockMode::Nl, LockFlags::NONE, None)?;

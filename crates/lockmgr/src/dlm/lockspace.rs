@@ -15,7 +15,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// libdlm keeps unprotected global state (the control device fd) used by create, open and
-/// release: one call at a time in the whole process.
+/// release: one call at a time in the whole process. Creating blocks until the lockspace has
+/// joined, so an open or release may wait behind a create.
 static LIBDLM_GLOBAL: Mutex<()> = Mutex::new(());
 
 /// Permissions of the lockspace device node created by `dlm_new_lockspace`.

@@ -12,6 +12,7 @@
 //!   unlock:SLOT                    unlock (refused above PR) and wait
 //!   release:SLOT                   convert to NL, then unlock
 //!   cancel:SLOT                    cancel the operation in flight
+//!   basts:SLOT                     how many blocking ASTs SLOT's lock received ("count")
 //!   adopt:SLOT:RES:MODE            adopt this node's orphan (PERSISTENT kept)
 //!   purge                          free this node's orphans
 //!   release-ls[:force] | close-ls  release / close the lockspace
@@ -204,6 +205,7 @@ impl Agent {
                 self.slot(slot)?.release().map_err(dlm_err)?;
                 Ok(json!({"result": "released"}))
             }
+            ["basts", slot] => Ok(json!({"result": "ok", "count": self.slot(slot)?.blocking_asts()})),
             ["cancel", slot] => {
                 self.slot(slot)?.cancel().map_err(dlm_err)?;
                 Ok(json!({"result": "ok"}))
