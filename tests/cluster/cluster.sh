@@ -38,7 +38,14 @@ BIN_DIR=${CL_BIN_DIR:-${CARGO_TARGET_DIR:-$ROOT/target}/cluster-bin}
 die() { echo "cluster.sh: $*" >&2; exit 1; }
 node_dir() { [[ $1 =~ ^[1-9]$ ]] || die "bad node number '$1'"; echo "$BASE/n$1"; }
 # Process group of a guest, from the pid its start recorded (empty if it is gone).
-guest_pgid() { local f=$BASE/n$1/vm.pid; [ -f "$f" ] || return 0; ps -o pgid= -p "$(cat "$f")" 2>/dev/null | tr -d ' '; }
+guest_pgid() {
+  local f=$BASE/n$1/vm.pid pid
+  [ -f "$f" ] || return 0
+  pid=$(cat "$f")
+  # Started as its own session, the guest's pid is its process group id, also after the main
+  # process died and left helpers behind.
+  if pgrep -g "$pid" -f "$UML" >/dev/null 2>&1; then echo "$pid"; fi
+}
 
 cmd_prepare() {
   [ -x "$UML" ] && [ -n "$(uml_modules)" ] && return 0

@@ -190,3 +190,24 @@ fn bad_input_and_unsafe_calls_get_typed_errors() {
     assert_step(&ev, "release-ls", "released");
     assert_step(&ev, "lock:y:res:EX:nq", "released");
 }
+
+#[test]
+fn releasing_a_lockspace_that_still_has_locks_reports_busy_until_forced() {
+    let c = Cluster::get();
+    // libdlm returns 0 even when the kernel refuses the removal; the wrapper reports Busy.
+    let ev = c.agent(
+        1,
+        &["create:t_busy", "lock:a:res:EX:pers", "release-ls", "open:t_busy", "adopt:b:res:EX", "release-ls:force"],
+    );
+    assert_step(&ev, "lock:a:res:EX:pers", "granted");
+    assert_step(&ev, "release-ls", "busy");
+    // The lockspace stayed, and the lock in it (now an orphan) too.
+    assert_step(&ev, "open:t_busy", "ok");
+    assert_step(&ev, "adopt:b:res:EX", "granted");
+    assert_step(&ev, "release-ls:force", "released");
+    let ev = c.agent(1, &["open:t_busy"]);
+    assert_step(&ev, "open:t_busy", "sys");
+    let ev = c.agent(2, &["create:t_busy", "lock:a:res:EX:nq", "release:a", "release-ls"]);
+    assert_step(&ev, "lock:a:res:EX:nq", "granted");
+    assert_step(&ev, "release-ls", "released");
+}
