@@ -22,7 +22,11 @@ test: deps
 	./tests/run-all.sh
 
 test-unit:
-	cargo test --workspace --locked
+	cargo test --workspace --exclude cluster-tests --locked
+
+# Real multi-node cluster (User-Mode Linux guests); needs root.
+test-cluster: deps
+	./tests/cluster/run.sh
 
 lint:
 	cargo clippy --workspace --all-targets --locked -- -D warnings

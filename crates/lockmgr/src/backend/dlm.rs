@@ -1,0 +1,172 @@
+//! The `dlm` backend: locks in the kernel DLM, one lockspace for the cluster (default
+//! "virtdlm"), following lvmlockd's pattern.
+//!
+//! - acquire: a new NL lock (the anchor; NL conflicts with nothing and EXPEDITE grants it at
+//!   once), then a conversion to the wanted mode with PERSISTENT, and NOQUEUE unless the
+//!   caller is willing to wait (a bounded wait ends with a cancel).
+//! - release: convert to NL, then unlock. Never an unlock straight from EX: libdlm would send
+//!   uninitialised bytes as the lock value block. The NL conversion drops PERSISTENT (each
+//!   conversion replaces the flags), so a crash between the two steps leaves nothing behind.
+//! - adopt: after a daemon restart, `LKF_ORPHAN` in the same mode takes back the PERSISTENT
+//!   lock the previous daemon left as an orphan.
+//! - purge: frees every orphan of this node nobody adopted.
+//!
+//! Every call may block while the lockspace is stopped for recovery: call from blocking
+//! threads only.
+
+use super::{Backend, BackendError, Grant, ResName};
+use crate::dlm::{local_nodeid, DlmError, Lock, LockFlags, LockMode, Lockspace, ResourceName};
+use crate::mode::Mode;
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// The lockspace every virtdlmd of a cluster joins unless configured otherwise.
+pub const DEFAULT_LOCKSPACE: &str = "virtdlm";
+
+/// How long the NL anchor may take: it conflicts with nothing, so only a lockspace stopped for
+/// recovery delays it.
+const ANCHOR_WAIT: Duration = Duration::from_secs(30);
+
+pub struct DlmBackend {
+    ls: Lockspace,
+    nodeid: u32,
+    node_name: String,
+    /// Granted locks by grant id (the DLM lock id).
+    held: Mutex<HashMap<u64, Lock>>,
+}
+
+impl DlmBackend {
+    /// Joins (or creates) `lockspace`; blocks until the lockspace has joined the cluster
+    /// (needs dlm_controld and quorum). `node_name` is how this node is shown to people.
+    pub fn new(lockspace: &str, node_name: impl Into<String>) -> Result<Self, BackendError> {
+        let ls = Lockspace::create(lockspace).map_err(|e| unavailable(lockspace, e))?;
+        let nodeid = local_nodeid().map_err(|e| unavailable(lockspace, e))?;
+        Ok(DlmBackend { ls, nodeid, node_name: node_name.into(), held: Mutex::new(HashMap::new()) })
+    }
+
+    /// The lockspace this backend uses.
+    pub fn lockspace(&self) -> &Lockspace {
+        &self.ls
+    }
+
+    /// Number of grants held by this backend.
+    pub fn held(&self) -> usize {
+        self.held.lock().len()
+    }
+
+    fn keep(&self, name: &ResName, mode: Mode, lock: Lock) -> Grant {
+        let id = u64::from(lock.lkid());
+        self.held.lock().insert(id, lock);
+        Grant { name: name.clone(), mode, id }
+    }
+}
+
+fn resource(name: &ResName) -> Result<ResourceName, BackendError> {
+    ResourceName::new(&name.0).map_err(|e| BackendError::Failed(e.to_string()))
+}
+
+fn unavailable(lockspace: &str, e: DlmError) -> BackendError {
+    BackendError::Unavailable(format!("DLM lockspace {lockspace}: {e}"))
+}
+
+/// The daemon's view of a wrapper error on resource `name`.
+fn backend_error(name: &ResName, e: DlmError) -> BackendError {
+    match e {
+        DlmError::WouldBlock(_) => BackendError::WouldBlock(name.0.clone()),
+        DlmError::TimedOut(_) => BackendError::TimedOut(name.0.clone()),
+        DlmError::NoOrphan(_) => BackendError::NoOrphan(name.0.clone()),
+        DlmError::Released(_) | DlmError::NoNodeId { .. } => BackendError::Unavailable(e.to_string()),
+        other => BackendError::Failed(other.to_string()),
+    }
+}
+
+impl Backend for DlmBackend {
+    fn kind(&self) -> &'static str {
+        "dlm"
+    }
+
+    fn node(&self) -> (u32, String) {
+        (self.nodeid, self.node_name.clone())
+    }
+
+    fn acquire(&self, name: &ResName, mode: Mode, wait: Option<Duration>) -> Result<Grant, BackendError> {
+        let res = resource(name)?;
+        let anchor = self
+            .ls
+            .lock(&res, LockMode::Nl, LockFlags::EXPEDITE, Some(ANCHOR_WAIT))
+            .map_err(|e| backend_error(name, e))?;
+        let flags = match wait {
+            None => LockFlags::NOQUEUE | LockFlags::PERSISTENT,
+            Some(_) => LockFlags::PERSISTENT,
+        };
+        match anchor.convert_wait(mode.into(), flags, wait) {
+            Ok(()) => Ok(self.keep(name, mode, anchor)),
+            Err(e) => {
+                // A refused or cancelled conversion leaves the anchor at NL: drop it.
+                if let Err(u) = anchor.release() {
+                    tracing::warn!(resource = %name.0, error = %u, "dropping the NL anchor failed");
+                }
+                Err(backend_error(name, e))
+            }
+        }
+    }
+
+    fn release(&self, grant: &Grant) -> Result<(), BackendError> {
+        let Some(lock) = self.held.lock().remove(&grant.id) else {
+            return Ok(());
+        };
+        match lock.release() {
+            Ok(()) | Err(DlmError::Ended(_)) => Ok(()),
+            Err(e) => {
+                let err = backend_error(&grant.name, e);
+                // Still held: keep it so a retry can release it.
+                if !lock.is_ended() {
+                    self.held.lock().insert(grant.id, lock);
+                }
+                Err(err)
+            }
+        }
+    }
+
+    fn adopt(&self, name: &ResName, mode: Mode) -> Result<Grant, BackendError> {
+        let res = resource(name)?;
+        let lock = self.ls.adopt(&res, mode.into(), LockFlags::PERSISTENT).map_err(|e| match e {
+            DlmError::OrphanModeMismatch { .. } => {
+                BackendError::OrphanModeMismatch { name: name.0.clone(), wanted: mode }
+            }
+            e => backend_error(name, e),
+        })?;
+        Ok(self.keep(name, mode, lock))
+    }
+
+    /// The DLM does not say how many orphans it freed: the count is always 0.
+    fn purge_orphans(&self) -> Result<usize, BackendError> {
+        self.ls.purge(self.nodeid, 0).map_err(|e| BackendError::Failed(e.to_string()))?;
+        Ok(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrapper_errors_map_to_backend_errors() {
+        let n = ResName("d1:abc".into());
+        assert!(
+            matches!(backend_error(&n, DlmError::WouldBlock("x".into())), BackendError::WouldBlock(r) if r == "d1:abc")
+        );
+        assert!(matches!(backend_error(&n, DlmError::TimedOut("x".into())), BackendError::TimedOut(_)));
+        assert!(matches!(backend_error(&n, DlmError::NoOrphan("x".into())), BackendError::NoOrphan(_)));
+        assert!(matches!(backend_error(&n, DlmError::Released("virtdlm".into())), BackendError::Unavailable(_)));
+        assert!(matches!(backend_error(&n, DlmError::Busy("x".into())), BackendError::Failed(_)));
+    }
+
+    #[test]
+    fn names_the_dlm_refuses_are_errors_not_calls() {
+        assert!(matches!(resource(&ResName(String::new())), Err(BackendError::Failed(_))));
+        assert!(matches!(resource(&ResName("x".repeat(65))), Err(BackendError::Failed(_))));
+        assert!(resource(&ResName("d1:0123".into())).is_ok());
+    }
+}

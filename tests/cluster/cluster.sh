@@ -1,0 +1,211 @@
+#!/bin/bash
+# A real Corosync + kernel DLM cluster of User-Mode Linux guests on this host, for the cluster tier.
+#
+#   cluster.sh prepare          fetch and extract Debian's user-mode-linux kernel (idempotent)
+#   cluster.sh start N          boot N (2 or 3) guests; returns once all are members, quorate, dlm_controld up
+#   cluster.sh exec NODE 'cmd'  run a shell command inside a guest, stream its output, return its exit code
+#   cluster.sh partition NODE   take the guest's link down (it loses the others, they lose it)
+#   cluster.sh heal NODE        bring the link back up
+#   cluster.sh kill NODE        hard-kill the guest (its whole process group)
+#   cluster.sh stop             kill every guest, delete the network namespace (never leaves anything behind)
+#   cluster.sh status           one line per node
+#   cluster.sh bin PATH         copy a host binary to target/cluster-bin/<name>-<sha256:12>, print that path
+#                               (a running guest can keep serving a stale copy of a rebuilt file)
+#
+# Each guest's root is the host's / read-only (hostfs) under a tmpfs overlay, so binaries built on
+# the host run inside at the same paths. Networking: one tap per guest on a bridge inside a private
+# network namespace; nothing is added to the host's own network namespace.
+#
+# Environment (two clusters coexist when CL_NS, CL_BASE and CL_NET differ):
+#   CL_NS       network namespace name           (default virtdlmcl)
+#   CL_BASE     runtime directory                (default /tmp/virtdlm-cluster)
+#   CL_NET      first three octets of the subnet (default 10.99.0; node i is $CL_NET.i)
+#   CL_MEM      MiB per guest (default 512)      CL_TOKEN  corosync totem token in ms (default 3000)
+#   CL_TIMEOUT  seconds to wait for start (120)  CL_EXEC_TIMEOUT  seconds per exec (default 120)
+#   CL_CACHE    download cache (default ${XDG_CACHE_HOME:-$HOME/.cache}/virt-dlm/cluster)
+set -euo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+NS=${CL_NS:-virtdlmcl}
+BASE=${CL_BASE:-/tmp/virtdlm-cluster}
+NET=${CL_NET:-10.99.0}
+MEM=${CL_MEM:-512}
+TOKEN=${CL_TOKEN:-3000}
+CACHE=${CL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/virt-dlm/cluster}
+UML=$CACHE/uml/usr/bin/linux.uml
+ROOT=$(cd "$HERE/../.." && pwd)
+BIN_DIR=${CL_BIN_DIR:-${CARGO_TARGET_DIR:-$ROOT/target}/cluster-bin}
+
+die() { echo "cluster.sh: $*" >&2; exit 1; }
+node_dir() { [[ $1 =~ ^[1-9]$ ]] || die "bad node number '$1'"; echo "$BASE/n$1"; }
+# Process group of a guest, from the pid its start recorded (empty if it is gone).
+guest_pgid() {
+  local f=$BASE/n$1/vm.pid pid
+  [ -f "$f" ] || return 0
+  pid=$(cat "$f")
+  # Started as its own session, the guest's pid is its process group id, also after the main
+  # process died and left helpers behind.
+  if pgrep -g "$pid" -f "$UML" >/dev/null 2>&1; then echo "$pid"; fi
+}
+
+cmd_prepare() {
+  [ -x "$UML" ] && [ -n "$(uml_modules)" ] && return 0
+  command -v apt-get >/dev/null || die "apt-get is needed to fetch user-mode-linux"
+  mkdir -p "$CACHE"
+  rm -rf "$CACHE/uml" "$CACHE"/user-mode-linux_*.deb
+  # Downloaded and extracted, not installed: the host needs none of it.
+  # A fresh machine may have no package lists yet: update once and retry.
+  (cd "$CACHE" && apt-get download -q user-mode-linux 2>/dev/null) ||
+    { apt-get update -qq && (cd "$CACHE" && apt-get download -q user-mode-linux 2>/dev/null); } ||
+    die "apt-get download user-mode-linux failed"
+  mkdir -p "$CACHE/uml.tmp"
+  dpkg-deb -x "$CACHE"/user-mode-linux_*.deb "$CACHE/uml.tmp"
+  mv "$CACHE/uml.tmp" "$CACHE/uml"
+  [ -x "$UML" ] && [ -n "$(uml_modules)" ] || die "user-mode-linux package has no kernel or dlm module"
+  echo "user-mode-linux ready in $CACHE/uml"
+}
+
+uml_modules() {
+  local d
+  for d in "$CACHE"/uml/usr/lib/uml/modules/*; do
+    [ -f "$d/kernel/fs/dlm/dlm.ko" ] && { echo "$d"; return; }
+  done
+}
+
+cmd_start() {
+  local n=${1:-3} i d mac t0 deadline cpus
+  [[ $n =~ ^[23]$ ]] || die "start: N must be 2 or 3"
+  [ "$(id -u)" = 0 ] || die "start needs root (network namespace, taps, hostfs root)"
+  [ -x "$UML" ] || die "user-mode-linux is missing: run '$0 prepare' first"
+  local mods; mods=$(uml_modules)
+  if ip netns list | grep -qw "$NS"; then die "netns $NS exists: a cluster is running (run '$0 stop')"; fi
+  t0=$(date +%s.%N)
+  rm -rf "$BASE"; mkdir -p "$BASE/uml"; echo "$n" > "$BASE/nodes"
+  ip netns add "$NS"
+  ip -n "$NS" link set lo up
+  ip -n "$NS" link add br0 type bridge
+  ip -n "$NS" link set br0 up
+  cpus=$(nproc)
+  for i in $(seq 1 "$n"); do
+    d=$BASE/n$i; mkdir -p "$d/xchg/cmd"; mac=52:54:00:99:00:$(printf %02x "$i")
+    ip -n "$NS" tuntap add dev "tap$i" mode tap
+    ip -n "$NS" link set "tap$i" master br0 up
+    # setsid: the guest is several host processes; its own process group lets kill/stop reach all.
+    # taskset: one host CPU per guest (unpinned, guests migrating between CPUs start 3x slower).
+    # UML keeps guest memory in a file under TMPDIR: /dev/shm is tmpfs.
+    TMPDIR=/dev/shm ip netns exec "$NS" taskset -c $(( (i - 1) % cpus )) setsid "$UML" mem="${MEM}M" \
+      root=/dev/root rootfstype=hostfs rootflags=/ ro init="$HERE/guest/uml-init.sh" \
+      con=null con0=null,fd:1 ssl=null "eth0=tuntap,tap$i,$mac" "umid=n$i" uml_dir="$BASE/uml" \
+      quiet panic=-1 "cl.node=$i" "cl.nodes=$n" "cl.token=$TOKEN" "cl.net=$NET" \
+      "cl.init=$HERE/guest/guest-init.sh" "cl.umlmods=$mods" "cl.hostfs_xchg=$d/xchg" \
+      </dev/null >"$d/console.log" 2>&1 &
+    echo $! > "$d/vm.pid"
+  done
+  deadline=$(( $(date +%s) + ${CL_TIMEOUT:-120} ))
+  for i in $(seq 1 "$n"); do
+    d=$BASE/n$i
+    until grep -q '^[0-9.]* READY' "$d/xchg/status" 2>/dev/null; do
+      if grep -q FAILED "$d/xchg/status" 2>/dev/null; then
+        echo "node$i failed to start:" >&2; cat "$d/xchg/status" >&2; cmd_stop >/dev/null; exit 1; fi
+      if [ "$(date +%s)" -ge "$deadline" ]; then
+        echo "node$i not ready after ${CL_TIMEOUT:-120}s; status and console:" >&2
+        cat "$d/xchg/status" >&2 2>/dev/null; tail -20 "$d/console.log" >&2; cmd_stop >/dev/null; exit 1; fi
+      if ! kill -0 "$(cat "$d/vm.pid")" 2>/dev/null; then
+        echo "node$i died during boot; console:" >&2; tail -20 "$d/console.log" >&2; cmd_stop >/dev/null; exit 1; fi
+      sleep 0.1
+    done
+  done
+  echo "cluster of $n nodes ready in $(echo "$(date +%s.%N) - $t0" | bc) s (netns $NS, $NET.0/24, $BASE)"
+}
+
+cmd_exec() {
+  [ $# -ge 2 ] || die "usage: exec NODE 'command'"
+  local d id end off=0 sz node=$1
+  d=$(node_dir "$node")/xchg/cmd; shift
+  [ -d "$d" ] || die "no node dir $d (cluster not started?)"
+  [ -f "$(dirname "$(dirname "$d")")/vm.pid" ] || die "node is not running"
+  id=$(date +%s%N)-$$-$RANDOM
+  printf '%s\n' "$*" > "$d/.$id.tmp"; mv "$d/.$id.tmp" "$d/$id.sh"
+  end=$(( $(date +%s) + ${CL_EXEC_TIMEOUT:-120} ))
+  flush() {
+    [ -f "$d/$id.out" ] || return 0
+    sz=$(stat -c %s "$d/$id.out")
+    if [ "$sz" -gt "$off" ]; then tail -c +$((off + 1)) "$d/$id.out" | head -c $((sz - off)); off=$sz; fi
+  }
+  until [ -e "$d/$id.rc" ]; do
+    flush
+    if [ "$(date +%s)" -ge "$end" ]; then echo "cluster.sh: exec timed out after ${CL_EXEC_TIMEOUT:-120}s on node$node" >&2; exit 124; fi
+    sleep 0.05
+  done
+  flush
+  exit "$(cat "$d/$id.rc")"
+}
+
+cmd_link() {
+  local state=$1 node=$2
+  node_dir "$node" >/dev/null
+  ip -n "$NS" link set "tap$node" "$state" || die "no tap$node in netns $NS"
+  echo "node$node link $state"
+}
+
+cmd_kill() {
+  local d pg; d=$(node_dir "$1")
+  pg=$(guest_pgid "$1")
+  [ -n "$pg" ] || die "node$1 is not running"
+  kill -KILL -- "-$pg"; rm -f "$d/vm.pid"; echo "node$1 killed"
+}
+
+cmd_stop() {
+  local d pg pgs="" alive
+  for d in "$BASE"/n*; do
+    [ -f "$d/vm.pid" ] || continue
+    pg=$(guest_pgid "${d##*/n}"); rm -f "$d/vm.pid"
+    [ -n "$pg" ] || continue
+    # The whole group: a UML kernel killed alone leaves a helper process behind, spinning.
+    kill -KILL -- "-$pg" 2>/dev/null && pgs="$pgs $pg"
+  done
+  for _ in $(seq 1 50); do
+    alive=""; for pg in $pgs; do kill -0 -- "-$pg" 2>/dev/null && alive="$alive $pg"; done
+    [ -z "$alive" ] && break; sleep 0.1
+  done
+  # Taps and the bridge live in the namespace and go with it.
+  if ip netns list | grep -qw "$NS"; then ip netns del "$NS"; fi
+  rm -rf "$BASE/uml"
+  echo "stopped"
+}
+
+cmd_bin() {
+  local src=$1 sum dst
+  [ -f "$src" ] || die "bin: no file $src"
+  sum=$(sha256sum "$src" | cut -c1-12)
+  dst=$BIN_DIR/$(basename "$src")-$sum
+  if [ ! -x "$dst" ]; then
+    mkdir -p "$BIN_DIR"
+    cp "$src" "$dst.tmp.$$" && mv "$dst.tmp.$$" "$dst"
+  fi
+  echo "$dst"
+}
+
+cmd_status() {
+  local n i pg st
+  [ -f "$BASE/nodes" ] || { echo "no cluster in $BASE"; return 1; }
+  n=$(cat "$BASE/nodes")
+  ip netns list | grep -qw "$NS" && echo "netns $NS present" || echo "netns $NS absent"
+  for i in $(seq 1 "$n"); do
+    pg=$(guest_pgid "$i")
+    st=$(tail -1 "$BASE/n$i/xchg/status" 2>/dev/null | cut -d' ' -f2-)
+    if [ -n "$pg" ]; then echo "node$i running (pgid $pg) ${st:+- $st}"; else echo "node$i down"; fi
+  done
+}
+
+case ${1:-} in
+  prepare) cmd_prepare ;;
+  start) shift; cmd_start "$@" ;;
+  exec) shift; cmd_exec "$@" ;;
+  partition) [ $# -eq 2 ] || die "usage: partition NODE"; cmd_link down "$2" ;;
+  heal) [ $# -eq 2 ] || die "usage: heal NODE"; cmd_link up "$2" ;;
+  kill) [ $# -eq 2 ] || die "usage: kill NODE"; cmd_kill "$2" ;;
+  stop) cmd_stop ;;
+  status) cmd_status ;;
+  bin) [ $# -eq 2 ] || die "usage: bin PATH"; cmd_bin "$2" ;;
+  *) sed -n '2,24s/^# \{0,1\}//p' "$0"; exit 2 ;;
+esac

@@ -1,0 +1,100 @@
+#!/bin/bash
+# PID 1 of every guest (after uml-init.sh). Root = host / read-only + tmpfs overlay.
+# Kernel command line: cl.node=<id> cl.nodes=<n> cl.token=<ms> cl.net=<a.b.c> cl.hostfs_xchg=<dir>.
+# /xchg is a per-node directory shared with the host:
+#   /xchg/status    stage log stamped with guest uptime; "READY" once corosync and dlm_controld are up
+#   /xchg/cmd/X.sh  the host drops a script; the guest runs it once -> X.out (stdout+stderr), X.rc
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin
+up() { cut -d' ' -f1 /proc/uptime; }
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t configfs none /sys/kernel/config
+mkdir -p /dev/pts /dev/shm; mount -t devpts devpts /dev/pts; mount -t tmpfs tmpfs /dev/shm
+mount -t tmpfs tmpfs /run; mount -t tmpfs tmpfs /tmp
+umount -l /.oldroot 2>/dev/null
+# libdlm and dlm_controld open /dev/misc/<name>; without udev these links must exist by hand.
+ln -s . /dev/misc
+for kv in $(cat /proc/cmdline); do
+  case $kv in
+    cl.node=*) NODE=${kv#*=};; cl.nodes=*) NODES=${kv#*=};; cl.token=*) TOKEN=${kv#*=};;
+    cl.net=*) NET=${kv#*=};; cl.hostfs_xchg=*) HXCHG=${kv#*=};;
+  esac
+done
+mkdir -p /xchg
+mount -t hostfs -o "$HXCHG" none /xchg
+st() { echo "$(up) $*" >> /xchg/status; }
+st "init node=$NODE nodes=$NODES"
+hostname "node$NODE"
+ip link set lo up
+ip addr add "$NET.$NODE/24" dev eth0
+ip link set eth0 up
+
+mkdir -p /etc/corosync /var/lib/corosync /var/log/corosync /etc/dlm
+{
+  cat <<EOC
+totem {
+  version: 2
+  cluster_name: virtdlmtest
+  transport: knet
+  crypto_cipher: none
+  crypto_hash: none
+  token: ${TOKEN:-3000}
+  interface {
+    linknumber: 0
+    knet_ping_interval: 200
+    knet_ping_timeout: 1000
+    knet_pong_count: 1
+  }
+}
+logging {
+  to_stderr: no
+  to_logfile: yes
+  logfile: /xchg/corosync.log
+  to_syslog: no
+  timestamp: on
+}
+quorum {
+  provider: corosync_votequorum
+EOC
+  [ "$NODES" = 2 ] && printf '  two_node: 1\n  wait_for_all: 0\n'
+  printf '}\nnodelist {\n'
+  for i in $(seq 1 "$NODES"); do
+    printf '  node {\n    nodeid: %s\n    name: node%s\n    ring0_addr: %s.%s\n  }\n' "$i" "$i" "$NET" "$i"
+  done
+  printf '}\n'
+} > /etc/corosync/corosync.conf
+# No fence devices exist in the test cluster; lowcomms over TCP; no settle delay.
+cat > /etc/dlm/dlm.conf <<EOC
+enable_fencing=0
+enable_startup_fencing=0
+protocol=tcp
+post_join_delay=0
+EOC
+corosync -f > /xchg/corosync.stdout 2>&1 &
+CPID=$!
+st "corosync started"
+until q=$(corosync-quorumtool -s 2>/dev/null) && grep -q 'Quorate: *Yes' <<<"$q" && grep -q "^Nodes: *$NODES\$" <<<"$q"; do
+  kill -0 $CPID 2>/dev/null || { st "FAILED: corosync exited: $(head -c 300 /xchg/corosync.stdout)"; sleep infinity; }
+  sleep 0.25
+done
+st "quorate with $NODES nodes"
+dlm_controld --foreground > /xchg/dlm_controld.log 2>&1 &
+DPID=$!
+until dlm_tool status >/dev/null 2>&1; do
+  kill -0 $DPID 2>/dev/null || { st "FAILED: dlm_controld exited"; sleep infinity; }
+  sleep 0.1
+done
+st "dlm_controld up"
+st "READY"
+
+# Command loop; a fork-free 50 ms tick keeps an idle guest cheap.
+mkfifo /run/tick; exec 9<>/run/tick
+while :; do
+  for f in /xchg/cmd/*.sh; do
+    [ -e "$f" ] || continue
+    b=${f%.sh}; [ -e "$b.started" ] && continue
+    touch "$b.started"
+    ( bash "$f" > "$b.out" 2>&1; echo $? > "$b.rc.tmp"; mv "$b.rc.tmp" "$b.rc" ) &
+  done
+  read -t 0.05 -u 9 _ || true
+done
