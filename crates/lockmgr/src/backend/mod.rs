@@ -8,6 +8,8 @@
 //! stopped for recovery), so the daemon calls backends from blocking threads, never from an
 //! async executor thread.
 
+pub mod local;
+
 use crate::mode::Mode;
 use std::time::Duration;
 
