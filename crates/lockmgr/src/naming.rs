@@ -57,7 +57,7 @@ pub struct PathMap {
 impl PathMap {
     /// `rules` are (local prefix, shared prefix) pairs; both must be absolute.
     pub fn new(mut rules: Vec<(PathBuf, PathBuf)>) -> Self {
-        rules.sort_by(|a, b| b.0.components().count().cmp(&a.0.components().count()));
+        rules.sort_by_key(|r| std::cmp::Reverse(r.0.components().count()));
         PathMap { rules }
     }
 
@@ -391,7 +391,7 @@ mod tests {
             }).unwrap().unwrap();
             let (a, b) = (l(&s1, &k1), l(&s2, &k2));
             prop_assert!(a.name.0.len() <= DLM_RESNAME_MAX);
-            prop_assert_eq!((s1 == s2 && k1 == k2), a.name == b.name);
+            prop_assert_eq!(s1 == s2 && k1 == k2, a.name == b.name);
         }
     }
 }
