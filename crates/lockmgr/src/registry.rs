@@ -3,8 +3,9 @@
 //! restore after a daemon restart. Every change is journaled before it is reported.
 //!
 //! All methods block (journal fsync, backend calls): call them from blocking threads.
-//! Acquisitions are serialised by `acquire_gate` and run their backend calls outside the
-//! table lock, so a bounded wait never stops releases (which may be what it waits for).
+//! Acquisitions of one owner are serialised (per-pid gate) and run their backend calls
+//! outside the table lock, so a bounded wait stops neither other VMs nor releases (which
+//! may be what it waits for).
 
 use crate::backend::{Backend, BackendError, Grant, ResName};
 use crate::conflict;
@@ -39,7 +40,8 @@ pub struct Registry {
     backend: Arc<dyn Backend>,
     naming: Naming,
     table: Mutex<Table>,
-    acquire_gate: Mutex<()>,
+    /// One gate per owner pid: two acquisitions for one VM never interleave.
+    gates: Mutex<HashMap<u32, Arc<Mutex<()>>>>,
     /// New owners go here; the daemon watches each one's pidfd.
     watch: UnboundedSender<OwnerKey>,
 }
@@ -74,7 +76,7 @@ impl Registry {
             backend,
             naming,
             table: Mutex::new(Table { journal, owners: HashMap::new() }),
-            acquire_gate: Mutex::new(()),
+            gates: Mutex::new(HashMap::new()),
             watch,
         }
     }
@@ -220,7 +222,20 @@ impl Registry {
                 format!("VM {}: the QEMU process itself may not take locks (it was registered restricted)", vm(spec)),
             );
         }
-        let _gate = self.acquire_gate.lock();
+        let gate = self.gates.lock().entry(spec.pid).or_default().clone();
+        let resp = {
+            let _serialised = gate.lock();
+            self.acquire_gated(spec, named, wait_ms)
+        };
+        let mut gates = self.gates.lock();
+        // Only the map and we hold it: nobody else waits on this owner's gate.
+        if Arc::strong_count(&gate) == 2 {
+            gates.remove(&spec.pid);
+        }
+        resp
+    }
+
+    fn acquire_gated(&self, spec: &OwnerSpec, named: Vec<Named>, wait_ms: u64) -> Response {
         let (key, todo) = {
             let mut t = self.table.lock();
             let key = match self.ensure_owner(&mut t, spec) {

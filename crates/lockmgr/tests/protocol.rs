@@ -146,3 +146,62 @@ fn release_vm_and_cleanup() {
     }
     assert!(d.locks().is_empty());
 }
+
+#[test]
+fn the_qemu_process_itself_may_not_take_locks() {
+    // This test process plays a QEMU that registered (REGISTER_ONLY|RESTRICT) and then
+    // tries to lock through its own connection.
+    let dir = tmpdir("restrict");
+    let mut d = Daemon::new(&dir, "");
+    d.start(&[]);
+    let img = disk(&dir, "a.img", false, false);
+    let me = lockmgr::proto::OwnerSpec {
+        uuid: "12345678-1234-4234-8234-123456789abc".into(),
+        name: "self".into(),
+        pid: std::process::id(),
+        id: 1,
+        uri: None,
+        action: Default::default(),
+    };
+    expect_ok(d.call(Op::Register { owner: me.clone(), resources: vec![img.clone()] }));
+    let e = expect_error(d.call(Op::Acquire { owner: me, resources: vec![img], state: None, wait_ms: 0 }), ErrorCode::OutOfOrder);
+    assert!(e.message.contains("restricted"), "{}", e.message);
+    assert!(d.locks().is_empty());
+}
+
+/// When set, this test binary acts as a client (run as another user) and prints the answers.
+const CLIENT_ENV: &str = "VDLM_TEST_CLIENT_SOCKETS";
+
+#[test]
+fn control_socket_checks_the_peer_uid() {
+    if let Ok(socks) = std::env::var(CLIENT_ENV) {
+        // Child side: we run as uid 65534.
+        let (ctl, admin) = socks.split_once(',').unwrap();
+        for sock in [ctl, admin] {
+            let mut s = UnixStream::connect(sock).expect("connect");
+            match proto::call(&mut s, Op::Status).unwrap() {
+                Response::Error(e) => println!("ANSWER {sock} {:?}", e.code),
+                Response::Status { .. } => println!("ANSWER {sock} status"),
+                other => println!("ANSWER {sock} {other:?}"),
+            }
+        }
+        return;
+    }
+    let dir = tmpdir("peercred");
+    // A non-root uid is allowed, so the socket file is world-accessible and only
+    // SO_PEERCRED stands between uid 65534 and the control socket.
+    let mut d = Daemon::new(&dir, "allowed_uids = 12345");
+    d.start(&[]);
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(std::env::current_exe().unwrap())
+        .args(["--exact", "control_socket_checks_the_peer_uid", "--nocapture", "--test-threads=1"])
+        .env(CLIENT_ENV, format!("{},{}", d.socket.display(), d.admin.display()))
+        .output()
+        .expect("setpriv (util-linux) is needed for this test");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "client failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains(&format!("ANSWER {} Unauthorized", d.socket.display())), "{stdout}");
+    assert!(stdout.contains(&format!("ANSWER {} status", d.admin.display())), "{stdout}");
+}
