@@ -11,6 +11,23 @@ use std::time::Duration;
 pub const DEFAULT_CONFIG: &str = "/etc/virt-dlm/virtdlmd.conf";
 pub const DEFAULT_JOURNAL: &str = "/run/virt-dlm/journal";
 
+/// Every key the file may set.
+pub const KEYS: &[&str] = &[
+    "backend",
+    "socket",
+    "admin_socket",
+    "journal",
+    "journal_compact_bytes",
+    "recover_journal",
+    "node_name",
+    "lockspace",
+    "path_map",
+    "lock_readonly",
+    "allowed_uids",
+    "allowed_gid",
+    "read_timeout_ms",
+];
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BackendKind {
     Local,
@@ -156,7 +173,7 @@ impl Config {
                     c.journal_compact_bytes = b;
                 }
                 "recover_journal" => c.recover_journal = parse_bool(value).map_err(err)?,
-                _ => return Err(err(format!("unknown key {key:?}"))),
+                _ => return Err(err(format!("unknown key {key:?} (known: {})", KEYS.join(", ")))),
             }
         }
         c.path_map = PathMap::new(map_rules);
@@ -254,6 +271,27 @@ mod tests {
             assert_eq!(line, want_line, "{text}");
             assert!(reason.contains(want), "{text}: {reason}");
         }
+    }
+
+    #[test]
+    fn the_example_file_documents_every_key_and_parses_uncommented() {
+        let example = include_str!("../../../deploy/virtdlmd.conf");
+        let mut documented = std::collections::BTreeSet::new();
+        let mut uncommented = String::new();
+        for line in example.lines() {
+            let Some(rest) = line.strip_prefix('#') else { continue };
+            let Some((key, value)) = rest.split_once('=') else { continue };
+            let key = key.trim_end();
+            if !key.is_empty() && key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+                documented.insert(key.to_owned());
+                if !value.trim().is_empty() && !uncommented.contains(&format!("{key} =")) {
+                    uncommented.push_str(&format!("{key} = {value}\n"));
+                }
+            }
+        }
+        let known: std::collections::BTreeSet<String> = KEYS.iter().map(|k| k.to_string()).collect();
+        assert_eq!(documented, known);
+        parse(&uncommented).unwrap();
     }
 
     #[test]

@@ -40,6 +40,7 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let explicit = args.config.is_some();
     let path = args.config.clone().unwrap_or_else(|| DEFAULT_CONFIG.into());
