@@ -17,7 +17,8 @@
 //! (so a crash in between leaves at worst an unclaimed lock, which the restart purges, never a
 //! journal that forgets a held lock). Compaction writes the live state (one `Owner` record per
 //! owner, one `Grant` per held lock) to `<journal>.tmp`, fsyncs it, renames it over the
-//! journal and fsyncs the directory, so a crash leaves either the old or the new file.
+//! journal and fsyncs the directory, so a crash leaves either the old or the new file. It
+//! runs when the file is past `journal_compact_bytes` and at least twice its live size.
 //!
 //! Damage (bad magic or version, a record whose checksum or JSON is wrong, a length running
 //! past the end of the file) is never skipped: [`Journal::open`] refuses, naming the byte
@@ -143,6 +144,9 @@ pub struct Journal {
     size: u64,
     state: State,
     compact_bytes: u64,
+    /// Size right after the last compaction: the journal is compacted again only once it
+    /// has doubled, so a large live state is not rewritten on every append.
+    live_size: u64,
 }
 
 impl Journal {
@@ -171,7 +175,7 @@ impl Journal {
             salvaged = Some(Salvaged { offset, reason, moved_to });
         }
         let file = OpenOptions::new().append(true).create(true).open(path).map_err(io)?;
-        let mut j = Journal { path: path.into(), file, size: 0, state, compact_bytes };
+        let mut j = Journal { path: path.into(), file, size: 0, state, compact_bytes, live_size: 0 };
         // A fresh file, or one just salvaged, is rewritten from the state (header included).
         if bytes.is_none() || salvaged.is_some() {
             j.compact()?;
@@ -199,10 +203,7 @@ impl Journal {
         if records.is_empty() {
             return Ok(());
         }
-        let mut next = self.state.clone();
-        for r in records {
-            next.apply(r).map_err(|reason| JournalError::Damaged { path: self.path.clone(), offset: self.size, reason })?;
-        }
+        self.check(records).map_err(|reason| JournalError::Damaged { path: self.path.clone(), offset: self.size, reason })?;
         let mut buf = Vec::new();
         for r in records {
             encode_record(&mut buf, r);
@@ -211,9 +212,26 @@ impl Journal {
         self.file.write_all(&buf).map_err(io)?;
         self.file.sync_data().map_err(io)?;
         self.size += buf.len() as u64;
-        self.state = next;
-        if self.size > self.compact_bytes {
+        for r in records {
+            self.state.apply(r).expect("checked before writing");
+        }
+        if self.size > self.compact_bytes && self.size > 2 * self.live_size {
             self.compact()?;
+        }
+        Ok(())
+    }
+
+    /// Refuses a batch that could not be replayed (a grant to an owner never registered).
+    fn check(&self, records: &[Record]) -> Result<(), String> {
+        let mut added = Vec::new();
+        for r in records {
+            match r {
+                Record::Owner { key, .. } => added.push(*key),
+                Record::Grant { key, name, .. } if !self.state.owners.contains_key(key) && !added.contains(key) => {
+                    return Err(format!("grant of {name} to unregistered pid {}", key.pid))
+                }
+                _ => {}
+            }
         }
         Ok(())
     }
@@ -237,6 +255,7 @@ impl Journal {
         }
         self.file = OpenOptions::new().append(true).open(&self.path).map_err(io)?;
         self.size = buf.len() as u64;
+        self.live_size = self.size;
         Ok(())
     }
 }
