@@ -3,9 +3,11 @@
 //! place where names are decided.
 //!
 //! Disk identity, in order of preference:
-//! 1. a block device with a stable id: `dev:<id>`, where `<id>` is the kernel's WWID
-//!    (`/sys/dev/block/M:m/device/wwid`), else the first `wwn-*`, then the first other
-//!    `/dev/disk/by-id` link (sorted) that points at the same device;
+//! 1. a block device with a stable id: `dev:<id>`, where `<id>` is, in order: the
+//!    device-mapper uuid of a multipath map or LVM volume (`dm:mpath-…`, `dm:LVM-…`), the
+//!    kernel's WWID (`wwid:…` from `/sys/dev/block/M:m/device/wwid`; a partition gets its
+//!    disk's WWID + `-partN`), or the preferred `/dev/disk/by-id` link to the same device
+//!    (`by-id:wwn-…` first, see `BY_ID_PREFERENCE`);
 //! 2. anything else: `path:<canonical path>`, where the canonical path is the realpath of the
 //!    disk (symlinks and `..` resolved by the kernel) rewritten by the configured path map
 //!    (`path_map = /mnt/nfs-a:/shared`: hosts that mount one share at different places agree).
@@ -170,14 +172,12 @@ impl Naming {
             return None;
         }
         let rdev = meta.rdev();
-        let (major, minor) = (libc::major(rdev), libc::minor(rdev));
-        let sys = self.sys_block_dir.join(format!("{major}:{minor}"));
-        if let Ok(wwid) = std::fs::read_to_string(sys.join("device/wwid")) {
-            let wwid = wwid.trim();
-            if !wwid.is_empty() {
-                return Some(format!("wwid:{wwid}"));
-            }
-        }
+        let sys = self.sys_block_dir.join(format!("{}:{}", libc::major(rdev), libc::minor(rdev)));
+        sysfs_id(&sys).or_else(|| self.by_id_link(rdev))
+    }
+
+    /// The preferred `/dev/disk/by-id` name of device `rdev`.
+    fn by_id_link(&self, rdev: u64) -> Option<String> {
         let mut links: Vec<String> = std::fs::read_dir(&self.by_id_dir)
             .ok()?
             .filter_map(|e| e.ok())
@@ -186,11 +186,35 @@ impl Naming {
             })
             .filter_map(|e| e.file_name().to_str().map(str::to_owned))
             .collect();
-        // wwn-* first (the WWN is what the storage itself reports), then the rest, sorted,
-        // so every host picks the same link.
-        links.sort_by_key(|l| (!l.starts_with("wwn-"), l.clone()));
+        // Names the storage itself reports first (WWN, NVMe EUI/UUID, SCSI page 83), then the
+        // rest; sorted within a class, so every host that sees the same links picks the same.
+        let class = |l: &str| BY_ID_PREFERENCE.iter().position(|p| l.starts_with(p)).unwrap_or(BY_ID_PREFERENCE.len());
+        links.sort_by_key(|l| (class(l), l.clone()));
         links.into_iter().next().map(|l| format!("by-id:{l}"))
     }
+}
+
+/// `/dev/disk/by-id` prefixes in order of preference.
+const BY_ID_PREFERENCE: &[&str] = &["wwn-", "nvme-eui.", "nvme-uuid.", "scsi-3", "dm-uuid-mpath-", "dm-uuid-LVM-"];
+
+/// An id from sysfs (`sys` = `/sys/dev/block/M:m`): a multipath map's or LVM volume's
+/// device-mapper uuid (the same on every host that sees the storage), the disk's WWID, or
+/// for a partition its disk's WWID plus the partition number.
+fn sysfs_id(sys: &Path) -> Option<String> {
+    let read = |p: PathBuf| std::fs::read_to_string(p).ok().map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+    if let Some(uuid) = read(sys.join("dm/uuid")) {
+        if uuid.starts_with("mpath-") || uuid.starts_with("LVM-") {
+            return Some(format!("dm:{uuid}"));
+        }
+    }
+    if let Some(wwid) = read(sys.join("device/wwid")) {
+        return Some(format!("wwid:{wwid}"));
+    }
+    let part = read(sys.join("partition"))?;
+    // A partition's sysfs directory sits inside its disk's.
+    let disk = std::fs::canonicalize(sys).ok()?.parent()?.to_path_buf();
+    let wwid = read(disk.join("device/wwid"))?;
+    Some(format!("wwid:{wwid}-part{part}"))
 }
 
 /// Identity as raw bytes (a realpath need not be UTF-8).
@@ -368,8 +392,30 @@ mod tests {
         std::fs::write(sys.join("wwid"), "naa.600a0b80\n").unwrap();
         let wwid = n.resolve(&disk(dev, false, false)).unwrap().unwrap();
         assert_eq!(wwid.identity, "dev:wwid:naa.600a0b80");
+        // A multipath map or LVM volume: the dm uuid wins.
+        std::fs::create_dir_all(sys.parent().unwrap().join("dm")).unwrap();
+        std::fs::write(sys.parent().unwrap().join("dm/uuid"), "mpath-3600a0b80\n").unwrap();
+        let dm = n.resolve(&disk(dev, false, false)).unwrap().unwrap();
+        assert_eq!(dm.identity, "dev:dm:mpath-3600a0b80");
         std::fs::remove_dir_all(&n.sys_block_dir).unwrap();
         std::fs::remove_dir_all(&n.by_id_dir).unwrap();
+    }
+
+    #[test]
+    fn a_partition_is_named_by_its_disks_wwid() {
+        let root = tmpdir("part");
+        let disk_dir = root.join("devices/sda");
+        std::fs::create_dir_all(disk_dir.join("device")).unwrap();
+        std::fs::create_dir_all(disk_dir.join("sda2")).unwrap();
+        std::fs::write(disk_dir.join("device/wwid"), "naa.5000c500\n").unwrap();
+        std::fs::write(disk_dir.join("sda2/partition"), "2\n").unwrap();
+        std::fs::create_dir_all(root.join("block")).unwrap();
+        std::os::unix::fs::symlink(disk_dir.join("sda2"), root.join("block/8:2")).unwrap();
+        assert_eq!(sysfs_id(&root.join("block/8:2")).as_deref(), Some("wwid:naa.5000c500-part2"));
+        // Not a partition and no wwid: nothing from sysfs.
+        std::os::unix::fs::symlink(root.join("devices"), root.join("block/8:9")).unwrap();
+        assert_eq!(sysfs_id(&root.join("block/8:9")), None);
+        std::fs::remove_dir_all(root).unwrap();
     }
 
     proptest! {

@@ -187,6 +187,10 @@ fn control_socket_checks_the_peer_uid() {
         }
         return;
     }
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "this test must run as root: it starts a client as uid 65534 with setpriv"
+    );
     let dir = tmpdir("peercred");
     // A non-root uid is allowed, so the socket file is world-accessible and only
     // SO_PEERCRED stands between uid 65534 and the control socket.
