@@ -158,6 +158,7 @@ impl Registry {
     /// Finds (or records) the owner for `spec`. The pid must be alive; a stale entry for a
     /// reused pid is dropped first.
     fn ensure_owner(&self, t: &mut Table, spec: &OwnerSpec) -> Result<OwnerKey, Response> {
+        validate(spec)?;
         let Some(key) = owner::key_of(spec.pid) else {
             return Err(err(
                 ErrorCode::OwnerGone,
@@ -506,6 +507,20 @@ impl Registry {
         }
         Response::Ok { locks }
     }
+}
+
+/// Refuses owner details no libvirt would send.
+fn validate(spec: &OwnerSpec) -> Result<(), Response> {
+    if uuid::Uuid::try_parse(&spec.uuid).is_err() {
+        return Err(err(ErrorCode::BadRequest, format!("VM uuid {:?} is not a UUID", spec.uuid)));
+    }
+    if spec.name.is_empty() || spec.name.len() > 1024 {
+        return Err(err(ErrorCode::BadRequest, format!("VM name of {} bytes (must be 1..=1024)", spec.name.len())));
+    }
+    if spec.pid <= 1 {
+        return Err(err(ErrorCode::BadRequest, format!("pid {} cannot be a VM's QEMU", spec.pid)));
+    }
+    Ok(())
 }
 
 /// XML-safe summary of what an owner holds: `dlm1-<count>-<16 hex of the sorted names>`,

@@ -209,3 +209,43 @@ fn control_socket_checks_the_peer_uid() {
     assert!(stdout.contains(&format!("ANSWER {} Unauthorized", d.socket.display())), "{stdout}");
     assert!(stdout.contains(&format!("ANSWER {} status", d.admin.display())), "{stdout}");
 }
+
+#[test]
+fn owner_details_are_checked() {
+    let dir = tmpdir("validate");
+    let mut d = Daemon::new(&dir, "");
+    d.start(&[]);
+    let a = Vm::spawn("vm-a");
+    let img = disk(&dir, "a.img", false, false);
+    for (uuid, name, pid) in [("not-a-uuid", "x", a.spec.pid), (a.spec.uuid.as_str(), "", a.spec.pid), (a.spec.uuid.as_str(), "x", 1)] {
+        let mut spec = a.spec.clone();
+        spec.uuid = uuid.into();
+        spec.name = name.into();
+        spec.pid = pid;
+        expect_error(d.call(Op::Register { owner: spec.clone(), resources: vec![] }), ErrorCode::BadRequest);
+        expect_error(d.call(Op::Acquire { owner: spec, resources: vec![img.clone()], state: None, wait_ms: 0 }), ErrorCode::BadRequest);
+    }
+    let rel = Resource::Disk { path: "relative/a.img".into(), readonly: false, shared: false };
+    expect_error(a.acquire(&d, &[img, rel]), ErrorCode::BadRequest);
+    assert!(d.locks().is_empty());
+}
+
+#[test]
+fn the_cli_reads_the_admin_socket() {
+    let dir = tmpdir("cli");
+    let mut d = Daemon::new(&dir, "");
+    d.start(&[]);
+    let a = Vm::spawn("web-7");
+    expect_ok(a.acquire(&d, &[disk(&dir, "a.img", false, true)]));
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_virtdlm")).arg("--socket").arg(&d.admin).args(args).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let locks = run(&["locks"]);
+    assert!(locks.contains("a.img") && locks.contains("web-7") && locks.contains("CW"), "{locks}");
+    let name = run(&["resource-name", dir.join("a.img").to_str().unwrap()]);
+    assert!(name.starts_with("d1:"), "{name}");
+    let status: serde_json::Value = serde_json::from_str(&run(&["status"])).unwrap();
+    assert_eq!(status["locks"], 1);
+}
