@@ -83,13 +83,12 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
     let registry = Arc::new(Registry::new(backend, naming, journal, watch_tx));
     let restored = registry.restore()?;
     tracing::info!(
-        "journal replayed: {} owners with {} locks taken back, {} owners died meanwhile ({} locks released), {} locks lost, {} orphans purged",
+        "journal replayed: {} owners with {} locks taken back, {} owners died meanwhile ({} locks released), {} locks lost; leftover locks purged",
         restored.owners_adopted,
         restored.locks_adopted,
         restored.owners_dead,
         restored.locks_released,
         restored.locks_lost,
-        restored.orphans_purged
     );
 
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(DaemonError::Runtime)?;

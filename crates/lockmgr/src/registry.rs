@@ -54,6 +54,7 @@ pub struct Restored {
     pub owners_dead: usize,
     pub locks_released: usize,
     pub locks_lost: usize,
+    /// As the backend counts them (the DLM's purge does not count: 0).
     pub orphans_purged: usize,
 }
 
