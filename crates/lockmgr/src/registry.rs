@@ -330,11 +330,17 @@ impl Registry {
     }
 
     /// Gives back the listed resources (idempotent); answers with the state string.
-    pub fn release(&self, spec: &OwnerSpec, resources: &[Resource]) -> Response {
+    pub fn release(&self, peer_pid: Option<u32>, spec: &OwnerSpec, resources: &[Resource]) -> Response {
         let named = match self.resolve_all(resources) {
             Ok(n) => n,
             Err(r) => return r,
         };
+        if peer_pid == Some(spec.pid) && !named.is_empty() {
+            return err(
+                ErrorCode::OutOfOrder,
+                format!("VM {}: the QEMU process itself may not release locks (it was registered restricted)", vm(spec)),
+            );
+        }
         let mut t = self.table.lock();
         let Some(key) = t.owners.keys().find(|k| k.pid == spec.pid).copied() else {
             return Response::State { state: None };

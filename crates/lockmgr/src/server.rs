@@ -190,7 +190,7 @@ pub fn dispatch(reg: &Registry, peer_pid: Option<u32>, op: Op) -> Response {
     match op {
         Op::Register { owner, resources } => reg.register(&owner, &resources),
         Op::Acquire { owner, resources, state: _, wait_ms } => reg.acquire(peer_pid, &owner, &resources, wait_ms),
-        Op::Release { owner, resources } => reg.release(&owner, &resources),
+        Op::Release { owner, resources } => reg.release(peer_pid, &owner, &resources),
         Op::Inquire { owner } => reg.inquire(&owner),
         Op::Status => Response::Status { status: reg.status() },
         Op::Locks => Response::Locks { locks: reg.locks() },

@@ -164,8 +164,12 @@ fn the_qemu_process_itself_may_not_take_locks() {
         action: Default::default(),
     };
     expect_ok(d.call(Op::Register { owner: me.clone(), resources: vec![img.clone()] }));
-    let e = expect_error(d.call(Op::Acquire { owner: me, resources: vec![img], state: None, wait_ms: 0 }), ErrorCode::OutOfOrder);
+    let e = expect_error(
+        d.call(Op::Acquire { owner: me.clone(), resources: vec![img.clone()], state: None, wait_ms: 0 }),
+        ErrorCode::OutOfOrder,
+    );
     assert!(e.message.contains("restricted"), "{}", e.message);
+    expect_error(d.call(Op::Release { owner: me, resources: vec![img] }), ErrorCode::OutOfOrder);
     assert!(d.locks().is_empty());
 }
 
