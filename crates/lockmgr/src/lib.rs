@@ -4,6 +4,14 @@
 //! Where things live:
 //! - `mode`: the lock-mode table (libvirt disk flags -> DLM mode, compatibility).
 //! - `proto`: the wire protocol (frames, requests, answers). Usable without the `daemon` feature.
+//! - `naming`: disk and lease identities, and the DLM resource names made from them.
+//! - `config`: virtdlmd's configuration file.
+//! - `journal`: the journal format (who owns which lock, across daemon restarts).
+//! - `owner`: recognising a QEMU process (pid + start time) and noticing its exit (pidfd).
+//! - `registry`: owners and their locks; acquire all-or-nothing, release, restore.
+//! - `conflict`: the message a refused user reads.
+//! - `server`: the sockets (SO_PEERCRED, framing); `daemon`: start-up order and shutdown.
+//! - `backend`: where a lock lives (`local`, `dlm`).
 //! - `dlm`, `corosync`: the only modules with `unsafe`: safe wrappers over libdlm and corosync.
 #![deny(unsafe_op_in_unsafe_fn)]
 
@@ -12,6 +20,22 @@ pub mod proto;
 
 #[cfg(feature = "daemon")]
 pub mod backend;
+#[cfg(feature = "daemon")]
+pub mod config;
+#[cfg(feature = "daemon")]
+pub mod conflict;
+#[cfg(feature = "daemon")]
+pub mod daemon;
+#[cfg(feature = "daemon")]
+pub mod journal;
+#[cfg(feature = "daemon")]
+pub mod naming;
+#[cfg(feature = "daemon")]
+pub mod owner;
+#[cfg(feature = "daemon")]
+pub mod registry;
+#[cfg(feature = "daemon")]
+pub mod server;
 
 #[cfg(feature = "daemon")]
 pub mod dlm;

@@ -9,6 +9,7 @@
 //! async executor thread.
 
 pub mod dlm;
+pub mod local;
 
 use crate::mode::Mode;
 use std::time::Duration;

@@ -1,0 +1,155 @@
+//! Benchmark of virtdlmd with the local backend (not a test; figures go to docs/PERFORMANCE.md).
+//!
+//! cargo build --release -p lockmgr --bins --examples
+//! target/release/examples/bench [--dir /dev/shm] [--virtdlmd target/release/virtdlmd] [--iterations 2000]
+//!
+//! 1. acquire + release latency of one VM with 4 disks (a fresh connection per request, as
+//!    the plugin makes), median and p99;
+//! 2. virtdlmd's RSS idle and with 10,000 held locks (250 VMs x 40 disks).
+use lockmgr::proto::{self, FailureAction, Op, OwnerSpec, Resource, Response};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn call(sock: &Path, op: Op) -> Response {
+    let mut s = UnixStream::connect(sock).expect("connect");
+    proto::call(&mut s, op).expect("call")
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)).unwrap().parse().unwrap()
+}
+
+fn vm(i: usize) -> (Child, OwnerSpec) {
+    let child = Command::new("sleep").arg("3600").spawn().unwrap();
+    let spec = OwnerSpec {
+        uuid: format!("00000000-0000-4000-8000-{i:012}"),
+        name: format!("bench-{i}"),
+        pid: child.id(),
+        id: 1,
+        uri: None,
+        action: FailureAction::Default,
+    };
+    (child, spec)
+}
+
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let arg = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
+    let exe = std::env::current_exe().unwrap();
+    let virtdlmd = arg("--virtdlmd").map(PathBuf::from).unwrap_or_else(|| exe.parent().unwrap().parent().unwrap().join("virtdlmd"));
+    let iterations: usize = arg("--iterations").map(|v| v.parse().unwrap()).unwrap_or(2000);
+
+    // The journal's directory: production keeps it on tmpfs (/run); pass --dir /dev/shm to match.
+    let base = arg("--dir").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+    let dir = base.join(format!("virtdlm-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sock = dir.join("ctl.sock");
+    std::fs::write(dir.join("virtdlmd.conf"), "backend = local\n").unwrap();
+    let log = std::fs::File::create(dir.join("virtdlmd.log")).unwrap();
+    let mut daemon = Command::new(&virtdlmd)
+        .arg("--config").arg(dir.join("virtdlmd.conf"))
+        .arg("--socket").arg(&sock)
+        .arg("--admin-socket").arg(dir.join("admin.sock"))
+        .arg("--journal").arg(dir.join("journal"))
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start virtdlmd");
+    while UnixStream::connect(&sock).is_err() {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let dpid = daemon.id();
+    println!("virtdlmd {} (pid {dpid}), journal on {}", virtdlmd.display(), dir.display());
+    println!("idle RSS: {} KiB", rss_kib(dpid));
+
+    // 1. Latency.
+    let disks: Vec<Resource> = (0..4)
+        .map(|i| {
+            let p = dir.join(format!("disk{i}.img"));
+            std::fs::write(&p, b"").unwrap();
+            Resource::Disk { path: p.to_str().unwrap().into(), readonly: false, shared: false }
+        })
+        .collect();
+    let (mut child, spec) = vm(0);
+    assert!(matches!(call(&sock, Op::Register { owner: spec.clone(), resources: disks.clone() }), Response::Ok { .. }));
+    let (mut acq, mut rel, mut both) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..iterations {
+        let t0 = Instant::now();
+        let r = call(&sock, Op::Acquire { owner: spec.clone(), resources: disks.clone(), state: None, wait_ms: 0 });
+        let t1 = Instant::now();
+        assert!(matches!(r, Response::Ok { .. }), "{r:?}");
+        let r = call(&sock, Op::Release { owner: spec.clone(), resources: disks.clone() });
+        let t2 = Instant::now();
+        assert!(matches!(r, Response::State { state: None }), "{r:?}");
+        acq.push(t1 - t0);
+        rel.push(t2 - t1);
+        both.push(t2 - t0);
+    }
+    for (what, v) in [("acquire (4 disks)", &mut acq), ("release (4 disks)", &mut rel), ("acquire+release", &mut both)] {
+        v.sort();
+        println!("{what:<20} median {:>8.1} us   p99 {:>8.1} us   ({iterations} runs)", pct(v, 0.5).as_secs_f64() * 1e6, pct(v, 0.99).as_secs_f64() * 1e6);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+
+    // 2. Memory with 10,000 held locks.
+    let (vms, per_vm) = (250, 40);
+    let (children, specs): (Vec<Child>, Vec<OwnerSpec>) = (0..vms).map(|i| vm(i + 1)).unzip();
+    let t0 = Instant::now();
+    for (i, spec) in specs.into_iter().enumerate() {
+        let res: Vec<Resource> = (0..per_vm)
+            .map(|j| Resource::Disk { path: format!("/bench/vm{i}/disk{j}.img"), readonly: false, shared: false })
+            .collect();
+        let r = call(&sock, Op::Acquire { owner: spec, resources: res, state: None, wait_ms: 0 });
+        assert!(matches!(r, Response::Ok { .. }), "{r:?}");
+    }
+    let took = t0.elapsed();
+    let locks = match call(&sock, Op::Status) {
+        Response::Status { status } => status["locks"].as_u64().unwrap(),
+        other => panic!("{other:?}"),
+    };
+    let journal = std::fs::metadata(dir.join("journal")).unwrap().len();
+    println!("held locks: {locks} ({vms} VMs x {per_vm} disks, taken in {:.2} s)", took.as_secs_f64());
+    println!("RSS with {locks} locks: {} KiB; journal {} KiB", rss_kib(dpid), journal / 1024);
+
+    // Restart with all of them held: time to take them back.
+    daemon.kill().unwrap();
+    daemon.wait().unwrap();
+    let t0 = Instant::now();
+    let log = std::fs::OpenOptions::new().append(true).open(dir.join("virtdlmd.log")).unwrap();
+    let _ = std::fs::remove_file(&sock);
+    let mut daemon = Command::new(&virtdlmd)
+        .arg("--config").arg(dir.join("virtdlmd.conf"))
+        .arg("--socket").arg(&sock)
+        .arg("--admin-socket").arg(dir.join("admin.sock"))
+        .arg("--journal").arg(dir.join("journal"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    while UnixStream::connect(&sock).is_err() {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let locks = match call(&sock, Op::Status) {
+        Response::Status { status } => status["locks"].as_u64().unwrap(),
+        other => panic!("{other:?}"),
+    };
+    println!("kill -9 + restart: {locks} locks taken back, serving after {:.0} ms; RSS {} KiB", t0.elapsed().as_secs_f64() * 1e3, rss_kib(daemon.id()));
+
+    for mut c in children {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}

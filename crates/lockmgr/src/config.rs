@@ -1,0 +1,303 @@
+//! virtdlmd's configuration file: `key = value` lines, `#` starts a comment, blank lines are
+//! ignored. Every key, its default and its meaning are in `deploy/virtdlmd.conf`.
+//! An unknown key, a repeated single-valued key or a bad value stops the daemon at start
+//! with the line number and the reason: a typo must never silently leave a default in force.
+
+use crate::naming::{parse_path_map_rule, PathMap};
+use crate::proto::{DEFAULT_ADMIN_SOCKET, DEFAULT_SOCKET};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub const DEFAULT_CONFIG: &str = "/etc/virt-dlm/virtdlmd.conf";
+pub const DEFAULT_JOURNAL: &str = "/run/virt-dlm/journal";
+
+/// Every key the file may set.
+pub const KEYS: &[&str] = &[
+    "backend",
+    "socket",
+    "admin_socket",
+    "journal",
+    "journal_compact_bytes",
+    "recover_journal",
+    "node_name",
+    "lockspace",
+    "path_map",
+    "lock_readonly",
+    "allowed_uids",
+    "allowed_gid",
+    "read_timeout_ms",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    Local,
+    Dlm,
+}
+
+impl std::str::FromStr for BackendKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "local" => Ok(BackendKind::Local),
+            "dlm" => Ok(BackendKind::Dlm),
+            _ => Err(format!("unknown backend {s:?} (expected local or dlm)")),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub backend: BackendKind,
+    pub socket: PathBuf,
+    pub admin_socket: PathBuf,
+    pub journal: PathBuf,
+    /// Name this node reports in lock tables and conflict messages.
+    pub node_name: String,
+    /// DLM lockspace used by the `dlm` backend.
+    pub lockspace: String,
+    pub path_map: PathMap,
+    pub lock_readonly: bool,
+    /// Peers (by uid) allowed on the control socket; root is always allowed.
+    pub allowed_uids: Vec<u32>,
+    /// Peers whose primary gid is this may also use the control socket (the socket is then
+    /// made group-accessible).
+    pub allowed_gid: Option<u32>,
+    /// Time a client has to send the rest of a frame once it started one.
+    pub read_timeout: Duration,
+    /// The journal is rewritten when it grows past this many bytes.
+    pub journal_compact_bytes: u64,
+    /// Start even if the journal is damaged, keeping its valid prefix.
+    pub recover_journal: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            backend: BackendKind::Local,
+            socket: DEFAULT_SOCKET.into(),
+            admin_socket: DEFAULT_ADMIN_SOCKET.into(),
+            journal: DEFAULT_JOURNAL.into(),
+            node_name: host_name(),
+            lockspace: "virtdlm".into(),
+            path_map: PathMap::default(),
+            lock_readonly: true,
+            allowed_uids: vec![0],
+            allowed_gid: None,
+            read_timeout: Duration::from_secs(5),
+            journal_compact_bytes: 1 << 20,
+            recover_journal: false,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}:{line}: {reason}")]
+    Line { path: PathBuf, line: usize, reason: String },
+}
+
+impl Config {
+    /// Loads `path`. A missing file is fine only when it is the default path (no config =
+    /// defaults); a file named on the command line must exist.
+    pub fn load(path: &Path, explicit: bool) -> Result<Config, ConfigError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Config::parse(&text, path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => Ok(Config::default()),
+            Err(source) => Err(ConfigError::Read { path: path.into(), source }),
+        }
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let mut c = Config::default();
+        let mut seen = std::collections::HashSet::new();
+        let mut map_rules = Vec::new();
+        for (i, raw) in text.lines().enumerate() {
+            let err = |reason: String| ConfigError::Line { path: path.into(), line: i + 1, reason };
+            let line = raw.split('#').next().unwrap_or("").trim();
+            if line.is_empty() {
+                continue;
+            }
+            let (key, value) = line.split_once('=').ok_or_else(|| err(format!("expected `key = value`, got {line:?}")))?;
+            let (key, value) = (key.trim(), value.trim());
+            // Values may be quoted like libvirt's config files.
+            let value = value.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(value);
+            if key != "path_map" && !seen.insert(key.to_owned()) {
+                return Err(err(format!("{key} is set twice")));
+            }
+            match key {
+                "backend" => c.backend = value.parse().map_err(err)?,
+                "socket" => c.socket = abs_path(value).map_err(err)?,
+                "admin_socket" => c.admin_socket = abs_path(value).map_err(err)?,
+                "journal" => c.journal = abs_path(value).map_err(err)?,
+                "node_name" => {
+                    if value.is_empty() || value.len() > 64 || value.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {
+                        return Err(err(format!("node_name {value:?} must be 1..=64 characters without spaces")));
+                    }
+                    c.node_name = value.to_owned();
+                }
+                "lockspace" => {
+                    if value.is_empty() || value.len() > 64 || !value.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b)) {
+                        return Err(err(format!("lockspace {value:?} must be 1..=64 of [A-Za-z0-9_-]")));
+                    }
+                    c.lockspace = value.to_owned();
+                }
+                "path_map" => map_rules.push(parse_path_map_rule(value).map_err(err)?),
+                "lock_readonly" => c.lock_readonly = parse_bool(value).map_err(err)?,
+                "allowed_uids" => {
+                    c.allowed_uids = value
+                        .split(',')
+                        .map(|u| u.trim().parse::<u32>().map_err(|_| format!("allowed_uids: {u:?} is not a uid")))
+                        .collect::<Result<_, _>>()
+                        .map_err(err)?;
+                    if !c.allowed_uids.contains(&0) {
+                        c.allowed_uids.push(0);
+                    }
+                }
+                "allowed_gid" => {
+                    c.allowed_gid = Some(value.parse().map_err(|_| err(format!("allowed_gid: {value:?} is not a gid")))?)
+                }
+                "read_timeout_ms" => {
+                    let ms: u64 = value.parse().map_err(|_| err(format!("read_timeout_ms: {value:?} is not a number")))?;
+                    if !(100..=600_000).contains(&ms) {
+                        return Err(err(format!("read_timeout_ms {ms} is outside 100..=600000")));
+                    }
+                    c.read_timeout = Duration::from_millis(ms);
+                }
+                "journal_compact_bytes" => {
+                    let b: u64 = value.parse().map_err(|_| err(format!("journal_compact_bytes: {value:?} is not a number")))?;
+                    if b < 4096 {
+                        return Err(err(format!("journal_compact_bytes {b} is below 4096")));
+                    }
+                    c.journal_compact_bytes = b;
+                }
+                "recover_journal" => c.recover_journal = parse_bool(value).map_err(err)?,
+                _ => return Err(err(format!("unknown key {key:?} (known: {})", KEYS.join(", ")))),
+            }
+        }
+        c.path_map = PathMap::new(map_rules);
+        Ok(c)
+    }
+}
+
+fn parse_bool(v: &str) -> Result<bool, String> {
+    match v {
+        "true" | "yes" | "1" => Ok(true),
+        "false" | "no" | "0" => Ok(false),
+        _ => Err(format!("{v:?} is not a boolean (true or false)")),
+    }
+}
+
+fn abs_path(v: &str) -> Result<PathBuf, String> {
+    let p = PathBuf::from(v);
+    if p.is_absolute() {
+        Ok(p)
+    } else {
+        Err(format!("{v:?} is not an absolute path"))
+    }
+}
+
+/// The kernel's host name (what `uname -n` prints).
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_owned()).unwrap_or_else(|_| "localhost".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("test.conf"))
+    }
+
+    #[test]
+    fn empty_file_gives_the_defaults() {
+        let c = parse("# nothing\n\n").unwrap();
+        assert_eq!(c.backend, BackendKind::Local);
+        assert!(c.lock_readonly);
+        assert_eq!(c.socket, PathBuf::from(DEFAULT_SOCKET));
+        assert_eq!(c.allowed_uids, vec![0]);
+    }
+
+    #[test]
+    fn every_key_parses() {
+        let c = parse(
+            "backend = dlm\nsocket = /tmp/s\nadmin_socket = \"/tmp/a\"\njournal = /tmp/j # inline comment\n\
+             node_name = hv2\nlockspace = vms\npath_map = /mnt/a:/shared\npath_map = /mnt/b:/other\n\
+             lock_readonly = false\nallowed_uids = 107, 108\nallowed_gid = 64055\nread_timeout_ms = 2000\n\
+             journal_compact_bytes = 65536\nrecover_journal = yes\n",
+        )
+        .unwrap();
+        assert_eq!(c.backend, BackendKind::Dlm);
+        assert_eq!(c.admin_socket, PathBuf::from("/tmp/a"));
+        assert_eq!(c.journal, PathBuf::from("/tmp/j"));
+        assert_eq!(c.node_name, "hv2");
+        assert_eq!(c.path_map.apply(Path::new("/mnt/b/x")), PathBuf::from("/other/x"));
+        assert!(!c.lock_readonly);
+        assert_eq!(c.allowed_uids, vec![107, 108, 0]);
+        assert_eq!(c.allowed_gid, Some(64055));
+        assert_eq!(c.read_timeout, Duration::from_secs(2));
+        assert!(c.recover_journal);
+    }
+
+    fn line_of(e: ConfigError) -> (usize, String) {
+        match e {
+            ConfigError::Line { line, reason, .. } => (line, reason),
+            other => panic!("{other}"),
+        }
+    }
+
+    #[test]
+    fn unknown_key_is_refused_with_its_line() {
+        let (line, reason) = line_of(parse("backend = local\n\n lock_read_only = false\n").unwrap_err());
+        assert_eq!(line, 3);
+        assert!(reason.contains("unknown key \"lock_read_only\""), "{reason}");
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_their_line() {
+        for (text, want_line, want) in [
+            ("lock_readonly = maybe", 1, "not a boolean"),
+            ("#\nbackend = sanlock", 2, "unknown backend"),
+            ("socket = relative.sock", 1, "not an absolute path"),
+            ("read_timeout_ms = 5", 1, "outside"),
+            ("allowed_uids = 0, x", 1, "not a uid"),
+            ("path_map = /a", 1, "LOCAL:SHARED"),
+            ("backend = local\nbackend = dlm", 2, "set twice"),
+            ("just words", 1, "key = value"),
+        ] {
+            let (line, reason) = line_of(parse(text).unwrap_err());
+            assert_eq!(line, want_line, "{text}");
+            assert!(reason.contains(want), "{text}: {reason}");
+        }
+    }
+
+    #[test]
+    fn the_example_file_documents_every_key_and_parses_uncommented() {
+        let example = include_str!("../../../deploy/virtdlmd.conf");
+        let mut documented = std::collections::BTreeSet::new();
+        let mut uncommented = String::new();
+        for line in example.lines() {
+            let Some(rest) = line.strip_prefix('#') else { continue };
+            let Some((key, value)) = rest.split_once('=') else { continue };
+            let key = key.trim_end();
+            if !key.is_empty() && key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+                documented.insert(key.to_owned());
+                if !value.trim().is_empty() && !uncommented.contains(&format!("{key} =")) {
+                    uncommented.push_str(&format!("{key} = {value}\n"));
+                }
+            }
+        }
+        let known: std::collections::BTreeSet<String> = KEYS.iter().map(|k| k.to_string()).collect();
+        assert_eq!(documented, known);
+        parse(&uncommented).unwrap();
+    }
+
+    #[test]
+    fn missing_file_is_fine_only_at_the_default_path() {
+        let p = Path::new("/nonexistent/virtdlmd.conf");
+        assert!(Config::load(p, false).is_ok());
+        assert!(matches!(Config::load(p, true), Err(ConfigError::Read { .. })));
+    }
+}

@@ -1,0 +1,152 @@
+//! virtdlmd's life: start-up in the one safe order, serving, shutdown.
+//!
+//! Start-up order (why it matters): take the journal's file lock (one daemon per journal) →
+//! replay the journal → open the backend → take back the locks of live owners and drop those
+//! of dead ones → purge leftovers → only then bind the sockets and tell systemd READY. No
+//! request is served before every surviving lock is held again, so there is no moment in
+//! which another VM could take a disk whose owner still runs.
+//!
+//! Stopping virtdlmd (SIGTERM) releases nothing: the journal keeps the locks for the next
+//! start, exactly as after a crash.
+
+use crate::backend::local::LocalBackend;
+use crate::backend::Backend;
+use crate::config::{BackendKind, Config};
+use crate::journal::{Journal, JournalError, OwnerKey};
+use crate::naming::Naming;
+use crate::owner;
+use crate::registry::Registry;
+use crate::server::{self, Access, SocketKind};
+use std::fs::File;
+use std::path::Path;
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error("another virtdlmd uses the journal {0} (its lock file is taken)")]
+    JournalInUse(String),
+    #[error("cannot start the {backend} backend: {reason}")]
+    Backend { backend: &'static str, reason: String },
+    #[error(transparent)]
+    Bind(#[from] server::BindError),
+    #[error("cannot start the runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// Opens the configured backend.
+pub fn open_backend(config: &Config) -> Result<Arc<dyn Backend>, DaemonError> {
+    match config.backend {
+        BackendKind::Local => Ok(Arc::new(LocalBackend::new(config.node_name.clone()))),
+        BackendKind::Dlm => open_dlm(config),
+    }
+}
+
+/// The kernel DLM backend (`backend::dlm`), when this tree has it.
+fn open_dlm(_config: &Config) -> Result<Arc<dyn Backend>, DaemonError> {
+    Err(DaemonError::Backend {
+        backend: "dlm",
+        reason: "the DLM backend is not built in this tree; use --backend local".into(),
+    })
+}
+
+/// An exclusive flock on `<journal>.lock`, held for the daemon's life.
+fn lock_journal(journal: &Path) -> Result<File, DaemonError> {
+    use rustix::fs::{flock, FlockOperation};
+    let path = journal.with_extension("lock");
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|source| JournalError::Io { path: dir.into(), source })?;
+    }
+    let f = File::create(&path).map_err(|source| JournalError::Io { path: path.clone(), source })?;
+    flock(&f, FlockOperation::NonBlockingLockExclusive).map_err(|_| DaemonError::JournalInUse(journal.display().to_string()))?;
+    Ok(f)
+}
+
+/// Runs the daemon until SIGTERM/SIGINT.
+pub fn run(config: Config) -> Result<(), DaemonError> {
+    let _journal_lock = lock_journal(&config.journal)?;
+    let (journal, salvaged) = Journal::open(&config.journal, config.journal_compact_bytes, config.recover_journal)?;
+    if let Some(s) = salvaged {
+        tracing::error!(
+            "journal {} was damaged at byte {} ({}); kept the valid prefix, moved the damaged file to {}. \
+             Locks recorded after that point are NOT held: check `virtdlm locks` against the running VMs",
+            config.journal.display(),
+            s.offset,
+            s.reason,
+            s.moved_to.display()
+        );
+    }
+    let backend = open_backend(&config)?;
+    let naming = Naming { path_map: config.path_map.clone(), lock_readonly: config.lock_readonly, ..Naming::default() };
+    let (watch_tx, watch_rx) = tokio::sync::mpsc::unbounded_channel();
+    let registry = Arc::new(Registry::new(backend, naming, journal, watch_tx));
+    let restored = registry.restore()?;
+    tracing::info!(
+        "journal replayed: {} owners with {} locks taken back, {} owners died meanwhile ({} locks released), {} locks lost; leftover locks purged",
+        restored.owners_adopted,
+        restored.locks_adopted,
+        restored.owners_dead,
+        restored.locks_released,
+        restored.locks_lost,
+    );
+
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(DaemonError::Runtime)?;
+    rt.block_on(async move {
+        let ctl_mode = if config.allowed_uids.iter().any(|u| *u != 0) {
+            0o666 // non-root uids are allowed: SO_PEERCRED decides
+        } else if config.allowed_gid.is_some() {
+            0o660
+        } else {
+            0o600
+        };
+        let ctl = server::bind(&config.socket, ctl_mode, config.allowed_gid)?;
+        let admin = server::bind(&config.admin_socket, 0o666, None)?;
+        let access = Arc::new(Access { allowed_uids: config.allowed_uids.clone(), allowed_gid: config.allowed_gid });
+        tokio::spawn(watch_owners(watch_rx, registry.clone()));
+        tokio::spawn(server::serve(ctl, SocketKind::Control, registry.clone(), access.clone(), config.read_timeout));
+        tokio::spawn(server::serve(admin, SocketKind::Admin, registry.clone(), access, config.read_timeout));
+        tracing::info!(
+            backend = registry.backend().kind(),
+            node = %config.node_name,
+            "serving on {} (admin {})",
+            config.socket.display(),
+            config.admin_socket.display()
+        );
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+        wait_for_stop().await;
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+        let _ = std::fs::remove_file(&config.socket);
+        let _ = std::fs::remove_file(&config.admin_socket);
+        tracing::info!("stopping; held locks stay in the journal for the next start");
+        Ok::<(), DaemonError>(())
+    })?;
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    Ok(())
+}
+
+async fn wait_for_stop() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => std::future::pending::<()>().await,
+    }
+}
+
+/// One task per owner: when its QEMU exits, its locks go.
+async fn watch_owners(mut rx: tokio::sync::mpsc::UnboundedReceiver<OwnerKey>, registry: Arc<Registry>) {
+    while let Some(key) = rx.recv().await {
+        let registry = registry.clone();
+        tokio::spawn(async move {
+            if let Some(fd) = owner::open_pidfd(key) {
+                owner::exited(fd, key).await;
+            }
+            let _ = tokio::task::spawn_blocking(move || registry.owner_exited(key)).await;
+        });
+    }
+}

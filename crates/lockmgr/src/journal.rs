@@ -1,0 +1,473 @@
+//! The journal: who owns which lock, kept so that a restarted virtdlmd takes back exactly the
+//! locks its predecessor held (and no others).
+//!
+//! It lives under /run (tmpfs): it must outlive the daemon, not the host — after a reboot no
+//! QEMU and no lock of this host survives, so neither should the journal.
+//!
+//! # Format (version 1)
+//!
+//! ```text
+//! header : "virtdlmj" (8 bytes) | version u32 BE (= 1) | reserved u32 BE (= 0)
+//! record : length u32 BE | checksum (first 8 bytes of SHA-256 of the body) | body
+//! body   : one JSON `Record`
+//! ```
+//!
+//! The file is append-only between compactions. A grant is appended and fdatasync'd *before*
+//! the client is told "granted"; a release is appended before the backend lets the lock go
+//! (so a crash in between leaves at worst an unclaimed lock, which the restart purges, never a
+//! journal that forgets a held lock). Compaction writes the live state (one `Owner` record per
+//! owner, one `Grant` per held lock) to `<journal>.tmp`, fsyncs it, renames it over the
+//! journal and fsyncs the directory, so a crash leaves either the old or the new file. It
+//! runs when the file is past `journal_compact_bytes` and at least twice its live size.
+//!
+//! Damage (bad magic or version, a record whose checksum or JSON is wrong, a length running
+//! past the end of the file) is never skipped: [`Journal::open`] refuses, naming the byte
+//! offset, unless salvage is asked for, which keeps the valid prefix and moves the damaged
+//! file aside. Salvage is safe for a torn tail (that write was never acknowledged), and is
+//! an operator's decision otherwise.
+
+use crate::mode::Mode;
+use crate::proto::OwnerSpec;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+const MAGIC: &[u8; 8] = b"virtdlmj";
+pub const VERSION: u32 = 1;
+const HEADER_LEN: usize = 16;
+const RECORD_HEAD: usize = 12;
+/// A record larger than this is damage, not data.
+const MAX_RECORD: usize = 1 << 20;
+
+/// An owner, as the journal keys it: a pid is only the same process with the same start time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct OwnerKey {
+    pub pid: u32,
+    /// Field 22 of /proc/<pid>/stat (clock ticks since boot).
+    pub start: u64,
+}
+
+/// One journaled lock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockEntry {
+    /// Readable identity (canonical path or `lease space/key`).
+    pub identity: String,
+    pub mode: Mode,
+    /// The backend's id for the grant.
+    pub id: u64,
+    /// Seconds since the epoch when granted.
+    pub since: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "r", rename_all = "snake_case")]
+pub enum Record {
+    /// An owner registered (or its details changed).
+    Owner { key: OwnerKey, spec: OwnerSpec },
+    /// `name` was granted to the owner.
+    Grant { key: OwnerKey, name: String, lock: LockEntry },
+    /// The owner gave `name` back.
+    Release { key: OwnerKey, name: String },
+    /// The owner is gone; every lock it held is released.
+    Gone { key: OwnerKey },
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OwnerState {
+    pub spec: Option<OwnerSpec>,
+    pub locks: BTreeMap<String, LockEntry>,
+}
+
+/// What the journal says is held now.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct State {
+    pub owners: BTreeMap<OwnerKey, OwnerState>,
+}
+
+impl State {
+    fn apply(&mut self, r: &Record) -> Result<(), String> {
+        match r {
+            Record::Owner { key, spec } => self.owners.entry(*key).or_default().spec = Some(spec.clone()),
+            Record::Grant { key, name, lock } => {
+                let o = self.owners.get_mut(key).ok_or_else(|| format!("grant of {name} to unregistered pid {}", key.pid))?;
+                o.locks.insert(name.clone(), lock.clone());
+            }
+            Record::Release { key, name } => {
+                if let Some(o) = self.owners.get_mut(key) {
+                    o.locks.remove(name);
+                }
+            }
+            Record::Gone { key } => {
+                self.owners.remove(key);
+            }
+        }
+        Ok(())
+    }
+
+    fn records(&self) -> Vec<Record> {
+        let mut out = Vec::new();
+        for (key, o) in &self.owners {
+            if let Some(spec) = &o.spec {
+                out.push(Record::Owner { key: *key, spec: spec.clone() });
+            }
+            for (name, lock) in &o.locks {
+                out.push(Record::Grant { key: *key, name: name.clone(), lock: lock.clone() });
+            }
+        }
+        out
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("journal {path} is damaged at byte {offset}: {reason}")]
+    Damaged { path: PathBuf, offset: u64, reason: String },
+    #[error("journal {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+/// What [`Journal::open`] found wrong and salvaged past.
+#[derive(Debug, Clone)]
+pub struct Salvaged {
+    pub offset: u64,
+    pub reason: String,
+    /// Where the damaged file was moved.
+    pub moved_to: PathBuf,
+}
+
+pub struct Journal {
+    path: PathBuf,
+    file: File,
+    size: u64,
+    state: State,
+    compact_bytes: u64,
+    /// Size right after the last compaction: the journal is compacted again only once it
+    /// has doubled, so a large live state is not rewritten on every append.
+    live_size: u64,
+}
+
+impl Journal {
+    /// Opens (or creates) the journal and replays it. Damage is an error unless `salvage`.
+    pub fn open(path: &Path, compact_bytes: u64, salvage: bool) -> Result<(Journal, Option<Salvaged>), JournalError> {
+        let io = |source| JournalError::Io { path: path.into(), source };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        let bytes = match std::fs::read(path) {
+            Ok(b) => Some(b),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io(e)),
+        };
+        let (state, damage) = match &bytes {
+            None => (State::default(), None),
+            Some(b) => parse(b),
+        };
+        let mut salvaged = None;
+        if let Some((offset, reason)) = damage {
+            if !salvage {
+                return Err(JournalError::Damaged { path: path.into(), offset, reason });
+            }
+            let moved_to = path.with_extension(format!("damaged-{}", now_secs()));
+            std::fs::rename(path, &moved_to).map_err(io)?;
+            salvaged = Some(Salvaged { offset, reason, moved_to });
+        }
+        let file = OpenOptions::new().append(true).create(true).open(path).map_err(io)?;
+        let mut j = Journal { path: path.into(), file, size: 0, state, compact_bytes, live_size: 0 };
+        // A fresh file, or one just salvaged, is rewritten from the state (header included).
+        if bytes.is_none() || salvaged.is_some() {
+            j.compact()?;
+        } else {
+            j.size = bytes.map(|b| b.len() as u64).unwrap_or(0);
+        }
+        Ok((j, salvaged))
+    }
+
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Appends records and makes them durable. On error nothing is applied to the state
+    /// (the file may hold a torn tail, which the next open reports).
+    pub fn append(&mut self, records: &[Record]) -> Result<(), JournalError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        self.check(records).map_err(|reason| JournalError::Damaged { path: self.path.clone(), offset: self.size, reason })?;
+        let mut buf = Vec::new();
+        for r in records {
+            encode_record(&mut buf, r);
+        }
+        let io = |source| JournalError::Io { path: self.path.clone(), source };
+        self.file.write_all(&buf).map_err(io)?;
+        self.file.sync_data().map_err(io)?;
+        self.size += buf.len() as u64;
+        for r in records {
+            self.state.apply(r).expect("checked before writing");
+        }
+        if self.size > self.compact_bytes && self.size > 2 * self.live_size {
+            self.compact()?;
+        }
+        Ok(())
+    }
+
+    /// Refuses a batch that could not be replayed (a grant to an owner never registered).
+    fn check(&self, records: &[Record]) -> Result<(), String> {
+        let mut added = Vec::new();
+        for r in records {
+            match r {
+                Record::Owner { key, .. } => added.push(*key),
+                Record::Grant { key, name, .. } if !self.state.owners.contains_key(key) && !added.contains(key) => {
+                    return Err(format!("grant of {name} to unregistered pid {}", key.pid))
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Rewrites the journal as the live state: temp file, fsync, rename, fsync directory.
+    pub fn compact(&mut self) -> Result<(), JournalError> {
+        let io = |source| JournalError::Io { path: self.path.clone(), source };
+        let tmp = self.path.with_extension("tmp");
+        let mut buf = header();
+        for r in self.state.records() {
+            encode_record(&mut buf, &r);
+        }
+        {
+            let mut f = File::create(&tmp).map_err(io)?;
+            f.write_all(&buf).map_err(io)?;
+            f.sync_all().map_err(io)?;
+        }
+        std::fs::rename(&tmp, &self.path).map_err(io)?;
+        if let Some(dir) = self.path.parent() {
+            File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+        }
+        self.file = OpenOptions::new().append(true).open(&self.path).map_err(io)?;
+        self.size = buf.len() as u64;
+        self.live_size = self.size;
+        Ok(())
+    }
+}
+
+fn header() -> Vec<u8> {
+    let mut h = Vec::with_capacity(HEADER_LEN);
+    h.extend_from_slice(MAGIC);
+    h.extend_from_slice(&VERSION.to_be_bytes());
+    h.extend_from_slice(&0u32.to_be_bytes());
+    h
+}
+
+fn checksum(body: &[u8]) -> [u8; 8] {
+    let d = Sha256::digest(body);
+    let mut c = [0u8; 8];
+    c.copy_from_slice(&d[..8]);
+    c
+}
+
+fn encode_record(out: &mut Vec<u8>, r: &Record) {
+    let body = serde_json::to_vec(r).expect("journal records always serialise");
+    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    out.extend_from_slice(&checksum(&body));
+    out.extend_from_slice(&body);
+}
+
+/// Replays `bytes`: the state of the valid prefix, and the first damage found (offset, why).
+pub fn parse(bytes: &[u8]) -> (State, Option<(u64, String)>) {
+    let mut state = State::default();
+    if bytes.len() < HEADER_LEN {
+        return (state, Some((0, format!("header is {} bytes, expected {HEADER_LEN}", bytes.len()))));
+    }
+    if &bytes[..8] != MAGIC {
+        return (state, Some((0, "not a virtdlmd journal (bad magic)".into())));
+    }
+    let version = u32::from_be_bytes(bytes[8..12].try_into().expect("4 bytes"));
+    if version != VERSION {
+        return (state, Some((8, format!("journal version {version}, this virtdlmd reads {VERSION}"))));
+    }
+    let mut off = HEADER_LEN;
+    while off < bytes.len() {
+        let at = off as u64;
+        if bytes.len() - off < RECORD_HEAD {
+            return (state, Some((at, "truncated record header (torn write)".into())));
+        }
+        let len = u32::from_be_bytes(bytes[off..off + 4].try_into().expect("4 bytes")) as usize;
+        if len > MAX_RECORD {
+            return (state, Some((at, format!("record length {len} is implausible"))));
+        }
+        let body_start = off + RECORD_HEAD;
+        if bytes.len() - body_start < len {
+            return (state, Some((at, format!("record of {len} bytes runs past the end (torn write)"))));
+        }
+        let body = &bytes[body_start..body_start + len];
+        if checksum(body) != bytes[off + 4..off + 12] {
+            return (state, Some((at, "checksum mismatch".into())));
+        }
+        let rec: Record = match serde_json::from_slice(body) {
+            Ok(r) => r,
+            Err(e) => return (state, Some((at, format!("unreadable record: {e}")))),
+        };
+        if let Err(reason) = state.apply(&rec) {
+            return (state, Some((at, reason)));
+        }
+        off = body_start + len;
+    }
+    (state, None)
+}
+
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// Reads a whole file (for tests and tools).
+pub fn read_all(path: &Path) -> std::io::Result<Vec<u8>> {
+    let mut v = Vec::new();
+    File::open(path)?.read_to_end(&mut v)?;
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::FailureAction;
+
+    fn tmp(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("virtdlm-journal-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d.join("journal")
+    }
+
+    fn spec(pid: u32) -> OwnerSpec {
+        OwnerSpec {
+            uuid: format!("00000000-0000-0000-0000-{pid:012}"),
+            name: format!("vm{pid}"),
+            pid,
+            id: 1,
+            uri: None,
+            action: FailureAction::Default,
+        }
+    }
+
+    fn grant(key: OwnerKey, name: &str) -> Record {
+        Record::Grant {
+            key,
+            name: name.into(),
+            lock: LockEntry { identity: format!("/img/{name}"), mode: Mode::Ex, id: 1, since: 5 },
+        }
+    }
+
+    fn fill(j: &mut Journal) {
+        let (a, b) = (OwnerKey { pid: 10, start: 100 }, OwnerKey { pid: 20, start: 200 });
+        j.append(&[Record::Owner { key: a, spec: spec(10) }, grant(a, "d1:a"), grant(a, "d1:b")]).unwrap();
+        j.append(&[Record::Owner { key: b, spec: spec(20) }, grant(b, "d1:c")]).unwrap();
+        j.append(&[Record::Release { key: a, name: "d1:a".into() }]).unwrap();
+    }
+
+    #[test]
+    fn round_trip() {
+        let p = tmp("rt");
+        let (mut j, _) = Journal::open(&p, 1 << 20, false).unwrap();
+        fill(&mut j);
+        let want = j.state().clone();
+        drop(j);
+        let (j2, salvaged) = Journal::open(&p, 1 << 20, false).unwrap();
+        assert!(salvaged.is_none());
+        assert_eq!(j2.state(), &want);
+        let a = &want.owners[&OwnerKey { pid: 10, start: 100 }];
+        assert_eq!(a.locks.keys().collect::<Vec<_>>(), vec!["d1:b"]);
+        assert_eq!(want.owners[&OwnerKey { pid: 20, start: 200 }].locks.len(), 1);
+    }
+
+    #[test]
+    fn gone_drops_the_owner_and_its_locks() {
+        let p = tmp("gone");
+        let (mut j, _) = Journal::open(&p, 1 << 20, false).unwrap();
+        fill(&mut j);
+        j.append(&[Record::Gone { key: OwnerKey { pid: 20, start: 200 } }]).unwrap();
+        drop(j);
+        let (j, _) = Journal::open(&p, 1 << 20, false).unwrap();
+        assert_eq!(j.state().owners.len(), 1);
+    }
+
+    #[test]
+    fn torn_tail_is_detected_and_salvage_keeps_the_prefix() {
+        let p = tmp("torn");
+        let (mut j, _) = Journal::open(&p, 1 << 20, false).unwrap();
+        fill(&mut j);
+        let want = j.state().clone();
+        drop(j);
+        let mut f = OpenOptions::new().append(true).open(&p).unwrap();
+        let mut extra = Vec::new();
+        encode_record(&mut extra, &grant(OwnerKey { pid: 20, start: 200 }, "d1:z"));
+        f.write_all(&extra[..extra.len() - 3]).unwrap();
+        drop(f);
+        match Journal::open(&p, 1 << 20, false) {
+            Err(JournalError::Damaged { reason, .. }) => assert!(reason.contains("torn"), "{reason}"),
+            other => panic!("torn tail not detected: {:?}", other.map(|_| ())),
+        }
+        let (j, salvaged) = Journal::open(&p, 1 << 20, true).unwrap();
+        let s = salvaged.expect("salvage reported");
+        assert!(s.moved_to.exists());
+        assert_eq!(j.state(), &want);
+        drop(j);
+        // The salvaged journal is clean again.
+        assert!(Journal::open(&p, 1 << 20, false).is_ok());
+    }
+
+    #[test]
+    fn a_flipped_bit_is_detected() {
+        let p = tmp("flip");
+        let (mut j, _) = Journal::open(&p, 1 << 20, false).unwrap();
+        fill(&mut j);
+        drop(j);
+        let mut bytes = read_all(&p).unwrap();
+        let n = bytes.len();
+        bytes[n / 2] ^= 0x04;
+        std::fs::write(&p, &bytes).unwrap();
+        match Journal::open(&p, 1 << 20, false) {
+            Err(JournalError::Damaged { offset, .. }) => assert!(offset >= HEADER_LEN as u64 && offset < n as u64),
+            other => panic!("bit flip not detected: {:?}", other.map(|_| ())),
+        }
+        // Salvage keeps strictly less than everything.
+        let (j, _) = Journal::open(&p, 1 << 20, true).unwrap();
+        let held: usize = j.state().owners.values().map(|o| o.locks.len()).sum();
+        assert!(held < 2);
+    }
+
+    #[test]
+    fn bad_header_is_detected() {
+        let p = tmp("hdr");
+        std::fs::write(&p, b"something else entirely").unwrap();
+        assert!(matches!(Journal::open(&p, 1 << 20, false), Err(JournalError::Damaged { offset: 0, .. })));
+    }
+
+    #[test]
+    fn compaction_keeps_the_state_and_shrinks_the_file() {
+        let p = tmp("compact");
+        let (mut j, _) = Journal::open(&p, 4096, false).unwrap();
+        let key = OwnerKey { pid: 10, start: 100 };
+        j.append(&[Record::Owner { key, spec: spec(10) }]).unwrap();
+        for i in 0..200 {
+            j.append(&[grant(key, &format!("d1:{i}")), Record::Release { key, name: format!("d1:{i}") }]).unwrap();
+            assert!(j.size() <= 4096 + 1024, "journal grew to {} bytes", j.size());
+        }
+        j.append(&[grant(key, "d1:kept")]).unwrap();
+        let want = j.state().clone();
+        drop(j);
+        assert!(!p.with_extension("tmp").exists());
+        let (j, _) = Journal::open(&p, 4096, false).unwrap();
+        assert_eq!(j.state(), &want);
+        assert_eq!(want.owners[&key].locks.keys().collect::<Vec<_>>(), vec!["d1:kept"]);
+    }
+}

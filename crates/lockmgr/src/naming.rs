@@ -1,0 +1,443 @@
+//! Resource naming: what a disk or lease *is* (its identity), and the DLM resource name made
+//! from it. Every host must compute the same name for the same storage, so this is the one
+//! place where names are decided.
+//!
+//! Disk identity, in order of preference:
+//! 1. a block device with a stable id: `dev:<id>`, where `<id>` is, in order: the
+//!    device-mapper uuid of a multipath map or LVM volume (`dm:mpath-…`, `dm:LVM-…`), the
+//!    kernel's WWID (`wwid:…` from `/sys/dev/block/M:m/device/wwid`; a partition gets its
+//!    disk's WWID + `-partN`), or the preferred `/dev/disk/by-id` link to the same device
+//!    (`by-id:wwn-…` first, see `BY_ID_PREFERENCE`);
+//! 2. anything else: `path:<canonical path>`, where the canonical path is the realpath of the
+//!    disk (symlinks and `..` resolved by the kernel) rewritten by the configured path map
+//!    (`path_map = /mnt/nfs-a:/shared`: hosts that mount one share at different places agree).
+//!
+//! Path rules (predictable on every host):
+//! - the path must be absolute and contain no NUL byte, or it is refused;
+//! - a path that does not exist (yet) cannot be resolved by the kernel: it is normalised
+//!   lexically instead (`.` dropped, `..` removes the previous component, duplicate `/`
+//!   collapsed) and symlinks in it are *not* followed;
+//! - a realpath that is not UTF-8 is hashed from its raw bytes; people see it lossily decoded.
+//!
+//! Lease identity: `lease:<len>:<lockspace><key>`, the lockspace (empty when absent) being
+//! length-prefixed so that no two (lockspace, key) pairs collide.
+//!
+//! Names (at most 64 bytes, the DLM's limit): `d1:` + the first 56 hex digits of
+//! SHA-256(identity) for disks, `l1:` + the same for leases. The digit after the letter is
+//! the naming version: a change to the rules above must bump it.
+
+use crate::backend::ResName;
+use crate::mode::Mode;
+use crate::proto::Resource;
+use sha2::{Digest, Sha256};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Component, Path, PathBuf};
+
+/// Hex digits of the digest kept in a name: `d1:` + 56 = 59 bytes, under the DLM's 64.
+const DIGEST_HEX: usize = 56;
+
+/// Longest resource name the DLM accepts.
+pub const DLM_RESNAME_MAX: usize = 64;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NamingError {
+    #[error("disk path {0:?} is not absolute")]
+    NotAbsolute(String),
+    #[error("disk path {0:?} contains a NUL byte")]
+    Nul(String),
+    #[error("lease key is empty")]
+    EmptyKey,
+}
+
+/// Prefix rewrites applied to canonical paths, longest prefix first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PathMap {
+    rules: Vec<(PathBuf, PathBuf)>,
+}
+
+impl PathMap {
+    /// `rules` are (local prefix, shared prefix) pairs; both must be absolute.
+    pub fn new(mut rules: Vec<(PathBuf, PathBuf)>) -> Self {
+        rules.sort_by_key(|r| std::cmp::Reverse(r.0.components().count()));
+        PathMap { rules }
+    }
+
+    /// Rewrites `path` by the longest matching prefix (matching whole components only, so
+    /// `/mnt/a` does not match `/mnt/ab`).
+    pub fn apply(&self, path: &Path) -> PathBuf {
+        for (from, to) in &self.rules {
+            if let Ok(rest) = path.strip_prefix(from) {
+                return if rest.as_os_str().is_empty() { to.clone() } else { to.join(rest) };
+            }
+        }
+        path.to_path_buf()
+    }
+}
+
+/// The naming rules in force on this host (from the config).
+#[derive(Debug, Clone)]
+pub struct Naming {
+    pub path_map: PathMap,
+    /// Whether read-only disks are locked (PR/CR) or left alone, as sanlock and lockd do.
+    pub lock_readonly: bool,
+    /// Where `/dev/disk/by-id` lives (tests point it elsewhere).
+    pub by_id_dir: PathBuf,
+    /// Where `/sys/dev/block` lives.
+    pub sys_block_dir: PathBuf,
+}
+
+impl Default for Naming {
+    fn default() -> Self {
+        Naming {
+            path_map: PathMap::default(),
+            lock_readonly: true,
+            by_id_dir: PathBuf::from("/dev/disk/by-id"),
+            sys_block_dir: PathBuf::from("/sys/dev/block"),
+        }
+    }
+}
+
+/// A resource resolved for locking.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Named {
+    /// The DLM name (`d1:…` / `l1:…`).
+    pub name: ResName,
+    /// The exact string hashed into the name (`path:/…`, `dev:…`, `lease:…`).
+    pub identity: String,
+    /// What people read: the canonical path (or the device path with its id), or
+    /// `lease <lockspace>/<key>`.
+    pub readable: String,
+    pub mode: Mode,
+}
+
+impl Naming {
+    /// Resolves a libvirt resource. `Ok(None)`: nothing to lock (a read-only disk while
+    /// `lock_readonly = false`).
+    pub fn resolve(&self, res: &Resource) -> Result<Option<Named>, NamingError> {
+        match res {
+            Resource::Disk { path, readonly, shared } => {
+                if *readonly && !self.lock_readonly {
+                    return Ok(None);
+                }
+                let (identity, readable) = self.disk_identity(path)?;
+                Ok(Some(Named {
+                    name: ResName(name_for("d1:", identity.as_bytes())),
+                    identity: lossy(&identity),
+                    readable,
+                    mode: Mode::for_disk(*readonly, *shared),
+                }))
+            }
+            Resource::Lease { lockspace, key, .. } => {
+                if key.is_empty() {
+                    return Err(NamingError::EmptyKey);
+                }
+                let space = lockspace.as_deref().unwrap_or("");
+                let identity = format!("lease:{}:{space}{key}", space.len());
+                let readable = if space.is_empty() { format!("lease {key}") } else { format!("lease {space}/{key}") };
+                Ok(Some(Named {
+                    name: ResName(name_for("l1:", identity.as_bytes())),
+                    identity,
+                    readable,
+                    mode: Mode::Ex,
+                }))
+            }
+        }
+    }
+
+    /// (identity bytes as a string, readable form) of a disk path.
+    fn disk_identity(&self, path: &str) -> Result<(IdentityBytes, String), NamingError> {
+        if path.contains('\0') {
+            return Err(NamingError::Nul(path.to_owned()));
+        }
+        let p = Path::new(path);
+        if !p.is_absolute() {
+            return Err(NamingError::NotAbsolute(path.to_owned()));
+        }
+        let canonical = std::fs::canonicalize(p).unwrap_or_else(|_| lexical_normalise(p));
+        if let Some(id) = self.block_device_id(&canonical) {
+            let readable = format!("{} ({id})", canonical.display());
+            return Ok((IdentityBytes(format!("dev:{id}").into_bytes()), readable));
+        }
+        let mapped = self.path_map.apply(&canonical);
+        let mut bytes = b"path:".to_vec();
+        bytes.extend_from_slice(mapped.as_os_str().as_bytes());
+        Ok((IdentityBytes(bytes), mapped.to_string_lossy().into_owned()))
+    }
+
+    /// The stable id of a block device, if `path` is one and it has one.
+    fn block_device_id(&self, path: &Path) -> Option<String> {
+        let meta = std::fs::metadata(path).ok()?;
+        if !meta.file_type().is_block_device() {
+            return None;
+        }
+        let rdev = meta.rdev();
+        let sys = self.sys_block_dir.join(format!("{}:{}", libc::major(rdev), libc::minor(rdev)));
+        sysfs_id(&sys).or_else(|| self.by_id_link(rdev))
+    }
+
+    /// The preferred `/dev/disk/by-id` name of device `rdev`.
+    fn by_id_link(&self, rdev: u64) -> Option<String> {
+        let mut links: Vec<String> = std::fs::read_dir(&self.by_id_dir)
+            .ok()?
+            .filter_map(|e| e.ok())
+            .filter(|e| {
+                std::fs::metadata(e.path()).map(|m| m.file_type().is_block_device() && m.rdev() == rdev).unwrap_or(false)
+            })
+            .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+            .collect();
+        // Names the storage itself reports first (WWN, NVMe EUI/UUID, SCSI page 83), then the
+        // rest; sorted within a class, so every host that sees the same links picks the same.
+        let class = |l: &str| BY_ID_PREFERENCE.iter().position(|p| l.starts_with(p)).unwrap_or(BY_ID_PREFERENCE.len());
+        links.sort_by_key(|l| (class(l), l.clone()));
+        links.into_iter().next().map(|l| format!("by-id:{l}"))
+    }
+}
+
+/// `/dev/disk/by-id` prefixes in order of preference.
+const BY_ID_PREFERENCE: &[&str] = &["wwn-", "nvme-eui.", "nvme-uuid.", "scsi-3", "dm-uuid-mpath-", "dm-uuid-LVM-"];
+
+/// An id from sysfs (`sys` = `/sys/dev/block/M:m`): a multipath map's or LVM volume's
+/// device-mapper uuid (the same on every host that sees the storage), the disk's WWID, or
+/// for a partition its disk's WWID plus the partition number.
+fn sysfs_id(sys: &Path) -> Option<String> {
+    let read = |p: PathBuf| std::fs::read_to_string(p).ok().map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+    if let Some(uuid) = read(sys.join("dm/uuid")) {
+        if uuid.starts_with("mpath-") || uuid.starts_with("LVM-") {
+            return Some(format!("dm:{uuid}"));
+        }
+    }
+    if let Some(wwid) = read(sys.join("device/wwid")) {
+        return Some(format!("wwid:{wwid}"));
+    }
+    let part = read(sys.join("partition"))?;
+    // A partition's sysfs directory sits inside its disk's.
+    let disk = std::fs::canonicalize(sys).ok()?.parent()?.to_path_buf();
+    let wwid = read(disk.join("device/wwid"))?;
+    Some(format!("wwid:{wwid}-part{part}"))
+}
+
+/// Identity as raw bytes (a realpath need not be UTF-8).
+#[derive(Debug, Clone)]
+struct IdentityBytes(Vec<u8>);
+
+impl IdentityBytes {
+    fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+fn lossy(i: &IdentityBytes) -> String {
+    String::from_utf8_lossy(&i.0).into_owned()
+}
+
+/// `prefix` + the first [`DIGEST_HEX`] hex digits of SHA-256(`identity`).
+fn name_for(prefix: &str, identity: &[u8]) -> String {
+    let digest = Sha256::digest(identity);
+    let mut out = String::with_capacity(prefix.len() + DIGEST_HEX);
+    out.push_str(prefix);
+    for b in digest.iter() {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out.truncate(prefix.len() + DIGEST_HEX);
+    out
+}
+
+/// `.` and `..` resolved on the text alone (for paths that do not exist).
+pub fn lexical_normalise(p: &Path) -> PathBuf {
+    let mut out = PathBuf::from("/");
+    for c in p.components() {
+        match c {
+            Component::Normal(s) => out.push(s),
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir | Component::RootDir | Component::Prefix(_) => {}
+        }
+    }
+    out
+}
+
+/// Parses one `path_map` value: `LOCAL:SHARED`, both absolute.
+pub fn parse_path_map_rule(v: &str) -> Result<(PathBuf, PathBuf), String> {
+    let (from, to) = v.split_once(':').ok_or_else(|| format!("expected LOCAL:SHARED, got {v:?}"))?;
+    let (from, to) = (Path::new(from.trim()), Path::new(to.trim()));
+    if !from.is_absolute() || !to.is_absolute() {
+        return Err(format!("both prefixes must be absolute paths, got {v:?}"));
+    }
+    Ok((lexical_normalise(from), lexical_normalise(to)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn disk(path: &str, readonly: bool, shared: bool) -> Resource {
+        Resource::Disk { path: path.into(), readonly, shared }
+    }
+
+    fn tmpdir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("virtdlm-naming-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn names_have_the_documented_shape() {
+        let n = Naming::default().resolve(&disk("/nonexistent/x/a.img", false, false)).unwrap().unwrap();
+        assert!(n.name.0.starts_with("d1:"));
+        assert_eq!(n.name.0.len(), 3 + DIGEST_HEX);
+        assert_eq!(n.identity, "path:/nonexistent/x/a.img");
+        assert_eq!(n.mode, Mode::Ex);
+        // SHA-256("path:/nonexistent/x/a.img"), first 56 hex digits: fixed forever for d1.
+        let full = format!("{:x}", Sha256::digest(b"path:/nonexistent/x/a.img"));
+        assert_eq!(&n.name.0[3..], &full[..56]);
+        let l = Naming::default()
+            .resolve(&Resource::Lease { lockspace: Some("space".into()), key: "k".into(), path: None, offset: None })
+            .unwrap()
+            .unwrap();
+        assert!(l.name.0.starts_with("l1:"));
+        assert_eq!(l.readable, "lease space/k");
+    }
+
+    #[test]
+    fn missing_paths_are_normalised_lexically() {
+        let a = Naming::default().resolve(&disk("/nonexistent//x/./y/../a.img", false, false)).unwrap().unwrap();
+        let b = Naming::default().resolve(&disk("/nonexistent/x/a.img", false, false)).unwrap().unwrap();
+        assert_eq!(a.name, b.name);
+        assert_eq!(lexical_normalise(Path::new("/../a/..//b")), PathBuf::from("/b"));
+    }
+
+    #[test]
+    fn symlinks_and_dotdot_resolve_to_the_real_file() {
+        let d = tmpdir("link");
+        std::fs::create_dir(d.join("sub")).unwrap();
+        std::fs::write(d.join("real.img"), b"").unwrap();
+        std::os::unix::fs::symlink(d.join("real.img"), d.join("link.img")).unwrap();
+        let n = Naming::default();
+        let real = n.resolve(&disk(d.join("real.img").to_str().unwrap(), false, false)).unwrap().unwrap();
+        let link = n.resolve(&disk(d.join("link.img").to_str().unwrap(), false, false)).unwrap().unwrap();
+        let dots = n.resolve(&disk(d.join("sub/../real.img").to_str().unwrap(), false, false)).unwrap().unwrap();
+        assert_eq!(real.name, link.name);
+        assert_eq!(real.name, dots.name);
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn path_map_makes_two_mount_points_agree() {
+        let a = Naming {
+            path_map: PathMap::new(vec![parse_path_map_rule("/mnt/nfs-a:/shared").unwrap()]),
+            ..Naming::default()
+        };
+        let b = Naming {
+            path_map: PathMap::new(vec![parse_path_map_rule("/srv/images:/shared").unwrap()]),
+            ..Naming::default()
+        };
+        let na = a.resolve(&disk("/mnt/nfs-a/vm/a.img", false, false)).unwrap().unwrap();
+        let nb = b.resolve(&disk("/srv/images/vm/a.img", false, false)).unwrap().unwrap();
+        assert_eq!(na.name, nb.name);
+        assert_eq!(na.readable, "/shared/vm/a.img");
+        // Whole components only.
+        let other = a.resolve(&disk("/mnt/nfs-ab/vm/a.img", false, false)).unwrap().unwrap();
+        assert_eq!(other.readable, "/mnt/nfs-ab/vm/a.img");
+        assert!(parse_path_map_rule("relative:/x").is_err());
+        assert!(parse_path_map_rule("/no-colon").is_err());
+    }
+
+    #[test]
+    fn modes_follow_the_disk_flags_and_readonly_can_be_left_unlocked() {
+        let n = Naming::default();
+        for (ro, sh, m) in [(false, false, Mode::Ex), (false, true, Mode::Cw), (true, false, Mode::Pr), (true, true, Mode::Cr)] {
+            assert_eq!(n.resolve(&disk("/x/a.img", ro, sh)).unwrap().unwrap().mode, m);
+        }
+        let off = Naming { lock_readonly: false, ..Naming::default() };
+        assert_eq!(off.resolve(&disk("/x/a.img", true, false)).unwrap(), None);
+        assert_eq!(off.resolve(&disk("/x/a.img", true, true)).unwrap(), None);
+        assert!(off.resolve(&disk("/x/a.img", false, true)).unwrap().is_some());
+    }
+
+    #[test]
+    fn bad_paths_are_refused() {
+        let n = Naming::default();
+        assert!(matches!(n.resolve(&disk("rel/a.img", false, false)), Err(NamingError::NotAbsolute(_))));
+        assert!(matches!(n.resolve(&disk("/a\0b", false, false)), Err(NamingError::Nul(_))));
+        let empty = Resource::Lease { lockspace: None, key: String::new(), path: None, offset: None };
+        assert_eq!(n.resolve(&empty), Err(NamingError::EmptyKey));
+    }
+
+    #[test]
+    fn block_devices_use_their_stable_id() {
+        // /dev/null is a char device; /dev/loop0 (if any) a block device. Build a fake sysfs.
+        let n = Naming { sys_block_dir: tmpdir("sys"), by_id_dir: tmpdir("byid"), ..Naming::default() };
+        let Some(dev) = ["/dev/loop0", "/dev/sda", "/dev/vda", "/dev/nvme0n1", "/dev/xvda", "/dev/ram0"]
+            .into_iter()
+            .find(|p| std::fs::metadata(p).map(|m| m.file_type().is_block_device()).unwrap_or(false))
+        else {
+            panic!("no block device on this machine to test with (looked for loop0, sda, vda, ram0)");
+        };
+        let rdev = std::fs::metadata(dev).unwrap().rdev();
+        let sys = n.sys_block_dir.join(format!("{}:{}/device", libc::major(rdev), libc::minor(rdev)));
+        // No wwid, no by-id link: the canonical path.
+        let plain = n.resolve(&disk(dev, false, false)).unwrap().unwrap();
+        assert!(plain.identity.starts_with("path:"), "{}", plain.identity);
+        // A by-id link: wwn- preferred over others.
+        std::os::unix::fs::symlink(dev, n.by_id_dir.join("ata-DISK_123")).unwrap();
+        std::os::unix::fs::symlink(dev, n.by_id_dir.join("wwn-0x5000")).unwrap();
+        let byid = n.resolve(&disk(dev, false, false)).unwrap().unwrap();
+        assert_eq!(byid.identity, "dev:by-id:wwn-0x5000");
+        // The kernel's WWID wins.
+        std::fs::create_dir_all(&sys).unwrap();
+        std::fs::write(sys.join("wwid"), "naa.600a0b80\n").unwrap();
+        let wwid = n.resolve(&disk(dev, false, false)).unwrap().unwrap();
+        assert_eq!(wwid.identity, "dev:wwid:naa.600a0b80");
+        // A multipath map or LVM volume: the dm uuid wins.
+        std::fs::create_dir_all(sys.parent().unwrap().join("dm")).unwrap();
+        std::fs::write(sys.parent().unwrap().join("dm/uuid"), "mpath-3600a0b80\n").unwrap();
+        let dm = n.resolve(&disk(dev, false, false)).unwrap().unwrap();
+        assert_eq!(dm.identity, "dev:dm:mpath-3600a0b80");
+        std::fs::remove_dir_all(&n.sys_block_dir).unwrap();
+        std::fs::remove_dir_all(&n.by_id_dir).unwrap();
+    }
+
+    #[test]
+    fn a_partition_is_named_by_its_disks_wwid() {
+        let root = tmpdir("part");
+        let disk_dir = root.join("devices/sda");
+        std::fs::create_dir_all(disk_dir.join("device")).unwrap();
+        std::fs::create_dir_all(disk_dir.join("sda2")).unwrap();
+        std::fs::write(disk_dir.join("device/wwid"), "naa.5000c500\n").unwrap();
+        std::fs::write(disk_dir.join("sda2/partition"), "2\n").unwrap();
+        std::fs::create_dir_all(root.join("block")).unwrap();
+        std::os::unix::fs::symlink(disk_dir.join("sda2"), root.join("block/8:2")).unwrap();
+        assert_eq!(sysfs_id(&root.join("block/8:2")).as_deref(), Some("wwid:naa.5000c500-part2"));
+        // Not a partition and no wwid: nothing from sysfs.
+        std::os::unix::fs::symlink(root.join("devices"), root.join("block/8:9")).unwrap();
+        assert_eq!(sysfs_id(&root.join("block/8:9")), None);
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    proptest! {
+        #[test]
+        fn names_fit_are_stable_and_distinct(a in "/[a-z0-9/._-]{0,300}", b in "/[a-z0-9/._-]{0,300}") {
+            let n = Naming::default();
+            let na = n.resolve(&disk(&a, false, false)).unwrap().unwrap();
+            prop_assert!(na.name.0.len() <= DLM_RESNAME_MAX);
+            prop_assert_eq!(&na.name, &n.resolve(&disk(&a, false, false)).unwrap().unwrap().name);
+            let nb = n.resolve(&disk(&b, false, false)).unwrap().unwrap();
+            prop_assert_eq!(na.identity == nb.identity, na.name == nb.name);
+        }
+
+        #[test]
+        fn lease_names_fit_and_do_not_collide(s1 in "[a-z:/]{0,20}", k1 in "[a-z:/]{1,20}", s2 in "[a-z:/]{0,20}", k2 in "[a-z:/]{1,20}") {
+            let n = Naming::default();
+            let l = |s: &str, k: &str| n.resolve(&Resource::Lease {
+                lockspace: if s.is_empty() { None } else { Some(s.into()) }, key: k.into(), path: None, offset: None,
+            }).unwrap().unwrap();
+            let (a, b) = (l(&s1, &k1), l(&s2, &k2));
+            prop_assert!(a.name.0.len() <= DLM_RESNAME_MAX);
+            prop_assert_eq!(s1 == s2 && k1 == k2, a.name == b.name);
+        }
+    }
+}

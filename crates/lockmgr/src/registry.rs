@@ -1,0 +1,547 @@
+//! The registry: which owner (VM + QEMU process) holds which lock, and the rules for changing
+//! that — register, all-or-nothing acquire, idempotent release, release on process exit,
+//! restore after a daemon restart. Every change is journaled before it is reported.
+//!
+//! All methods block (journal fsync, backend calls): call them from blocking threads.
+//! Acquisitions of one owner are serialised (per-pid gate) and run their backend calls
+//! outside the table lock, so a bounded wait stops neither other VMs nor releases (which
+//! may be what it waits for).
+
+use crate::backend::{Backend, BackendError, Grant, ResName};
+use crate::conflict;
+use crate::journal::{now_secs, Journal, JournalError, LockEntry, OwnerKey, Record};
+use crate::naming::{Named, Naming};
+use crate::owner;
+use crate::proto::{Conflict, ErrorCode, ErrorReply, LockInfo, OwnerSpec, Resource, Response};
+use parking_lot::Mutex;
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc::UnboundedSender;
+
+struct Held {
+    grant: Grant,
+    readable: String,
+    since: u64,
+}
+
+struct Owner {
+    spec: OwnerSpec,
+    held: BTreeMap<ResName, Held>,
+}
+
+struct Table {
+    journal: Journal,
+    owners: HashMap<OwnerKey, Owner>,
+}
+
+pub struct Registry {
+    backend: Arc<dyn Backend>,
+    naming: Naming,
+    table: Mutex<Table>,
+    /// One gate per owner pid: two acquisitions for one VM never interleave.
+    gates: Mutex<HashMap<u32, Arc<Mutex<()>>>>,
+    /// New owners go here; the daemon watches each one's pidfd.
+    watch: UnboundedSender<OwnerKey>,
+}
+
+/// What [`Registry::restore`] did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Restored {
+    pub owners_adopted: usize,
+    pub locks_adopted: usize,
+    pub owners_dead: usize,
+    pub locks_released: usize,
+    pub locks_lost: usize,
+    /// As the backend counts them (the DLM's purge does not count: 0).
+    pub orphans_purged: usize,
+}
+
+fn err(code: ErrorCode, message: impl Into<String>) -> Response {
+    Response::error(code, message)
+}
+
+fn journal_err(e: JournalError) -> Response {
+    tracing::error!("journal write failed: {e}");
+    err(ErrorCode::Journal, format!("{e}; no lock changes until the journal can be written"))
+}
+
+fn vm(spec: &OwnerSpec) -> String {
+    format!("{} ({})", spec.name, spec.uuid)
+}
+
+impl Registry {
+    pub fn new(backend: Arc<dyn Backend>, naming: Naming, journal: Journal, watch: UnboundedSender<OwnerKey>) -> Self {
+        Registry {
+            backend,
+            naming,
+            table: Mutex::new(Table { journal, owners: HashMap::new() }),
+            gates: Mutex::new(HashMap::new()),
+            watch,
+        }
+    }
+
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    /// After a daemon restart, before serving: takes back the journaled locks of owners that
+    /// still run, drops those of owners that died meanwhile, purges what nobody claims.
+    pub fn restore(&self) -> Result<Restored, JournalError> {
+        let mut t = self.table.lock();
+        let mut r = Restored::default();
+        let saved = t.journal.state().clone();
+        let mut records = Vec::new();
+        for (key, o) in saved.owners {
+            let Some(spec) = o.spec else {
+                records.push(Record::Gone { key });
+                continue;
+            };
+            if !owner::is_alive(key) {
+                r.owners_dead += 1;
+                for (name, lock) in &o.locks {
+                    r.locks_released += 1;
+                    tracing::info!(vm = %spec.name, uuid = %spec.uuid, disk = %lock.identity, mode = %lock.mode, resource = %name,
+                        "released: the VM's QEMU (pid {}) exited while virtdlmd was down", key.pid);
+                }
+                records.push(Record::Gone { key });
+                continue;
+            }
+            let mut held = BTreeMap::new();
+            for (name, lock) in o.locks {
+                let res = ResName(name.clone());
+                match self.backend.adopt(&res, lock.mode) {
+                    Ok(grant) => {
+                        r.locks_adopted += 1;
+                        tracing::info!(vm = %spec.name, uuid = %spec.uuid, disk = %lock.identity, mode = %lock.mode, resource = %name,
+                            "adopted after restart");
+                        records.push(Record::Grant { key, name, lock: LockEntry { id: grant.id, ..lock.clone() } });
+                        held.insert(res, Held { grant, readable: lock.identity, since: lock.since });
+                    }
+                    Err(e) => {
+                        r.locks_lost += 1;
+                        tracing::error!(vm = %spec.name, uuid = %spec.uuid, disk = %lock.identity, mode = %lock.mode, resource = %name,
+                            "LOCK LOST: could not take back the lock after restart: {e}");
+                        records.push(Record::Release { key, name });
+                    }
+                }
+            }
+            r.owners_adopted += 1;
+            let _ = self.watch.send(key);
+            t.owners.insert(key, Owner { spec, held });
+        }
+        t.journal.append(&records)?;
+        t.journal.compact()?;
+        r.orphans_purged = self.backend.purge_orphans().unwrap_or_else(|e| {
+            tracing::error!("purging orphan locks failed: {e}");
+            0
+        });
+        Ok(r)
+    }
+
+    fn resolve_all(&self, resources: &[Resource]) -> Result<Vec<Named>, Response> {
+        let mut out: Vec<Named> = Vec::new();
+        for r in resources {
+            match self.naming.resolve(r) {
+                Ok(Some(n)) => {
+                    if !out.iter().any(|o| o.name == n.name) {
+                        out.push(n)
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => return Err(err(ErrorCode::BadRequest, e.to_string())),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Finds (or records) the owner for `spec`. The pid must be alive; a stale entry for a
+    /// reused pid is dropped first.
+    fn ensure_owner(&self, t: &mut Table, spec: &OwnerSpec) -> Result<OwnerKey, Response> {
+        validate(spec)?;
+        let Some(key) = owner::key_of(spec.pid) else {
+            return Err(err(
+                ErrorCode::OwnerGone,
+                format!("VM {}: its QEMU process {} is not running; nothing was locked", vm(spec), spec.pid),
+            ));
+        };
+        let stale: Vec<OwnerKey> = t.owners.keys().filter(|k| k.pid == spec.pid && **k != key).copied().collect();
+        for k in stale {
+            self.drop_owner(t, k, "its pid now names another process");
+        }
+        match t.owners.get_mut(&key) {
+            Some(o) if o.spec.uuid != spec.uuid => Err(err(
+                ErrorCode::OutOfOrder,
+                format!("pid {} is registered to VM {}, not to VM {}", spec.pid, vm(&o.spec), vm(spec)),
+            )),
+            Some(o) => {
+                // libvirt omits the URI on pause paths: keep the one we have.
+                let mut merged = spec.clone();
+                if merged.uri.is_none() {
+                    merged.uri = o.spec.uri.clone();
+                }
+                if merged != o.spec {
+                    t.journal.append(&[Record::Owner { key, spec: merged.clone() }]).map_err(journal_err)?;
+                    t.owners.get_mut(&key).expect("present").spec = merged;
+                }
+                Ok(key)
+            }
+            None => {
+                t.journal.append(&[Record::Owner { key, spec: spec.clone() }]).map_err(journal_err)?;
+                t.owners.insert(key, Owner { spec: spec.clone(), held: BTreeMap::new() });
+                tracing::info!(vm = %spec.name, uuid = %spec.uuid, pid = spec.pid, "owner registered");
+                let _ = self.watch.send(key);
+                Ok(key)
+            }
+        }
+    }
+
+    /// REGISTER_ONLY: record the owner, check its resources can be named, lock nothing.
+    pub fn register(&self, spec: &OwnerSpec, resources: &[Resource]) -> Response {
+        if let Err(r) = self.resolve_all(resources) {
+            return r;
+        }
+        let mut t = self.table.lock();
+        match self.ensure_owner(&mut t, spec) {
+            Ok(_) => Response::Ok { locks: vec![] },
+            Err(r) => r,
+        }
+    }
+
+    /// Takes every resource for the owner, all or nothing.
+    pub fn acquire(&self, peer_pid: Option<u32>, spec: &OwnerSpec, resources: &[Resource], wait_ms: u64) -> Response {
+        let named = match self.resolve_all(resources) {
+            Ok(n) => n,
+            Err(r) => return r,
+        };
+        if named.is_empty() {
+            return Response::Ok { locks: vec![] };
+        }
+        if peer_pid == Some(spec.pid) {
+            return err(
+                ErrorCode::OutOfOrder,
+                format!("VM {}: the QEMU process itself may not take locks (it was registered restricted)", vm(spec)),
+            );
+        }
+        let gate = self.gates.lock().entry(spec.pid).or_default().clone();
+        let resp = {
+            let _serialised = gate.lock();
+            self.acquire_gated(spec, named, wait_ms)
+        };
+        let mut gates = self.gates.lock();
+        // Only the map and we hold it: nobody else waits on this owner's gate.
+        if Arc::strong_count(&gate) == 2 {
+            gates.remove(&spec.pid);
+        }
+        resp
+    }
+
+    fn acquire_gated(&self, spec: &OwnerSpec, named: Vec<Named>, wait_ms: u64) -> Response {
+        let (key, todo) = {
+            let mut t = self.table.lock();
+            let key = match self.ensure_owner(&mut t, spec) {
+                Ok(k) => k,
+                Err(r) => return r,
+            };
+            let o = &t.owners[&key];
+            let mut todo = Vec::new();
+            for n in named {
+                match o.held.get(&n.name) {
+                    Some(h) if h.grant.mode == n.mode => {}
+                    Some(h) => {
+                        return err(
+                            ErrorCode::OutOfOrder,
+                            format!(
+                                "VM {} already holds {} in mode {}, not {}; release it before taking it in another mode",
+                                vm(spec),
+                                conflict::subject(&n.readable),
+                                h.grant.mode,
+                                n.mode
+                            ),
+                        )
+                    }
+                    None => todo.push(n),
+                }
+            }
+            (key, todo)
+        };
+        let wait = (wait_ms > 0).then(|| Duration::from_millis(wait_ms));
+        let mut grants: Vec<(Named, Grant)> = Vec::new();
+        for n in todo {
+            match self.backend.acquire(&n.name, n.mode, wait) {
+                Ok(g) => grants.push((n, g)),
+                Err(e) => {
+                    self.undo(&grants);
+                    return self.refusal(spec, &n, e);
+                }
+            }
+        }
+        let mut t = self.table.lock();
+        if !t.owners.contains_key(&key) || !owner::is_alive(key) {
+            drop(t);
+            self.undo(&grants);
+            return err(ErrorCode::OwnerGone, format!("VM {}: its QEMU process {} exited; nothing was locked", vm(spec), spec.pid));
+        }
+        let since = now_secs();
+        let records: Vec<Record> = grants
+            .iter()
+            .map(|(n, g)| Record::Grant {
+                key,
+                name: n.name.0.clone(),
+                lock: LockEntry { identity: n.readable.clone(), mode: g.mode, id: g.id, since },
+            })
+            .collect();
+        if let Err(e) = t.journal.append(&records) {
+            drop(t);
+            self.undo(&grants);
+            return journal_err(e);
+        }
+        let o = t.owners.get_mut(&key).expect("checked above");
+        for (n, g) in grants {
+            tracing::info!(vm = %spec.name, uuid = %spec.uuid, disk = %n.readable, mode = %g.mode, resource = %n.name.0, "granted");
+            o.held.insert(n.name, Held { grant: g, readable: n.readable, since });
+        }
+        Response::Ok { locks: vec![] }
+    }
+
+    fn undo(&self, grants: &[(Named, Grant)]) {
+        for (n, g) in grants {
+            if let Err(e) = self.backend.release(g) {
+                tracing::error!(disk = %n.readable, "could not undo a partial acquisition: {e}");
+            }
+        }
+    }
+
+    fn refusal(&self, spec: &OwnerSpec, n: &Named, e: BackendError) -> Response {
+        match e {
+            BackendError::WouldBlock(_) | BackendError::TimedOut(_) => {
+                let holders = self.holders(&n.name, Some(spec.pid));
+                let c = Conflict { identity: n.readable.clone(), resource: n.name.0.clone(), wanted: n.mode, holders };
+                let message = conflict::message(&c);
+                tracing::info!(vm = %spec.name, uuid = %spec.uuid, disk = %n.readable, mode = %n.mode, "refused: {message}");
+                Response::Error(ErrorReply { code: ErrorCode::Conflict, message, conflict: Some(c) })
+            }
+            other => err(
+                ErrorCode::Backend,
+                format!("VM {}: could not lock {}: {other}; nothing was locked", vm(spec), conflict::subject(&n.readable)),
+            ),
+        }
+    }
+
+    /// Gives back the listed resources (idempotent); answers with the state string.
+    pub fn release(&self, peer_pid: Option<u32>, spec: &OwnerSpec, resources: &[Resource]) -> Response {
+        let named = match self.resolve_all(resources) {
+            Ok(n) => n,
+            Err(r) => return r,
+        };
+        if peer_pid == Some(spec.pid) && !named.is_empty() {
+            return err(
+                ErrorCode::OutOfOrder,
+                format!("VM {}: the QEMU process itself may not release locks (it was registered restricted)", vm(spec)),
+            );
+        }
+        let mut t = self.table.lock();
+        let Some(key) = t.owners.keys().find(|k| k.pid == spec.pid).copied() else {
+            return Response::State { state: None };
+        };
+        let o = &t.owners[&key];
+        if o.spec.uuid != spec.uuid {
+            return err(
+                ErrorCode::UnknownOwner,
+                format!("pid {} belongs to VM {}, not to VM {}; nothing was released", spec.pid, vm(&o.spec), vm(spec)),
+            );
+        }
+        let names: Vec<ResName> = named.into_iter().map(|n| n.name).filter(|n| o.held.contains_key(n)).collect();
+        let records: Vec<Record> = names.iter().map(|n| Record::Release { key, name: n.0.clone() }).collect();
+        if let Err(e) = t.journal.append(&records) {
+            return journal_err(e);
+        }
+        let o = t.owners.get_mut(&key).expect("present");
+        for n in names {
+            let h = o.held.remove(&n).expect("filtered above");
+            self.backend_release(&h.grant, &h.readable);
+            tracing::info!(vm = %o.spec.name, uuid = %o.spec.uuid, disk = %h.readable, mode = %h.grant.mode, resource = %n.0, "released");
+        }
+        Response::State { state: state_string(o) }
+    }
+
+    fn backend_release(&self, g: &Grant, readable: &str) {
+        if let Err(e) = self.backend.release(g) {
+            tracing::error!(disk = %readable, mode = %g.mode, "backend release failed: {e}");
+        }
+    }
+
+    pub fn inquire(&self, spec: &OwnerSpec) -> Response {
+        let t = self.table.lock();
+        match t.owners.iter().find(|(k, o)| k.pid == spec.pid && o.spec.uuid == spec.uuid) {
+            Some((_, o)) => Response::State { state: state_string(o) },
+            None => Response::State { state: None },
+        }
+    }
+
+    /// The owner's QEMU exited: every lock it held goes, at once.
+    pub fn owner_exited(&self, key: OwnerKey) {
+        let mut t = self.table.lock();
+        self.drop_owner(&mut t, key, "its QEMU process exited");
+    }
+
+    fn drop_owner(&self, t: &mut Table, key: OwnerKey, why: &str) -> Vec<LockInfo> {
+        let Some(o) = t.owners.get(&key) else { return vec![] };
+        let infos = self.infos_of(key, o);
+        // The process is gone: its disks are closed whether or not the journal can say so,
+        // so the locks go in any case (a restart will not adopt a dead owner's locks).
+        if let Err(e) = t.journal.append(&[Record::Gone { key }]) {
+            tracing::error!("journal write failed while releasing the locks of pid {}: {e}", key.pid);
+        }
+        let o = t.owners.remove(&key).expect("present");
+        for (n, h) in o.held {
+            self.backend_release(&h.grant, &h.readable);
+            tracing::info!(vm = %o.spec.name, uuid = %o.spec.uuid, disk = %h.readable, mode = %h.grant.mode, resource = %n.0,
+                "released: {why}");
+        }
+        tracing::info!(vm = %o.spec.name, uuid = %o.spec.uuid, pid = key.pid, "owner unregistered: {why}");
+        infos
+    }
+
+    fn infos_of(&self, key: OwnerKey, o: &Owner) -> Vec<LockInfo> {
+        let (node_id, node_name) = self.backend.node();
+        o.held
+            .iter()
+            .map(|(n, h)| LockInfo {
+                resource: n.0.clone(),
+                identity: h.readable.clone(),
+                mode: h.grant.mode,
+                vm_name: o.spec.name.clone(),
+                vm_uuid: o.spec.uuid.clone(),
+                pid: key.pid,
+                node_name: node_name.clone(),
+                node_id,
+                since: h.since,
+                state: "held".into(),
+            })
+            .collect()
+    }
+
+    /// Every lock held on this node.
+    pub fn locks(&self) -> Vec<LockInfo> {
+        let t = self.table.lock();
+        let mut v: Vec<LockInfo> = t.owners.iter().flat_map(|(k, o)| self.infos_of(*k, o)).collect();
+        v.sort_by(|a, b| (&a.identity, &a.vm_name).cmp(&(&b.identity, &b.vm_name)));
+        v
+    }
+
+    /// Holders of `name` known here, leaving out the asking process.
+    fn holders(&self, name: &ResName, except_pid: Option<u32>) -> Vec<LockInfo> {
+        self.locks().into_iter().filter(|l| l.resource == name.0 && Some(l.pid) != except_pid).collect()
+    }
+
+    pub fn inspect(&self, res: &Resource) -> Response {
+        match self.naming.resolve(res) {
+            Ok(Some(n)) => Response::Inspect { holders: self.holders(&n.name, None), identity: n.readable, resource: n.name.0 },
+            Ok(None) => Response::Inspect {
+                identity: "read-only disk: not locked (lock_readonly = false)".into(),
+                resource: String::new(),
+                holders: vec![],
+            },
+            Err(e) => err(ErrorCode::BadRequest, e.to_string()),
+        }
+    }
+
+    pub fn resource_name(&self, res: &Resource) -> Response {
+        match self.naming.resolve(res) {
+            Ok(Some(n)) => Response::ResourceName { identity: n.readable, resource: n.name.0 },
+            Ok(None) => Response::ResourceName {
+                identity: "read-only disk: not locked (lock_readonly = false)".into(),
+                resource: String::new(),
+            },
+            Err(e) => err(ErrorCode::BadRequest, e.to_string()),
+        }
+    }
+
+    pub fn status(&self) -> serde_json::Value {
+        let t = self.table.lock();
+        let (node_id, node_name) = self.backend.node();
+        serde_json::json!({
+            "node_name": node_name,
+            "node_id": node_id,
+            "backend": self.backend.kind(),
+            "owners": t.owners.len(),
+            "locks": t.owners.values().map(|o| o.held.len()).sum::<usize>(),
+            "journal": t.journal.path(),
+            "journal_bytes": t.journal.size(),
+            "lock_readonly": self.naming.lock_readonly,
+            "pid": std::process::id(),
+            "protocol": crate::proto::PROTOCOL_VERSION,
+        })
+    }
+
+    /// Admin: release every lock of a VM. Refused while its QEMU runs unless `force`.
+    pub fn release_vm(&self, uuid: &str, force: bool) -> Response {
+        let mut t = self.table.lock();
+        let keys: Vec<OwnerKey> = t.owners.iter().filter(|(_, o)| o.spec.uuid == uuid).map(|(k, _)| *k).collect();
+        if keys.is_empty() {
+            return err(ErrorCode::UnknownOwner, format!("no VM with uuid {uuid} holds or registered locks on this node"));
+        }
+        if !force {
+            if let Some(k) = keys.iter().find(|k| owner::is_alive(**k)) {
+                let o = &t.owners[k];
+                return err(
+                    ErrorCode::Busy,
+                    format!("VM {} still runs as pid {}; stop it first, or force the release if you know its disks are closed", vm(&o.spec), k.pid),
+                );
+            }
+        }
+        let mut locks = Vec::new();
+        for k in keys {
+            locks.extend(self.drop_owner(&mut t, k, "released by the administrator"));
+        }
+        Response::Ok { locks }
+    }
+
+    /// Admin: release the locks of owners whose process is gone (normally the pidfd already
+    /// did). `dry_run` only reports them.
+    pub fn cleanup(&self, dry_run: bool) -> Response {
+        let mut t = self.table.lock();
+        let dead: Vec<OwnerKey> = t.owners.keys().filter(|k| !owner::is_alive(**k)).copied().collect();
+        let mut locks = Vec::new();
+        for k in dead {
+            if dry_run {
+                locks.extend(self.infos_of(k, &t.owners[&k]));
+            } else {
+                locks.extend(self.drop_owner(&mut t, k, "cleanup: its QEMU process is gone"));
+            }
+        }
+        Response::Ok { locks }
+    }
+}
+
+/// Refuses owner details no libvirt would send.
+fn validate(spec: &OwnerSpec) -> Result<(), Response> {
+    if uuid::Uuid::try_parse(&spec.uuid).is_err() {
+        return Err(err(ErrorCode::BadRequest, format!("VM uuid {:?} is not a UUID", spec.uuid)));
+    }
+    if spec.name.is_empty() || spec.name.len() > 1024 {
+        return Err(err(ErrorCode::BadRequest, format!("VM name of {} bytes (must be 1..=1024)", spec.name.len())));
+    }
+    if spec.pid <= 1 {
+        return Err(err(ErrorCode::BadRequest, format!("pid {} cannot be a VM's QEMU", spec.pid)));
+    }
+    Ok(())
+}
+
+/// XML-safe summary of what an owner holds: `dlm1-<count>-<16 hex of the sorted names>`,
+/// or `None` when it holds nothing.
+fn state_string(o: &Owner) -> Option<String> {
+    if o.held.is_empty() {
+        return None;
+    }
+    let mut h = Sha256::new();
+    for n in o.held.keys() {
+        h.update(n.0.as_bytes());
+        h.update(b"\n");
+    }
+    let d = h.finalize();
+    let hex: String = d[..8].iter().map(|b| format!("{b:02x}")).collect();
+    Some(format!("dlm1-{}-{hex}", o.held.len()))
+}

@@ -1,0 +1,186 @@
+//! Shared by the daemon tests: a real virtdlmd on private paths, real processes as owners.
+#![allow(dead_code)]
+
+use lockmgr::proto::{self, ErrorCode, ErrorReply, FailureAction, LockInfo, Op, OwnerSpec, Resource, Response};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Generous bound for things that should happen at once (not a performance assertion).
+pub const PATIENCE: Duration = Duration::from_secs(15);
+
+pub fn tmpdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("vdlm-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+pub struct Daemon {
+    pub child: Option<Child>,
+    pub dir: PathBuf,
+    pub socket: PathBuf,
+    pub admin: PathBuf,
+    pub journal: PathBuf,
+    pub config: PathBuf,
+}
+
+impl Daemon {
+    /// A daemon on private paths in `dir`, with `extra_config` appended to its config file.
+    pub fn new(dir: &Path, extra_config: &str) -> Daemon {
+        let config = dir.join("virtdlmd.conf");
+        std::fs::write(&config, format!("backend = local\nnode_name = testnode\n{extra_config}\n")).unwrap();
+        Daemon {
+            child: None,
+            dir: dir.into(),
+            socket: dir.join("ctl.sock"),
+            admin: dir.join("admin.sock"),
+            journal: dir.join("run/journal"),
+            config,
+        }
+    }
+
+    pub fn command(&self, extra: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_virtdlmd"));
+        c.arg("--config").arg(&self.config);
+        c.arg("--socket").arg(&self.socket);
+        c.arg("--admin-socket").arg(&self.admin);
+        c.arg("--journal").arg(&self.journal);
+        c.args(extra);
+        c.env("RUST_LOG", "info");
+        c
+    }
+
+    /// Starts it and waits until it answers.
+    pub fn start(&mut self, extra: &[&str]) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("virtdlmd.log")).unwrap();
+        let child = self.command(extra).stdout(Stdio::null()).stderr(log).spawn().expect("spawn virtdlmd");
+        self.child = Some(child);
+        let t0 = Instant::now();
+        loop {
+            if let Ok(Response::Status { .. }) = self.try_call(&self.socket, Op::Status) {
+                return;
+            }
+            if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("virtdlmd exited at start ({st}); log:\n{}", self.log());
+            }
+            assert!(t0.elapsed() < PATIENCE, "virtdlmd did not come up; log:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("virtdlmd.log")).unwrap_or_default()
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    pub fn try_call(&self, sock: &Path, op: Op) -> Result<Response, proto::FrameError> {
+        let mut s = UnixStream::connect(sock)?;
+        s.set_read_timeout(Some(PATIENCE))?;
+        proto::call(&mut s, op)
+    }
+
+    pub fn call(&self, op: Op) -> Response {
+        self.try_call(&self.socket, op).unwrap_or_else(|e| panic!("call failed: {e}; log:\n{}", self.log()))
+    }
+
+    pub fn locks(&self) -> Vec<LockInfo> {
+        match self.call(Op::Locks) {
+            Response::Locks { locks } => locks,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    pub fn wait_until(&self, what: &str, mut cond: impl FnMut(&Daemon) -> bool) {
+        let t0 = Instant::now();
+        while !cond(self) {
+            assert!(t0.elapsed() < PATIENCE, "timed out waiting for: {what}; log:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+        // Keep the directory (log, journal) of a failed test for a look.
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// A VM stand-in: a real process (`sleep`) as its QEMU.
+pub struct Vm {
+    pub child: Child,
+    pub spec: OwnerSpec,
+}
+
+impl Vm {
+    pub fn spawn(name: &str) -> Vm {
+        let child = Command::new("sleep").arg("600").spawn().expect("spawn sleep");
+        let n: u32 = name.bytes().map(u32::from).sum();
+        let spec = OwnerSpec {
+            uuid: format!("{:08x}-0000-4000-8000-{:012x}", n, child.id()),
+            name: name.into(),
+            pid: child.id(),
+            id: 1,
+            uri: Some("qemu:///system".into()),
+            action: FailureAction::Default,
+        };
+        Vm { child, spec }
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn register(&self, d: &Daemon, res: &[Resource]) -> Response {
+        d.call(Op::Register { owner: self.spec.clone(), resources: res.to_vec() })
+    }
+
+    pub fn acquire(&self, d: &Daemon, res: &[Resource]) -> Response {
+        d.call(Op::Acquire { owner: self.spec.clone(), resources: res.to_vec(), state: None, wait_ms: 0 })
+    }
+
+    pub fn release(&self, d: &Daemon, res: &[Resource]) -> Response {
+        d.call(Op::Release { owner: self.spec.clone(), resources: res.to_vec() })
+    }
+
+    pub fn held(&self, d: &Daemon) -> Vec<LockInfo> {
+        d.locks().into_iter().filter(|l| l.vm_uuid == self.spec.uuid).collect()
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub fn disk(dir: &Path, name: &str, readonly: bool, shared: bool) -> Resource {
+    let p = dir.join(name);
+    if !p.exists() {
+        std::fs::write(&p, b"").unwrap();
+    }
+    Resource::Disk { path: p.to_str().unwrap().into(), readonly, shared }
+}
+
+pub fn expect_ok(r: Response) {
+    assert!(matches!(r, Response::Ok { .. }), "expected Ok, got {r:?}");
+}
+
+pub fn expect_error(r: Response, code: ErrorCode) -> ErrorReply {
+    match r {
+        Response::Error(e) if e.code == code => e,
+        other => panic!("expected {code:?}, got {other:?}"),
+    }
+}
