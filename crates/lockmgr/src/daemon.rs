@@ -43,12 +43,11 @@ pub fn open_backend(config: &Config) -> Result<Arc<dyn Backend>, DaemonError> {
     }
 }
 
-/// The kernel DLM backend (`backend::dlm`), when this tree has it.
-fn open_dlm(_config: &Config) -> Result<Arc<dyn Backend>, DaemonError> {
-    Err(DaemonError::Backend {
-        backend: "dlm",
-        reason: "the DLM backend is not built in this tree; use --backend local".into(),
-    })
+/// The kernel DLM backend: joins (or creates) the configured lockspace.
+fn open_dlm(config: &Config) -> Result<Arc<dyn Backend>, DaemonError> {
+    crate::backend::dlm::DlmBackend::new(&config.lockspace, config.node_name.clone())
+        .map(|b| Arc::new(b) as Arc<dyn Backend>)
+        .map_err(|e| DaemonError::Backend { backend: "dlm", reason: e.to_string() })
 }
 
 /// An exclusive flock on `<journal>.lock`, held for the daemon's life.
