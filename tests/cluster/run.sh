@@ -85,6 +85,8 @@ if [ "${CL_COROSYNC:-1}" = 1 ] && [ $# = 0 ]; then
   if [ "$cs_rc" != 0 ] && [ "$cs_failed" = 0 ]; then cs_failed=1; echo "tests/corosync/run.sh --guests exited $cs_rc without a failed scenario" >&2; fi
   echo "== cluster tier: corosync scenarios: $cs_passed passed, $cs_failed failed in $(( $(date +%s) - T2 )) s"
   passed=$((passed + cs_passed)); failed=$((failed + cs_failed))
+else
+  echo "== cluster tier: corosync scenarios not run (${CL_COROSYNC:+CL_COROSYNC=$CL_COROSYNC, }test filter: ${*:-none})"
 fi
 echo "== cluster tier: tests took $(( $(date +%s) - T1 )) s, whole tier $(elapsed); results in $RESULTS"
 echo "$passed passed, $failed failed"
