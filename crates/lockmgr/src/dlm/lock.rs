@@ -96,15 +96,23 @@ impl LockCell {
         let mut st = self.state.lock();
         let op = st.pending.take();
         st.lkid = sb.sb_lkid;
-        match (completion, op) {
-            (Completion::Granted { .. }, Some(Op::Request(m) | Op::Convert(m))) => st.granted = Some(m),
-            (Completion::Unlocked, _) => {
+        match completion {
+            Completion::Granted { .. } => {
+                if let Some(Op::Request(m) | Op::Convert(m)) = op {
+                    st.granted = Some(m);
+                }
+            }
+            Completion::Unlocked => {
                 st.granted = None;
                 st.ended = true;
             }
-            // Refused, cancelled or failed: a request never granted is gone; a conversion keeps
-            // the old mode.
-            _ => st.ended = st.granted.is_none(),
+            // Refused, cancelled or failed: a request never granted is gone; a conversion
+            // keeps the old mode.
+            _ => {
+                if st.granted.is_none() {
+                    st.ended = true;
+                }
+            }
         }
         st.last = Some(completion);
         drop(st);
