@@ -47,7 +47,7 @@ guest_pgid() {
   [ -f "$f" ] || return 0
   pid=$(cat "$f")
   # Each guest runs in a session of its own (UML: setsid, so pgid = pid, also after the main
-  # process died and left helpers behind; qemu: -daemonize, pgid = its parent's pid).
+  # process died and left its child processes behind; qemu: -daemonize, pgid = its parent's pid).
   pg=$(ps -o pgid= -p "$pid" 2>/dev/null | tr -d ' ') || true
   [ -n "$pg" ] || pg=$pid
   if pgrep -g "$pg" -f "cl.base=$BASE " >/dev/null 2>&1; then echo "$pg"; fi
@@ -246,7 +246,7 @@ cmd_stop() {
     [ -f "$d/vm.pid" ] || continue
     pg=$(guest_pgid "${d##*/n}"); rm -f "$d/vm.pid"
     [ -n "$pg" ] || continue
-    # The whole group: a UML kernel killed alone leaves a helper process behind, spinning.
+    # The whole group: a UML kernel killed alone leaves its child processes behind, one spinning.
     kill -KILL -- "-$pg" 2>/dev/null && pgs="$pgs $pg"
   done
   for pg in $(guest_groups); do kill -KILL -- "-$pg" 2>/dev/null && pgs="$pgs $pg"; done
