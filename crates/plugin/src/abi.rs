@@ -285,7 +285,7 @@ unsafe extern "C" fn drv_add_resource(
         // SAFETY: libvirt's manager, name and params are valid for the duration of the call.
         let (mgr, name, params) = unsafe { (manager(man)?, c_str(name), decode_params(params, nparams)?) };
         let name = name.ok_or_else(|| PluginError::BadCall("resource without a name".into()))?;
-        mgr.add_resource(type_, name, &params, flags, config()?)
+        mgr.add_resource(type_, name, &params, flags)
     })
 }
 

@@ -1,7 +1,7 @@
 //! `/etc/libvirt/qemu-dlm.conf`: the plugin's settings, in libvirt's virConf syntax.
 //!
 //! Only the subset the plugin uses is accepted: `key = value` lines, values are double-quoted
-//! strings, integers, or booleans written `0`/`1`; `#` starts a comment. A missing file means
+//! strings or integers; `#` starts a comment. A missing file means
 //! every default. Any other line is an error naming its line number, so a typo never passes
 //! silently (libvirtd then refuses to start, which is what a broken lock setup must do).
 
@@ -16,8 +16,6 @@ pub struct Config {
     pub socket: PathBuf,
     /// Upper bound on one round trip to virtdlmd (connect, send, answer).
     pub timeout: Duration,
-    /// Whether `<readonly/>` disks are locked (PR/CR) or left alone, as lockd and sanlock do.
-    pub lock_readonly_disks: bool,
 }
 
 impl Default for Config {
@@ -25,7 +23,6 @@ impl Default for Config {
         Config {
             socket: PathBuf::from(DEFAULT_SOCKET),
             timeout: Duration::from_millis(DEFAULT_TIMEOUT_MS),
-            lock_readonly_disks: true,
         }
     }
 }
@@ -71,11 +68,9 @@ impl Config {
                 ("socket", _) => return Err(err("socket must be an absolute path in double quotes".into())),
                 ("timeout_ms", Value::Int(n)) if n > 0 => cfg.timeout = Duration::from_millis(n),
                 ("timeout_ms", _) => return Err(err("timeout_ms must be a positive integer (milliseconds)".into())),
-                ("lock_readonly_disks", Value::Int(n @ (0 | 1))) => cfg.lock_readonly_disks = n == 1,
-                ("lock_readonly_disks", _) => return Err(err("lock_readonly_disks must be 0 or 1".into())),
                 (other, _) => {
                     return Err(err(format!(
-                        "unknown setting {other:?} (known: socket, timeout_ms, lock_readonly_disks)"
+                        "unknown setting {other:?} (known: socket, timeout_ms)"
                     )))
                 }
             }
@@ -125,11 +120,10 @@ mod tests {
 
     #[test]
     fn reads_every_key_with_comments() {
-        let text = "# header\n\nsocket = \"/tmp/s.sock\"  # trailing\ntimeout_ms=1500\nlock_readonly_disks = 0\n";
+        let text = "# header\n\nsocket = \"/tmp/s.sock\"  # trailing\ntimeout_ms=1500\n";
         let cfg = Config::parse(text, "x").unwrap();
         assert_eq!(cfg.socket, PathBuf::from("/tmp/s.sock"));
         assert_eq!(cfg.timeout, Duration::from_millis(1500));
-        assert!(!cfg.lock_readonly_disks);
     }
 
     #[test]
@@ -137,7 +131,7 @@ mod tests {
         let cases = [
             ("socket = /tmp/x\n", 1),
             ("\n\ntimeout_ms = \"10\"\n", 3),
-            ("# ok\nlock_readonly_disks = 2\n", 2),
+            ("# ok\nlock_readonly_disks = 0\n", 2),
             ("sockett = \"/x\"\n", 1),
             ("socket = \"/x\n", 1),
             ("just words\n", 1),

@@ -3,7 +3,6 @@
 //! libvirt creates a fresh manager for every operation (New, AddResource×N, one of
 //! Acquire/Release/Inquire, Free), so nothing here outlives a call sequence.
 
-use crate::config::Config;
 use crate::error::PluginError;
 use lockmgr::proto::{OwnerSpec, Resource};
 use std::ffi::CStr;
@@ -126,7 +125,6 @@ impl Manager {
         name: &CStr,
         params: &[Param<'_>],
         flags: u32,
-        cfg: &Config,
     ) -> Result<(), PluginError> {
         check_flags(flags, RESOURCE_READONLY | RESOURCE_SHARED, "add resource")?;
         let name = name
@@ -136,12 +134,8 @@ impl Manager {
         let readonly = flags & RESOURCE_READONLY != 0;
         let shared = flags & RESOURCE_SHARED != 0;
         let resource = match rtype {
-            RESOURCE_TYPE_DISK => {
-                if readonly && !cfg.lock_readonly_disks {
-                    return Ok(());
-                }
-                Resource::Disk { path: name, readonly, shared }
-            }
+            // Whether read-only disks are locked at all is virtdlmd's `lock_readonly` setting.
+            RESOURCE_TYPE_DISK => Resource::Disk { path: name, readonly, shared },
             RESOURCE_TYPE_LEASE => {
                 let (mut lockspace, mut path, mut offset) = (None, None, None);
                 for p in params {
@@ -219,16 +213,15 @@ mod tests {
     #[test]
     fn disks_and_leases_become_resources() {
         let mut m = manager();
-        let cfg = Config::default();
-        m.add_resource(RESOURCE_TYPE_DISK, &c("/img/a"), &[], RESOURCE_SHARED, &cfg).unwrap();
-        m.add_resource(RESOURCE_TYPE_DISK, &c("/img/a"), &[], RESOURCE_SHARED, &cfg).unwrap();
+        m.add_resource(RESOURCE_TYPE_DISK, &c("/img/a"), &[], RESOURCE_SHARED).unwrap();
+        m.add_resource(RESOURCE_TYPE_DISK, &c("/img/a"), &[], RESOURCE_SHARED).unwrap();
         let (kp, ko, kl, p, l) = (c("path"), c("offset"), c("lockspace"), c("/l.bin"), c("space"));
         let params = [
             Param { key: &kp, value: Value::Str(Some(&p)) },
             Param { key: &ko, value: Value::ULong(1024) },
             Param { key: &kl, value: Value::Str(Some(&l)) },
         ];
-        m.add_resource(RESOURCE_TYPE_LEASE, &c("key-1"), &params, 0, &cfg).unwrap();
+        m.add_resource(RESOURCE_TYPE_LEASE, &c("key-1"), &params, 0).unwrap();
         assert_eq!(
             m.resources,
             vec![
@@ -241,17 +234,7 @@ mod tests {
                 },
             ]
         );
-        let e = m.add_resource(2, &c("/x"), &[], 0, &cfg).unwrap_err();
+        let e = m.add_resource(2, &c("/x"), &[], 0).unwrap_err();
         assert!(e.to_string().contains("resource type 2"), "{e}");
-    }
-
-    #[test]
-    fn readonly_disks_can_be_left_unlocked() {
-        let mut m = manager();
-        let cfg = Config { lock_readonly_disks: false, ..Config::default() };
-        m.add_resource(RESOURCE_TYPE_DISK, &c("/img/base"), &[], RESOURCE_READONLY, &cfg).unwrap();
-        assert!(m.resources.is_empty());
-        m.add_resource(RESOURCE_TYPE_DISK, &c("/img/base"), &[], RESOURCE_READONLY, &Config::default()).unwrap();
-        assert_eq!(m.resources.len(), 1);
     }
 }

@@ -114,7 +114,7 @@ mod tests {
             }
             seen
         });
-        let cfg = Config { socket: path, timeout: Duration::from_secs(5), ..Config::default() };
+        let cfg = Config { socket: path, timeout: Duration::from_secs(5) };
         (cfg, handle, dir)
     }
 
@@ -183,7 +183,7 @@ mod tests {
 
     #[test]
     fn zero_resources_send_nothing() {
-        let cfg = Config { socket: PathBuf::from("/nonexistent/sock"), ..Config::default() };
+        let cfg = Config { socket: PathBuf::from("/nonexistent/sock") };
         acquire(&mut mgr(vec![]), &cfg, None, 0, 0).unwrap();
         assert_eq!(release(&mgr(vec![]), &cfg).unwrap(), None);
         // ... but a real request to a missing daemon fails with the socket named.
@@ -210,14 +210,14 @@ mod tests {
         let d = tempdir::Dir::new();
         let path = d.0.join("mute.sock");
         let _listener = UnixListener::bind(&path).unwrap();
-        let cfg = Config { socket: path, timeout: Duration::from_millis(100), ..Config::default() };
+        let cfg = Config { socket: path, timeout: Duration::from_millis(100) };
         let e = acquire(&mut mgr(vec![disk()]), &cfg, None, 0, 0).unwrap_err();
         assert!(matches!(e, PluginError::Timeout { .. }), "{e:?}");
     }
 
     #[test]
     fn unknown_failure_actions_are_refused() {
-        let cfg = Config { socket: PathBuf::from("/nonexistent/sock"), ..Config::default() };
+        let cfg = Config { socket: PathBuf::from("/nonexistent/sock") };
         assert!(acquire(&mut mgr(vec![]), &cfg, None, 0, 9).is_err());
     }
 }
