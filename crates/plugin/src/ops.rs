@@ -183,7 +183,7 @@ mod tests {
 
     #[test]
     fn zero_resources_send_nothing() {
-        let cfg = Config { socket: PathBuf::from("/nonexistent/sock") };
+        let cfg = Config { socket: PathBuf::from("/nonexistent/sock"), ..Config::default() };
         acquire(&mut mgr(vec![]), &cfg, None, 0, 0).unwrap();
         assert_eq!(release(&mgr(vec![]), &cfg).unwrap(), None);
         // ... but a real request to a missing daemon fails with the socket named.
@@ -217,7 +217,7 @@ mod tests {
 
     #[test]
     fn unknown_failure_actions_are_refused() {
-        let cfg = Config { socket: PathBuf::from("/nonexistent/sock") };
+        let cfg = Config { socket: PathBuf::from("/nonexistent/sock"), ..Config::default() };
         assert!(acquire(&mut mgr(vec![]), &cfg, None, 0, 9).is_err());
     }
 }
