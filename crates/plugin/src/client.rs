@@ -14,7 +14,7 @@ use std::os::unix::net::UnixStream;
 /// Sends `op` to virtdlmd and returns its answer; a daemon-side error becomes `Refused`.
 pub fn call(cfg: &Config, op: Op) -> Result<Response, PluginError> {
     let socket = cfg.socket.display().to_string();
-    let unreachable = |e: io::Error| PluginError::Unreachable { socket: socket.clone(), reason: e.to_string() };
+    let unreachable = |e: io::Error| PluginError::Unreachable { socket: socket.clone(), reason: plain(&e) };
     let mut stream = UnixStream::connect(&cfg.socket).map_err(unreachable)?;
     stream.set_read_timeout(Some(cfg.timeout)).map_err(unreachable)?;
     stream.set_write_timeout(Some(cfg.timeout)).map_err(unreachable)?;
@@ -26,5 +26,14 @@ pub fn call(cfg: &Config, op: Op) -> Result<Response, PluginError> {
         }
         Err(FrameError::Closed) => Err(PluginError::Protocol(format!("virtdlmd at {socket} closed the connection"))),
         Err(e) => Err(PluginError::Protocol(e.to_string())),
+    }
+}
+
+/// "No such file or directory" rather than "No such file or directory (os error 2)".
+fn plain(e: &io::Error) -> String {
+    let s = e.to_string();
+    match s.rfind(" (os error ") {
+        Some(i) => s[..i].to_string(),
+        None => s,
     }
 }
