@@ -290,12 +290,12 @@ int main(int argc, char **argv)
     int nres1 = is_dlm ? 4 : 3;
     const res_t *res1 = is_dlm ? vm1_res : vm1_res + 1;
     rc = vm_start(&vm1, res1, nres1);
-    check(rc == 0, "vm1 start (child: new NEW_STARTED + lease + 3 disks + acquire REGISTER_ONLY|RESTRICT) %s",
+    check(rc == 0, "vm1 start (child: new NEW_STARTED + %d resources + acquire REGISTER_ONLY|RESTRICT) %s", nres1,
           rc ? err : "");
     if (rc)
         goto out;
     rc = lock_op(&vm1, RESUME, res1, nres1, NULL);
-    check(rc == 0, "vm1 resume: acquire lease + rw, shareable, read-only disks %s", rc ? err : "");
+    check(rc == 0, "vm1 resume: acquire %s rw, shareable and read-only disks %s", is_dlm ? "a lease and" : "the", rc ? err : "");
 
     /* suspend: libvirt releases twice (STOP event + StopCPUs) */
     rc = lock_op(&vm1, PAUSE, res1, nres1, NULL);
