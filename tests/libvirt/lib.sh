@@ -7,7 +7,7 @@
 # /etc/libvirt and execs libvirtd with LIBVIRT_LOCK_MANAGER_PLUGIN_DIR pointing at dlm.so.
 # /run/libvirt stays shared, so plain `virsh -c qemu:///system` works from outside.
 #
-# Needs: T (work dir), TOP (source tree). Optional: VIRTDLMD (daemon binary to use).
+# Needs: T (work dir), TOP (source tree). Optional: VIRTDLMD, VIRTDLM (binaries to use).
 
 LV_URI=qemu:///system
 LV_PREFIX=${LV_PREFIX:-vdlm-}
@@ -50,10 +50,14 @@ lv_build() {
     mkdir -p "$T/plugin"
     install -m 0755 "$TOP/target/debug/libdlm.so" "$T/plugin/dlm.so"   # new inode, never in place
     if [ -z "${VIRTDLMD:-}" ]; then
-        ( cd "$TOP" && cargo build -q -p lockmgr --bin virtdlmd ) || return 1
+        ( cd "$TOP" && cargo build -q -p lockmgr --bin virtdlmd --bin virtdlm ) || return 1
         VIRTDLMD=$TOP/target/debug/virtdlmd
     fi
+    VIRTDLM=${VIRTDLM:-$(dirname "$VIRTDLMD")/virtdlm}
 }
+
+# The daemon's lock table, through the read-only admin socket.
+locks() { "$VIRTDLM" --socket "$T/virtdlmd-admin.sock" "$@" locks; }
 
 # virtdlmd on the local backend; extra virtdlmd.conf lines on stdin.
 start_virtdlmd() {
@@ -78,6 +82,7 @@ EOC
 start_virtlogd() {
     # libvirtd's default stdio_handler is virtlogd: reuse a live one, else start our own
     alive "$(cat /run/virtlogd.pid 2>/dev/null)" && return 0
+    alive "$(cat "$T/virtlogd.pid" 2>/dev/null)" && return 0
     /usr/sbin/virtlogd --daemon --pid-file "$T/virtlogd.pid" || return 1
     wait_for 5 test -s "$T/virtlogd.pid" || return 1
     OUR_PIDS+=("$(cat "$T/virtlogd.pid")")
@@ -129,6 +134,7 @@ define_domain() {
   <memory unit='MiB'>32</memory>
   <vcpu>1</vcpu>
   <os><type arch='x86_64' machine='pc'>hvm</type><boot dev='hd'/></os>
+  <features><acpi/></features>
   <on_crash>destroy</on_crash>
   <devices>
     <emulator>/usr/bin/qemu-system-x86_64</emulator>
