@@ -138,6 +138,7 @@ define_domain() {
   <on_crash>destroy</on_crash>
   <devices>
     <emulator>/usr/bin/qemu-system-x86_64</emulator>
+    <controller type='scsi' model='virtio-scsi'/>
 EOX
         cat
         cat <<EOX

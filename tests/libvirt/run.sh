@@ -94,12 +94,15 @@ ok "a holds its disk again" holds_disk vdlm-t-a "$A/a.img"
 # ---- hotplug: disk and lease, on the same path and across mount points
 ok "start c" virsh_ start vdlm-t-c
 ok "start d" virsh_ start vdlm-t-d
-ok "attach-disk hot.img to a" virsh_ attach-disk vdlm-t-a "$A/hot.img" vdd --live
+# Hotplugged disks go on a SCSI bus: their unplug completes without a guest OS (a PCI
+# unplug would wait forever for the missing guest's ACPI answer, and keep the lock).
+ok "attach-disk hot.img to a" virsh_ attach-disk vdlm-t-a "$A/hot.img" sdd --targetbus scsi --live
 refused "attach-disk of a's hot.img (same path) to c refused" "resource busy: .*held exclusively by VM vdlm-t-a" \
-    virsh_ attach-disk vdlm-t-c "$A/hot.img" vdd --live
-ok "detach-disk hot.img from a" virsh_ detach-disk vdlm-t-a vdd --live
-ok "attach-disk hot.img (other mount point) to c after a let go" virsh_ attach-disk vdlm-t-c "$B/hot.img" vdd --live
-ok "detach-disk hot.img from c" virsh_ detach-disk vdlm-t-c vdd --live
+    virsh_ attach-disk vdlm-t-c "$A/hot.img" sdd --targetbus scsi --live
+ok "detach-disk hot.img from a" virsh_ detach-disk vdlm-t-a sdd --live
+ok "attach-disk hot.img (other mount point) to c after a let go" \
+    virsh_ attach-disk vdlm-t-c "$B/hot.img" sdd --targetbus scsi --live
+ok "detach-disk hot.img from c" virsh_ detach-disk vdlm-t-c sdd --live
 lease_xml hot > "$T/lease-hot.xml"
 ok "attach <lease> to a" virsh_ attach-device vdlm-t-a "$T/lease-hot.xml" --live
 refused "attach the same <lease> to c refused" "resource busy: .*lease .*hot.* held exclusively by VM vdlm-t-a" \
@@ -109,10 +112,10 @@ ok "attach <lease> to c after a let go" virsh_ attach-device vdlm-t-c "$T/lease-
 ok "detach <lease> from c" virsh_ detach-device vdlm-t-c "$T/lease-hot.xml" --live
 
 # ---- read-only and shareable disks: c asks while a holds sh.img shareable, base.img read-only, a.img exclusive
-combo() { # combo FILE FLAGS... -> disk XML for c's vdd
+combo() { # combo FILE FLAGS... -> disk XML for c's sdd
     local f=$1 extra=""; shift
     for x in "$@"; do extra+="<$x/>"; done
-    echo "<disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='$f'/><target dev='vdd' bus='virtio'/>$extra</disk>" > "$T/combo.xml"
+    echo "<disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='$f'/><target dev='sdd' bus='scsi'/>$extra</disk>" > "$T/combo.xml"
 }
 try_combo() { # try_combo granted|refused WHAT FILE FLAGS...
     local want=$1 what=$2; shift 2
