@@ -8,6 +8,8 @@ PKGS=(
   libcorosync-common-dev
   # cluster tier: corosync + dlm_controld inside User-Mode Linux guests
   corosync dlm-controld iproute2 kmod procps util-linux bc
+  # cluster tier with CL_VM=qemu: the guests' initramfs
+  busybox-static cpio
   # libvirt tier and demo: a real libvirtd with qemu TCG domains
   libvirt-daemon-system libvirt-clients libvirt-daemon-driver-qemu qemu-system-x86
 )

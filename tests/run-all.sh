@@ -1,10 +1,57 @@
 #!/bin/bash
-# Runs every test tier; a tier that cannot run fails the whole run (it is never skipped).
-set -euo pipefail
+# Runs every test tier, cheapest first. A tier that cannot run fails (it is never skipped).
+# Each tier prints its own "N passed, N failed"; this script adds them up and ends with the
+# total, exiting non-zero if any tier failed. Set TIERS to run a subset, e.g. TIERS="unit abi".
+set -uo pipefail
 cd "$(dirname "$0")/.."
-echo "== tier 1: unit tests and lints"
-cargo build --workspace --locked --all-targets
-cargo clippy --workspace --all-targets --locked -- -D warnings
-cargo test --workspace --exclude cluster-tests --locked
-echo "== tier 4: real cluster (corosync + kernel DLM in User-Mode Linux guests)"
-tests/cluster/run.sh
+ROOT=$PWD
+LOG=${CARGO_TARGET_DIR:-$ROOT/target}/tier-logs
+mkdir -p "$LOG"
+TIERS=${TIERS:-unit corosync abi libvirt cluster}
+total_pass=0 total_fail=0 summary=()
+
+# Runs one tier, showing its output, and records its "N passed, N failed" line.
+tier() {
+  local name=$1 title=$2; shift 2
+  echo
+  echo "================ tier: $name — $title"
+  local t0=$SECONDS
+  "$@" 2>&1 | tee "$LOG/$name.log"
+  local rc=${PIPESTATUS[0]}
+  local line p f
+  line=$(grep -E '^[[:alnum:]:]* ?[0-9]+ passed, [0-9]+ failed' "$LOG/$name.log" | tail -1)
+  p=$(grep -oE '[0-9]+ passed' <<<"$line" | grep -oE '[0-9]+'); p=${p:-0}
+  f=$(grep -oE '[0-9]+ failed' <<<"$line" | grep -oE '[0-9]+'); f=${f:-0}
+  if [ "$rc" != 0 ] && [ "$f" = 0 ]; then f=1; fi
+  if [ -z "$line" ] && [ "$rc" = 0 ]; then f=1; echo "tier $name printed no result line" >&2; fi
+  total_pass=$((total_pass + p)); total_fail=$((total_fail + f))
+  summary+=("$(printf '%-9s %4s passed, %3s failed  (%ss)' "$name" "$p" "$f" $((SECONDS - t0)))")
+}
+
+# Tier 1: build once (every later tier reuses these binaries), lints, unit and daemon tests.
+unit_tier() {
+  set -e
+  cargo build --workspace --locked --all-targets
+  cargo build --workspace --locked --release
+  cargo clippy --workspace --all-targets --locked -- -D warnings
+  cargo test --workspace --exclude cluster-tests --locked 2>&1 | tee "$LOG/unit-cargo.log"
+  awk '/^test result:/{for(i=1;i<=NF;i++){if($i=="passed;")p+=$(i-1); if($i=="failed;")f+=$(i-1)}}
+       END{printf "unit: %d passed, %d failed\n", p, f}' "$LOG/unit-cargo.log"
+}
+
+for t in $TIERS; do
+  case $t in
+    unit)     tier unit "unit tests, daemon tests on the local backend, lints" unit_tier ;;
+    corosync) tier corosync "real corosync, one per network namespace" tests/corosync/run.sh ;;
+    abi)      tier abi "dlm.so and lockd.so through libvirt's lock-driver ABI" tests/abi/run.sh ;;
+    libvirt)  tier libvirt "a real libvirtd 9.0 with qemu TCG domains" tests/libvirt/run.sh ;;
+    cluster)  tier cluster "3-node corosync + kernel DLM in User-Mode Linux" tests/cluster/run.sh ;;
+    *) echo "unknown tier $t"; total_fail=$((total_fail + 1)) ;;
+  esac
+done
+
+echo
+echo "================ summary"
+printf '%s\n' "${summary[@]}"
+echo "$total_pass passed, $total_fail failed"
+[ "$total_fail" = 0 ]

@@ -23,6 +23,8 @@
 #   CL_MEM      MiB per guest (default 512)      CL_TOKEN  corosync totem token in ms (default 3000)
 #   CL_TIMEOUT  seconds to wait for start (120)  CL_EXEC_TIMEOUT  seconds per exec (default 120)
 #   CL_CACHE    download cache (default ${XDG_CACHE_HOME:-$HOME/.cache}/virt-dlm/cluster)
+#   CL_VM       uml (default) or qemu: a stock Debian kernel under qemu TCG (about 3x slower to
+#               start; has debugfs, so `dlm_tool lockdebug` works). Set it for prepare and start.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 NS=${CL_NS:-virtdlmcl}
@@ -31,7 +33,9 @@ NET=${CL_NET:-10.99.0}
 MEM=${CL_MEM:-512}
 TOKEN=${CL_TOKEN:-3000}
 CACHE=${CL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/virt-dlm/cluster}
+VM=${CL_VM:-uml}
 UML=$CACHE/uml/usr/bin/linux.uml
+QEMU_DIR=$CACHE/qemu
 ROOT=$(cd "$HERE/../.." && pwd)
 BIN_DIR=${CL_BIN_DIR:-${CARGO_TARGET_DIR:-$ROOT/target}/cluster-bin}
 
@@ -39,15 +43,39 @@ die() { echo "cluster.sh: $*" >&2; exit 1; }
 node_dir() { [[ $1 =~ ^[1-9]$ ]] || die "bad node number '$1'"; echo "$BASE/n$1"; }
 # Process group of a guest, from the pid its start recorded (empty if it is gone).
 guest_pgid() {
-  local f=$BASE/n$1/vm.pid pid
+  local f=$BASE/n$1/vm.pid pid pg
   [ -f "$f" ] || return 0
   pid=$(cat "$f")
-  # Started as its own session, the guest's pid is its process group id, also after the main
-  # process died and left helpers behind.
-  if pgrep -g "$pid" -f "$UML" >/dev/null 2>&1; then echo "$pid"; fi
+  # Each guest runs in a session of its own (UML: setsid, so pgid = pid, also after the main
+  # process died and left its child processes behind; qemu: -daemonize, pgid = its parent's pid).
+  pg=$(ps -o pgid= -p "$pid" 2>/dev/null | tr -d ' ') || true
+  [ -n "$pg" ] || pg=$pid
+  if pgrep -g "$pg" -f "cl.base=$BASE " >/dev/null 2>&1; then echo "$pg"; fi
+}
+
+# Process groups of every guest process that belongs to $BASE, found by command line (not by
+# pidfile): a guest left over from an earlier cluster in the same directory would otherwise
+# keep running the commands dropped into the new cluster's node directories.
+guest_groups() {
+  local re pg
+  re=$(printf '%s' "$BASE" | sed 's#[][\.*^$+?(){}|]#\\&#g')
+  re="(uml_dir=$re/uml|-pidfile $re/n[0-9]+/vm\.pid)( |\$)"
+  local pids; pids=$(pgrep -d, -f "$re") || return 0
+  for pg in $(ps -o pgid= -p "$pids" | sort -u); do
+    # Only whole groups made of guest processes (never a group the caller shares).
+    if [ -z "$(ps -o args= -p "$(pgrep -d, -g "$pg")" | grep -Ev "$re")" ]; then echo "$pg"; fi
+  done
 }
 
 cmd_prepare() {
+  case $VM in
+    uml) prepare_uml ;;
+    qemu) prepare_qemu ;;
+    *) die "CL_VM must be uml or qemu" ;;
+  esac
+}
+
+prepare_uml() {
   [ -x "$UML" ] && [ -n "$(uml_modules)" ] && return 0
   command -v apt-get >/dev/null || die "apt-get is needed to fetch user-mode-linux"
   mkdir -p "$CACHE"
@@ -64,6 +92,43 @@ cmd_prepare() {
   echo "user-mode-linux ready in $CACHE/uml"
 }
 
+# Debian's stock kernel (extracted, not installed) and a busybox initramfs with the modules
+# the guest needs before it can mount the host's root over 9p.
+prepare_qemu() {
+  local kpkg kver md r m f rel
+  for t in qemu-system-x86_64 busybox cpio depmod; do command -v "$t" >/dev/null || die "$t is missing (tests/install-deps.sh)"; done
+  mkdir -p "$QEMU_DIR"
+  kpkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/{print $2; exit}')
+  [ -n "$kpkg" ] || { apt-get update -qq; kpkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/{print $2; exit}'); }
+  [ -n "$kpkg" ] || die "cannot tell which linux-image package linux-image-amd64 points to"
+  kver=${kpkg#linux-image-}
+  if [ ! -f "$QEMU_DIR/vmlinuz" ] || [ "$(cat "$QEMU_DIR/kver" 2>/dev/null)" != "$kver" ]; then
+    rm -rf "$QEMU_DIR"/kernel "$QEMU_DIR"/linux-image-*.deb
+    (cd "$QEMU_DIR" && apt-get download -q "$kpkg" 2>/dev/null) || die "apt-get download $kpkg failed"
+    dpkg-deb -x "$QEMU_DIR"/linux-image-*.deb "$QEMU_DIR/kernel"
+    cp "$QEMU_DIR/kernel/boot/vmlinuz-$kver" "$QEMU_DIR/vmlinuz"
+    echo "$kver" > "$QEMU_DIR/kver"
+    rm -f "$QEMU_DIR/initramfs.cpio.gz"
+  fi
+  if [ ! -f "$QEMU_DIR/initramfs.cpio.gz" ] || [ "$HERE/guest/initramfs-init" -nt "$QEMU_DIR/initramfs.cpio.gz" ]; then
+    md=$QEMU_DIR/kernel/lib/modules/$kver; r=$QEMU_DIR/initramfs
+    rm -rf "$r"; mkdir -p "$r"/{bin,sbin,proc,sys,dev,newroot,lib/modules/$kver}
+    cp "$(command -v busybox)" "$r/bin/busybox"
+    for a in sh mount umount mkdir modprobe insmod switch_root cat sleep echo ln grep sed; do ln -s busybox "$r/bin/$a"; done
+    for m in virtio virtio_ring virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover net_failover \
+             virtio_net netfs fscache 9pnet 9pnet_virtio 9p overlay configfs dlm; do
+      f=$(find "$md" -name "$m.ko*" | head -1); [ -n "$f" ] || die "module $m not in $kpkg"
+      rel=${f#"$md"/}; mkdir -p "$r/lib/modules/$kver/$(dirname "$rel")"; cp "$f" "$r/lib/modules/$kver/$rel"
+    done
+    cp "$md"/modules.{order,builtin,builtin.modinfo} "$r/lib/modules/$kver/" 2>/dev/null || true
+    depmod -b "$r" "$kver"
+    cp "$HERE/guest/initramfs-init" "$r/init"
+    (cd "$r" && find . | cpio -o -H newc --quiet | gzip -1) > "$QEMU_DIR/initramfs.cpio.gz.tmp"
+    mv "$QEMU_DIR/initramfs.cpio.gz.tmp" "$QEMU_DIR/initramfs.cpio.gz"
+  fi
+  echo "qemu guest kernel $kver ready in $QEMU_DIR"
+}
+
 uml_modules() {
   local d
   for d in "$CACHE"/uml/usr/lib/uml/modules/*; do
@@ -72,12 +137,17 @@ uml_modules() {
 }
 
 cmd_start() {
-  local n=${1:-3} i d mac t0 deadline cpus
+  local n=${1:-3} i d mac t0 deadline cpus cpu args
   [[ $n =~ ^[23]$ ]] || die "start: N must be 2 or 3"
   [ "$(id -u)" = 0 ] || die "start needs root (network namespace, taps, hostfs root)"
-  [ -x "$UML" ] || die "user-mode-linux is missing: run '$0 prepare' first"
-  local mods; mods=$(uml_modules)
+  local mods=""
+  case $VM in
+    uml) [ -x "$UML" ] || die "user-mode-linux is missing: run '$0 prepare' first"; mods=$(uml_modules) ;;
+    qemu) [ -f "$QEMU_DIR/initramfs.cpio.gz" ] || die "qemu guest kernel is missing: run 'CL_VM=qemu $0 prepare' first" ;;
+    *) die "CL_VM must be uml or qemu" ;;
+  esac
   if ip netns list | grep -qw "$NS"; then die "netns $NS exists: a cluster is running (run '$0 stop')"; fi
+  [ -z "$(guest_groups)" ] || die "guests of an earlier cluster in $BASE still run (run '$0 stop')"
   t0=$(date +%s.%N)
   rm -rf "$BASE"; mkdir -p "$BASE/uml"; echo "$n" > "$BASE/nodes"
   ip netns add "$NS"
@@ -89,16 +159,32 @@ cmd_start() {
     d=$BASE/n$i; mkdir -p "$d/xchg/cmd"; mac=52:54:00:99:00:$(printf %02x "$i")
     ip -n "$NS" tuntap add dev "tap$i" mode tap
     ip -n "$NS" link set "tap$i" master br0 up
-    # setsid: the guest is several host processes; its own process group lets kill/stop reach all.
-    # taskset: one host CPU per guest (unpinned, guests migrating between CPUs start 3x slower).
-    # UML keeps guest memory in a file under TMPDIR: /dev/shm is tmpfs.
-    TMPDIR=/dev/shm ip netns exec "$NS" taskset -c $(( (i - 1) % cpus )) setsid "$UML" mem="${MEM}M" \
-      root=/dev/root rootfstype=hostfs rootflags=/ ro init="$HERE/guest/uml-init.sh" \
-      con=null con0=null,fd:1 ssl=null "eth0=tuntap,tap$i,$mac" "umid=n$i" uml_dir="$BASE/uml" \
-      quiet panic=-1 "cl.node=$i" "cl.nodes=$n" "cl.token=$TOKEN" "cl.net=$NET" \
-      "cl.init=$HERE/guest/guest-init.sh" "cl.umlmods=$mods" "cl.hostfs_xchg=$d/xchg" \
-      </dev/null >"$d/console.log" 2>&1 &
-    echo $! > "$d/vm.pid"
+    # One host CPU per guest: unpinned guests migrating between CPUs start 3x slower.
+    cpu=$(( (i - 1) % cpus ))
+    args="quiet panic=-1 cl.node=$i cl.nodes=$n cl.token=$TOKEN cl.net=$NET cl.base=$BASE cl.init=$HERE/guest/guest-init.sh"
+    if [ "$VM" = uml ]; then
+      # setsid: the guest is several host processes; its own process group lets kill/stop reach
+      # all of them. UML keeps guest memory in a file under TMPDIR: /dev/shm is tmpfs.
+      # shellcheck disable=SC2086
+      TMPDIR=/dev/shm ip netns exec "$NS" taskset -c $cpu setsid "$UML" mem="${MEM}M" \
+        root=/dev/root rootfstype=hostfs rootflags=/ ro init="$HERE/guest/uml-init.sh" \
+        con=null con0=null,fd:1 ssl=null "eth0=tuntap,tap$i,$mac" "umid=n$i" uml_dir="$BASE/uml" \
+        $args "cl.umlmods=$mods" "cl.hostfs_xchg=$d/xchg" </dev/null >"$d/console.log" 2>&1 &
+      echo $! > "$d/vm.pid"
+    else
+      # -daemonize: qemu forks into its own session and writes the pid of that session leader.
+      # No KVM: the stock kernel needs hardware virtualisation, and TCG works everywhere.
+      ip netns exec "$NS" taskset -c $cpu qemu-system-x86_64 \
+        -accel tcg,thread=multi,tb-size=128 -cpu max -machine pc -smp 1 -m "$MEM" \
+        -nodefaults -no-user-config -display none -no-reboot \
+        -kernel "$QEMU_DIR/vmlinuz" -initrd "$QEMU_DIR/initramfs.cpio.gz" \
+        -append "console=ttyS0 $args" -serial "file:$d/console.log" \
+        -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
+        -virtfs "local,path=$d/xchg,mount_tag=xchg,security_model=none" \
+        -netdev "tap,id=n0,ifname=tap$i,script=no,downscript=no" -device "virtio-net-pci,netdev=n0,mac=$mac" \
+        -daemonize -pidfile "$d/vm.pid" 2>"$d/vm.stderr" ||
+        { echo "qemu for node$i failed:" >&2; cat "$d/vm.stderr" >&2; cmd_stop >/dev/null; exit 1; }
+    fi
   done
   deadline=$(( $(date +%s) + ${CL_TIMEOUT:-120} ))
   for i in $(seq 1 "$n"); do
@@ -114,7 +200,7 @@ cmd_start() {
       sleep 0.1
     done
   done
-  echo "cluster of $n nodes ready in $(echo "$(date +%s.%N) - $t0" | bc) s (netns $NS, $NET.0/24, $BASE)"
+  echo "cluster of $n $VM nodes ready in $(echo "$(date +%s.%N) - $t0" | bc) s (netns $NS, $NET.0/24, $BASE)"
 }
 
 cmd_exec() {
@@ -160,9 +246,10 @@ cmd_stop() {
     [ -f "$d/vm.pid" ] || continue
     pg=$(guest_pgid "${d##*/n}"); rm -f "$d/vm.pid"
     [ -n "$pg" ] || continue
-    # The whole group: a UML kernel killed alone leaves a helper process behind, spinning.
+    # The whole group: a UML kernel killed alone leaves its child processes behind, one spinning.
     kill -KILL -- "-$pg" 2>/dev/null && pgs="$pgs $pg"
   done
+  for pg in $(guest_groups); do kill -KILL -- "-$pg" 2>/dev/null && pgs="$pgs $pg"; done
   for _ in $(seq 1 50); do
     alive=""; for pg in $pgs; do kill -0 -- "-$pg" 2>/dev/null && alive="$alive $pg"; done
     [ -z "$alive" ] && break; sleep 0.1

@@ -6,7 +6,8 @@
 # exits non-zero on any failure, or when the cluster cannot be built or started (saying why).
 #
 # Needs root (network namespace, taps) and the packages of tests/install-deps.sh.
-# Settings: CL_NS, CL_BASE, CL_NET (see cluster.sh) to run beside another cluster on this host;
+# Settings: CL_NS, CL_BASE, CL_NET (see cluster.sh) to run beside another cluster on this host,
+# CL_VM=qemu for qemu TCG guests instead of User-Mode Linux;
 # extra arguments are passed to the test binaries (e.g. a test name filter; the corosync
 # scenarios then do not run). CL_COROSYNC=0 leaves the corosync scenarios out.
 set -uo pipefail
@@ -37,8 +38,8 @@ cargo build -p lockmgr --bins --locked || fail "cargo build -p lockmgr (virtdlmd
 cargo test -p cluster-tests --no-run --locked || fail "cargo test --no-run -p cluster-tests failed"
 echo "   built ($(elapsed))"
 
-echo "== cluster tier: preparing User-Mode Linux"
-"$CL" prepare || fail "cannot fetch Debian's user-mode-linux (apt-get download user-mode-linux)"
+echo "== cluster tier: preparing the guests (${CL_VM:-uml})"
+"$CL" prepare || fail "cannot prepare the ${CL_VM:-uml} guests (Debian packages fetched with apt-get download)"
 
 if ip netns list | grep -qw "$CL_NS"; then
   fail "network namespace $CL_NS exists: another cluster runs under that name (stop it with cluster.sh stop, or set CL_NS, CL_BASE and CL_NET)"

@@ -161,9 +161,15 @@ impl Journal {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(io(e)),
         };
+        // An empty file is the creation below interrupted before its header was written: it
+        // never held a grant.
+        let fresh = bytes.as_ref().is_none_or(|b| b.is_empty());
+        if bytes.as_ref().is_some_and(|b| b.is_empty()) {
+            tracing::warn!("journal {} is empty (its creation was interrupted?): starting with no locks", path.display());
+        }
         let (state, damage) = match &bytes {
-            None => (State::default(), None),
-            Some(b) => parse(b),
+            Some(b) if !fresh => parse(b),
+            _ => (State::default(), None),
         };
         let mut salvaged = None;
         if let Some((offset, reason)) = damage {
@@ -177,7 +183,7 @@ impl Journal {
         let file = OpenOptions::new().append(true).create(true).open(path).map_err(io)?;
         let mut j = Journal { path: path.into(), file, size: 0, state, compact_bytes, live_size: 0 };
         // A fresh file, or one just salvaged, is rewritten from the state (header included).
-        if bytes.is_none() || salvaged.is_some() {
+        if fresh || salvaged.is_some() {
             j.compact()?;
         } else {
             j.size = bytes.map(|b| b.len() as u64).unwrap_or(0);
@@ -443,6 +449,17 @@ mod tests {
         let (j, _) = Journal::open(&p, 1 << 20, true).unwrap();
         let held: usize = j.state().owners.values().map(|o| o.locks.len()).sum();
         assert!(held < 2);
+    }
+
+    #[test]
+    fn an_empty_file_is_a_fresh_journal() {
+        let p = tmp("empty");
+        std::fs::write(&p, b"").unwrap();
+        let (mut j, salvaged) = Journal::open(&p, 1 << 20, false).unwrap();
+        assert!(salvaged.is_none());
+        j.append(&[Record::Owner { key: OwnerKey { pid: 1, start: 1 }, spec: spec(1) }]).unwrap();
+        drop(j);
+        assert_eq!(Journal::open(&p, 1 << 20, false).unwrap().0.state().owners.len(), 1);
     }
 
     #[test]

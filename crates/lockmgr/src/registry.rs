@@ -238,14 +238,14 @@ impl Registry {
     }
 
     fn acquire_gated(&self, spec: &OwnerSpec, named: Vec<Named>, wait_ms: u64) -> Response {
-        let (key, todo) = {
+        let (key, missing) = {
             let mut t = self.table.lock();
             let key = match self.ensure_owner(&mut t, spec) {
                 Ok(k) => k,
                 Err(r) => return r,
             };
             let o = &t.owners[&key];
-            let mut todo = Vec::new();
+            let mut missing = Vec::new();
             for n in named {
                 match o.held.get(&n.name) {
                     Some(h) if h.grant.mode == n.mode => {}
@@ -261,14 +261,14 @@ impl Registry {
                             ),
                         )
                     }
-                    None => todo.push(n),
+                    None => missing.push(n),
                 }
             }
-            (key, todo)
+            (key, missing)
         };
         let wait = (wait_ms > 0).then(|| Duration::from_millis(wait_ms));
         let mut grants: Vec<(Named, Grant)> = Vec::new();
-        for n in todo {
+        for n in missing {
             match self.backend.acquire(&n.name, n.mode, wait) {
                 Ok(g) => grants.push((n, g)),
                 Err(e) => {

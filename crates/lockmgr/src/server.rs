@@ -67,13 +67,33 @@ pub fn bind(path: &Path, mode: u32, gid: Option<u32>) -> Result<UnixListener, Bi
     Ok(l)
 }
 
+/// Most connections the world-connectable admin socket keeps open at once, so that nobody
+/// can use up the daemon's file descriptors (the control socket is root's and has no cap).
+const ADMIN_CONNECTIONS: usize = 64;
+/// An admin connection idle this long is closed.
+const ADMIN_IDLE: Duration = Duration::from_secs(60);
+
 /// Accepts clients for ever.
 pub async fn serve(listener: UnixListener, kind: SocketKind, registry: Arc<Registry>, access: Arc<Access>, read_timeout: Duration) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(ADMIN_CONNECTIONS));
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
+                let permit = match kind {
+                    SocketKind::Control => None,
+                    SocketKind::Admin => match slots.clone().try_acquire_owned() {
+                        Ok(p) => Some(p),
+                        Err(_) => {
+                            tracing::warn!("admin socket: {ADMIN_CONNECTIONS} connections open already; refusing one");
+                            continue;
+                        }
+                    },
+                };
                 let (registry, access) = (registry.clone(), access.clone());
-                tokio::spawn(async move { connection(stream, kind, registry, access, read_timeout).await });
+                tokio::spawn(async move {
+                    connection(stream, kind, registry, access, read_timeout).await;
+                    drop(permit);
+                });
             }
             Err(e) => {
                 tracing::warn!("accept on the {kind:?} socket failed: {e}");
@@ -91,13 +111,20 @@ enum Incoming {
     Bad(Response),
 }
 
-async fn read_request(stream: &mut UnixStream, read_timeout: Duration) -> Incoming {
+async fn read_request(stream: &mut UnixStream, kind: SocketKind, read_timeout: Duration) -> Incoming {
     let mut header = [0u8; 4];
-    // Idle between requests for as long as the client likes; once a frame starts, it must
-    // finish within the timeout.
-    match stream.read_exact(&mut header[..1]).await {
-        Ok(_) => {}
-        Err(_) => return Incoming::Closed,
+    // A control client may stay idle between requests as long as it likes (admin clients
+    // for ADMIN_IDLE); once a frame starts, it must finish within the timeout.
+    let first = stream.read_exact(&mut header[..1]);
+    let first = match kind {
+        SocketKind::Control => first.await,
+        SocketKind::Admin => match tokio::time::timeout(ADMIN_IDLE, first).await {
+            Ok(r) => r,
+            Err(_) => return Incoming::Closed,
+        },
+    };
+    if first.is_err() {
+        return Incoming::Closed;
     }
     let body = tokio::time::timeout(read_timeout, async {
         stream.read_exact(&mut header[1..]).await?;
@@ -154,7 +181,7 @@ async fn connection(mut stream: UnixStream, kind: SocketKind, registry: Arc<Regi
     };
     let (uid, gid, pid) = (cred.uid.as_raw(), cred.gid.as_raw(), cred.pid.as_raw_nonzero().get() as u32);
     loop {
-        let req = match read_request(&mut stream, read_timeout).await {
+        let req = match read_request(&mut stream, kind, read_timeout).await {
             Incoming::Closed => return,
             Incoming::Bad(resp) => {
                 tracing::warn!(peer_pid = pid, peer_uid = uid, "bad frame: {resp:?}");

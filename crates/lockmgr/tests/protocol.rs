@@ -253,3 +253,23 @@ fn the_cli_reads_the_admin_socket() {
     let status: serde_json::Value = serde_json::from_str(&run(&["status"])).unwrap();
     assert_eq!(status["locks"], 1);
 }
+
+#[test]
+fn idle_admin_connections_cannot_starve_the_daemon() {
+    let dir = tmpdir("flood");
+    let mut d = Daemon::new(&dir, "");
+    d.start(&[]);
+    // Far more idle admin connections than the cap: the control socket still answers, and
+    // the admin socket still serves once a slot frees.
+    let mut idle: Vec<UnixStream> = (0..200).filter_map(|_| UnixStream::connect(&d.admin).ok()).collect();
+    assert!(matches!(d.call(Op::Status), Response::Status { .. }));
+    idle.truncate(0);
+    let t0 = std::time::Instant::now();
+    loop {
+        if let Ok(Response::Status { .. }) = d.try_call(&d.admin, Op::Status) {
+            break;
+        }
+        assert!(t0.elapsed() < PATIENCE, "admin socket never recovered");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

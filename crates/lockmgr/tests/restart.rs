@@ -3,7 +3,7 @@
 mod support;
 
 use lockmgr::proto::{ErrorCode, Op, Response};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use support::*;
 
@@ -20,34 +20,45 @@ fn kill9_and_restart_keeps_live_owners_locks_and_drops_dead_ones() {
     expect_ok(b.acquire(&d, std::slice::from_ref(&ib)));
 
     // A competitor hammers a.img through the whole restart window: it must never get it.
+    // counts: [refused, unreachable, granted]
+    let counts = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0)]);
     let stop = Arc::new(AtomicBool::new(false));
-    let (sock, spec, res, stop2) = (d.socket.clone(), c.spec.clone(), ia.clone(), stop.clone());
+    let (sock, spec, res, stop2, counts2) = (d.socket.clone(), c.spec.clone(), ia.clone(), stop.clone(), counts.clone());
     let competitor = std::thread::spawn(move || {
-        let (mut refused, mut unreachable, mut granted) = (0, 0, 0);
         while !stop2.load(Ordering::Relaxed) {
             let r = std::os::unix::net::UnixStream::connect(&sock).map_err(lockmgr::proto::FrameError::from).and_then(|mut s| {
                 lockmgr::proto::call(&mut s, Op::Acquire { owner: spec.clone(), resources: vec![res.clone()], state: None, wait_ms: 0 })
             });
-            match r {
-                Ok(Response::Error(e)) if e.code == ErrorCode::Conflict => refused += 1,
-                Ok(Response::Ok { .. }) => granted += 1,
+            let i = match r {
+                Ok(Response::Error(e)) if e.code == ErrorCode::Conflict => 0,
+                Ok(Response::Ok { .. }) => 2,
                 Ok(other) => panic!("unexpected answer {other:?}"),
-                Err(_) => unreachable += 1,
-            }
+                Err(_) => 1,
+            };
+            counts2[i].fetch_add(1, Ordering::SeqCst);
         }
-        (refused, unreachable, granted)
     });
-
-    std::thread::sleep(std::time::Duration::from_millis(100));
+    let wait_for = |i: usize, what: &str| {
+        let t0 = std::time::Instant::now();
+        while counts[i].load(Ordering::SeqCst) == 0 {
+            assert!(t0.elapsed() < PATIENCE, "the competitor never saw: {what}");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    };
+    wait_for(0, "a refusal before the restart");
     d.kill9();
     b.kill9(); // dies while the daemon is down
-    std::thread::sleep(std::time::Duration::from_millis(200));
+    wait_for(1, "the daemon down");
     d.start(&[]);
-    std::thread::sleep(std::time::Duration::from_millis(200));
+    let refused_before = counts[0].load(Ordering::SeqCst);
+    let t0 = std::time::Instant::now();
+    while counts[0].load(Ordering::SeqCst) == refused_before {
+        assert!(t0.elapsed() < PATIENCE, "the competitor was never refused after the restart");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
     stop.store(true, Ordering::Relaxed);
-    let (refused, unreachable, granted) = competitor.join().unwrap();
-    assert_eq!(granted, 0, "a.img was handed to another VM across the restart");
-    assert!(refused > 0 && unreachable > 0, "refused {refused}, unreachable {unreachable}");
+    competitor.join().unwrap();
+    assert_eq!(counts[2].load(Ordering::SeqCst), 0, "a.img was handed to another VM across the restart");
 
     let held = a.held(&d);
     assert_eq!(held.len(), 1, "live owner's lock not taken back: {:?}", d.locks());

@@ -1,7 +1,7 @@
 #!/bin/bash
-# PID 1 of every guest (after uml-init.sh). Root = host / read-only + tmpfs overlay.
+# PID 1 of every guest (after uml-init.sh or the qemu initramfs). Root = host / read-only + tmpfs overlay.
 # Kernel command line: cl.node=<id> cl.nodes=<n> cl.token=<ms> cl.net=<a.b.c> cl.hostfs_xchg=<dir>.
-# /xchg is a per-node directory shared with the host:
+# /xchg is a per-node directory shared with the host (UML: hostfs; qemu: 9p):
 #   /xchg/status    stage log stamped with guest uptime; "READY" once corosync and dlm_controld are up
 #   /xchg/cmd/X.sh  the host drops a script; the guest runs it once -> X.out (stdout+stderr), X.rc
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
@@ -21,7 +21,8 @@ for kv in $(cat /proc/cmdline); do
   esac
 done
 mkdir -p /xchg
-mount -t hostfs -o "$HXCHG" none /xchg
+if [ -n "${HXCHG:-}" ]; then mount -t hostfs -o "$HXCHG" none /xchg                                   # UML
+else mount -t 9p -o trans=virtio,version=9p2000.L,cache=none,msize=262144 xchg /xchg; fi     # qemu
 st() { echo "$(up) $*" >> /xchg/status; }
 st "init node=$NODE nodes=$NODES"
 hostname "node$NODE"

@@ -94,21 +94,21 @@ impl Cluster {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
-    /// Runs the DLM agent with `steps` on `node` to the end and returns its events.
-    pub fn agent(&self, node: u32, steps: &[&str]) -> Vec<Value> {
-        let out = self.exec(node, &self.agent_cmd(steps));
-        assert_eq!(out.code, 0, "agent on node{node} exited {}:\n{}", out.code, out.text);
+    /// Runs the DLM probe with `steps` on `node` to the end and returns its events.
+    pub fn probe(&self, node: u32, steps: &[&str]) -> Vec<Value> {
+        let out = self.exec(node, &self.probe_cmd(steps));
+        assert_eq!(out.code, 0, "probe on node{node} exited {}:\n{}", out.code, out.text);
         out.events()
     }
 
-    /// Starts the DLM agent with `steps` on `node` in the background.
-    pub fn spawn_agent(&self, node: u32, steps: &[&str]) -> Running {
-        self.spawn(node, &self.agent_cmd(steps))
+    /// Starts the DLM probe with `steps` on `node` in the background.
+    pub fn spawn_probe(&self, node: u32, steps: &[&str]) -> Running {
+        self.spawn(node, &self.probe_cmd(steps))
     }
 
-    fn agent_cmd(&self, steps: &[&str]) -> String {
-        let agent = self.guest_binary(&agent_binary());
-        let mut cmd = agent;
+    fn probe_cmd(&self, steps: &[&str]) -> String {
+        let probe = self.guest_binary(&probe_binary());
+        let mut cmd = probe;
         for s in steps {
             assert!(!s.contains('\''), "step {s:?} must not contain a quote");
             cmd.push_str(&format!(" '{s}'"));
@@ -123,14 +123,14 @@ impl Cluster {
     }
 }
 
-/// The built `dlm-agent`: `VIRTDLM_AGENT`, else beside the test executable's `deps/` directory.
-fn agent_binary() -> String {
-    if let Some(p) = std::env::var_os("VIRTDLM_AGENT") {
+/// The built `dlm-probe`: `VIRTDLM_PROBE`, else beside the test executable's `deps/` directory.
+fn probe_binary() -> String {
+    if let Some(p) = std::env::var_os("VIRTDLM_PROBE") {
         return p.to_string_lossy().into_owned();
     }
     let exe = std::env::current_exe().expect("test executable path");
     let dir = exe.parent().and_then(|d| d.parent()).expect("target/<profile>/deps");
-    dir.join("dlm-agent").to_string_lossy().into_owned()
+    dir.join("dlm-probe").to_string_lossy().into_owned()
 }
 
 /// A binary of this workspace's build: `$env` if set, else beside the test executable's
@@ -183,12 +183,12 @@ impl Running {
         }
     }
 
-    /// Waits for the event of step `step` (the agent's "step" field).
+    /// Waits for the event of step `step` (the probe's "step" field).
     pub fn wait_step(&self, step: &str, timeout: Duration) -> Value {
         self.wait_for(&format!("event for step {step}"), timeout, |v| v["step"] == step)
     }
 
-    /// The guest pid the agent reported first.
+    /// The guest pid the probe reported first.
     pub fn pid(&self) -> u64 {
         self.wait_for("start event", Duration::from_secs(30), |v| v["ev"] == "start")["pid"].as_u64().expect("pid")
     }
@@ -211,7 +211,7 @@ impl Running {
         }
     }
 
-    /// SIGKILLs the agent inside the guest (a crash of the lock holder).
+    /// SIGKILLs the probe inside the guest (a crash of the lock holder).
     pub fn kill9(&self) {
         let pid = self.pid();
         let out = self.cluster.exec(self.node, &format!("kill -9 {pid}"));
@@ -221,7 +221,7 @@ impl Running {
 
 impl Drop for Running {
     fn drop(&mut self) {
-        // A test that failed half-way must not leave its agent holding locks for the next one.
+        // A test that failed half-way must not leave its probe holding locks for the next one.
         if self.child.try_wait().ok().flatten().is_none() {
             if let Some(pid) = parse_events(&self.shared.0.lock().map(|c| c.lines.join("\n")).unwrap_or_default())
                 .iter()

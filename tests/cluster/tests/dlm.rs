@@ -7,7 +7,7 @@ use std::time::Duration;
 
 const LONG: Duration = Duration::from_secs(90);
 
-/// The event of step `step` in a finished agent's output.
+/// The event of step `step` in a finished probe's output.
 fn step<'a>(events: &'a [Value], step: &str) -> &'a Value {
     events.iter().find(|v| v["step"] == step).unwrap_or_else(|| panic!("no event for step {step}; events: {events:#?}"))
 }
@@ -19,10 +19,10 @@ fn assert_step(events: &[Value], s: &str, expect: &str) {
 #[test]
 fn ex_on_node1_makes_noqueue_ex_on_nodes_2_and_3_would_block() {
     let c = Cluster::get();
-    let holder = c.spawn_agent(1, &["create:t_nq", "lock:a:res:EX:-", "waitfile:/tmp/t_nq.done", "release:a"]);
+    let holder = c.spawn_probe(1, &["create:t_nq", "lock:a:res:EX:-", "waitfile:/tmp/t_nq.done", "release:a"]);
     assert_eq!(outcome(&holder.wait_step("lock:a:res:EX:-", LONG)), "granted");
     for node in [2, 3] {
-        let ev = c.agent(node, &["create:t_nq", "lock:a:res:EX:nq"]);
+        let ev = c.probe(node, &["create:t_nq", "lock:a:res:EX:nq"]);
         assert_step(&ev, "lock:a:res:EX:nq", "would_block");
     }
     assert_eq!(c.exec(1, "touch /tmp/t_nq.done").code, 0);
@@ -30,7 +30,7 @@ fn ex_on_node1_makes_noqueue_ex_on_nodes_2_and_3_would_block() {
     assert_eq!(code, 0);
     assert_step(&ev, "release:a", "released");
     // Released: the other nodes get it now.
-    let ev = c.agent(2, &["create:t_nq", "lock:a:res:EX:nq", "release:a"]);
+    let ev = c.probe(2, &["create:t_nq", "lock:a:res:EX:nq", "release:a"]);
     assert_step(&ev, "lock:a:res:EX:nq", "granted");
     assert_step(&ev, "release:a", "released");
 }
@@ -39,9 +39,9 @@ fn ex_on_node1_makes_noqueue_ex_on_nodes_2_and_3_would_block() {
 fn queued_request_is_granted_after_release() {
     let c = Cluster::get();
     let holder =
-        c.spawn_agent(1, &["create:t_queue", "lock:a:res:EX:-", "waitfile:/tmp/t_queue.done", "basts:a", "release:a"]);
+        c.spawn_probe(1, &["create:t_queue", "lock:a:res:EX:-", "waitfile:/tmp/t_queue.done", "basts:a", "release:a"]);
     assert_eq!(outcome(&holder.wait_step("lock:a:res:EX:-", LONG)), "granted");
-    let waiter = c.spawn_agent(2, &["create:t_queue", "request:a:res:PR:-", "wait:a:3", "wait:a:60", "release:a"]);
+    let waiter = c.spawn_probe(2, &["create:t_queue", "request:a:res:PR:-", "wait:a:3", "wait:a:60", "release:a"]);
     assert_eq!(outcome(&waiter.wait_step("request:a:res:PR:-", LONG)), "issued");
     // Still queued while node1 holds EX.
     assert_eq!(outcome(&waiter.wait_step("wait:a:3", LONG)), "timed_out");
@@ -61,7 +61,7 @@ fn queued_request_is_granted_after_release() {
 fn compatible_modes_coexist_and_conflicting_modes_do_not() {
     let c = Cluster::get();
     // node1 holds one resource in each mode.
-    let holder = c.spawn_agent(
+    let holder = c.spawn_probe(
         1,
         &[
             "create:t_modes",
@@ -100,12 +100,12 @@ fn compatible_modes_coexist_and_conflicting_modes_do_not() {
         }
     }
     let steps: Vec<&str> = steps.iter().map(String::as_str).collect();
-    let ev = c.agent(2, &steps);
+    let ev = c.probe(2, &steps);
     for (i, (held, req, expect)) in cases.iter().enumerate() {
         assert_step(&ev, &format!("lock:s{i}:m_{held}:{req}:nq"), expect);
     }
     // The third node sees the same.
-    let ev = c.agent(3, &["create:t_modes", "lock:a:m_pr:PR:nq", "release:a", "lock:b:m_pr:CW:nq"]);
+    let ev = c.probe(3, &["create:t_modes", "lock:a:m_pr:PR:nq", "release:a", "lock:b:m_pr:CW:nq"]);
     assert_step(&ev, "lock:a:m_pr:PR:nq", "granted");
     assert_step(&ev, "lock:b:m_pr:CW:nq", "would_block");
     assert_eq!(c.exec(1, "touch /tmp/t_modes.done").code, 0);
@@ -115,32 +115,32 @@ fn compatible_modes_coexist_and_conflicting_modes_do_not() {
 #[test]
 fn persistent_lock_outlives_its_killed_holder_until_adopted_or_purged() {
     let c = Cluster::get();
-    let holder = c.spawn_agent(1, &["create:t_orphan", "lock:a:disk:EX:pers", "hold"]);
+    let holder = c.spawn_probe(1, &["create:t_orphan", "lock:a:disk:EX:pers", "hold"]);
     assert_eq!(outcome(&holder.wait_step("lock:a:disk:EX:pers", LONG)), "granted");
     holder.kill9();
     let _ = holder.finish(LONG);
 
     // The orphan still blocks every other node.
     for node in [2, 3] {
-        let ev = c.agent(node, &["create:t_orphan", "lock:a:disk:EX:nq"]);
+        let ev = c.probe(node, &["create:t_orphan", "lock:a:disk:EX:nq"]);
         assert_step(&ev, "lock:a:disk:EX:nq", "would_block");
     }
 
     // A new process on node 1 adopts it in the same mode only; adopted PERSISTENT, it is an
     // orphan again once that process exits.
-    let ev = c.agent(1, &["open:t_orphan", "adopt:a:disk:PR", "adopt:b:disk:EX"]);
+    let ev = c.probe(1, &["open:t_orphan", "adopt:a:disk:PR", "adopt:b:disk:EX"]);
     assert_step(&ev, "open:t_orphan", "ok");
     assert_step(&ev, "adopt:a:disk:PR", "orphan_mode_mismatch");
     assert_step(&ev, "adopt:b:disk:EX", "granted");
-    let ev = c.agent(2, &["create:t_orphan", "lock:a:disk:EX:nq"]);
+    let ev = c.probe(2, &["create:t_orphan", "lock:a:disk:EX:nq"]);
     assert_step(&ev, "lock:a:disk:EX:nq", "would_block");
 
     // Purging this node's orphans frees it: nothing left to adopt, the other nodes get it.
-    let ev = c.agent(1, &["open:t_orphan", "purge", "adopt:a:disk:EX"]);
+    let ev = c.probe(1, &["open:t_orphan", "purge", "adopt:a:disk:EX"]);
     assert_step(&ev, "purge", "ok");
     assert_eq!(step(&ev, "purge")["nodeid"], 1);
     assert_step(&ev, "adopt:a:disk:EX", "no_orphan");
-    let ev = c.agent(2, &["create:t_orphan", "lock:a:disk:EX:nq", "release:a"]);
+    let ev = c.probe(2, &["create:t_orphan", "lock:a:disk:EX:nq", "release:a"]);
     assert_step(&ev, "lock:a:disk:EX:nq", "granted");
     assert_step(&ev, "release:a", "released");
 }
@@ -148,10 +148,10 @@ fn persistent_lock_outlives_its_killed_holder_until_adopted_or_purged() {
 #[test]
 fn a_cancelled_request_ends_without_the_lock() {
     let c = Cluster::get();
-    let holder = c.spawn_agent(1, &["create:t_cancel", "lock:a:res:EX:-", "waitfile:/tmp/t_cancel.done", "release:a"]);
+    let holder = c.spawn_probe(1, &["create:t_cancel", "lock:a:res:EX:-", "waitfile:/tmp/t_cancel.done", "release:a"]);
     assert_eq!(outcome(&holder.wait_step("lock:a:res:EX:-", LONG)), "granted");
     let ev =
-        c.agent(2, &["create:t_cancel", "request:a:res:EX:-", "wait:a:2", "cancel:a", "wait:a:30", "lock:b:res:CR:nq"]);
+        c.probe(2, &["create:t_cancel", "request:a:res:EX:-", "wait:a:2", "cancel:a", "wait:a:30", "lock:b:res:CR:nq"]);
     assert_step(&ev, "wait:a:2", "timed_out");
     assert_step(&ev, "cancel:a", "ok");
     assert_step(&ev, "wait:a:30", "cancelled");
@@ -165,7 +165,7 @@ fn bad_input_and_unsafe_calls_get_typed_errors() {
     let c = Cluster::get();
     let long = "r".repeat(65);
     let too_long = format!("lock:a:{long}:EX:nq");
-    let ev = c.agent(
+    let ev = c.probe(
         1,
         &[
             "create:",
@@ -195,7 +195,7 @@ fn bad_input_and_unsafe_calls_get_typed_errors() {
 fn releasing_a_lockspace_that_still_has_locks_reports_busy_until_forced() {
     let c = Cluster::get();
     // libdlm returns 0 even when the kernel refuses the removal; the wrapper reports Busy.
-    let ev = c.agent(
+    let ev = c.probe(
         1,
         &["create:t_busy", "lock:a:res:EX:pers", "release-ls", "open:t_busy", "adopt:b:res:EX", "release-ls:force"],
     );
@@ -205,9 +205,9 @@ fn releasing_a_lockspace_that_still_has_locks_reports_busy_until_forced() {
     assert_step(&ev, "open:t_busy", "ok");
     assert_step(&ev, "adopt:b:res:EX", "granted");
     assert_step(&ev, "release-ls:force", "released");
-    let ev = c.agent(1, &["open:t_busy"]);
+    let ev = c.probe(1, &["open:t_busy"]);
     assert_step(&ev, "open:t_busy", "sys");
-    let ev = c.agent(2, &["create:t_busy", "lock:a:res:EX:nq", "release:a", "release-ls"]);
+    let ev = c.probe(2, &["create:t_busy", "lock:a:res:EX:nq", "release:a", "release-ls"]);
     assert_step(&ev, "lock:a:res:EX:nq", "granted");
     assert_step(&ev, "release-ls", "released");
 }

@@ -96,15 +96,23 @@ impl LockCell {
         let mut st = self.state.lock();
         let op = st.pending.take();
         st.lkid = sb.sb_lkid;
-        match (completion, op) {
-            (Completion::Granted { .. }, Some(Op::Request(m) | Op::Convert(m))) => st.granted = Some(m),
-            (Completion::Unlocked, _) => {
+        match completion {
+            Completion::Granted { .. } => {
+                if let Some(Op::Request(m) | Op::Convert(m)) = op {
+                    st.granted = Some(m);
+                }
+            }
+            Completion::Unlocked => {
                 st.granted = None;
                 st.ended = true;
             }
-            // Refused, cancelled or failed: a request never granted is gone; a conversion keeps
-            // the old mode.
-            _ => st.ended = st.granted.is_none(),
+            // Refused, cancelled or failed: a request never granted is gone; a conversion
+            // keeps the old mode.
+            _ => {
+                if st.granted.is_none() {
+                    st.ended = true;
+                }
+            }
         }
         st.last = Some(completion);
         drop(st);
@@ -470,5 +478,61 @@ fn other_status(c: Completion) -> i32 {
         Completion::Unlocked => dlm_sys::EUNLOCK as i32,
         Completion::Deadlock => libc::EDEADLK,
         Completion::Failed(s) => s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A cell with `op` in flight whose AST reports `status` (as libdlm would deliver it).
+    fn complete(cell: &LockCell, op: Op, status: i32) {
+        cell.state.lock().pending = Some(op);
+        // SAFETY: test-only; no libdlm call can touch this cell.
+        unsafe { (*cell.lksb_ptr()).sb_status = status };
+        cell.on_ast();
+    }
+
+    fn cell() -> Arc<LockCell> {
+        LockCell::new(ResourceName::new("r").unwrap())
+    }
+
+    #[test]
+    fn a_refused_request_reaches_its_end_of_life() {
+        for status in [libc::EAGAIN, dlm_sys::ECANCEL as i32, libc::EDEADLK] {
+            let c = cell();
+            complete(&c, Op::Request(LockMode::Ex), status);
+            assert!(c.ended(), "status {status}");
+            assert_eq!(c.state.lock().granted, None);
+        }
+    }
+
+    #[test]
+    fn a_refused_conversion_keeps_the_granted_mode() {
+        let c = cell();
+        complete(&c, Op::Request(LockMode::Nl), 0);
+        assert_eq!(c.state.lock().granted, Some(LockMode::Nl));
+        for status in [libc::EAGAIN, dlm_sys::ECANCEL as i32, libc::EDEADLK] {
+            complete(&c, Op::Convert(LockMode::Ex), status);
+            assert!(!c.ended(), "status {status}");
+            assert_eq!(c.state.lock().granted, Some(LockMode::Nl));
+        }
+        complete(&c, Op::Convert(LockMode::Ex), 0);
+        assert_eq!(c.state.lock().granted, Some(LockMode::Ex));
+    }
+
+    #[test]
+    fn unlock_ends_the_lock_and_close_wakes_waiters() {
+        let c = cell();
+        complete(&c, Op::Request(LockMode::Pr), 0);
+        complete(&c, Op::Unlock, dlm_sys::EUNLOCK as i32);
+        assert!(c.ended());
+        assert_eq!(c.state.lock().last, Some(Completion::Unlocked));
+
+        let c = cell();
+        c.state.lock().pending = Some(Op::Request(LockMode::Ex));
+        c.on_close();
+        let st = c.state.lock();
+        assert!(st.closed && st.pending.is_none());
     }
 }

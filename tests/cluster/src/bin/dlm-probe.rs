@@ -1,7 +1,7 @@
-//! dlm-agent: runs inside a cluster guest and drives lockmgr's DLM wrapper step by step,
+//! dlm-probe: runs inside a cluster guest and drives lockmgr's DLM wrapper step by step,
 //! printing one JSON object per line for each event, so host-side tests can assert on them.
 //!
-//! Usage: dlm-agent STEP...   (steps run in order; a failing step prints an error and the next
+//! Usage: dlm-probe STEP...   (steps run in order; a failing step prints an error and the next
 //! step runs anyway)
 //!
 //!   create:LS | open:LS            create (or join) / open a lockspace
@@ -78,7 +78,7 @@ fn parse_flags(s: &str) -> Result<LockFlags, String> {
     Ok(f)
 }
 
-struct Agent {
+struct Probe {
     ls: Option<Lockspace>,
     slots: HashMap<String, Lock>,
     backend: Option<DlmBackend>,
@@ -107,7 +107,7 @@ fn completion(c: Completion) -> Value {
     json!({"result": c.name()})
 }
 
-impl Agent {
+impl Probe {
     fn ls(&self) -> Result<&Lockspace, Value> {
         self.ls.as_ref().ok_or_else(|| json!({"error": "usage", "message": "no lockspace: create or open first"}))
     }
@@ -253,10 +253,10 @@ impl Agent {
 
 fn main() {
     emit(json!({"ev": "start", "pid": std::process::id()}));
-    let mut agent = Agent { ls: None, slots: HashMap::new(), backend: None, grants: HashMap::new() };
+    let mut probe = Probe { ls: None, slots: HashMap::new(), backend: None, grants: HashMap::new() };
     for step in std::env::args().skip(1) {
         let args: Vec<&str> = step.split(':').collect();
-        let mut v = match agent.step(&args) {
+        let mut v = match probe.step(&args) {
             Ok(v) | Err(v) => v,
         };
         v["ev"] = json!(args[0]);
