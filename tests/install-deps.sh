@@ -12,6 +12,9 @@ PKGS=(
   busybox-static cpio
   # libvirt tier and demo: a real libvirtd with qemu TCG domains
   libvirt-daemon-system libvirt-clients libvirt-daemon-driver-qemu qemu-system-x86
+  # deb tier and deploy/build-deb.sh: dpkg-shlibdeps, objdump, systemd-analyze
+  # (cargo-deb itself is installed by deploy/build-deb.sh with cargo install)
+  dpkg-dev binutils systemd
 )
 missing=()
 for p in "${PKGS[@]}"; do
