@@ -70,13 +70,14 @@ deps_ok() {
     mkdir -p "$T/root"
     dpkg-deb -x "$DEB" "$T/root"
     for f in "$T/root/usr/sbin/virtdlmd" "$T/root/usr/bin/virtdlm" "$T/root$LOCKDIR/dlm.so"; do
-        for lib in $(objdump -p "$f" | awk '/NEEDED/{print $2}'); do
-            pkg=$(dpkg -S "*/$lib" 2>/dev/null | grep -v -- '-dev' | head -n 1 | cut -d: -f1)
-            [ -n "$pkg" ] || { echo "no package ships $lib"; bad=1; continue; }
+        while read -r lib path; do
+            pkg=$( (dpkg -S "$path" || dpkg -S "/usr$path" || dpkg -S "$(realpath "$path")") 2>/dev/null | head -n 1)
+            pkg=${pkg%%:*}
+            [ -n "$pkg" ] || { echo "no package ships $path ($lib)"; bad=1; continue; }
             grep -Eq "(^|, )$pkg( |,|$)" <<<"$DEPENDS" && continue
             [ "$(dpkg-query -W -f='${Priority}' "$pkg")" = required ] && continue
             echo "$(basename "$f") needs $lib from $pkg, not in Depends: $DEPENDS"; bad=1
-        done
+        done < <(ldd "$f" | awk '$2 == "=>" && $3 ~ /^\// {print $1, $3}')
     done
     grep -q libdlm3 <<<"$DEPENDS" || { echo "Depends lacks libdlm3"; bad=1; }
     return $bad
@@ -146,7 +147,7 @@ unshare --mount --propagation private sh -c "
         LIBVIRT_LOG_FILTERS='1:locking 3:*' LIBVIRT_LOG_OUTPUTS='1:file:$T/libvirtd.log' \
         /usr/sbin/libvirtd --daemon --pid-file '$T/libvirtd.pid'"
 if wait_for 20 test -s "$T/libvirtd.pid" && LIBVIRTD_PID=$(cat "$T/libvirtd.pid") &&
-   OUR_PIDS+=("$LIBVIRTD_PID") && wait_for 30 virsh_ version; then
+   OUR_PIDS+=("$LIBVIRTD_PID") && wait_for 30 virsh_ version >/dev/null; then
     pass "libvirtd started with lock_manager = \"dlm\" (pid $LIBVIRTD_PID)"
 else
     fail "libvirtd did not start: $(tail -n 10 "$T/libvirtd.log" 2>/dev/null | tr '\n' ' ')"; finish
@@ -170,8 +171,10 @@ refused_b() {
     local out
     if out=$(virsh_ start vdlm-deb-b 2>&1); then echo "b started although a holds the lease"; return 1; fi
     grep -q "held exclusively by VM vdlm-deb-a" <<<"$out" || { echo "$out"; return 1; }
+    echo "$out" > "$T/refusal"
 }
 ok "VM b (same lease) is refused, holder named" refused_b
+[ -s "$T/refusal" ] && sed 's/^/    /' "$T/refusal"
 ok "virsh destroy a" virsh_ destroy vdlm-deb-a
 released() { wait_for 5 sh -c "! /usr/bin/virtdlm locks --json | grep -q vdlm-deb-a"; }
 ok "a's locks are released when its QEMU exits" released
