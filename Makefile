@@ -5,13 +5,17 @@ SHELL := /bin/bash
 
 # Debian packages: tests/install-deps.sh (the one list, used by every target).
 
-.PHONY: deps build test test-unit test-cluster demo lint clean-cluster
+.PHONY: deps build deb test test-unit test-cluster demo lint clean-cluster
 
 deps:
 	./tests/install-deps.sh
 
 build: deps
 	cargo build --workspace --release --locked
+
+# The Debian package virt-dlm (target/debian/virt-dlm_*.deb); installs cargo-deb if missing.
+deb: deps
+	./deploy/build-deb.sh
 
 # Every test tier, in order of cost. Fails if any tier cannot run.
 test: deps
