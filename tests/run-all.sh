@@ -45,7 +45,7 @@ for t in $TIERS; do
     corosync) tier corosync "real corosync, one per network namespace" tests/corosync/run.sh ;;
     abi)      tier abi "dlm.so and lockd.so through libvirt's lock-driver ABI" tests/abi/run.sh ;;
     libvirt)  tier libvirt "a real libvirtd 9.0 with qemu TCG domains" tests/libvirt/run.sh ;;
-    deb)      tier deb "the Debian package: build, dpkg -i, installed plugin in a real libvirtd, purge" tests/deb/run.sh
+    deb)      tier deb "the Debian package: build, dpkg -i, installed plugin in a real libvirtd, purge" tests/deb/run.sh ;;
     cluster)  tier cluster "3-node corosync + kernel DLM in User-Mode Linux" tests/cluster/run.sh ;;
     *) echo "unknown tier $t"; total_fail=$((total_fail + 1)) ;;
   esac
