@@ -148,6 +148,11 @@ unshare --mount --propagation private sh -c "
         /usr/sbin/libvirtd --daemon --pid-file '$T/libvirtd.pid'"
 if wait_for 20 test -s "$T/libvirtd.pid" && LIBVIRTD_PID=$(cat "$T/libvirtd.pid") &&
    OUR_PIDS+=("$LIBVIRTD_PID") && wait_for 30 virsh_ version >/dev/null; then
+    # /run/libvirt is shared: make sure the libvirtd that answers is ours and alone
+    if ! alive "$LIBVIRTD_PID" || [ "$(pgrep -x libvirtd | tr '\n' ' ')" != "$LIBVIRTD_PID " ]; then
+        fail "libvirtd: ours (pid $LIBVIRTD_PID) is not the only one running: $(pgrep -ax libvirtd | tr '\n' ' ')"
+        finish
+    fi
     pass "libvirtd started with lock_manager = \"dlm\" (pid $LIBVIRTD_PID)"
 else
     fail "libvirtd did not start: $(tail -n 10 "$T/libvirtd.log" 2>/dev/null | tr '\n' ' ')"; finish
