@@ -31,6 +31,7 @@ cd "$ROOT" || fail "no $ROOT"
 
 echo "== cluster tier: building the tests"
 cargo build -p cluster-tests --bins --locked || fail "cargo build -p cluster-tests failed"
+cargo build -p lockmgr --bins --locked || fail "cargo build -p lockmgr --bins failed (virtdlmd, virtdlm run in the guests)"
 cargo test -p cluster-tests --no-run --locked || fail "cargo test --no-run -p cluster-tests failed"
 echo "   built ($(elapsed))"
 
