@@ -465,6 +465,7 @@ impl Registry {
     pub fn locks(&self) -> Vec<LockInfo> {
         let mut v = self.local_locks();
         v.extend(self.remote_locks());
+        v.sort_by(|a, b| (&a.identity, a.node_id, &a.vm_name).cmp(&(&b.identity, b.node_id, &b.vm_name)));
         v
     }
 

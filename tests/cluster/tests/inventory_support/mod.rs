@@ -114,6 +114,13 @@ print $s pack("N", length $b) . $b; read($s, $h, 4) == 4 or die "no answer\n"; r
         serde_json::from_str(out.text.trim()).unwrap_or_else(|e| panic!("answer on node{} not JSON ({e}): {}", self.node, out.text))
     }
 
+    /// SIGKILLs the daemon (a crash); waits until it is gone.
+    pub fn kill9(&mut self) {
+        let pid = std::mem::take(&mut self.pid);
+        let out = self.c.exec(self.node, &format!("kill -9 {pid} && while [ -e /proc/{pid} ] && ! grep -q '^State:.*Z' /proc/{pid}/status; do sleep 0.05; done"));
+        assert_eq!(out.code, 0, "kill -9 virtdlmd ({pid}) on node{}: {}", self.node, out.text);
+    }
+
     pub fn log(&self) -> String {
         self.c.exec(self.node, &format!("cat {}/log", self.dir)).text
     }
@@ -124,6 +131,25 @@ impl Drop for Node<'_> {
     fn drop(&mut self) {
         let mut pids = vec![];
         pids.extend(self.vms.iter().map(|p| format!("kill -9 {p} 2>/dev/null;")));
-        let _ = self.c.exec(self.node, &format!("{} kill -TERM {} 2>/dev/null; true", pids.join(" "), self.pid));
+        if self.pid != 0 {
+            pids.push(format!("kill -TERM {} 2>/dev/null;", self.pid));
+        }
+        let _ = self.c.exec(self.node, &format!("{} true", pids.join(" ")));
     }
+}
+
+/// Stops and starts the whole test cluster again (`cluster.sh stop`, `start 3`): after a
+/// partition heals, dlm_controld on the quorate side has the cut-off node's corosync killed
+/// (a stateful merge), and the tests after this one need three live nodes.
+pub fn restart_cluster() {
+    let script = std::env::var_os("VIRTDLM_CLUSTER").expect("VIRTDLM_CLUSTER (set by run.sh)");
+    for args in [&["stop"][..], &["start", "3"][..]] {
+        let st = std::process::Command::new(&script).args(args).status().expect("running cluster.sh");
+        assert!(st.success(), "cluster.sh {args:?} failed");
+    }
+}
+
+/// The node ids in `status --json`'s member list.
+pub fn member_ids(status: &Value) -> Vec<u64> {
+    status["cluster"]["members"].as_array().map(|m| m.iter().filter_map(|m| m["node_id"].as_u64()).collect()).unwrap_or_default()
 }
