@@ -76,8 +76,8 @@ fn locks_inspect_and_filters() {
     let db = Vm::spawn("db-1");
     let a = disk(&dir, "a.img", false, false);
     let b = disk(&dir, "b.img", true, false);
-    expect_ok(web.acquire(&d, &[a.clone()]));
-    expect_ok(db.acquire(&d, &[b.clone()]));
+    expect_ok(web.acquire(&d, &[a]));
+    expect_ok(db.acquire(&d, &[b]));
 
     let all = json(&virtdlm(&d, &["locks", "--json"]));
     let all = all.as_array().expect("an array of locks");
