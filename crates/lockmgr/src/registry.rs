@@ -434,8 +434,14 @@ impl Registry {
         infos
     }
 
+    /// This node's id: corosync's when the cluster is attached, else the backend's.
+    fn node(&self) -> (u32, String) {
+        let (id, name) = self.backend.node();
+        (self.cluster.get().map_or(id, |l| l.node_id), name)
+    }
+
     fn infos_of(&self, key: OwnerKey, o: &Owner) -> Vec<LockInfo> {
-        let (node_id, node_name) = self.backend.node();
+        let (node_id, node_name) = self.node();
         o.held
             .iter()
             .map(|(n, h)| LockInfo {
@@ -472,7 +478,7 @@ impl Registry {
     /// Holders of `name` known here (this node's, then other nodes' from the inventory),
     /// leaving out the asking process.
     fn holders(&self, name: &ResName, except_pid: Option<u32>) -> Vec<LockInfo> {
-        let (node_id, _) = self.backend.node();
+        let (node_id, _) = self.node();
         self.locks()
             .into_iter()
             .filter(|l| l.resource == name.0 && !(l.node_id == node_id && Some(l.pid) == except_pid))
@@ -511,7 +517,7 @@ impl Registry {
             None => (serde_json::Value::Null, serde_json::Value::Null),
         };
         let t = self.table.lock();
-        let (node_id, node_name) = self.backend.node();
+        let (node_id, node_name) = self.node();
         serde_json::json!({
             "cluster": cluster,
             "last_lock_loss": last_lock_loss,

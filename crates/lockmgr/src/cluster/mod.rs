@@ -78,6 +78,8 @@ impl ClusterState {
 /// state (inventory) for its answers.
 #[derive(Clone)]
 pub struct Link {
+    /// Our corosync node id (the local backend has none of its own).
+    pub node_id: u32,
     pub changes: mpsc::UnboundedSender<LockChange>,
     pub state: Arc<Mutex<ClusterState>>,
 }
@@ -153,7 +155,7 @@ pub fn start(group: &str, lockspace: &str, registry: Arc<Registry>) -> Result<Cl
     let (changes, changes_rx) = mpsc::unbounded_channel();
     let cpg = corosync::reactor::register(cpg).map_err(ClusterError::Reactor)?;
     let quorum = corosync::reactor::register(quorum).map_err(ClusterError::Reactor)?;
-    registry.attach_cluster(Link { changes, state: state.clone() });
+    registry.attach_cluster(Link { node_id: me.nodeid, changes, state: state.clone() });
     tracing::info!(group, node_id = me.nodeid, "joined the inventory group");
     tokio::spawn(task::run(task::Task { cpg, quorum, changes: changes_rx, state: state.clone(), verdict: verdict_tx, registry }));
     Ok(ClusterHandle { verdict: verdict_rx, node_id: me.nodeid, state })
