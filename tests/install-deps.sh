@@ -4,7 +4,7 @@
 set -euo pipefail
 PKGS=(
   # build: bindgen over libdlm/corosync headers
-  pkg-config libclang-dev clang libdlm-dev libcpg-dev libquorum-dev libcmap-dev libcfg-dev
+  make pkg-config libclang-dev clang libdlm-dev libcpg-dev libquorum-dev libcmap-dev libcfg-dev
   libcorosync-common-dev
   # cluster tier: corosync + dlm_controld inside User-Mode Linux guests
   corosync dlm-controld iproute2 kmod procps util-linux bc
