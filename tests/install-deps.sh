@@ -8,6 +8,8 @@ PKGS=(
   libcorosync-common-dev
   # cluster tier: corosync + dlm_controld inside User-Mode Linux guests
   corosync dlm-controld iproute2 kmod procps util-linux bc
+  # corosync tier's inventory script: JSON checks, and a frame client (perl-base has IO::Socket::UNIX)
+  jq perl-base
   # cluster tier with CL_VM=qemu: the guests' initramfs
   busybox-static cpio
   # libvirt tier and demo: a real libvirtd with qemu TCG domains

@@ -3,23 +3,12 @@
 //! processes as VM owners taking locks through the control socket.
 #![allow(dead_code)]
 
-use cluster_tests::{Cluster, Output};
+use cluster_tests::{built_binary as built, Cluster, Output};
 use serde_json::{json, Value};
 
 pub const LOCKSPACE: &str = "invls";
 pub const GROUP: &str = "virtdlm-inv";
 
-/// A binary of this workspace: `$env`, else beside the test executable's `deps/` directory
-/// (`run.sh` builds lockmgr's binaries there too).
-fn built(name: &str, env: &str) -> String {
-    if let Some(p) = std::env::var_os(env) {
-        return p.to_string_lossy().into_owned();
-    }
-    let exe = std::env::current_exe().expect("test executable path");
-    let path = exe.parent().and_then(|d| d.parent()).expect("target/<profile>/deps").join(name);
-    assert!(path.exists(), "{} is not built: run tests/cluster/run.sh (or cargo build -p lockmgr --bins)", path.display());
-    path.to_string_lossy().into_owned()
-}
 
 /// A virtdlmd (with the inventory) in guest `node`.
 pub struct Node<'c> {
