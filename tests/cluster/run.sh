@@ -1,5 +1,5 @@
 #!/bin/bash
-# The cluster tier: builds the cluster tests and virtdlmd, boots one 3-node UML cluster
+# The cluster tier: builds the cluster tests, virtdlmd, dlm.so and the ABI harness, boots one 3-node UML cluster
 # (corosync + kernel DLM + dlm_controld), runs every test of the cluster-tests crate against it,
 # then the corosync tier's scenarios in the same guests (tests/corosync/run.sh --guests), keeps
 # the guests' logs, and always tears the cluster down. Prints "N passed, N failed" over both;
@@ -26,7 +26,7 @@ fail() {
 elapsed() { echo "$(( $(date +%s) - T0 )) s"; }
 
 [ "$(id -u)" = 0 ] || fail "needs root (network namespace, taps, UML hostfs root)"
-for tool in corosync dlm_controld dlm_tool ip taskset bc; do
+for tool in corosync dlm_controld dlm_tool ip taskset bc gcc; do
   command -v "$tool" >/dev/null || fail "$tool is missing: run tests/install-deps.sh"
 done
 cd "$ROOT" || fail "no $ROOT"
@@ -35,6 +35,10 @@ echo "== cluster tier: building the tests"
 cargo build -p cluster-tests --bins --locked || fail "cargo build -p cluster-tests failed"
 # The daemon tests run virtdlmd in the guests; cargo test does not build another crate's binaries.
 cargo build -p lockmgr --bins --locked || fail "cargo build -p lockmgr (virtdlmd) failed"
+# The plugin tests load dlm.so in the guests through the ABI harness (tests/abi), built beside it.
+cargo build -p plugin --locked || fail "cargo build -p plugin (dlm.so) failed"
+gcc -O1 -Wall -Wextra -Werror -o "${CARGO_TARGET_DIR:-$ROOT/target}/debug/abi-harness" \
+  "$ROOT/tests/abi/harness.c" "$ROOT/tests/abi/script.c" -ldl || fail "gcc tests/abi/harness.c failed"
 cargo test -p cluster-tests --no-run --locked || fail "cargo test --no-run -p cluster-tests failed"
 echo "   built ($(elapsed))"
 
