@@ -99,6 +99,11 @@ impl Registry {
         }
     }
 
+    /// The cluster link, when attached (forwarded `release --vm`).
+    pub fn cluster_link(&self) -> Option<&cluster::Link> {
+        self.cluster.get()
+    }
+
     fn remote_locks(&self) -> Vec<LockInfo> {
         self.cluster.get().map(|l| l.remote_locks()).unwrap_or_default()
     }

@@ -69,6 +69,8 @@ impl Inventory {
                     }
                 }
             }
+            // Forwarded releases are not the table's (the task routes them to `release`).
+            Body::ReleaseVm { .. } | Body::ReleaseVmReply { .. } => {}
         }
     }
 

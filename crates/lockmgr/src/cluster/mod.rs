@@ -11,9 +11,14 @@
 //! lock, so the channel's order is the table's order; this task multicasts them. A change is
 //! visible to the other nodes from its delivery on (our own delivery is its commit point).
 //!
-//! - `wire`: the messages; `inventory`: the table built from them; `task`: the event loop.
+//! - `release --vm` for a VM on another node ([`release`]): asked of that node's daemon over
+//!   the group, answered under its local rules.
+//!
+//! - `wire`: the messages; `inventory`: the table built from them; `release`: forwarded
+//!   releases; `task`: the event loop.
 
 pub mod inventory;
+pub mod release;
 mod task;
 pub mod wire;
 
@@ -47,6 +52,8 @@ pub struct ClusterState {
     pub inventory: Inventory,
     /// The last lock-loss event, for `virtdlm status`; set by lock-loss handling.
     pub last_lock_loss: Option<serde_json::Value>,
+    /// Forwarded `release --vm` requests awaiting the owning node's answer.
+    pub release: release::Pending,
 }
 
 impl ClusterState {
@@ -82,6 +89,8 @@ pub struct Link {
     pub node_id: u32,
     pub changes: mpsc::UnboundedSender<LockChange>,
     pub state: Arc<Mutex<ClusterState>>,
+    /// Other messages to multicast (forwarded releases and their answers).
+    pub outgoing: mpsc::UnboundedSender<wire::Body>,
 }
 
 impl Link {
@@ -150,13 +159,23 @@ pub fn start(group: &str, lockspace: &str, registry: Arc<Registry>) -> Result<Cl
         verdict,
         inventory: Inventory::new(),
         last_lock_loss: None,
+        release: release::Pending::default(),
     }));
     let (verdict_tx, verdict_rx) = watch::channel(verdict);
     let (changes, changes_rx) = mpsc::unbounded_channel();
+    let (outgoing, outgoing_rx) = mpsc::unbounded_channel();
     let cpg = corosync::reactor::register(cpg).map_err(ClusterError::Reactor)?;
     let quorum = corosync::reactor::register(quorum).map_err(ClusterError::Reactor)?;
-    registry.attach_cluster(Link { node_id: me.nodeid, changes, state: state.clone() });
+    registry.attach_cluster(Link { node_id: me.nodeid, changes, state: state.clone(), outgoing: outgoing.clone() });
     tracing::info!(group, node_id = me.nodeid, "joined the inventory group");
-    tokio::spawn(task::run(task::Task { cpg, quorum, changes: changes_rx, state: state.clone(), verdict: verdict_tx, registry }));
+    tokio::spawn(task::run(task::Task {
+        cpg,
+        quorum,
+        changes: changes_rx,
+        outgoing: (outgoing, outgoing_rx),
+        state: state.clone(),
+        verdict: verdict_tx,
+        registry,
+    }));
     Ok(ClusterHandle { verdict: verdict_rx, node_id: me.nodeid, state })
 }

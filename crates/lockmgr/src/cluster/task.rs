@@ -1,7 +1,8 @@
 //! The cluster event loop: CPG and quorum events in, the verdict and the inventory out,
-//! the registry's lock changes multicast.
+//! the registry's lock changes multicast, forwarded releases answered.
 
-use super::wire::{self, Body, LockChange};
+use super::release;
+use super::wire::{self, Body, LockChange, ReleaseOutcome};
 use super::ClusterState;
 use crate::corosync::{Cpg, CpgEvent, MembershipView, Quorum, QuorumEvent, Verdict};
 use crate::registry::Registry;
@@ -14,6 +15,7 @@ pub(super) struct Task {
     pub cpg: AsyncFd<Cpg>,
     pub quorum: AsyncFd<Quorum>,
     pub changes: mpsc::UnboundedReceiver<LockChange>,
+    pub outgoing: (mpsc::UnboundedSender<Body>, mpsc::UnboundedReceiver<Body>),
     pub state: Arc<Mutex<ClusterState>>,
     pub verdict: watch::Sender<Verdict>,
     pub registry: Arc<Registry>,
@@ -23,11 +25,13 @@ pub(super) struct Task {
 struct Ctx {
     state: Arc<Mutex<ClusterState>>,
     verdict: watch::Sender<Verdict>,
+    registry: Arc<Registry>,
+    outgoing: mpsc::UnboundedSender<Body>,
 }
 
 pub(super) async fn run(t: Task) {
-    let Task { mut cpg, mut quorum, mut changes, state, verdict, registry } = t;
-    let t = Ctx { state, verdict };
+    let Task { mut cpg, mut quorum, mut changes, outgoing: (outgoing, mut outgoing_rx), state, verdict, registry } = t;
+    let t = Ctx { state, verdict, registry: registry.clone(), outgoing };
     let me = cpg.get_ref().me();
     let mut view = MembershipView::new(me);
     let mut epoch = 0u64;
@@ -78,6 +82,10 @@ pub(super) async fn run(t: Task) {
                 send(cpg.get_ref(), &Body::from(change));
                 None
             }
+            Some(body) = outgoing_rx.recv() => {
+                send(cpg.get_ref(), &body);
+                None
+            }
         };
         if let Some(why) = gone {
             tracing::error!("lost corosync ({why}): the lock inventory stops; membership verdict is lost");
@@ -106,6 +114,22 @@ fn on_cpg(t: &Ctx, view: &mut MembershipView, ev: CpgEvent) {
     let mut s = t.state.lock();
     match ev {
         CpgEvent::Deliver { sender, msg, .. } => match wire::decode(&msg) {
+            // Addressed to another node: not ours to act on or to match.
+            Ok(Body::ReleaseVm { to, .. } | Body::ReleaseVmReply { to, .. }) if to != s.me.nodeid => {}
+            Ok(Body::ReleaseVm { req, uuid, force, .. }) => {
+                let (registry, outgoing, from) = (t.registry.clone(), t.outgoing.clone(), s.node_name(sender.nodeid));
+                tokio::spawn(async move {
+                    let outcome = tokio::task::spawn_blocking(move || release::answer(&registry, &from, &uuid, force))
+                        .await
+                        .unwrap_or_else(|e| ReleaseOutcome::Failed { message: format!("release handler failed: {e}") });
+                    let _ = outgoing.send(Body::ReleaseVmReply { to: sender.nodeid, req, outcome });
+                });
+            }
+            Ok(Body::ReleaseVmReply { req, outcome, .. }) => {
+                if !s.release.reply(sender, req, outcome) {
+                    tracing::info!(%sender, req, "an answer to a release this daemon no longer waits for (timed out, or of an earlier daemon)");
+                }
+            }
             Ok(body) => s.inventory.deliver(sender, body),
             Err(e) => tracing::warn!(%sender, "ignored an inventory message: {e}"),
         },
@@ -118,6 +142,11 @@ fn on_cpg(t: &Ctx, view: &mut MembershipView, ev: CpgEvent) {
                 tracing::info!(node = %s.node_name(c.addr.nodeid), member = %c, "inventory: member joined");
             }
             s.members = members;
+            for c in &left {
+                if !s.members.iter().any(|m| m.nodeid == c.addr.nodeid) {
+                    s.release.node_left(c.addr.nodeid);
+                }
+            }
         }
         CpgEvent::TotemConfChg { .. } => {}
     }

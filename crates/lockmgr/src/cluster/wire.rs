@@ -2,6 +2,8 @@
 //!
 //! A daemon multicasts `grant` and `release` as its registry changes, and its whole table
 //! (`state`) after every membership change, cut into parts that each fit the size limit.
+//! An administrator's `release --vm` for a VM whose locks are on another node travels as a
+//! `release_vm` addressed to that node, answered by a `release_vm_reply` to the asker.
 //! Everything a node says about its locks is in this one place.
 
 use crate::proto::LockInfo;
@@ -31,6 +33,55 @@ pub enum Body {
     /// Part `part` of the sender's full table; `last` closes it. Parts of one re-send carry
     /// the same `epoch` and arrive contiguously (one sender sends them back to back).
     State { epoch: u64, part: u32, last: bool, locks: Vec<LockInfo> },
+    /// Node `to` is asked to release every lock of VM `uuid` under its own rules (refused
+    /// while the VM's QEMU runs there unless `force`). `req` is the asker's request id.
+    ReleaseVm { to: u32, req: u64, uuid: String, force: bool },
+    /// The answer of the node asked, to node `to` (the asker) about its request `req`.
+    ReleaseVmReply { to: u32, req: u64, outcome: ReleaseOutcome },
+}
+
+/// What the node asked did with a forwarded `release_vm`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum ReleaseOutcome {
+    /// It released these locks (`count` of them; the list may be cut short to fit a message).
+    Released { count: u32, locks: Vec<LockInfo> },
+    /// Refused: VM `vm` still runs there (as `pid`, when it holds a lock to name it by).
+    Running {
+        vm: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pid: Option<u32>,
+    },
+    /// No VM with that uuid holds or registered locks there.
+    UnknownVm,
+    /// It could not release (journal, backend): its own sentence.
+    Failed { message: String },
+}
+
+impl ReleaseOutcome {
+    /// Below a message's size limit whatever it holds: a long lock list is cut, the count stays.
+    pub fn fitted(self) -> ReleaseOutcome {
+        match self {
+            ReleaseOutcome::Released { count, mut locks } => {
+                let room = |l: &[LockInfo]| serde_json::to_vec(l).map(|b| b.len() + 512 <= MAX_MESSAGE).unwrap_or(false);
+                while !locks.is_empty() && !room(&locks) {
+                    locks.truncate(locks.len() / 2);
+                }
+                ReleaseOutcome::Released { count, locks }
+            }
+            ReleaseOutcome::Failed { mut message } => {
+                if message.len() > 4096 {
+                    let mut cut = 4096;
+                    while !message.is_char_boundary(cut) {
+                        cut -= 1;
+                    }
+                    message.truncate(cut);
+                }
+                ReleaseOutcome::Failed { message }
+            }
+            other => other,
+        }
+    }
 }
 
 /// What a lock change in the registry becomes on the wire.
@@ -154,6 +205,47 @@ mod tests {
         assert!(matches!(decode(br#"{"v":1,"kind":"frobnicate"}"#), Err(WireError::Malformed(_))));
         let big = vec![b' '; MAX_MESSAGE + 1];
         assert_eq!(decode(&big), Err(WireError::TooLarge(MAX_MESSAGE + 1)));
+    }
+
+    #[test]
+    fn release_vm_messages_round_trip_in_a_stable_form() {
+        let q = Body::ReleaseVm { to: 2, req: 77, uuid: "0c0ffee0-0000-4000-8000-000000000002".into(), force: true };
+        let bytes = encode(&q).unwrap();
+        assert_eq!(
+            std::str::from_utf8(&bytes).unwrap(),
+            r#"{"v":1,"kind":"release_vm","to":2,"req":77,"uuid":"0c0ffee0-0000-4000-8000-000000000002","force":true}"#
+        );
+        assert_eq!(decode(&bytes).unwrap(), q);
+        let running = Body::ReleaseVmReply { to: 1, req: 77, outcome: ReleaseOutcome::Running { vm: "web-2".into(), pid: Some(42) } };
+        let bytes = encode(&running).unwrap();
+        assert_eq!(
+            std::str::from_utf8(&bytes).unwrap(),
+            r#"{"v":1,"kind":"release_vm_reply","to":1,"req":77,"outcome":{"outcome":"running","vm":"web-2","pid":42}}"#
+        );
+        for outcome in [
+            ReleaseOutcome::Released { count: 1, locks: vec![lock("d1:a", 42, "web-2")] },
+            ReleaseOutcome::UnknownVm,
+            ReleaseOutcome::Failed { message: "journal full".into() },
+        ] {
+            let r = Body::ReleaseVmReply { to: 1, req: 3, outcome };
+            assert_eq!(decode(&encode(&r).unwrap()).unwrap(), r);
+        }
+    }
+
+    #[test]
+    fn a_huge_release_reply_is_fitted_under_the_limit() {
+        let locks: Vec<LockInfo> = (0..2000).map(|i| lock(&format!("d1:{i:060}"), 9, "vm")).collect();
+        let outcome = ReleaseOutcome::Released { count: 2000, locks }.fitted();
+        let bytes = encode(&Body::ReleaseVmReply { to: 1, req: 1, outcome }).expect("fits after fitting");
+        match decode(&bytes).unwrap() {
+            Body::ReleaseVmReply { outcome: ReleaseOutcome::Released { count, locks }, .. } => {
+                assert_eq!(count, 2000);
+                assert!(!locks.is_empty() && locks.len() < 2000);
+            }
+            other => panic!("not a released reply: {other:?}"),
+        }
+        let long = ReleaseOutcome::Failed { message: "é".repeat(MAX_MESSAGE) }.fitted();
+        assert!(encode(&Body::ReleaseVmReply { to: 1, req: 1, outcome: long }).is_ok());
     }
 
     #[test]

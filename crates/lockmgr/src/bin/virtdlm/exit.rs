@@ -7,7 +7,8 @@ use std::process::ExitCode;
 pub const HELP: &str = "\
 Exit codes:
   0  done (also: `inspect` of a free disk)
-  1  virtdlmd refused or failed the request (VM still running, unknown VM, held elsewhere, ...)
+  1  virtdlmd refused or failed the request (VM still running, unknown VM, owning node
+     unreachable, ...)
   2  bad usage or bad input (unknown option, path that cannot be resolved, overlong name)
   3  virtdlmd cannot be reached (not running, socket missing, other protocol version)
   4  not allowed: the request needs the control socket (run as root)";
@@ -50,6 +51,7 @@ impl Failure {
             ErrorCode::Busy => (Code::Refused, "busy"),
             ErrorCode::UnknownOwner => (Code::Refused, "unknown_vm"),
             ErrorCode::Conflict => (Code::Refused, "conflict"),
+            ErrorCode::NodeUnreachable => (Code::Refused, "node_unreachable"),
             _ => (Code::Refused, "failed"),
         };
         Failure { code, kind, message: e.message }

@@ -60,12 +60,14 @@ enum Cmd {
         #[arg(long)]
         dry_run: bool,
     },
-    /// Release every lock of one VM on this node (root). Refused while its QEMU runs.
+    /// Release every lock of one VM (root). Refused while its QEMU runs. When its locks are on
+    /// another node, that node's virtdlmd is asked (through this one, over the cluster group).
     Release {
         /// The VM, by uuid or name.
         #[arg(long)]
         vm: String,
-        /// Release even though its QEMU still runs. QEMU keeps the disks open and writing:
+        /// Release even though its QEMU still runs. The VM keeps running WITHOUT disk locks and
+        /// QEMU keeps the disks open and writing:
         /// another host may then start the VM or open its disks, and both write to them
         /// (corruption). Only for a QEMU known to have closed its disks.
         #[arg(long)]
@@ -190,7 +192,8 @@ fn parse_target(t: &str) -> Result<Resource, Failure> {
     Ok(Resource::Disk { path: path.to_string_lossy().into_owned(), readonly: false, shared: false })
 }
 
-/// `release --vm`: find the VM in the cluster table, then ask this node's daemon.
+/// `release --vm`: find the VM in the cluster table, then ask this node's daemon (which asks
+/// the owning node's when the locks are elsewhere).
 fn release(args: &Args, admin: &Path, control: &Path, vm: &str, force: bool) -> Result<(), Failure> {
     if vm.is_empty() || vm.len() > 1024 {
         return Err(Failure::bad_input(format!("VM name or uuid of {} bytes (must be 1..=1024)", vm.len())));
@@ -213,28 +216,50 @@ fn release(args: &Args, admin: &Path, control: &Path, vm: &str, force: bool) -> 
         None if uuid_like(vm) => vm.to_ascii_lowercase(),
         None => return Err(Failure::refused(format!("no VM named {vm} holds locks in the cluster"))),
     };
-    if !mine.is_empty() && mine.iter().all(|l| l.node_id != here) {
-        let node = &mine[0].node_name;
-        return Err(Failure::refused(format!(
-            "VM {} ({uuid}) holds its locks on node {node}, not here: run `virtdlm release --vm {uuid}` on {node}",
-            mine[0].vm_name
-        )));
-    }
-    let released = match ask(control, Op::ReleaseVm { uuid: uuid.clone(), force }) {
+    // Locks here: this daemon releases them. Only on one other node: that node's daemon is
+    // asked, through this one, over the cluster group.
+    let mut nodes: Vec<(u32, &str)> = mine.iter().map(|l| (l.node_id, l.node_name.as_str())).collect();
+    nodes.sort();
+    nodes.dedup();
+    let remote = match nodes.as_slice() {
+        [] => None,
+        n if n.iter().any(|(id, _)| *id == here) => None,
+        [(id, name)] => Some((*id, name.to_string())),
+        several => {
+            let names: Vec<&str> = several.iter().map(|(_, n)| *n).collect();
+            return Err(Failure::refused(format!(
+                "VM {} ({uuid}) holds locks on several other nodes ({}), as during a migration; run `virtdlm release --vm {uuid}` on the node that should let go",
+                mine[0].vm_name,
+                names.join(", ")
+            )));
+        }
+    };
+    let op = match &remote {
+        Some((node, _)) => Op::ReleaseVmOn { node: *node, uuid: uuid.clone(), force },
+        None => Op::ReleaseVm { uuid: uuid.clone(), force },
+    };
+    let on = remote.as_ref().map_or_else(|| "this node".to_owned(), |(_, n)| format!("node {n}"));
+    let released = match ask(control, op) {
         Ok(Response::Ok { locks }) => locks,
         Ok(other) => return Err(client::unexpected(&other)),
         Err(mut f) if f.kind == "busy" => {
             f.message.push_str(
-                " (--force releases while QEMU keeps the disks open: another host could then open them and both would write)",
+                " (--force releases while QEMU keeps running WITHOUT disk locks: other hosts could then open its disks and both would write)",
             );
             return Err(f);
         }
         Err(f) => return Err(f),
     };
     if args.json {
-        print_json(&json!({ "uuid": uuid, "forced": force, "locks": released }));
+        let node = remote.as_ref().map_or(here, |(id, _)| *id);
+        print_json(&json!({ "uuid": uuid, "node_id": node, "forced": force, "locks": released }));
     } else {
-        println!("released {} lock(s) of VM {uuid}:\n{}", released.len(), render::locks(&released));
+        println!("released {} lock(s) of VM {uuid} on {on}:\n{}", released.len(), render::locks(&released));
+        if force {
+            println!(
+                "forced: if the VM's QEMU still runs on {on}, it now runs WITHOUT disk locks; other hosts can open its disks. Stop it, or restart it so it takes its locks again."
+            );
+        }
     }
     Ok(())
 }
