@@ -3,6 +3,9 @@
 # `cluster = true`) on each node of a netns cluster (netns.sh). A lock taken on node 1 shows on
 # nodes 2 and 3 with its VM; a node cut off is shown `left` by the others and, after the heal
 # (no dlm_controld here to stop its corosync on the merge), `held` again once it re-sends.
+# `virtdlm release --vm` on node 1 for a VM on node 2 is answered by node 2's daemon (refused
+# while the VM runs, done with --force, gone from every node's table); for a VM on a node that
+# is cut off it fails as unreachable.
 # Prints PASS/FAIL per check and "N passed, N failed"; exits non-zero on any failure or when
 # it cannot run (it never skips silently). Needs root.
 set -uo pipefail
@@ -86,6 +89,42 @@ poll 1 30 '.[] | select(.vm_name == "db-3" and .state == "left")'; rc=$?
 result cut_off_is_left $rc
 poll 1 60 '.[] | select(.vm_name == "db-3" and .state == "held")'; result heal_re_sends $?
 poll 1 5 '[.[] | select(.vm_name == "web-1" and .state == "held")] | length == 1'; result no_duplicates $?
+
+echo "== release --vm on node1 of a VM on node2: refused while it runs; --force releases it everywhere"
+U2=0c0ffee0-0000-4000-8000-000000000002
+truncate -s 1M "$W/c.img" "$W/d.img"
+acquire 2 app-2 "$U2" "$W/c.img"
+poll 1 10 '.[] | select(.vm_name == "app-2" and .node_id == 2 and .state == "held")'; result node2_lock_visible $?
+out=$(vdlm 1 release --vm app-2 --json 2>"$W/release.err"); rc=$?
+echo "   exit $rc: $out / $(cat "$W/release.err")"
+[ "$rc" = 1 ] && jq -e '.error.kind == "busy" and .error.exit == 1 and (.error.message | test("still runs on node node2") and test("WITHOUT disk locks"))' <<<"$out" >/dev/null
+result remote_release_refused_while_running $?
+vdlm 2 locks --json | jq -e '[.[] | select(.vm_name == "app-2")] | length == 1' >/dev/null; result refused_release_keeps_the_lock $?
+out=$(vdlm 1 release --vm app-2 --force); rc=$?
+echo "   exit $rc: $out"
+[ "$rc" = 0 ] && grep -q "released 1 lock(s) of VM $U2 on node node2" <<<"$out" && grep -q "WITHOUT disk locks" <<<"$out"
+result remote_release_forced $?
+gone='[.[] | select(.vm_name == "app-2")] | length == 0'
+poll 1 10 "$gone" && poll 2 10 "$gone" && poll 3 10 "$gone"; result forced_release_gone_everywhere $?
+out=$(vdlm 1 release --vm "$U2" --json 2>/dev/null); rc=$?
+[ "$rc" = 1 ] && jq -e '.error.kind == "unknown_vm"' <<<"$out" >/dev/null; result release_of_a_vm_without_locks_is_unknown $?
+
+echo "== release --vm of a VM on a node that is cut off: unreachable (left, or no answer), then not a member"
+acquire 3 cut-3 0c0ffee0-0000-4000-8000-000000000033 "$W/d.img"
+poll 1 10 '.[] | select(.vm_name == "cut-3" and .state == "held")'; result node3_second_lock_visible $?
+"$HERE/netns.sh" cut 3
+t0=$(date +%s)
+out=$(vdlm 1 release --vm cut-3 --force --json 2>/dev/null); rc=$?
+echo "   exit $rc after $(( $(date +%s) - t0 )) s: $out"
+[ "$rc" = 1 ] && jq -e '.error.kind == "node_unreachable" and (.error.message | test("node3"))' <<<"$out" >/dev/null
+result release_on_cut_off_node_unreachable $?
+poll 1 30 '.[] | select(.vm_name == "cut-3" and .state == "left")'; rc=$?
+out=$(vdlm 1 release --vm cut-3 --force --json 2>/dev/null); rc2=$?
+echo "   exit $rc2: $out"
+"$HERE/netns.sh" heal 3
+[ "$rc" = 0 ] && [ "$rc2" = 1 ] && jq -e '.error.kind == "node_unreachable" and (.error.message | test("not in the cluster group"))' <<<"$out" >/dev/null
+result release_on_departed_node_not_a_member $?
+poll 1 60 '.[] | select(.vm_name == "cut-3" and .state == "held")'; result cut_off_vm_keeps_its_lock $?
 
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ]

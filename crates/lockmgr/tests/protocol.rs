@@ -136,6 +136,9 @@ fn release_vm_and_cleanup() {
     expect_ok(a.acquire(&d, &[img]));
     expect_error(d.call(Op::ReleaseVm { uuid: a.spec.uuid.clone(), force: false }), ErrorCode::Busy);
     expect_error(d.call(Op::ReleaseVm { uuid: "nope".into(), force: false }), ErrorCode::UnknownOwner);
+    // Without the cluster inventory there is nobody to forward a release to.
+    expect_error(d.call(Op::ReleaseVmOn { node: 2, uuid: a.spec.uuid.clone(), force: true }), ErrorCode::NodeUnreachable);
+    assert_eq!(a.held(&d).len(), 1, "a release that could not be forwarded releases nothing");
     match d.call(Op::Cleanup { dry_run: true }) {
         Response::Ok { locks } => assert!(locks.is_empty()),
         other => panic!("{other:?}"),

@@ -108,6 +108,10 @@ fn unreachable(message: String) -> Response {
 /// Asks node `node` to release VM `uuid` and waits for its answer (blocking, up to
 /// [`REPLY_TIMEOUT`]). The answer is the owning node's, in the words of this node's protocol.
 pub fn forward(link: &Link, node: u32, uuid: &str, force: bool) -> Response {
+    forward_within(link, node, uuid, force, REPLY_TIMEOUT)
+}
+
+fn forward_within(link: &Link, node: u32, uuid: &str, force: bool, wait: Duration) -> Response {
     let (req, rx, name) = {
         let mut s = link.state.lock();
         let name = s.node_name(node);
@@ -125,7 +129,7 @@ pub fn forward(link: &Link, node: u32, uuid: &str, force: bool) -> Response {
         link.state.lock().release.forget(req);
         return unreachable("this daemon lost its corosync connection; nothing was sent".into());
     }
-    match rx.recv_timeout(REPLY_TIMEOUT) {
+    match rx.recv_timeout(wait) {
         Ok(Answer::Reply(outcome)) => outcome_response(outcome, &name, uuid),
         Ok(Answer::Left) => unreachable(format!(
             "node {name} left the cluster group before answering: it may or may not have released VM {uuid}'s locks; \
@@ -134,9 +138,9 @@ pub fn forward(link: &Link, node: u32, uuid: &str, force: bool) -> Response {
         Err(_) => {
             link.state.lock().release.forget(req);
             unreachable(format!(
-                "node {name} did not answer within {} s (its virtdlmd may be an older version, hung, or the node cut off): \
+                "node {name} did not answer within {} ms (its virtdlmd may be an older version, hung, or the node cut off): \
                  VM {uuid}'s locks may or may not be released; check `virtdlm locks --vm {uuid}`",
-                REPLY_TIMEOUT.as_secs()
+                wait.as_millis()
             ))
         }
     }
@@ -222,6 +226,66 @@ mod tests {
         p.forget(r);
         assert!(!p.reply(N2, r, ReleaseOutcome::UnknownVm));
         assert!(rx.try_recv().is_err());
+    }
+
+    /// A link as the cluster task would hand out, with node 1 and node 2 in the group.
+    fn link() -> (Link, tokio::sync::mpsc::UnboundedReceiver<Body>) {
+        use crate::corosync::Verdict;
+        let me = Address { nodeid: 1, pid: 100 };
+        let state = super::super::ClusterState {
+            group: "g".into(),
+            lockspace: "l".into(),
+            me,
+            node_names: [(2, "hv2".to_owned())].into(),
+            members: vec![me, N2],
+            quorate: Some(true),
+            verdict: Verdict::Safe,
+            inventory: super::super::inventory::Inventory::new(),
+            last_lock_loss: None,
+            release: Pending::default(),
+        };
+        let (changes, _) = tokio::sync::mpsc::unbounded_channel();
+        let (outgoing, rx) = tokio::sync::mpsc::unbounded_channel();
+        (Link { node_id: 1, changes, state: std::sync::Arc::new(parking_lot::Mutex::new(state)), outgoing }, rx)
+    }
+
+    const U: &str = "0c0ffee0-0000-4000-8000-000000000002";
+
+    #[test]
+    fn forward_sends_the_request_and_returns_the_matching_answer() {
+        let (link, mut sent) = link();
+        let answering = link.clone();
+        let answerer = std::thread::spawn(move || loop {
+            // The request as multicast; then node 2's answer as CPG would deliver it.
+            if let Ok(Body::ReleaseVm { to, req, uuid, force }) = sent.try_recv() {
+                assert_eq!((to, uuid.as_str(), force), (2, U, true));
+                let mut s = answering.state.lock();
+                assert!(!s.release.reply(N3, req, ReleaseOutcome::UnknownVm), "only node 2 may answer");
+                assert!(s.release.reply(N2, req, ReleaseOutcome::Released { count: 0, locks: vec![] }));
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        });
+        assert_eq!(forward_within(&link, 2, U, true, Duration::from_secs(30)), Response::Ok { locks: vec![] });
+        answerer.join().unwrap();
+        assert!(link.state.lock().release.is_empty());
+    }
+
+    #[test]
+    fn forward_fails_as_unreachable_for_a_non_member_or_no_answer() {
+        let (link, mut sent) = link();
+        let code = |r: Response| match r {
+            Response::Error(e) => (e.code, e.message),
+            other => panic!("not an error: {other:?}"),
+        };
+        let (c, m) = code(forward_within(&link, 3, U, false, Duration::from_secs(30)));
+        assert_eq!(c, ErrorCode::NodeUnreachable);
+        assert!(m.contains("not in the cluster group"), "{m}");
+        assert!(sent.try_recv().is_err(), "nothing is sent to a non-member");
+        let (c, m) = code(forward_within(&link, 2, U, false, Duration::from_millis(50)));
+        assert_eq!(c, ErrorCode::NodeUnreachable);
+        assert!(m.contains("did not answer"), "{m}");
+        assert!(link.state.lock().release.is_empty(), "a timed-out request is forgotten");
     }
 
     #[test]
