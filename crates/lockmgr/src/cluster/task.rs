@@ -83,6 +83,11 @@ pub(super) async fn run(t: Task) {
                 None
             }
             Some(body) = outgoing_rx.recv() => {
+                // A release's lock changes were published before its answer was queued: they
+                // go first, so the asker's table has them by the time it reads the answer.
+                while let Ok(change) = changes.try_recv() {
+                    send(cpg.get_ref(), &Body::from(change));
+                }
                 send(cpg.get_ref(), &body);
                 None
             }

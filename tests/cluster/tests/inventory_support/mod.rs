@@ -23,13 +23,19 @@ pub struct Node<'c> {
 impl<'c> Node<'c> {
     /// Starts virtdlmd on `node` in a fresh `/run/virtdlmd-inv`; returns once it serves.
     pub fn start(c: &'c Cluster, node: u32) -> Node<'c> {
+        Self::start_in(c, node, LOCKSPACE, GROUP)
+    }
+
+    /// [`Node::start`] with a lockspace and CPG group of the test's own (so locks a test
+    /// leaves behind in the DLM cannot disturb another test file's).
+    pub fn start_in(c: &'c Cluster, node: u32, lockspace: &str, group: &str) -> Node<'c> {
         let daemon = c.guest_binary(&built("virtdlmd", "VIRTDLMD"));
         let virtdlm = c.guest_binary(&built("virtdlm", "VIRTDLM"));
         let dir = "/run/virtdlmd-inv".to_string();
         let script = format!(
             r#"set -u
 d={dir}; rm -rf $d; mkdir -p $d; truncate -s 1M $d/a.img $d/b.img
-printf 'lockspace = {LOCKSPACE}\ncluster_group = {GROUP}\n' > $d/virtdlmd.conf
+printf 'lockspace = {lockspace}\ncluster_group = {group}\n' > $d/virtdlmd.conf
 RUST_LOG=info {daemon} --config $d/virtdlmd.conf --backend dlm --socket $d/ctl.sock --admin-socket $d/admin.sock \
   --journal $d/journal --node-name node{node} >$d/log 2>&1 </dev/null &
 pid=$!
