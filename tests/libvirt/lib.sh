@@ -47,14 +47,14 @@ lv_preflight() {
 # Builds dlm.so (on its own, so that the daemon's features never leak into it) and virtdlmd.
 # PROFILE=release uses (and builds) release binaries; default debug.
 lv_build() {
-    local profile=${PROFILE:-debug} flag=""
+    local profile=${PROFILE:-debug} flag="" out=${CARGO_TARGET_DIR:-$TOP/target}
     [ "$profile" = release ] && flag=--release
     ( cd "$TOP" && cargo build -q $flag -p plugin ) || return 1
     mkdir -p "$T/plugin"
-    install -m 0755 "$TOP/target/$profile/libdlm.so" "$T/plugin/dlm.so"   # new inode, never in place
+    install -m 0755 "$out/$profile/libdlm.so" "$T/plugin/dlm.so"   # new inode, never in place
     if [ -z "${VIRTDLMD:-}" ]; then
         ( cd "$TOP" && cargo build -q $flag -p lockmgr --bin virtdlmd --bin virtdlm ) || return 1
-        VIRTDLMD=$TOP/target/$profile/virtdlmd
+        VIRTDLMD=$out/$profile/virtdlmd
     fi
     VIRTDLM=${VIRTDLM:-$(dirname "$VIRTDLMD")/virtdlm}
 }
