@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -170,6 +171,7 @@ static int vm_start(vm_t *vm, const res_t *res, int nres)
         return -1;
     if (pid == 0) {
         close(pfd[0]);
+        prctl(PR_SET_PDEATHSIG, SIGKILL);   /* no stray "QEMU" if the harness itself dies */
         vm->pid = getpid();
         if (lock_op(vm, START, res, nres, NULL) < 0) {
             if (write(pfd[1], err, strlen(err)) < 0)
