@@ -8,13 +8,18 @@ PKGS=(
   libcorosync-common-dev
   # cluster tier: corosync + dlm_controld inside User-Mode Linux guests
   corosync dlm-controld iproute2 kmod procps util-linux bc
+  # corosync tier's inventory script: JSON checks, and a frame client (perl-base has IO::Socket::UNIX)
+  jq perl-base
   # cluster tier with CL_VM=qemu: the guests' initramfs
   busybox-static cpio
   # libvirt tier and demo: a real libvirtd with qemu TCG domains
   libvirt-daemon-system libvirt-clients libvirt-daemon-driver-qemu qemu-system-x86
-  # deb tier and deploy/build-deb.sh: dpkg-shlibdeps, objdump, systemd-analyze
+  # plugin ABI tier: the C harness (gcc), dlm.so's linkage checks (readelf, nm), lockd.so and
+  # virtlockd as the reference plugin (libvirt-daemon)
+  gcc libc6-dev binutils libvirt-daemon
+  # deb tier and deploy/build-deb.sh: dpkg-shlibdeps, systemd-analyze (binutils above: objdump)
   # (cargo-deb itself is installed by deploy/build-deb.sh with cargo install)
-  dpkg-dev binutils systemd
+  dpkg-dev systemd
 )
 missing=()
 for p in "${PKGS[@]}"; do

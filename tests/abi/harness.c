@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -160,6 +161,7 @@ int vm_start(vm_t *vm, const res_t *res, int nres)
         return -1;
     if (pid == 0) {
         close(pfd[0]);
+        prctl(PR_SET_PDEATHSIG, SIGKILL);   /* no stray "QEMU" if the harness itself dies */
         vm->pid = getpid();
         if (lock_op(vm, START, res, nres, NULL) < 0) {
             if (write(pfd[1], err, strlen(err)) < 0)
@@ -201,6 +203,22 @@ double now_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+/* Hotplug of one resource: `from` attaches it, `to` is refused, `from` detaches it, then `to`
+ * attaches and detaches it (so the detach really released it). */
+static void hotplug_handover(vm_t *from, vm_t *to, const res_t *r, const char *what)
+{
+    int rc = lock_op(from, ATTACH, r, 1, NULL);
+    check(rc == 0, "%s attach %s %s", from->name, what, rc ? err : "");
+    rc = lock_op(to, ATTACH, r, 1, NULL);
+    check(rc < 0, "%s attach of that %s refused: %s", to->name, what, rc < 0 ? err : "(granted!)");
+    rc = lock_op(from, DETACH, r, 1, NULL);
+    check(rc == 0, "%s detach %s %s", from->name, what, rc ? err : "");
+    rc = lock_op(to, ATTACH, r, 1, NULL);
+    int rc2 = lock_op(to, DETACH, r, 1, NULL);
+    check(rc == 0 && rc2 == 0, "%s attaches the %s once it was let go, then detaches it %s", to->name, what,
+          rc ? err : "");
 }
 
 /* ------------------------------------------------------------------ the lifecycles */
@@ -315,26 +333,11 @@ int main(int argc, char **argv)
     check(rc < 0 && named, "vm2 resume on vm1's disk refused: %s", rc < 0 ? err : "(granted!)");
 
     /* hotplug: one disk, one lease */
-    rc = lock_op(&vm1, ATTACH, hot, 1, NULL);
-    check(rc == 0, "vm1 attach-disk %s", rc ? err : "");
-    rc = lock_op(&vm2, ATTACH, hot, 1, NULL);
-    check(rc < 0, "vm2 attach of vm1's hot disk refused: %s", rc < 0 ? err : "(granted!)");
-    rc = lock_op(&vm1, DETACH, hot, 1, NULL);
-    check(rc == 0, "vm1 detach-disk %s", rc ? err : "");
-    rc = lock_op(&vm2, ATTACH, hot, 1, NULL);
-    rc2 = lock_op(&vm2, DETACH, hot, 1, NULL);
-    check(rc == 0 && rc2 == 0, "vm2 attaches the disk once vm1 let go, then detaches it %s", rc ? err : "");
-    rc = lock_op(&vm1, ATTACH, hot_lease, 1, NULL);
+    hotplug_handover(&vm1, &vm2, hot, "disk");
     if (is_dlm) {
-        check(rc == 0, "vm1 attach lease %s", rc ? err : "");
-        rc = lock_op(&vm2, ATTACH, hot_lease, 1, NULL);
-        check(rc < 0, "vm2 attach of vm1's lease refused: %s", rc < 0 ? err : "(granted!)");
-        rc = lock_op(&vm1, DETACH, hot_lease, 1, NULL);
-        check(rc == 0, "vm1 detach lease %s", rc ? err : "");
-        rc = lock_op(&vm2, ATTACH, hot_lease, 1, NULL);
-        rc2 = lock_op(&vm2, DETACH, hot_lease, 1, NULL);
-        check(rc == 0 && rc2 == 0, "vm2 attaches the lease once vm1 let go, then detaches it %s", rc ? err : "");
+        hotplug_handover(&vm1, &vm2, hot_lease, "lease");
     } else {
+        rc = lock_op(&vm1, ATTACH, hot_lease, 1, NULL);
         check(rc < 0 && strstr(err, "does not exist"), "lockd refuses a lease outside a created lockspace: %s",
               rc < 0 ? err : "(granted!)");
     }

@@ -37,10 +37,10 @@ wait_socket() { for _ in $(seq 100); do [ -S "$1" ] && return 0; sleep 0.1; done
 
 # ---- build: the plugin on its own, so that the daemon's features never leak into dlm.so
 if ! cargo build -q -p plugin; then fail "cargo build -p plugin"; echo "$PASSED passed, $FAILED failed"; exit 1; fi
-install -m 0755 target/debug/libdlm.so "$T/dlm.so"
+install -m 0755 "${CARGO_TARGET_DIR:-target}"/debug/libdlm.so "$T/dlm.so"
 if [ -z "${VIRTDLMD:-}" ]; then
     cargo build -q -p lockmgr --bin virtdlmd || fail "cargo build -p lockmgr --bin virtdlmd"
-    VIRTDLMD=$TOP/target/debug/virtdlmd
+    VIRTDLMD=${CARGO_TARGET_DIR:-$TOP/target}/debug/virtdlmd
 fi
 gcc -O1 -Wall -Wextra -Werror -o "$T/harness" tests/abi/harness.c tests/abi/script.c -ldl || fail "gcc harness.c"
 

@@ -29,7 +29,7 @@ stop_pid() {
 
 wait_for() { # wait_for SECONDS CMD...: polls CMD every 0.1 s
     local n=$(($1 * 10)); shift
-    for _ in $(seq "$n"); do "$@" 2>/dev/null && return 0; sleep 0.1; done
+    for _ in $(seq "$n"); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
     return 1
 }
 
@@ -45,13 +45,16 @@ lv_preflight() {
 }
 
 # Builds dlm.so (on its own, so that the daemon's features never leak into it) and virtdlmd.
+# PROFILE=release uses (and builds) release binaries; default debug.
 lv_build() {
-    ( cd "$TOP" && cargo build -q -p plugin ) || return 1
+    local profile=${PROFILE:-debug} flag="" out=${CARGO_TARGET_DIR:-$TOP/target}
+    [ "$profile" = release ] && flag=--release
+    ( cd "$TOP" && cargo build -q $flag -p plugin ) || return 1
     mkdir -p "$T/plugin"
-    install -m 0755 "$TOP/target/debug/libdlm.so" "$T/plugin/dlm.so"   # new inode, never in place
+    install -m 0755 "$out/$profile/libdlm.so" "$T/plugin/dlm.so"   # new inode, never in place
     if [ -z "${VIRTDLMD:-}" ]; then
-        ( cd "$TOP" && cargo build -q -p lockmgr --bin virtdlmd --bin virtdlm ) || return 1
-        VIRTDLMD=$TOP/target/debug/virtdlmd
+        ( cd "$TOP" && cargo build -q $flag -p lockmgr --bin virtdlmd --bin virtdlm ) || return 1
+        VIRTDLMD=$out/$profile/virtdlmd
     fi
     VIRTDLM=${VIRTDLM:-$(dirname "$VIRTDLMD")/virtdlm}
 }

@@ -140,14 +140,15 @@ try_combo refused "read-only+shareable on a's exclusive disk" "$B/a.img" readonl
 try_combo refused "shareable on a's exclusive disk" "$B/a.img" shareable
 
 # ---- libvirtd restart with VMs running: nothing changes
-before=$(locks --json | grep -c '"vm_name"')
+table() { locks --json | grep -E '"(identity|mode|vm_name|pid|since)"' | sort; }
+before=$(table)
 stop_libvirtd
 ok "a's QEMU survives libvirtd stopping" kill -0 "$(qemu_pid vdlm-t-a)"
 start_libvirtd || { fail "libvirtd did not come back"; finish; }
 ok "a is still running after libvirtd restart" state_is vdlm-t-a running
-after=$(locks --json | grep -c '"vm_name"')
-if [ "$before" = "$after" ] && [ "$before" -gt 0 ]; then pass "lock table unchanged by the restart ($after locks)"
-else fail "lock table changed by the restart: $before -> $after locks"; fi
+after=$(table)
+if [ "$before" = "$after" ] && [ -n "$before" ]; then pass "lock table unchanged by the restart ($(echo "$after" | grep -c vm_name) locks)"
+else fail "lock table changed by the restart: $(diff <(echo "$before") <(echo "$after") | tr '\n' ' ')"; fi
 refused "b still refused after the restart" "held exclusively by VM vdlm-t-a" virsh_ start vdlm-t-b
 ok "suspend a after the restart" virsh_ suspend vdlm-t-a
 ok "resume a after the restart" virsh_ resume vdlm-t-a

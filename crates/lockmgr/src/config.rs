@@ -26,6 +26,8 @@ pub const KEYS: &[&str] = &[
     "allowed_uids",
     "allowed_gid",
     "read_timeout_ms",
+    "cluster",
+    "cluster_group",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +70,18 @@ pub struct Config {
     pub journal_compact_bytes: u64,
     /// Start even if the journal is damaged, keeping its valid prefix.
     pub recover_journal: bool,
+    /// Join the CPG inventory group (membership verdict, cluster-wide lock table).
+    /// `None`: on for the `dlm` backend, off for `local`.
+    pub cluster: Option<bool>,
+    /// The inventory's CPG group.
+    pub cluster_group: String,
+}
+
+impl Config {
+    /// Whether the daemon joins the cluster (see [`Config::cluster`]).
+    pub fn cluster_enabled(&self) -> bool {
+        self.cluster.unwrap_or(self.backend == BackendKind::Dlm)
+    }
 }
 
 impl Default for Config {
@@ -86,6 +100,8 @@ impl Default for Config {
             read_timeout: Duration::from_secs(5),
             journal_compact_bytes: 1 << 20,
             recover_journal: false,
+            cluster: None,
+            cluster_group: crate::cluster::DEFAULT_GROUP.into(),
         }
     }
 }
@@ -173,6 +189,13 @@ impl Config {
                     c.journal_compact_bytes = b;
                 }
                 "recover_journal" => c.recover_journal = parse_bool(value).map_err(err)?,
+                "cluster" => c.cluster = Some(parse_bool(value).map_err(err)?),
+                "cluster_group" => {
+                    if value.is_empty() || value.len() > 128 || !value.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+                        return Err(err(format!("cluster_group {value:?} must be 1..=128 of [A-Za-z0-9_.-]")));
+                    }
+                    c.cluster_group = value.to_owned();
+                }
                 _ => return Err(err(format!("unknown key {key:?} (known: {})", KEYS.join(", ")))),
             }
         }

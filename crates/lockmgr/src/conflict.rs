@@ -31,8 +31,11 @@ pub fn message(c: &Conflict) -> String {
                 1 => String::new(),
                 n => format!(" (and {} other holder{})", n - 1, if n == 2 { "" } else { "s" }),
             };
+            // A holder whose node left the inventory group: its lock stays until DLM recovery
+            // frees it (node fenced or gone) or that node's daemon releases it.
+            let left = if h.state == "left" { " (that node has left the cluster)" } else { "" };
             format!(
-                "{what} is held {} by VM {} (uuid {}) on node {} since {}{others}; it cannot also be opened {}; stop that VM or {fix} first",
+                "{what} is held {} by VM {} (uuid {}) on node {}{left} since {}{others}; it cannot also be opened {}; stop that VM or {fix} first",
                 h.mode.describe(),
                 h.vm_name,
                 h.vm_uuid,
@@ -96,6 +99,9 @@ mod tests {
             "disk /var/lib/libvirt/images/a.img is held exclusively by VM web-3 (uuid u-1) on node hv2 since 12:03:04 UTC; \
              it cannot also be opened for exclusive writing; stop that VM or detach the disk first"
         );
+        let mut gone = c.clone();
+        gone.holders[0].state = "left".into();
+        assert!(message(&gone).contains("on node hv2 (that node has left the cluster) since 12:03:04 UTC"), "{}", message(&gone));
         let remote = Conflict { holders: vec![], ..c.clone() };
         assert_eq!(
             message(&remote),

@@ -33,6 +33,8 @@ pub enum DaemonError {
     Bind(#[from] server::BindError),
     #[error("cannot start the runtime: {0}")]
     Runtime(std::io::Error),
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
 }
 
 /// Opens the configured backend.
@@ -101,6 +103,12 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
         };
         let ctl = server::bind(&config.socket, ctl_mode, config.allowed_gid)?;
         let admin = server::bind(&config.admin_socket, 0o666, None)?;
+        // Joined before serving, so our restored table is re-sent on our join. The handle's
+        // verdict is what lock-loss handling watches.
+        let _cluster = match config.cluster_enabled() {
+            true => Some(crate::cluster::start(&config.cluster_group, &config.lockspace, registry.clone())?),
+            false => None,
+        };
         let access = Arc::new(Access { allowed_uids: config.allowed_uids.clone(), allowed_gid: config.allowed_gid });
         tokio::spawn(watch_owners(watch_rx, registry.clone()));
         tokio::spawn(server::serve(ctl, SocketKind::Control, registry.clone(), access.clone(), config.read_timeout));

@@ -11,6 +11,7 @@
 //! - `registry`: owners and their locks; acquire all-or-nothing, release, restore.
 //! - `conflict`: the message a refused user reads.
 //! - `server`: the sockets (SO_PEERCRED, framing); `daemon`: start-up order and shutdown.
+//! - `cluster`: membership verdict and the cluster-wide lock inventory over CPG.
 //! - `backend`: where a lock lives (`local`, `dlm`).
 //! - `dlm`, `corosync`: the only modules with `unsafe`: safe wrappers over libdlm and corosync.
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -20,6 +21,8 @@ pub mod proto;
 
 #[cfg(feature = "daemon")]
 pub mod backend;
+#[cfg(feature = "daemon")]
+pub mod cluster;
 #[cfg(feature = "daemon")]
 pub mod config;
 #[cfg(feature = "daemon")]

@@ -145,6 +145,9 @@ pub enum Op {
     ResourceName { resource: Resource },
     /// Release every lock of a VM (admin). Refused while its QEMU runs unless `force`.
     ReleaseVm { uuid: String, #[serde(default)] force: bool },
+    /// `release_vm` on node `node` (corosync node id): this daemon asks that node's daemon over
+    /// the cluster group and returns its answer (`node_unreachable` when it does not answer).
+    ReleaseVmOn { node: u32, uuid: String, #[serde(default)] force: bool },
     /// Release locks of owners whose process is gone (admin). `dry_run` only reports.
     Cleanup { #[serde(default)] dry_run: bool },
 }
@@ -225,6 +228,8 @@ pub enum ErrorCode {
     Backend,
     /// The request was refused because the VM still runs (admin release without force).
     Busy,
+    /// The node a request was forwarded to is not in the cluster group, left, or did not answer.
+    NodeUnreachable,
     Internal,
 }
 
@@ -412,5 +417,6 @@ mod tests {
         assert!(!Op::Cleanup { dry_run: false }.is_read_only());
         assert!(!Op::Release { owner: owner(), resources: vec![] }.is_read_only());
         assert!(!Op::ReleaseVm { uuid: "x".into(), force: false }.is_read_only());
+        assert!(!Op::ReleaseVmOn { node: 2, uuid: "x".into(), force: false }.is_read_only());
     }
 }

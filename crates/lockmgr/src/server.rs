@@ -224,6 +224,14 @@ pub fn dispatch(reg: &Registry, peer_pid: Option<u32>, op: Op) -> Response {
         Op::Inspect { resource } => reg.inspect(&resource),
         Op::ResourceName { resource } => reg.resource_name(&resource),
         Op::ReleaseVm { uuid, force } => reg.release_vm(&uuid, force),
+        Op::ReleaseVmOn { node, uuid, force } => match reg.cluster_link() {
+            Some(link) if link.node_id == node => reg.release_vm(&uuid, force),
+            Some(link) => crate::cluster::release::forward(link, node, &uuid, force),
+            None => Response::error(
+                ErrorCode::NodeUnreachable,
+                format!("this virtdlmd runs without the cluster inventory (cluster = false): it cannot ask node id {node}"),
+            ),
+        },
         Op::Cleanup { dry_run } => reg.cleanup(dry_run),
     }
 }

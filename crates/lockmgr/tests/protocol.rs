@@ -136,6 +136,9 @@ fn release_vm_and_cleanup() {
     expect_ok(a.acquire(&d, &[img]));
     expect_error(d.call(Op::ReleaseVm { uuid: a.spec.uuid.clone(), force: false }), ErrorCode::Busy);
     expect_error(d.call(Op::ReleaseVm { uuid: "nope".into(), force: false }), ErrorCode::UnknownOwner);
+    // Without the cluster inventory there is nobody to forward a release to.
+    expect_error(d.call(Op::ReleaseVmOn { node: 2, uuid: a.spec.uuid.clone(), force: true }), ErrorCode::NodeUnreachable);
+    assert_eq!(a.held(&d).len(), 1, "a release that could not be forwarded releases nothing");
     match d.call(Op::Cleanup { dry_run: true }) {
         Response::Ok { locks } => assert!(locks.is_empty()),
         other => panic!("{other:?}"),
@@ -242,7 +245,7 @@ fn the_cli_reads_the_admin_socket() {
     let a = Vm::spawn("web-7");
     expect_ok(a.acquire(&d, &[disk(&dir, "a.img", false, true)]));
     let run = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_virtdlm")).arg("--socket").arg(&d.admin).args(args).output().unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_virtdlm")).arg("--admin-socket").arg(&d.admin).args(args).output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8(out.stdout).unwrap()
     };
@@ -250,7 +253,7 @@ fn the_cli_reads_the_admin_socket() {
     assert!(locks.contains("a.img") && locks.contains("web-7") && locks.contains("CW"), "{locks}");
     let name = run(&["resource-name", dir.join("a.img").to_str().unwrap()]);
     assert!(name.starts_with("d1:"), "{name}");
-    let status: serde_json::Value = serde_json::from_str(&run(&["status"])).unwrap();
+    let status: serde_json::Value = serde_json::from_str(&run(&["status", "--json"])).unwrap();
     assert_eq!(status["locks"], 1);
 }
 

@@ -306,7 +306,10 @@ unsafe extern "C" fn drv_acquire(
 }
 
 /// Stores the answer of Release/Inquire in libvirt's `*state` (NULL allowed: hotplug passes none).
-fn hand_back(state: *mut *mut c_char, value: Option<String>) -> Result<(), PluginError> {
+///
+/// # Safety
+/// `state` is NULL or a valid `char **` from libvirt.
+unsafe fn hand_back(state: *mut *mut c_char, value: Option<String>) -> Result<(), PluginError> {
     if state.is_null() {
         return Ok(());
     }
@@ -314,29 +317,40 @@ fn hand_back(state: *mut *mut c_char, value: Option<String>) -> Result<(), Plugi
         Some(s) => c_alloc(&s)?,
         None => ptr::null_mut(),
     };
-    // SAFETY: `state` is a valid `char **` from libvirt, which takes ownership of `p`.
+    // SAFETY: per the contract; libvirt takes ownership of `p` (freed with g_free = free).
     unsafe { *state = p };
     Ok(())
 }
 
-unsafe extern "C" fn drv_release(man: *mut VirLockManager, state: *mut *mut c_char, flags: c_uint) -> c_int {
-    guard("drvRelease", || {
+/// Release and Inquire: run `op` and hand its state back to libvirt.
+///
+/// # Safety
+/// `man` and `state` are what libvirt passed to the callback (valid for its duration).
+unsafe fn state_call(
+    what: &str,
+    man: *mut VirLockManager,
+    state: *mut *mut c_char,
+    flags: c_uint,
+    op: fn(&Manager, &Config) -> Result<Option<String>, PluginError>,
+) -> c_int {
+    guard(what, || {
         if flags != 0 {
-            return Err(PluginError::Unsupported(format!("release: unsupported flags {flags:#x}")));
+            return Err(PluginError::Unsupported(format!("{what}: unsupported flags {flags:#x}")));
         }
-        // SAFETY: libvirt's manager, valid for the duration of the call.
+        // SAFETY: per this function's contract.
         let mgr = unsafe { manager(man)? };
-        hand_back(state, ops::release(mgr, config()?)?)
+        let value = op(mgr, config()?)?;
+        // SAFETY: per this function's contract.
+        unsafe { hand_back(state, value) }
     })
 }
 
+unsafe extern "C" fn drv_release(man: *mut VirLockManager, state: *mut *mut c_char, flags: c_uint) -> c_int {
+    // SAFETY: the arguments are libvirt's, as drvRelease received them.
+    unsafe { state_call("drvRelease", man, state, flags, ops::release) }
+}
+
 unsafe extern "C" fn drv_inquire(man: *mut VirLockManager, state: *mut *mut c_char, flags: c_uint) -> c_int {
-    guard("drvInquire", || {
-        if flags != 0 {
-            return Err(PluginError::Unsupported(format!("inquire: unsupported flags {flags:#x}")));
-        }
-        // SAFETY: libvirt's manager, valid for the duration of the call.
-        let mgr = unsafe { manager(man)? };
-        hand_back(state, ops::inquire(mgr, config()?)?)
-    })
+    // SAFETY: the arguments are libvirt's, as drvInquire received them.
+    unsafe { state_call("drvInquire", man, state, flags, ops::inquire) }
 }

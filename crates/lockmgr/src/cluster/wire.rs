@@ -1,0 +1,271 @@
+//! The inventory's messages over CPG: JSON with a version, each at most [`MAX_MESSAGE`] bytes.
+//!
+//! A daemon multicasts `grant` and `release` as its registry changes, and its whole table
+//! (`state`) after every membership change, cut into parts that each fit the size limit.
+//! An administrator's `release --vm` for a VM whose locks are on another node travels as a
+//! `release_vm` addressed to that node, answered by a `release_vm_reply` to the asker.
+//! Everything a node says about its locks is in this one place.
+
+use crate::proto::LockInfo;
+use serde::{Deserialize, Serialize};
+
+/// Bumped on any incompatible change; messages of another version are ignored (and logged).
+pub const WIRE_VERSION: u32 = 1;
+/// Largest message we send or accept (corosync takes far larger ones; this keeps one
+/// message's delivery short and a malicious or broken peer's cost bounded).
+pub const MAX_MESSAGE: usize = 48 * 1024;
+
+/// One message on the group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    pub v: u32,
+    #[serde(flatten)]
+    pub body: Body,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Body {
+    /// The sender's node granted this lock.
+    Grant { lock: LockInfo },
+    /// The sender's node released `resource` held by process `pid`.
+    Release { resource: String, pid: u32 },
+    /// Part `part` of the sender's full table; `last` closes it. Parts of one re-send carry
+    /// the same `epoch` and arrive contiguously (one sender sends them back to back).
+    State { epoch: u64, part: u32, last: bool, locks: Vec<LockInfo> },
+    /// Node `to` is asked to release every lock of VM `uuid` under its own rules (refused
+    /// while the VM's QEMU runs there unless `force`). `req` is the asker's request id.
+    ReleaseVm { to: u32, req: u64, uuid: String, force: bool },
+    /// The answer of the node asked, to node `to` (the asker) about its request `req`.
+    ReleaseVmReply { to: u32, req: u64, outcome: ReleaseOutcome },
+}
+
+/// What the node asked did with a forwarded `release_vm`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum ReleaseOutcome {
+    /// It released these locks (`count` of them; the list may be cut short to fit a message).
+    Released { count: u32, locks: Vec<LockInfo> },
+    /// Refused: VM `vm` still runs there (as `pid`, when it holds a lock to name it by).
+    Running {
+        vm: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pid: Option<u32>,
+    },
+    /// No VM with that uuid holds or registered locks there.
+    UnknownVm,
+    /// It could not release (journal, backend): its own sentence.
+    Failed { message: String },
+}
+
+impl ReleaseOutcome {
+    /// Below a message's size limit whatever it holds: a long lock list is cut, the count stays.
+    pub fn fitted(self) -> ReleaseOutcome {
+        match self {
+            ReleaseOutcome::Released { count, mut locks } => {
+                let room = |l: &[LockInfo]| serde_json::to_vec(l).map(|b| b.len() + 512 <= MAX_MESSAGE).unwrap_or(false);
+                while !locks.is_empty() && !room(&locks) {
+                    locks.truncate(locks.len() / 2);
+                }
+                ReleaseOutcome::Released { count, locks }
+            }
+            ReleaseOutcome::Failed { mut message } => {
+                if message.len() > 4096 {
+                    let mut cut = 4096;
+                    while !message.is_char_boundary(cut) {
+                        cut -= 1;
+                    }
+                    message.truncate(cut);
+                }
+                ReleaseOutcome::Failed { message }
+            }
+            other => other,
+        }
+    }
+}
+
+/// What a lock change in the registry becomes on the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LockChange {
+    Granted(LockInfo),
+    Released { resource: String, pid: u32 },
+}
+
+impl From<LockChange> for Body {
+    fn from(c: LockChange) -> Body {
+        match c {
+            LockChange::Granted(lock) => Body::Grant { lock },
+            LockChange::Released { resource, pid } => Body::Release { resource, pid },
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum WireError {
+    #[error("message of {0} bytes is over the {MAX_MESSAGE}-byte limit")]
+    TooLarge(usize),
+    #[error("message version {0} is not {WIRE_VERSION}")]
+    Version(u32),
+    #[error("malformed message: {0}")]
+    Malformed(String),
+}
+
+pub fn encode(body: &Body) -> Result<Vec<u8>, WireError> {
+    let msg = Message { v: WIRE_VERSION, body: body.clone() };
+    let bytes = serde_json::to_vec(&msg).map_err(|e| WireError::Malformed(e.to_string()))?;
+    if bytes.len() > MAX_MESSAGE {
+        return Err(WireError::TooLarge(bytes.len()));
+    }
+    Ok(bytes)
+}
+
+pub fn decode(bytes: &[u8]) -> Result<Body, WireError> {
+    if bytes.len() > MAX_MESSAGE {
+        return Err(WireError::TooLarge(bytes.len()));
+    }
+    #[derive(Deserialize)]
+    struct VersionOnly {
+        v: u32,
+    }
+    let v: VersionOnly = serde_json::from_slice(bytes).map_err(|e| WireError::Malformed(e.to_string()))?;
+    if v.v != WIRE_VERSION {
+        return Err(WireError::Version(v.v));
+    }
+    let m: Message = serde_json::from_slice(bytes).map_err(|e| WireError::Malformed(e.to_string()))?;
+    Ok(m.body)
+}
+
+/// The full table as `state` messages, each under the size limit (one empty part when the
+/// table is empty, so that "holds nothing" is said too). A single lock too large for a
+/// message cannot happen (names and paths are bounded far below it) and is left out, logged.
+pub fn state_parts(epoch: u64, locks: &[LockInfo]) -> Vec<Vec<u8>> {
+    let mut parts: Vec<Vec<LockInfo>> = vec![Vec::new()];
+    let mut size = 0usize;
+    // Room for the envelope; each lock's JSON is measured on its own.
+    const ENVELOPE: usize = 128;
+    for l in locks {
+        let n = serde_json::to_vec(l).map(|b| b.len() + 1).unwrap_or(usize::MAX);
+        if n + ENVELOPE > MAX_MESSAGE {
+            tracing::error!(disk = %l.identity, "lock entry of {n} bytes cannot be announced to the cluster");
+            continue;
+        }
+        if size + n + ENVELOPE > MAX_MESSAGE {
+            parts.push(Vec::new());
+            size = 0;
+        }
+        size += n;
+        parts.last_mut().expect("never empty").push(l.clone());
+    }
+    let count = parts.len();
+    parts
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, locks)| {
+            encode(&Body::State { epoch, part: i as u32, last: i + 1 == count, locks })
+                .map_err(|e| tracing::error!("state part {i} not sent: {e}"))
+                .ok()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+pub(crate) fn lock(resource: &str, pid: u32, vm: &str) -> LockInfo {
+    LockInfo {
+        resource: resource.into(),
+        identity: format!("/images/{resource}.img"),
+        mode: crate::mode::Mode::Ex,
+        vm_name: vm.into(),
+        vm_uuid: "11111111-2222-3333-4444-555555555555".into(),
+        pid,
+        node_name: "hv2".into(),
+        node_id: 2,
+        since: 1_700_000_000,
+        state: "held".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_stable_form() {
+        let b = Body::Release { resource: "d1:ab".into(), pid: 7 };
+        let bytes = encode(&b).unwrap();
+        assert_eq!(std::str::from_utf8(&bytes).unwrap(), r#"{"v":1,"kind":"release","resource":"d1:ab","pid":7}"#);
+        assert_eq!(decode(&bytes).unwrap(), b);
+        let g = Body::Grant { lock: lock("d1:ab", 7, "web-3") };
+        assert_eq!(decode(&encode(&g).unwrap()).unwrap(), g);
+    }
+
+    #[test]
+    fn refuses_other_versions_garbage_and_oversize() {
+        assert_eq!(decode(br#"{"v":2,"kind":"release","resource":"x","pid":1}"#), Err(WireError::Version(2)));
+        assert!(matches!(decode(b"\xff\x00"), Err(WireError::Malformed(_))));
+        assert!(matches!(decode(br#"{"v":1,"kind":"frobnicate"}"#), Err(WireError::Malformed(_))));
+        let big = vec![b' '; MAX_MESSAGE + 1];
+        assert_eq!(decode(&big), Err(WireError::TooLarge(MAX_MESSAGE + 1)));
+    }
+
+    #[test]
+    fn release_vm_messages_round_trip_in_a_stable_form() {
+        let q = Body::ReleaseVm { to: 2, req: 77, uuid: "0c0ffee0-0000-4000-8000-000000000002".into(), force: true };
+        let bytes = encode(&q).unwrap();
+        assert_eq!(
+            std::str::from_utf8(&bytes).unwrap(),
+            r#"{"v":1,"kind":"release_vm","to":2,"req":77,"uuid":"0c0ffee0-0000-4000-8000-000000000002","force":true}"#
+        );
+        assert_eq!(decode(&bytes).unwrap(), q);
+        let running = Body::ReleaseVmReply { to: 1, req: 77, outcome: ReleaseOutcome::Running { vm: "web-2".into(), pid: Some(42) } };
+        let bytes = encode(&running).unwrap();
+        assert_eq!(
+            std::str::from_utf8(&bytes).unwrap(),
+            r#"{"v":1,"kind":"release_vm_reply","to":1,"req":77,"outcome":{"outcome":"running","vm":"web-2","pid":42}}"#
+        );
+        for outcome in [
+            ReleaseOutcome::Released { count: 1, locks: vec![lock("d1:a", 42, "web-2")] },
+            ReleaseOutcome::UnknownVm,
+            ReleaseOutcome::Failed { message: "journal full".into() },
+        ] {
+            let r = Body::ReleaseVmReply { to: 1, req: 3, outcome };
+            assert_eq!(decode(&encode(&r).unwrap()).unwrap(), r);
+        }
+    }
+
+    #[test]
+    fn a_huge_release_reply_is_fitted_under_the_limit() {
+        let locks: Vec<LockInfo> = (0..2000).map(|i| lock(&format!("d1:{i:060}"), 9, "vm")).collect();
+        let outcome = ReleaseOutcome::Released { count: 2000, locks }.fitted();
+        let bytes = encode(&Body::ReleaseVmReply { to: 1, req: 1, outcome }).expect("fits after fitting");
+        match decode(&bytes).unwrap() {
+            Body::ReleaseVmReply { outcome: ReleaseOutcome::Released { count, locks }, .. } => {
+                assert_eq!(count, 2000);
+                assert!(!locks.is_empty() && locks.len() < 2000);
+            }
+            other => panic!("not a released reply: {other:?}"),
+        }
+        let long = ReleaseOutcome::Failed { message: "é".repeat(MAX_MESSAGE) }.fitted();
+        assert!(encode(&Body::ReleaseVmReply { to: 1, req: 1, outcome: long }).is_ok());
+    }
+
+    #[test]
+    fn a_large_table_is_cut_into_parts_under_the_limit() {
+        let locks: Vec<LockInfo> = (0..2000).map(|i| lock(&format!("d1:{i:060}"), i, "vm")).collect();
+        let parts = state_parts(9, &locks);
+        assert!(parts.len() > 1, "2000 locks need several parts");
+        let mut seen = Vec::new();
+        for (i, p) in parts.iter().enumerate() {
+            assert!(p.len() <= MAX_MESSAGE);
+            match decode(p).unwrap() {
+                Body::State { epoch, part, last, locks } => {
+                    assert_eq!((epoch, part as usize, last), (9, i, i + 1 == parts.len()));
+                    seen.extend(locks);
+                }
+                other => panic!("not a state part: {other:?}"),
+            }
+        }
+        assert_eq!(seen, locks);
+        let empty = state_parts(1, &[]);
+        assert_eq!(decode(&empty[0]).unwrap(), Body::State { epoch: 1, part: 0, last: true, locks: vec![] });
+    }
+}
