@@ -66,8 +66,8 @@ else
     fail "deploy/build-deb.sh: $(tail -n 15 "$T/build.log" | tr '\n' ' ')"; finish
 fi
 DEPENDS=$(dpkg-deb -f "$DEB" Depends)
-# Every library the packaged ELF files need comes from a package in Depends (or from one every
-# Debian system has: Priority required).
+# Every library the packaged ELF files link directly (DT_NEEDED) comes from a package in Depends
+# (or from one every Debian system has: Priority required); indirect ones are their Depends' job.
 deps_ok() {
     local lib pkg bad=0 f
     mkdir -p "$T/root"
@@ -80,7 +80,8 @@ deps_ok() {
             grep -Eq "(^|, )$pkg( |,|$)" <<<"$DEPENDS" && continue
             [ "$(dpkg-query -W -f='${Priority}' "$pkg")" = required ] && continue
             echo "$(basename "$f") needs $lib from $pkg, not in Depends: $DEPENDS"; bad=1
-        done < <(ldd "$f" | awk '$2 == "=>" && $3 ~ /^\// {print $1, $3}')
+        done < <(ldd "$f" | awk -v needed=" $(objdump -p "$f" | awk '/NEEDED/{printf "%s ", $2}')" \
+                     '$2 == "=>" && $3 ~ /^\// && index(needed, " " $1 " ") {print $1, $3}')
     done
     grep -q libdlm3 <<<"$DEPENDS" || { echo "Depends lacks libdlm3"; bad=1; }
     return $bad
