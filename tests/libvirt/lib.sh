@@ -68,7 +68,7 @@ lv_build() {
 }
 
 # The daemon's lock table, through the read-only admin socket.
-locks() { "$VIRTDLM" --socket "$T/virtdlmd-admin.sock" "$@" locks; }
+locks() { "$VIRTDLM" --admin-socket "$T/virtdlmd-admin.sock" "$@" locks; }
 
 # virtdlmd on the local backend; extra virtdlmd.conf lines on stdin.
 start_virtdlmd() {
