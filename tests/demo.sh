@@ -52,9 +52,9 @@ if run virsh -c "$LV_URI" start demo-b; then
 fi
 
 say "the lock table"
-run "$VIRTDLM" --socket "$T/virtdlmd-admin.sock" locks
+run "$VIRTDLM" --admin-socket "$T/virtdlmd-admin.sock" locks
 
 say "VM a stops; now VM b gets the disk"
 run virsh -c "$LV_URI" destroy demo-a
 run virsh -c "$LV_URI" start demo-b || exit 1
-run "$VIRTDLM" --socket "$T/virtdlmd-admin.sock" locks
+run "$VIRTDLM" --admin-socket "$T/virtdlmd-admin.sock" locks

@@ -33,9 +33,17 @@ wait_for() { # wait_for SECONDS CMD...: polls CMD every 0.1 s
     return 1
 }
 
-# Refuses to run next to another libvirtd: the sockets under /run/libvirt are shared.
+# Runs of this tier and the demo take turns (host-wide lock on fd 9, held until the script
+# exits; the daemons started below do not inherit it). Then refuses to run next to any other
+# libvirtd: the sockets under /run/libvirt are shared.
+LV_LOCK=/run/lock/virt-dlm-libvirtd.lock
 lv_preflight() {
     local why=""
+    exec 9>"$LV_LOCK"
+    if ! flock -n 9; then
+        echo "waiting for another libvirt tier or demo run to finish ($LV_LOCK)" >&2
+        flock -w 1200 9 || { echo "cannot run: $LV_LOCK is still held after 20 min" >&2; return 1; }
+    fi
     pgrep -x libvirtd >/dev/null && why="a libvirtd is already running (pid $(pgrep -x libvirtd | tr '\n' ' '))"
     [ -x /usr/sbin/libvirtd ] || why="libvirtd is not installed (run tests/install-deps.sh)"
     [ -x /usr/bin/qemu-system-x86_64 ] || why="qemu-system-x86_64 is not installed (run tests/install-deps.sh)"
@@ -60,7 +68,7 @@ lv_build() {
 }
 
 # The daemon's lock table, through the read-only admin socket.
-locks() { "$VIRTDLM" --socket "$T/virtdlmd-admin.sock" "$@" locks; }
+locks() { "$VIRTDLM" --admin-socket "$T/virtdlmd-admin.sock" "$@" locks; }
 
 # virtdlmd on the local backend; extra virtdlmd.conf lines on stdin.
 start_virtdlmd() {
@@ -72,7 +80,7 @@ admin_socket = $T/virtdlmd-admin.sock
 journal = $T/journal
 node_name = ${NODE_NAME:-$(hostname)}
 EOC
-    RUST_LOG=${RUST_LOG:-info} "$VIRTDLMD" -c "$T/virtdlmd.conf" >>"$T/virtdlmd.log" 2>&1 &
+    RUST_LOG=${RUST_LOG:-info} "$VIRTDLMD" -c "$T/virtdlmd.conf" >>"$T/virtdlmd.log" 2>&1 9>&- &
     VIRTDLMD_PID=$!
     OUR_PIDS+=("$VIRTDLMD_PID")
     if ! wait_for 10 test -S "$T/virtdlmd.sock"; then
@@ -86,7 +94,7 @@ start_virtlogd() {
     # libvirtd's default stdio_handler is virtlogd: reuse a live one, else start our own
     alive "$(cat /run/virtlogd.pid 2>/dev/null)" && return 0
     alive "$(cat "$T/virtlogd.pid" 2>/dev/null)" && return 0
-    /usr/sbin/virtlogd --daemon --pid-file "$T/virtlogd.pid" || return 1
+    /usr/sbin/virtlogd --daemon --pid-file "$T/virtlogd.pid" 9>&- || return 1
     wait_for 5 test -s "$T/virtlogd.pid" || return 1
     OUR_PIDS+=("$(cat "$T/virtlogd.pid")")
 }
@@ -111,7 +119,7 @@ start_libvirtd() {
         mount --bind '$T/etc-libvirt' /etc/libvirt &&
         exec env LIBVIRT_LOCK_MANAGER_PLUGIN_DIR='$T/plugin' \
             LIBVIRT_LOG_FILTERS='1:locking 3:*' LIBVIRT_LOG_OUTPUTS='1:file:$T/libvirtd.log' \
-            /usr/sbin/libvirtd --daemon --pid-file '$T/libvirtd.pid'" || return 1
+            /usr/sbin/libvirtd --daemon --pid-file '$T/libvirtd.pid'" 9>&- || return 1
     wait_for 20 test -s "$T/libvirtd.pid" || { echo "libvirtd wrote no pid file" >&2; return 1; }
     LIBVIRTD_PID=$(cat "$T/libvirtd.pid")
     OUR_PIDS+=("$LIBVIRTD_PID")
