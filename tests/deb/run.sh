@@ -57,6 +57,13 @@ dpkg-query -W -f='${Status}' virt-dlm 2>/dev/null | grep -Eq ' (installed|config
 if [ -n "$why" ]; then fail "preflight: cannot run: $why"; finish; fi
 [ -x /usr/sbin/libvirtd ] && [ -x /usr/bin/qemu-system-x86_64 ] && command -v nsenter >/dev/null ||
     { fail "preflight: cannot run: libvirtd, qemu-system-x86_64 or nsenter missing (tests/install-deps.sh)"; finish; }
+# Take turns with the libvirt tier and the demo (their libvirtd must not meet ours: they check
+# for any running libvirtd). The lock is on fd 9, held until this script exits.
+exec 9>"$LV_LOCK"
+if ! flock -n 9; then
+    echo "waiting for a libvirt tier or demo run to finish ($LV_LOCK)"
+    flock -w 1200 9 || { fail "preflight: cannot run: $LV_LOCK still held after 20 min"; finish; }
+fi
 BEFORE=$(snapshot)
 
 # ---- build and inspect the package
@@ -122,7 +129,7 @@ ok "virtdlm --help runs" /usr/bin/virtdlm --help
 
 # ---- the installed daemon, confined like the unit, on its default paths
 # RuntimeDirectory= would make /run/virt-dlm; virtdlmd makes it itself when missing.
-setpriv --no-new-privs --bounding-set "-all,$UNIT_CAPS" -- /usr/sbin/virtdlmd >"$T/virtdlmd.log" 2>&1 &
+setpriv --no-new-privs --bounding-set "-all,$UNIT_CAPS" -- /usr/sbin/virtdlmd >"$T/virtdlmd.log" 2>&1 9>&- &
 VIRTDLMD_PID=$!
 OUR_PIDS+=("$VIRTDLMD_PID")
 if wait_for 10 test -S /run/virt-dlm/virtdlmd.sock; then
@@ -152,7 +159,7 @@ unshare --mount --propagation private sh -c "
     mount -t tmpfs -o mode=0755 virt-dlm-deb /run/libvirt &&
     exec env -u LIBVIRT_LOCK_MANAGER_PLUGIN_DIR \
         LIBVIRT_LOG_FILTERS='1:locking 3:*' LIBVIRT_LOG_OUTPUTS='1:file:$T/libvirtd.log' \
-        /usr/sbin/libvirtd --daemon --pid-file '$T/libvirtd.pid'"
+        /usr/sbin/libvirtd --daemon --pid-file '$T/libvirtd.pid'" 9>&-
 if wait_for 20 test -s "$T/libvirtd.pid" && LIBVIRTD_PID=$(cat "$T/libvirtd.pid") &&
    OUR_PIDS+=("$LIBVIRTD_PID") && wait_for 30 virsh_ version >/dev/null; then
     pass "libvirtd started with lock_manager = \"dlm\" (pid $LIBVIRTD_PID)"
