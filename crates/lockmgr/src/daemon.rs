@@ -31,6 +31,8 @@ pub enum DaemonError {
     Backend { backend: &'static str, reason: String },
     #[error(transparent)]
     Bind(#[from] server::BindError),
+    #[error("cannot open the watchdog {path}: {source} (set `watchdog = none` to run without one)")]
+    Watchdog { path: String, source: std::io::Error },
     #[error("cannot start the runtime: {0}")]
     Runtime(std::io::Error),
 }
@@ -80,6 +82,10 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
     let naming = Naming { path_map: config.path_map.clone(), lock_readonly: config.lock_readonly, ..Naming::default() };
     let (watch_tx, watch_rx) = tokio::sync::mpsc::unbounded_channel();
     let registry = Arc::new(Registry::new(backend, naming, journal, watch_tx));
+    let watchdog = match &config.watchdog {
+        Some(p) => fencing::Watchdog::open(p).map_err(|source| DaemonError::Watchdog { path: p.display().to_string(), source })?,
+        None => fencing::Watchdog::none(),
+    };
     let restored = registry.restore()?;
     tracing::info!(
         "journal replayed: {} owners with {} locks taken back, {} owners died meanwhile ({} locks released), {} locks lost; leftover locks purged",
@@ -103,6 +109,11 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
         let admin = server::bind(&config.admin_socket, 0o666, None)?;
         let access = Arc::new(Access { allowed_uids: config.allowed_uids.clone(), allowed_gid: config.allowed_gid });
         tokio::spawn(watch_owners(watch_rx, registry.clone()));
+        // Lock loss: the membership verdict (and the lockspace) decide when VMs must stop.
+        if config.backend == BackendKind::Dlm {
+            let verdicts = crate::membership_task::spawn(crate::membership_task::GROUP);
+            crate::lockloss::start(config.fencing.clone(), watchdog, registry.clone(), verdicts, Some(config.lockspace.clone()));
+        }
         tokio::spawn(server::serve(ctl, SocketKind::Control, registry.clone(), access.clone(), config.read_timeout));
         tokio::spawn(server::serve(admin, SocketKind::Admin, registry.clone(), access, config.read_timeout));
         tracing::info!(

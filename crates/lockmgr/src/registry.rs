@@ -9,6 +9,7 @@
 
 use crate::backend::{Backend, BackendError, Grant, ResName};
 use crate::conflict;
+use crate::lockloss::LossGate;
 use crate::journal::{now_secs, Journal, JournalError, LockEntry, OwnerKey, Record};
 use crate::naming::{Named, Naming};
 use crate::owner;
@@ -44,6 +45,8 @@ pub struct Registry {
     gates: Mutex<HashMap<u32, Arc<Mutex<()>>>>,
     /// New owners go here; the daemon watches each one's pidfd.
     watch: UnboundedSender<OwnerKey>,
+    /// Lock loss (crate::lockloss): while lost, nothing is granted and releases do not wait.
+    loss: Arc<LossGate>,
 }
 
 /// What [`Registry::restore`] did.
@@ -79,7 +82,19 @@ impl Registry {
             table: Mutex::new(Table { journal, owners: HashMap::new() }),
             gates: Mutex::new(HashMap::new()),
             watch,
+            loss: Arc::default(),
         }
+    }
+
+    /// The lock-loss state this registry obeys.
+    pub fn loss_gate(&self) -> &Arc<LossGate> {
+        &self.loss
+    }
+
+    /// Every owner holding at least one lock (the VMs to stop when locks are lost).
+    pub fn lock_holders(&self) -> Vec<(OwnerKey, OwnerSpec)> {
+        let t = self.table.lock();
+        t.owners.iter().filter(|(_, o)| !o.held.is_empty()).map(|(k, o)| (*k, o.spec.clone())).collect()
     }
 
     pub fn backend(&self) -> &Arc<dyn Backend> {
@@ -218,6 +233,12 @@ impl Registry {
         if named.is_empty() {
             return Response::Ok { locks: vec![] };
         }
+        if self.loss.is_lost() {
+            return err(
+                ErrorCode::Backend,
+                format!("VM {}: this node lost its locks (cluster membership); no lock is granted until the membership is safe again", vm(spec)),
+            );
+        }
         if peer_pid == Some(spec.pid) {
             return err(
                 ErrorCode::OutOfOrder,
@@ -278,6 +299,11 @@ impl Registry {
             }
         }
         let mut t = self.table.lock();
+        if self.loss.is_lost() {
+            drop(t);
+            self.undo(&grants);
+            return err(ErrorCode::Backend, format!("VM {}: this node lost its locks while they were being taken; nothing was locked", vm(spec)));
+        }
         if !t.owners.contains_key(&key) || !owner::is_alive(key) {
             drop(t);
             self.undo(&grants);
@@ -396,7 +422,18 @@ impl Registry {
         }
         let o = t.owners.remove(&key).expect("present");
         for (n, h) in o.held {
-            self.backend_release(&h.grant, &h.readable);
+            if self.loss.is_lost() {
+                // The lockspace may be stopped until the membership recovers: a release must
+                // not hold the table (and with it status and every other VM) until then.
+                let (backend, grant, readable) = (self.backend.clone(), h.grant.clone(), h.readable.clone());
+                std::thread::spawn(move || {
+                    if let Err(e) = backend.release(&grant) {
+                        tracing::error!(disk = %readable, "backend release after lock loss failed: {e}");
+                    }
+                });
+            } else {
+                self.backend_release(&h.grant, &h.readable);
+            }
             tracing::info!(vm = %o.spec.name, uuid = %o.spec.uuid, disk = %h.readable, mode = %h.grant.mode, resource = %n.0,
                 "released: {why}");
         }
@@ -473,6 +510,7 @@ impl Registry {
             "lock_readonly": self.naming.lock_readonly,
             "pid": std::process::id(),
             "protocol": crate::proto::PROTOCOL_VERSION,
+            "lock_loss": self.loss.status(),
         })
     }
 
