@@ -32,6 +32,7 @@ pub const KEYS: &[&str] = &[
     "allow_ignore",
     "watchdog",
     "virsh",
+    "grant_hold_ms",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +80,8 @@ pub struct Config {
     pub fencing: fencing::FencerConfig,
     /// The watchdog device fired when a VM survives SIGKILL; `None` = no watchdog (`none`).
     pub watchdog: Option<PathBuf>,
+    /// After a membership change, grants wait this long; `None`: the escalation bound + 1 s.
+    pub grant_hold: Option<Duration>,
 }
 
 impl Default for Config {
@@ -99,6 +102,7 @@ impl Default for Config {
             recover_journal: false,
             fencing: fencing::FencerConfig::default(),
             watchdog: None,
+            grant_hold: None,
         }
     }
 }
@@ -191,6 +195,7 @@ impl Config {
                 "fence_pause_timeout_ms" => c.fencing.pause_timeout = parse_ms(key, value, 100, 600_000).map_err(err)?,
                 "allow_ignore" => c.fencing.allow_ignore = parse_bool(value).map_err(err)?,
                 "watchdog" => c.watchdog = if value == "none" { None } else { Some(abs_path(value).map_err(err)?) },
+                "grant_hold_ms" => c.grant_hold = Some(parse_ms(key, value, 0, 600_000).map_err(err)?),
                 "virsh" => {
                     if value.is_empty() {
                         return Err(err("virsh must name a program".into()));
@@ -259,7 +264,7 @@ mod tests {
              node_name = hv2\nlockspace = vms\npath_map = /mnt/a:/shared\npath_map = /mnt/b:/other\n\
              lock_readonly = false\nallowed_uids = 107, 108\nallowed_gid = 64055\nread_timeout_ms = 2000\n\
              journal_compact_bytes = 65536\nrecover_journal = yes\nfence_grace_ms = 1500\nfence_kill_wait_ms = 700\n\
-             fence_pause_timeout_ms = 900\nallow_ignore = true\nwatchdog = none\nvirsh = /usr/bin/virsh\n",
+             fence_pause_timeout_ms = 900\nallow_ignore = true\nwatchdog = none\nvirsh = /usr/bin/virsh\ngrant_hold_ms = 4000\n",
         )
         .unwrap();
         assert_eq!(c.backend, BackendKind::Dlm);
@@ -278,6 +283,7 @@ mod tests {
         assert!(c.fencing.allow_ignore);
         assert_eq!(c.watchdog, None);
         assert_eq!(c.fencing.virsh, "/usr/bin/virsh");
+        assert_eq!(c.grant_hold, Some(Duration::from_secs(4)));
         assert_eq!(parse("watchdog = /dev/watchdog1").unwrap().watchdog, Some(PathBuf::from("/dev/watchdog1")));
     }
 

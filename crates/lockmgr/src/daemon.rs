@@ -78,7 +78,18 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
             s.moved_to.display()
         );
     }
-    let backend = open_backend(&config)?;
+    // The kernel DLM backend, able to leave and rejoin its lockspace after a lock loss.
+    let rejoinable = match config.backend {
+        BackendKind::Dlm => Some(Arc::new(
+            crate::backend::rejoin::Rejoinable::new(&config.lockspace, config.node_name.clone())
+                .map_err(|e| DaemonError::Backend { backend: "dlm", reason: e.to_string() })?,
+        )),
+        BackendKind::Local => None,
+    };
+    let backend = match &rejoinable {
+        Some(r) => r.clone() as Arc<dyn Backend>,
+        None => open_backend(&config)?,
+    };
     let naming = Naming { path_map: config.path_map.clone(), lock_readonly: config.lock_readonly, ..Naming::default() };
     let (watch_tx, watch_rx) = tokio::sync::mpsc::unbounded_channel();
     let registry = Arc::new(Registry::new(backend, naming, journal, watch_tx));
@@ -110,9 +121,9 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
         let access = Arc::new(Access { allowed_uids: config.allowed_uids.clone(), allowed_gid: config.allowed_gid });
         tokio::spawn(watch_owners(watch_rx, registry.clone()));
         // Lock loss: the membership verdict (and the lockspace) decide when VMs must stop.
-        if config.backend == BackendKind::Dlm {
+        if let Some(ls) = rejoinable {
             let verdicts = crate::membership_task::spawn(crate::membership_task::GROUP);
-            crate::lockloss::start(config.fencing.clone(), watchdog, registry.clone(), verdicts, Some(config.lockspace.clone()));
+            crate::lockloss::start(config.fencing.clone(), watchdog, registry.clone(), verdicts, Some(ls), config.grant_hold);
         }
         tokio::spawn(server::serve(ctl, SocketKind::Control, registry.clone(), access.clone(), config.read_timeout));
         tokio::spawn(server::serve(admin, SocketKind::Admin, registry.clone(), access, config.read_timeout));

@@ -13,6 +13,7 @@
 //! recovery have passed (≈7–8 s on the test cluster, token 3000 ms); the escalation bound
 //! `pause_timeout + grace + kill_wait` must stay below that (docs/LOCK-LOSS.md).
 
+use crate::backend::rejoin::Rejoinable;
 use crate::corosync::Verdict;
 use crate::journal::OwnerKey;
 use crate::proto::{FailureAction, OwnerSpec};
@@ -23,7 +24,7 @@ use serde::Serialize;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Why this node's locks are lost.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -120,11 +121,34 @@ pub struct LossEvent {
 pub struct LossGate {
     lost: AtomicBool,
     last: Mutex<Option<LossEvent>>,
+    /// No grant is answered before this: a node that dropped out may still be stopping its
+    /// VMs (see [`LockLoss::on_verdict`]).
+    hold_until: Mutex<Option<Instant>>,
 }
 
 impl LossGate {
     pub fn is_lost(&self) -> bool {
         self.lost.load(Ordering::SeqCst)
+    }
+
+    /// Blocks until the grant hold (if any) has passed. Called before a grant is answered.
+    pub fn wait_hold(&self) {
+        let until = *self.hold_until.lock();
+        if let Some(until) = until {
+            let left = until.saturating_duration_since(Instant::now());
+            if !left.is_zero() {
+                tracing::info!(wait_ms = left.as_millis() as u64, "grant held back: a node may still be stopping its VMs");
+                std::thread::sleep(left);
+            }
+        }
+    }
+
+    fn hold_for(&self, d: Duration) {
+        let until = Instant::now() + d;
+        let mut h = self.hold_until.lock();
+        if h.is_none_or(|t| t < until) {
+            *h = Some(until);
+        }
     }
 
     /// The last event, for `Status` (JSON `null` when there was none).
@@ -149,12 +173,17 @@ pub struct LockLoss {
     registry: Arc<Registry>,
     fencer: Arc<Fencer>,
     gate: Arc<LossGate>,
+    /// How long grants are held back after the membership stops being safe.
+    hold: Duration,
+    lockspace: Option<Arc<Rejoinable>>,
+    was_safe: AtomicBool,
 }
 
 impl LockLoss {
-    pub fn new(registry: Arc<Registry>, fencer: Fencer) -> Self {
+    /// `hold`: after every membership change, grants wait this long (see [`LockLoss::on_verdict`]).
+    pub fn new(registry: Arc<Registry>, fencer: Fencer, hold: Duration, lockspace: Option<Arc<Rejoinable>>) -> Self {
         let gate = registry.loss_gate().clone();
-        LockLoss { registry, fencer: Arc::new(fencer), gate }
+        LockLoss { registry, fencer: Arc::new(fencer), gate, hold, lockspace, was_safe: AtomicBool::new(false) }
     }
 
     pub fn gate(&self) -> &Arc<LossGate> {
@@ -162,22 +191,67 @@ impl LockLoss {
     }
 
     /// Applies a membership verdict (see [`decide`]).
-    pub async fn on_verdict(&self, verdict: &Verdict) {
+    ///
+    /// Whenever the membership stops being safe, grants are also held back for `hold`: a node
+    /// that dropped out notices it at the same token timeout as we do and is still stopping
+    /// its VMs, while our DLM may already hand us its locks after a short recovery (at once
+    /// with `enable_fencing=0`). `hold` covers its escalation bound.
+    /// Returns false when recovering failed (the lockspace could not be joined): try again.
+    pub async fn on_verdict(&self, verdict: &Verdict) -> bool {
+        let safe = *verdict == Verdict::Safe;
+        if self.was_safe.swap(safe, Ordering::SeqCst) && !safe {
+            self.gate.hold_for(self.hold);
+        }
         match decide(self.gate.is_lost(), verdict) {
             Decision::Keep => {}
             Decision::Lose(reason) => self.trigger(reason).await,
-            Decision::Recover => self.recover(),
+            Decision::Recover => return self.recover().await,
+        }
+        if *verdict == Verdict::Lost {
+            self.leave_lockspace().await;
+        }
+        true
+    }
+
+    /// corosync is gone (dlm_controld goes with it): leave the lockspace so that a restarted
+    /// cluster stack finds none it does not control.
+    async fn leave_lockspace(&self) {
+        let Some(ls) = self.lockspace.clone() else { return };
+        if !ls.is_joined() {
+            return;
+        }
+        match tokio::task::spawn_blocking(move || ls.leave()).await {
+            Ok(Ok(())) => tracing::warn!("left the DLM lockspace; it is joined again once the membership is safe"),
+            Ok(Err(e)) => tracing::error!("{e}"),
+            Err(e) => tracing::error!("leaving the lockspace panicked: {e}"),
         }
     }
 
-    /// Grants resume: the membership is safe again.
-    pub fn recover(&self) {
+    /// Grants resume: the membership is safe again (after joining the lockspace afresh if it
+    /// was left). False if the lockspace could not be joined.
+    pub async fn recover(&self) -> bool {
+        if let Some(ls) = self.lockspace.clone() {
+            if !ls.is_joined() {
+                match tokio::task::spawn_blocking(move || ls.rejoin()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::error!("cannot join the DLM lockspace again: {e}");
+                        return false;
+                    }
+                    Err(e) => {
+                        tracing::error!("joining the lockspace panicked: {e}");
+                        return false;
+                    }
+                }
+            }
+        }
         if self.gate.lost.swap(false, Ordering::SeqCst) {
             if let Some(ev) = self.gate.last.lock().as_mut() {
                 ev.recovered_at = Some(wall_now());
             }
             tracing::warn!("membership is safe again: new locks may be granted");
         }
+        true
     }
 
     /// Locks are lost: refuse grants from now on, and stop every VM holding a lock.
@@ -241,22 +315,33 @@ pub fn start(
     watchdog: fencing::Watchdog,
     registry: Arc<Registry>,
     mut verdicts: tokio::sync::watch::Receiver<Verdict>,
-    lockspace: Option<String>,
+    lockspace: Option<Arc<Rejoinable>>,
+    hold: Option<Duration>,
 ) -> Arc<LockLoss> {
+    let hold = hold.unwrap_or_else(|| fencing.bound() + Duration::from_secs(1));
     tracing::info!(
         bound_ms = fencing.bound().as_millis() as u64,
         grace_ms = fencing.grace.as_millis() as u64,
         kill_wait_ms = fencing.kill_wait.as_millis() as u64,
         pause_timeout_ms = fencing.pause_timeout.as_millis() as u64,
+        grant_hold_ms = hold.as_millis() as u64,
         watchdog = %watchdog.device().map(|d| d.display().to_string()).unwrap_or_else(|| "none".into()),
         "lock-loss handling on"
     );
-    let loss = Arc::new(LockLoss::new(registry, Fencer::new(fencing, watchdog)));
+    let ls_name = lockspace.as_ref().map(|l| l.lockspace().to_owned());
+    let loss = Arc::new(LockLoss::new(registry, Fencer::new(fencing, watchdog), hold, lockspace));
     let l = loss.clone();
     tokio::spawn(async move {
         loop {
             let v = *verdicts.borrow_and_update();
-            l.on_verdict(&v).await;
+            if !l.on_verdict(&v).await {
+                // Recovery failed: try again in a while unless the verdict changes first.
+                if tokio::time::timeout(Duration::from_secs(2), verdicts.changed()).await.is_ok_and(|r| r.is_err()) {
+                    l.trigger(LossReason::CorosyncLost).await;
+                    return;
+                }
+                continue;
+            }
             if verdicts.changed().await.is_err() {
                 // The membership driver ended: nothing can vouch for the locks any more.
                 l.trigger(LossReason::CorosyncLost).await;
@@ -264,7 +349,7 @@ pub fn start(
             }
         }
     });
-    if let Some(ls) = lockspace {
+    if let Some(ls) = ls_name {
         let l = loss.clone();
         tokio::spawn(async move { watch_lockspace(&ls, l).await });
     }
@@ -296,7 +381,8 @@ async fn watch_lockspace(ls: &str, loss: Arc<LockLoss>) {
     loop {
         tick.tick().await;
         let now = path.exists();
-        if present && !now {
+        let joined = loss.lockspace.as_ref().is_some_and(|l| l.is_joined());
+        if present && !now && joined {
             loss.trigger(LossReason::LockspaceFailed(format!("{} disappeared", path.display()))).await;
         }
         present = now;
@@ -415,7 +501,7 @@ mod tests {
         ok(registry.register(&spec(idle.id(), 2), &[lease("b")]));
 
         let cfg = fencing::FencerConfig { grace: Duration::from_millis(500), kill_wait: Duration::from_millis(500), ..Default::default() };
-        let loss = LockLoss::new(registry.clone(), Fencer::new(cfg, fencing::Watchdog::none()));
+        let loss = LockLoss::new(registry.clone(), Fencer::new(cfg, fencing::Watchdog::none()), Duration::from_millis(300), None);
         loss.on_verdict(&Verdict::Inquorate).await;
         assert_eq!(holder.wait().unwrap().code(), None, "killed by a signal");
         assert!(idle.try_wait().unwrap().is_none(), "an owner holding nothing is left alone");
@@ -436,6 +522,32 @@ mod tests {
         ok(registry.acquire(None, &spec(idle.id(), 2), &[lease("b")], 0));
         idle.kill().unwrap();
         idle.wait().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn grants_are_held_back_after_the_membership_stops_being_safe() {
+        let dir = std::env::temp_dir().join(format!("lockloss-hold-{}", std::process::id()));
+        let (journal, _) = crate::journal::Journal::open(&dir.join("journal"), 1 << 20, false).unwrap();
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let registry = Arc::new(Registry::new(
+            Arc::new(crate::backend::local::LocalBackend::new("n1")),
+            crate::naming::Naming::default(),
+            journal,
+            tx,
+        ));
+        let hold = Duration::from_millis(400);
+        let loss = LockLoss::new(registry, Fencer::new(Default::default(), fencing::Watchdog::none()), hold, None);
+        let t = Instant::now();
+        loss.gate().wait_hold();
+        assert!(t.elapsed() < hold, "no hold before any change");
+        loss.on_verdict(&Verdict::Safe).await;
+        loss.on_verdict(&Verdict::Settling { cpg: None, quorum: crate::corosync::RingId { nodeid: 1, seq: 2 } }).await;
+        loss.on_verdict(&Verdict::Safe).await;
+        assert!(!loss.gate().is_lost(), "a settling membership is no loss");
+        let t = Instant::now();
+        loss.gate().wait_hold();
+        assert!(t.elapsed() >= hold - Duration::from_millis(50), "held for {:?}", t.elapsed());
         let _ = std::fs::remove_dir_all(&dir);
     }
 

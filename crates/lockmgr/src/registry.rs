@@ -298,6 +298,8 @@ impl Registry {
                 }
             }
         }
+        // A node that just dropped out may still be stopping the VM that held these.
+        self.loss.wait_hold();
         let mut t = self.table.lock();
         if self.loss.is_lost() {
             drop(t);

@@ -2,6 +2,7 @@
 //!
 //! - `local`: one host, no cluster; the daemon's own table (plus the journal) is the lock.
 //! - `dlm`: the kernel DLM through libdlm; locks are PERSISTENT so they outlive the daemon.
+//! - `rejoin`: the `dlm` backend able to leave its lockspace after a lock loss and join again.
 //!
 //! The daemon decides *who* may hold what (owners, journal, all-or-nothing); a backend only
 //! takes and drops named locks. Calls may block (a DLM write blocks while the lockspace is
@@ -10,6 +11,7 @@
 
 pub mod dlm;
 pub mod local;
+pub mod rejoin;
 
 use crate::mode::Mode;
 use std::time::Duration;
