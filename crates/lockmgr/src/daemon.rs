@@ -78,15 +78,15 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
             s.moved_to.display()
         );
     }
-    // The kernel DLM backend, able to leave and rejoin its lockspace after a lock loss.
-    let rejoinable = match config.backend {
-        BackendKind::Dlm => Some(Arc::new(
-            crate::backend::rejoin::Rejoinable::new(&config.lockspace, config.node_name.clone())
+    // The kernel DLM backend, holding releases back while locks are lost (lockloss).
+    let dlm = match config.backend {
+        BackendKind::Dlm => Some(Arc::new(crate::backend::deferring::Deferring::new(
+            crate::backend::dlm::DlmBackend::new(&config.lockspace, config.node_name.clone())
                 .map_err(|e| DaemonError::Backend { backend: "dlm", reason: e.to_string() })?,
-        )),
+        ))),
         BackendKind::Local => None,
     };
-    let backend = match &rejoinable {
+    let backend = match &dlm {
         Some(r) => r.clone() as Arc<dyn Backend>,
         None => open_backend(&config)?,
     };
@@ -121,9 +121,10 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
         let access = Arc::new(Access { allowed_uids: config.allowed_uids.clone(), allowed_gid: config.allowed_gid });
         tokio::spawn(watch_owners(watch_rx, registry.clone()));
         // Lock loss: the membership verdict (and the lockspace) decide when VMs must stop.
-        if let Some(ls) = rejoinable {
-            let verdicts = crate::membership_task::spawn(crate::membership_task::GROUP);
-            crate::lockloss::start(config.fencing.clone(), watchdog, registry.clone(), verdicts, Some(ls), config.grant_hold);
+        if let Some(ls) = dlm {
+            let gate = registry.loss_gate().clone();
+            let verdicts = crate::membership_task::spawn(crate::membership_task::GROUP, Box::new(move || gate.membership_changed()));
+            crate::lockloss::start(config.fencing.clone(), watchdog, registry.clone(), verdicts, Some(ls), &config.lockspace, config.grant_hold);
         }
         tokio::spawn(server::serve(ctl, SocketKind::Control, registry.clone(), access.clone(), config.read_timeout));
         tokio::spawn(server::serve(admin, SocketKind::Admin, registry.clone(), access, config.read_timeout));

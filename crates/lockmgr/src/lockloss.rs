@@ -13,7 +13,8 @@
 //! recovery have passed (≈7–8 s on the test cluster, token 3000 ms); the escalation bound
 //! `pause_timeout + grace + kill_wait` must stay below that (docs/LOCK-LOSS.md).
 
-use crate::backend::rejoin::Rejoinable;
+use crate::backend::deferring::Deferring;
+use crate::backend::Backend;
 use crate::corosync::Verdict;
 use crate::journal::OwnerKey;
 use crate::proto::{FailureAction, OwnerSpec};
@@ -116,14 +117,23 @@ pub struct LossEvent {
     pub recovered_at: Option<f64>,
 }
 
+/// How long releases deferred during a loss wait after the membership is safe again.
+const DEFERRED_RELEASE_DELAY: Duration = Duration::from_secs(15);
+
+/// How many lock-loss events `Status` keeps.
+pub const RECENT: usize = 8;
+
 /// The lock-loss state the registry consults: grants are refused while it says lost.
 #[derive(Debug, Default)]
 pub struct LossGate {
     lost: AtomicBool,
-    last: Mutex<Option<LossEvent>>,
+    /// The most recent events, oldest first (at most [`RECENT`]).
+    recent: Mutex<std::collections::VecDeque<LossEvent>>,
     /// No grant is answered before this: a node that dropped out may still be stopping its
     /// VMs (see [`LockLoss::on_verdict`]).
     hold_until: Mutex<Option<Instant>>,
+    /// The hold applied by [`LossGate::membership_changed`].
+    hold: Mutex<Duration>,
 }
 
 impl LossGate {
@@ -143,6 +153,13 @@ impl LossGate {
         }
     }
 
+    /// The cluster membership changed (a new totem ring): hold grants back. Called by the
+    /// membership driver for every change, since a `watch` channel may coalesce them.
+    pub fn membership_changed(&self) {
+        let d = *self.hold.lock();
+        self.hold_for(d);
+    }
+
     fn hold_for(&self, d: Duration) {
         let until = Instant::now() + d;
         let mut h = self.hold_until.lock();
@@ -153,14 +170,24 @@ impl LossGate {
 
     /// The last event, for `Status` (JSON `null` when there was none).
     pub fn status(&self) -> serde_json::Value {
+        let recent = self.recent.lock();
         serde_json::json!({
             "lost": self.is_lost(),
-            "last": *self.last.lock(),
+            "last": recent.back(),
+            "recent": *recent,
         })
     }
 
     pub fn last(&self) -> Option<LossEvent> {
-        self.last.lock().clone()
+        self.recent.lock().back().cloned()
+    }
+
+    fn record(&self, ev: LossEvent) {
+        let mut r = self.recent.lock();
+        if r.len() == RECENT {
+            r.pop_front();
+        }
+        r.push_back(ev);
     }
 }
 
@@ -175,14 +202,15 @@ pub struct LockLoss {
     gate: Arc<LossGate>,
     /// How long grants are held back after the membership stops being safe.
     hold: Duration,
-    lockspace: Option<Arc<Rejoinable>>,
+    lockspace: Option<Arc<Deferring>>,
     was_safe: AtomicBool,
 }
 
 impl LockLoss {
     /// `hold`: after every membership change, grants wait this long (see [`LockLoss::on_verdict`]).
-    pub fn new(registry: Arc<Registry>, fencer: Fencer, hold: Duration, lockspace: Option<Arc<Rejoinable>>) -> Self {
+    pub fn new(registry: Arc<Registry>, fencer: Fencer, hold: Duration, lockspace: Option<Arc<Deferring>>) -> Self {
         let gate = registry.loss_gate().clone();
+        *gate.hold.lock() = hold;
         LockLoss { registry, fencer: Arc::new(fencer), gate, hold, lockspace, was_safe: AtomicBool::new(false) }
     }
 
@@ -196,8 +224,7 @@ impl LockLoss {
     /// that dropped out notices it at the same token timeout as we do and is still stopping
     /// its VMs, while our DLM may already hand us its locks after a short recovery (at once
     /// with `enable_fencing=0`). `hold` covers its escalation bound.
-    /// Returns false when recovering failed (the lockspace could not be joined): try again.
-    pub async fn on_verdict(&self, verdict: &Verdict) -> bool {
+    pub async fn on_verdict(&self, verdict: &Verdict) {
         let safe = *verdict == Verdict::Safe;
         if self.was_safe.swap(safe, Ordering::SeqCst) && !safe {
             self.gate.hold_for(self.hold);
@@ -205,53 +232,37 @@ impl LockLoss {
         match decide(self.gate.is_lost(), verdict) {
             Decision::Keep => {}
             Decision::Lose(reason) => self.trigger(reason).await,
-            Decision::Recover => return self.recover().await,
-        }
-        if *verdict == Verdict::Lost {
-            self.leave_lockspace().await;
-        }
-        true
-    }
-
-    /// corosync is gone (dlm_controld goes with it): leave the lockspace so that a restarted
-    /// cluster stack finds none it does not control.
-    async fn leave_lockspace(&self) {
-        let Some(ls) = self.lockspace.clone() else { return };
-        if !ls.is_joined() {
-            return;
-        }
-        match tokio::task::spawn_blocking(move || ls.leave()).await {
-            Ok(Ok(())) => tracing::warn!("left the DLM lockspace; it is joined again once the membership is safe"),
-            Ok(Err(e)) => tracing::error!("{e}"),
-            Err(e) => tracing::error!("leaving the lockspace panicked: {e}"),
+            Decision::Recover => self.recover(),
         }
     }
 
-    /// Grants resume: the membership is safe again (after joining the lockspace afresh if it
-    /// was left). False if the lockspace could not be joined.
-    pub async fn recover(&self) -> bool {
+    /// Grants resume: the membership is safe again.
+    pub fn recover(&self) {
         if let Some(ls) = self.lockspace.clone() {
-            if !ls.is_joined() {
-                match tokio::task::spawn_blocking(move || ls.rejoin()).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => {
-                        tracing::error!("cannot join the DLM lockspace again: {e}");
-                        return false;
-                    }
-                    Err(e) => {
-                        tracing::error!("joining the lockspace panicked: {e}");
-                        return false;
-                    }
-                }
+            let pending = ls.resume_releases();
+            if !pending.is_empty() {
+                tokio::spawn(async move {
+                    // Right after a partition heals, dlm_controld may still remove this node
+                    // (stateful merge) and the lockspace never runs again: wait that out. If
+                    // the locks are lost again meanwhile, these releases are deferred again.
+                    tokio::time::sleep(DEFERRED_RELEASE_DELAY).await;
+                    let _ = tokio::task::spawn_blocking(move || {
+                        for g in pending {
+                            if let Err(e) = ls.release(&g) {
+                                tracing::error!(resource = %g.name.0, mode = %g.mode, "deferred release failed: {e}");
+                            }
+                        }
+                    })
+                    .await;
+                });
             }
         }
         if self.gate.lost.swap(false, Ordering::SeqCst) {
-            if let Some(ev) = self.gate.last.lock().as_mut() {
+            if let Some(ev) = self.gate.recent.lock().back_mut() {
                 ev.recovered_at = Some(wall_now());
             }
             tracing::warn!("membership is safe again: new locks may be granted");
         }
-        true
     }
 
     /// Locks are lost: refuse grants from now on, and stop every VM holding a lock.
@@ -259,6 +270,9 @@ impl LockLoss {
         let at = wall_now();
         let t0 = std::time::Instant::now();
         self.gate.lost.store(true, Ordering::SeqCst);
+        if let Some(ls) = &self.lockspace {
+            ls.defer_releases();
+        }
         let holders = self.registry.lock_holders();
         tracing::error!(
             reason = %reason,
@@ -295,7 +309,7 @@ impl LockLoss {
                 "lock loss: VM handled");
         }
         tracing::error!(elapsed_ms = elapsed.as_millis() as u64, watchdog_fired, "lock loss handled: {reason}");
-        *self.gate.last.lock() = Some(LossEvent {
+        self.gate.record(LossEvent {
             message: reason.to_string(),
             reason,
             at,
@@ -315,7 +329,8 @@ pub fn start(
     watchdog: fencing::Watchdog,
     registry: Arc<Registry>,
     mut verdicts: tokio::sync::watch::Receiver<Verdict>,
-    lockspace: Option<Arc<Rejoinable>>,
+    lockspace: Option<Arc<Deferring>>,
+    lockspace_name: &str,
     hold: Option<Duration>,
 ) -> Arc<LockLoss> {
     let hold = hold.unwrap_or_else(|| fencing.bound() + Duration::from_secs(1));
@@ -328,20 +343,13 @@ pub fn start(
         watchdog = %watchdog.device().map(|d| d.display().to_string()).unwrap_or_else(|| "none".into()),
         "lock-loss handling on"
     );
-    let ls_name = lockspace.as_ref().map(|l| l.lockspace().to_owned());
+    let ls_name = lockspace.as_ref().map(|_| lockspace_name.to_owned());
     let loss = Arc::new(LockLoss::new(registry, Fencer::new(fencing, watchdog), hold, lockspace));
     let l = loss.clone();
     tokio::spawn(async move {
         loop {
             let v = *verdicts.borrow_and_update();
-            if !l.on_verdict(&v).await {
-                // Recovery failed: try again in a while unless the verdict changes first.
-                if tokio::time::timeout(Duration::from_secs(2), verdicts.changed()).await.is_ok_and(|r| r.is_err()) {
-                    l.trigger(LossReason::CorosyncLost).await;
-                    return;
-                }
-                continue;
-            }
+            l.on_verdict(&v).await;
             if verdicts.changed().await.is_err() {
                 // The membership driver ended: nothing can vouch for the locks any more.
                 l.trigger(LossReason::CorosyncLost).await;
@@ -381,8 +389,7 @@ async fn watch_lockspace(ls: &str, loss: Arc<LockLoss>) {
     loop {
         tick.tick().await;
         let now = path.exists();
-        let joined = loss.lockspace.as_ref().is_some_and(|l| l.is_joined());
-        if present && !now && joined {
+        if present && !now {
             loss.trigger(LossReason::LockspaceFailed(format!("{} disappeared", path.display()))).await;
         }
         present = now;

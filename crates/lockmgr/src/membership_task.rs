@@ -5,15 +5,20 @@
 //! reconnects every second, so a corosync that comes back is joined again without a daemon
 //! restart.
 
-use crate::corosync::{reactor, Cpg, Error, MembershipView, Quorum, Verdict};
+use crate::corosync::{reactor, Cpg, CpgEvent, Error, MembershipView, Quorum, Verdict};
 use std::time::Duration;
 use tokio::sync::watch;
 
 /// The CPG group the driver joins (one member per virtdlmd).
 pub const GROUP: &str = "virtdlm-membership";
 
-/// Starts the driver on the current tokio runtime; the receiver sees every verdict change.
-pub fn spawn(group: &str) -> watch::Receiver<Verdict> {
+/// A hook run for every totem membership change after the first one seen.
+pub type OnChange = Box<dyn Fn() + Send + Sync>;
+
+/// Starts the driver on the current tokio runtime; the receiver sees the latest verdict (a
+/// `watch` keeps only the latest, so a short `Settling` can be missed: `on_change` is called
+/// for every membership change, uncoalesced).
+pub fn spawn(group: &str, on_change: OnChange) -> watch::Receiver<Verdict> {
     let (tx, rx) = watch::channel(Verdict::NotJoined);
     let group = group.to_owned();
     tokio::spawn(async move {
@@ -21,7 +26,7 @@ pub fn spawn(group: &str) -> watch::Receiver<Verdict> {
         // are joined (and quorate) again.
         let mut was_joined = false;
         loop {
-            match drive(&group, &tx, &mut was_joined).await {
+            match drive(&group, &tx, &mut was_joined, &on_change).await {
                 Ok(()) => return, // every receiver is gone
                 Err(e) => {
                     if was_joined {
@@ -43,7 +48,7 @@ pub fn spawn(group: &str) -> watch::Receiver<Verdict> {
 
 /// One connection's life: returns `Ok` when nobody listens any more, `Err` when corosync
 /// is unreachable or went away.
-async fn drive(group: &str, tx: &watch::Sender<Verdict>, was_joined: &mut bool) -> Result<(), Error> {
+async fn drive(group: &str, tx: &watch::Sender<Verdict>, was_joined: &mut bool, on_change: &OnChange) -> Result<(), Error> {
     let mut cpg = Cpg::new(group)?;
     let quorum = Quorum::new()?;
     if !quorum.has_provider() {
@@ -54,6 +59,8 @@ async fn drive(group: &str, tx: &watch::Sender<Verdict>, was_joined: &mut bool) 
     let cpg = reactor::register(cpg).map_err(|_| Error::NotRunning { call: "epoll registration" })?;
     let mut quorum = reactor::register(quorum).map_err(|_| Error::NotRunning { call: "epoll registration" })?;
     let mut cpg = cpg;
+    // The first ring is the one we joined into, not a change.
+    let mut seen_ring = false;
     loop {
         tokio::select! {
             guard = cpg.readable_mut() => {
@@ -65,6 +72,12 @@ async fn drive(group: &str, tx: &watch::Sender<Verdict>, was_joined: &mut bool) 
                         break;
                     }
                     for ev in &events {
+                        if matches!(ev, CpgEvent::TotemConfChg { .. }) {
+                            if seen_ring {
+                                on_change();
+                            }
+                            seen_ring = true;
+                        }
                         view.on_cpg(ev);
                     }
                 }

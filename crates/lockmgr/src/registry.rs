@@ -424,18 +424,7 @@ impl Registry {
         }
         let o = t.owners.remove(&key).expect("present");
         for (n, h) in o.held {
-            if self.loss.is_lost() {
-                // The lockspace may be stopped until the membership recovers: a release must
-                // not hold the table (and with it status and every other VM) until then.
-                let (backend, grant, readable) = (self.backend.clone(), h.grant.clone(), h.readable.clone());
-                std::thread::spawn(move || {
-                    if let Err(e) = backend.release(&grant) {
-                        tracing::error!(disk = %readable, "backend release after lock loss failed: {e}");
-                    }
-                });
-            } else {
-                self.backend_release(&h.grant, &h.readable);
-            }
+            self.backend_release(&h.grant, &h.readable);
             tracing::info!(vm = %o.spec.name, uuid = %o.spec.uuid, disk = %h.readable, mode = %h.grant.mode, resource = %n.0,
                 "released: {why}");
         }

@@ -2,16 +2,16 @@
 //!
 //! - `local`: one host, no cluster; the daemon's own table (plus the journal) is the lock.
 //! - `dlm`: the kernel DLM through libdlm; locks are PERSISTENT so they outlive the daemon.
-//! - `rejoin`: the `dlm` backend able to leave its lockspace after a lock loss and join again.
+//! - `deferring`: the `dlm` backend holding releases back while this node's locks are lost.
 //!
 //! The daemon decides *who* may hold what (owners, journal, all-or-nothing); a backend only
 //! takes and drops named locks. Calls may block (a DLM write blocks while the lockspace is
 //! stopped for recovery), so the daemon calls backends from blocking threads, never from an
 //! async executor thread.
 
+pub mod deferring;
 pub mod dlm;
 pub mod local;
-pub mod rejoin;
 
 use crate::mode::Mode;
 use std::time::Duration;
