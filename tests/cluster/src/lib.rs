@@ -4,6 +4,8 @@
 //! `VIRTDLM_CLUSTER` (the path of `cluster.sh`) plus its `CL_*` settings; every test here
 //! talks to that cluster. Run outside `run.sh`, the tests fail and say so.
 
+pub mod checker;
+
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
