@@ -31,6 +31,7 @@ cd "$ROOT" || fail "no $ROOT"
 
 echo "== cluster tier: building the tests"
 cargo build -p cluster-tests --bins --locked || fail "cargo build -p cluster-tests failed"
+cargo build -p lockmgr --bin virtdlmd --locked || fail "cargo build -p lockmgr --bin virtdlmd failed"
 cargo test -p cluster-tests --no-run --locked || fail "cargo test --no-run -p cluster-tests failed"
 echo "   built ($(elapsed))"
 
