@@ -124,7 +124,11 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
         if let Some(ls) = dlm {
             let gate = registry.loss_gate().clone();
             let verdicts = crate::membership_task::spawn(crate::membership_task::GROUP, Box::new(move || gate.membership_changed()));
-            crate::lockloss::start(config.fencing.clone(), watchdog, registry.clone(), verdicts, Some(ls), &config.lockspace, config.grant_hold);
+            let loss = crate::lockloss::start(config.fencing.clone(), watchdog, registry.clone(), verdicts, Some(ls), &config.lockspace, config.grant_hold);
+            if !restored.unconfirmed.is_empty() {
+                let why = crate::lockloss::LossReason::Unconfirmed("a lock could not be taken back after the daemon restart".into());
+                tokio::spawn(async move { loss.fence_owners(why, &restored.unconfirmed).await });
+            }
         }
         tokio::spawn(server::serve(ctl, SocketKind::Control, registry.clone(), access.clone(), config.read_timeout));
         tokio::spawn(server::serve(admin, SocketKind::Admin, registry.clone(), access, config.read_timeout));

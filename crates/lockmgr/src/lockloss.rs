@@ -279,6 +279,19 @@ impl LockLoss {
             vms = holders.len(),
             "LOCK LOSS: {reason}; stopping every VM that holds a lock, no new locks until the membership is safe"
         );
+        self.stop(reason, holders, at, t0).await;
+    }
+
+    /// Some VMs' locks could not be confirmed (e.g. not taken back after a daemon restart):
+    /// those VMs, and only those, get their failure action. Grants go on for everyone else.
+    pub async fn fence_owners(&self, reason: LossReason, keys: &[OwnerKey]) {
+        let (at, t0) = (wall_now(), std::time::Instant::now());
+        let owners = self.registry.owners_of(keys);
+        tracing::error!(reason = %reason, vms = owners.len(), "LOCK LOSS: {reason}; stopping the VMs concerned");
+        self.stop(reason, owners, at, t0).await;
+    }
+
+    async fn stop(&self, reason: LossReason, holders: Vec<(OwnerKey, OwnerSpec)>, at: f64, t0: Instant) {
         let pids: std::collections::HashMap<String, u32> = holders.iter().map(|(k, s)| (s.uuid.clone(), k.pid)).collect();
         let (targets, mut vms) = targets(holders);
         let fencer = self.fencer.clone();
@@ -529,6 +542,33 @@ mod tests {
         ok(registry.acquire(None, &spec(idle.id(), 2), &[lease("b")], 0));
         idle.kill().unwrap();
         idle.wait().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn an_unconfirmed_lock_stops_only_its_vm() {
+        let dir = std::env::temp_dir().join(format!("lockloss-unconfirmed-{}", std::process::id()));
+        let (journal, _) = crate::journal::Journal::open(&dir.join("journal"), 1 << 20, false).unwrap();
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let registry = Arc::new(Registry::new(
+            Arc::new(crate::backend::local::LocalBackend::new("n1")),
+            crate::naming::Naming::default(),
+            journal,
+            tx,
+        ));
+        let mut a = std::process::Command::new("sleep").arg("60").spawn().unwrap();
+        let mut b = std::process::Command::new("sleep").arg("60").spawn().unwrap();
+        assert!(matches!(registry.acquire(None, &spec(a.id(), 1), &[lease("a")], 0), crate::proto::Response::Ok { .. }));
+        assert!(matches!(registry.acquire(None, &spec(b.id(), 2), &[lease("b")], 0), crate::proto::Response::Ok { .. }));
+        let loss = LockLoss::new(registry.clone(), Fencer::new(Default::default(), fencing::Watchdog::none()), Duration::ZERO, None);
+        let key = crate::owner::key_of(a.id()).unwrap();
+        loss.fence_owners(LossReason::Unconfirmed("test".into()), &[key]).await;
+        assert_eq!(a.wait().unwrap().code(), None, "stopped by a signal");
+        assert!(b.try_wait().unwrap().is_none(), "the other VM runs on");
+        assert!(!loss.gate().is_lost(), "grants go on");
+        assert_eq!(loss.gate().last().unwrap().vms[0].vm_name, "vm1");
+        b.kill().unwrap();
+        b.wait().unwrap();
         let _ = std::fs::remove_dir_all(&dir);
     }
 

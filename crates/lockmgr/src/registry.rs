@@ -59,6 +59,8 @@ pub struct Restored {
     pub locks_lost: usize,
     /// As the backend counts them (the DLM's purge does not count: 0).
     pub orphans_purged: usize,
+    /// Live owners with a lock that could not be taken back: their VMs run unprotected.
+    pub unconfirmed: Vec<OwnerKey>,
 }
 
 fn err(code: ErrorCode, message: impl Into<String>) -> Response {
@@ -95,6 +97,12 @@ impl Registry {
     pub fn lock_holders(&self) -> Vec<(OwnerKey, OwnerSpec)> {
         let t = self.table.lock();
         t.owners.iter().filter(|(_, o)| !o.held.is_empty()).map(|(k, o)| (*k, o.spec.clone())).collect()
+    }
+
+    /// The registered owners among `keys`.
+    pub fn owners_of(&self, keys: &[OwnerKey]) -> Vec<(OwnerKey, OwnerSpec)> {
+        let t = self.table.lock();
+        keys.iter().filter_map(|k| t.owners.get(k).map(|o| (*k, o.spec.clone()))).collect()
     }
 
     pub fn backend(&self) -> &Arc<dyn Backend> {
@@ -136,6 +144,9 @@ impl Registry {
                     }
                     Err(e) => {
                         r.locks_lost += 1;
+                        if !r.unconfirmed.contains(&key) {
+                            r.unconfirmed.push(key);
+                        }
                         tracing::error!(vm = %spec.name, uuid = %spec.uuid, disk = %lock.identity, mode = %lock.mode, resource = %name,
                             "LOCK LOST: could not take back the lock after restart: {e}");
                         records.push(Record::Release { key, name });
