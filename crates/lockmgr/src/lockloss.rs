@@ -9,9 +9,11 @@
 //! is delivered) is not a loss: dlm_controld waits there too. Other triggers come from the
 //! daemon itself: the DLM lockspace disappeared, or a lock could not be confirmed.
 //!
-//! The survivors may grant our locks once corosync's token + consensus timeouts and the DLM
-//! recovery have passed (≈7–8 s on the test cluster, token 3000 ms); the escalation bound
-//! `pause_timeout + grace + kill_wait` must stay below that (docs/LOCK-LOSS.md).
+//! Both sides of a partition notice it at the same token + consensus timeout (≈7–8 s on the
+//! test cluster, token 3000 ms), and without DLM fencing the survivors' DLM hands our locks
+//! over a fraction of a second later. So every daemon also holds its grants back for
+//! `grant_hold` after each membership change, longer than the escalation bound
+//! `pause_timeout + grace + kill_wait` (docs/LOCK-LOSS.md).
 
 use crate::backend::deferring::Deferring;
 use crate::backend::Backend;
@@ -168,7 +170,8 @@ impl LossGate {
         }
     }
 
-    /// The last event, for `Status` (JSON `null` when there was none).
+    /// For `Status`: whether locks are lost now, the last event (`null` if none) and the
+    /// recent ones.
     pub fn status(&self) -> serde_json::Value {
         let recent = self.recent.lock();
         serde_json::json!({
