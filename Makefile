@@ -3,11 +3,7 @@ SHELL := /bin/bash
 .ONESHELL:
 .SHELLFLAGS := -euo pipefail -c
 
-# Debian packages needed to build and to run every test tier.
-BUILD_PKGS := pkg-config libclang-dev clang libdlm-dev libcpg-dev libquorum-dev libcmap-dev \
-              libcfg-dev libcorosync-common-dev
-RUN_PKGS   := corosync dlm-controld iproute2 kmod procps util-linux bc \
-              libvirt-daemon-system libvirt-clients libvirt-daemon-driver-qemu qemu-system-x86
+# Debian packages: tests/install-deps.sh (the one list, used by every target).
 
 .PHONY: deps build test test-unit test-cluster demo lint clean-cluster
 

@@ -4,10 +4,12 @@
 set -euo pipefail
 PKGS=(
   # build: bindgen over libdlm/corosync headers
-  pkg-config libclang-dev clang libdlm-dev libcpg-dev libquorum-dev libcmap-dev libcfg-dev
+  make pkg-config libclang-dev clang libdlm-dev libcpg-dev libquorum-dev libcmap-dev libcfg-dev
   libcorosync-common-dev
   # cluster tier: corosync + dlm_controld inside User-Mode Linux guests
   corosync dlm-controld iproute2 kmod procps util-linux bc
+  # corosync tier's inventory script: JSON checks, and a frame client (perl-base has IO::Socket::UNIX)
+  jq perl-base
   # cluster tier with CL_VM=qemu: the guests' initramfs
   busybox-static cpio
   # libvirt tier and demo: a real libvirtd with qemu TCG domains

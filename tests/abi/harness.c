@@ -12,6 +12,10 @@
  *
  *   harness -p PLUGIN.so -c CONF -b BAD_CONF -d WORKDIR -k dlm|lockd
  * Prints PASS/FAIL per check and "N passed, N failed"; exits 1 if anything failed.
+ *
+ *   harness -p PLUGIN.so -c CONF -s STEP...
+ * Scripted mode (script.c): runs the given lifecycle steps in order, one JSON line per step,
+ * so that a test on several hosts can interleave them.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -26,13 +30,14 @@
 #include <unistd.h>
 
 #include "lock_driver.h"
+#include "harness.h"
 
-static lock_driver *drv;
+lock_driver *drv;
 static const char *(*last_error)(void);
 static void (*reset_error)(void);
 static int passed, failed;
 static int is_dlm;
-static char err[1024];
+char err[1024];
 
 static void check(int ok, const char *fmt, ...)
 {
@@ -49,7 +54,7 @@ static void check(int ok, const char *fmt, ...)
         failed++;
 }
 
-static void take_error(void)
+void take_error(void)
 {
     const char *m = last_error ? last_error() : NULL;
     snprintf(err, sizeof(err), "%s", m ? m : "(no error reported)");
@@ -58,20 +63,6 @@ static void take_error(void)
 }
 
 /* ------------------------------------------------------------------ resources and VMs */
-
-typedef struct {
-    int type;               /* RESOURCE_TYPE_DISK / _LEASE (or anything, to test refusal) */
-    const char *name;       /* disk path / lease key */
-    unsigned int flags;     /* READONLY / SHARED */
-} res_t;
-
-typedef struct {
-    unsigned char uuid[16];
-    char name[32];
-    unsigned int id;
-    pid_t pid;
-    char *state;            /* libvirt's priv->lockState */
-} vm_t;
 
 static char lease_path[512];
 
@@ -84,10 +75,9 @@ static void vm_init(vm_t *vm, int n)
     vm->id = (unsigned int)n;
 }
 
-enum op { START, RESUME, PAUSE, ATTACH, DETACH, INQUIRE };
 
 /* One libvirt lock operation. Returns the plugin's rc; on failure the message is in err. */
-static int lock_op(vm_t *vm, enum op op, const res_t *res, int nres, char **state_out)
+int lock_op(vm_t *vm, enum op op, const res_t *res, int nres, char **state_out)
 {
     lock_manager man = { drv, NULL };
     lock_param p[5];
@@ -160,7 +150,7 @@ static int lock_op(vm_t *vm, enum op op, const res_t *res, int nres, char **stat
 
 /* Forks the "QEMU": the child registers (New NEW_STARTED + resources + Acquire
  * REGISTER_ONLY|RESTRICT + Free) and execs sleep, keeping any fd the plugin returned. */
-static int vm_start(vm_t *vm, const res_t *res, int nres)
+int vm_start(vm_t *vm, const res_t *res, int nres)
 {
     int pfd[2];
     if (pipe2(pfd, O_CLOEXEC) < 0)
@@ -192,7 +182,7 @@ static int vm_start(vm_t *vm, const res_t *res, int nres)
     return 0;
 }
 
-static void vm_kill(vm_t *vm)
+void vm_kill(vm_t *vm)
 {
     if (vm->pid > 0) {
         kill(vm->pid, SIGKILL);
@@ -206,7 +196,7 @@ static int xml_safe(const char *s)
     return !s || strpbrk(s, "<>&\"'") == NULL;
 }
 
-static double now_ms(void)
+double now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -219,8 +209,10 @@ int main(int argc, char **argv)
 {
     const char *so = NULL, *conf = NULL, *bad_conf = NULL, *dir = NULL, *kind = NULL;
     int opt;
-    while ((opt = getopt(argc, argv, "p:c:b:d:k:")) != -1) {
+    int scripted = 0;
+    while ((opt = getopt(argc, argv, "+p:c:b:d:k:s")) != -1) {
         switch (opt) {
+        case 's': scripted = 1; break;
         case 'p': so = optarg; break;
         case 'c': conf = optarg; break;
         case 'b': bad_conf = optarg; break;
@@ -229,9 +221,9 @@ int main(int argc, char **argv)
         default: goto usage;
         }
     }
-    if (!so || !conf || !bad_conf || !dir || !kind)
+    if (scripted ? !so || !conf || optind >= argc : !so || !conf || !bad_conf || !dir || !kind)
         goto usage;
-    is_dlm = strcmp(kind, "dlm") == 0;
+    is_dlm = kind && strcmp(kind, "dlm") == 0;
 
     /* libvirtd has libvirt initialised before any plugin runs (lockd.so depends on it). */
     void *lv = dlopen("libvirt.so.0", RTLD_NOW | RTLD_GLOBAL);
@@ -243,6 +235,8 @@ int main(int argc, char **argv)
     }
     last_error = (const char *(*)(void))dlsym(lv, "virGetLastErrorMessage");
     reset_error = (void (*)(void))dlsym(lv, "virResetLastError");
+    if (scripted)
+        return run_script(so, conf, argc - optind, argv + optind);
 
     void *h = dlopen(so, RTLD_NOW | RTLD_LOCAL);
     check(h != NULL, "dlopen %s (RTLD_NOW|RTLD_LOCAL) %s", so, h ? "" : dlerror());
@@ -424,6 +418,7 @@ out:
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 usage:
-    fprintf(stderr, "usage: %s -p PLUGIN.so -c CONF -b BAD_CONF -d WORKDIR -k dlm|lockd\n", argv[0]);
+    fprintf(stderr, "usage: %s -p PLUGIN.so -c CONF -b BAD_CONF -d WORKDIR -k dlm|lockd\n"
+                    "       %s -p PLUGIN.so -c CONF -s STEP...   (steps: see script.c)\n", argv[0], argv[0]);
     return 2;
 }

@@ -42,7 +42,7 @@ if [ -z "${VIRTDLMD:-}" ]; then
     cargo build -q -p lockmgr --bin virtdlmd || fail "cargo build -p lockmgr --bin virtdlmd"
     VIRTDLMD=$TOP/target/debug/virtdlmd
 fi
-gcc -O1 -Wall -Wextra -Werror -o "$T/harness" tests/abi/harness.c -ldl || fail "gcc harness.c"
+gcc -O1 -Wall -Wextra -Werror -o "$T/harness" tests/abi/harness.c tests/abi/script.c -ldl || fail "gcc harness.c"
 
 mkdir -p "$T/dlm-disks/leases" "$T/lockd-disks/leases"
 for d in dlm-disks lockd-disks; do

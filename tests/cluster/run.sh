@@ -1,13 +1,15 @@
 #!/bin/bash
-# The cluster tier: builds the cluster tests, boots one 3-node UML cluster (corosync + kernel
-# DLM + dlm_controld), runs every test of the cluster-tests crate against it, keeps the guests'
-# logs, and always tears the cluster down. Prints "N passed, N failed"; exits non-zero on any
-# failure, or when the cluster cannot be built or started (saying why).
+# The cluster tier: builds the cluster tests, virtdlmd, dlm.so and the ABI harness, boots one 3-node UML cluster
+# (corosync + kernel DLM + dlm_controld), runs every test of the cluster-tests crate against it,
+# then the corosync tier's scenarios in the same guests (tests/corosync/run.sh --guests), keeps
+# the guests' logs, and always tears the cluster down. Prints "N passed, N failed" over both;
+# exits non-zero on any failure, or when the cluster cannot be built or started (saying why).
 #
 # Needs root (network namespace, taps) and the packages of tests/install-deps.sh.
 # Settings: CL_NS, CL_BASE, CL_NET (see cluster.sh) to run beside another cluster on this host,
 # CL_VM=qemu for qemu TCG guests instead of User-Mode Linux;
-# extra arguments are passed to the test binaries (e.g. a test name filter).
+# extra arguments are passed to the test binaries (e.g. a test name filter; the corosync
+# scenarios then do not run). CL_COROSYNC=0 leaves the corosync scenarios out.
 set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
@@ -24,14 +26,19 @@ fail() {
 elapsed() { echo "$(( $(date +%s) - T0 )) s"; }
 
 [ "$(id -u)" = 0 ] || fail "needs root (network namespace, taps, UML hostfs root)"
-for tool in corosync dlm_controld dlm_tool ip taskset bc; do
+for tool in corosync dlm_controld dlm_tool ip taskset bc gcc; do
   command -v "$tool" >/dev/null || fail "$tool is missing: run tests/install-deps.sh"
 done
 cd "$ROOT" || fail "no $ROOT"
 
 echo "== cluster tier: building the tests"
 cargo build -p cluster-tests --bins --locked || fail "cargo build -p cluster-tests failed"
-cargo build -p lockmgr --bin virtdlmd --locked || fail "cargo build -p lockmgr --bin virtdlmd failed"
+# The daemon tests run virtdlmd in the guests; cargo test does not build another crate's binaries.
+cargo build -p lockmgr --bins --locked || fail "cargo build -p lockmgr (virtdlmd) failed"
+# The plugin tests load dlm.so in the guests through the ABI harness (tests/abi), built beside it.
+cargo build -p plugin --locked || fail "cargo build -p plugin (dlm.so) failed"
+gcc -O1 -Wall -Wextra -Werror -o "${CARGO_TARGET_DIR:-$ROOT/target}/debug/abi-harness" \
+  "$ROOT/tests/abi/harness.c" "$ROOT/tests/abi/script.c" -ldl || fail "gcc tests/abi/harness.c failed"
 cargo test -p cluster-tests --no-run --locked || fail "cargo test --no-run -p cluster-tests failed"
 echo "   built ($(elapsed))"
 
@@ -64,6 +71,28 @@ passed=$(awk '/^test result:/{for(i=1;i<=NF;i++){if($i=="passed;")p+=$(i-1)}} EN
 failed=$(awk '/^test result:/{for(i=1;i<=NF;i++){if($i=="failed;")f+=$(i-1)}} END{print f+0}' "$RESULTS/tests.log")
 if [ "$rc" != 0 ] && [ "$failed" = 0 ]; then failed=1; echo "cargo test exited $rc without a test failure (build or harness error)" >&2; fi
 if [ "$passed" = 0 ] && [ "$failed" = 0 ]; then failed=1; echo "no cluster test ran" >&2; fi
+echo "== cluster tier: cargo tests: $passed passed, $failed failed in $(( $(date +%s) - T1 )) s"
+
+# The corosync tier's scenarios on this cluster (CPG total order and confchg, quorum loss of
+# a node cut off). Last: its partition scenario leaves the DLM to recover, which no later test
+# should have to wait for. It leaves the cluster running; the trap above stops it.
+if [ "${CL_COROSYNC:-1}" = 1 ] && [ $# = 0 ]; then
+  T2=$(date +%s)
+  echo "== cluster tier: corosync scenarios in the guests"
+  CS_REUSE_CLUSTER=1 "$ROOT/tests/corosync/run.sh" --guests 2>&1 | tee "$RESULTS/corosync.log"
+  cs_rc=${PIPESTATUS[0]}
+  summary=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$RESULTS/corosync.log" | tail -1)
+  if [ -n "$summary" ]; then
+    cs_passed=${summary%% passed*}; cs_failed=${summary#*, }; cs_failed=${cs_failed%% failed}
+  else
+    cs_passed=0; cs_failed=1; echo "tests/corosync/run.sh --guests ended without a summary" >&2
+  fi
+  if [ "$cs_rc" != 0 ] && [ "$cs_failed" = 0 ]; then cs_failed=1; echo "tests/corosync/run.sh --guests exited $cs_rc without a failed scenario" >&2; fi
+  echo "== cluster tier: corosync scenarios: $cs_passed passed, $cs_failed failed in $(( $(date +%s) - T2 )) s"
+  passed=$((passed + cs_passed)); failed=$((failed + cs_failed))
+else
+  echo "== cluster tier: corosync scenarios not run (${CL_COROSYNC:+CL_COROSYNC=$CL_COROSYNC, }test filter: ${*:-none})"
+fi
 echo "== cluster tier: tests took $(( $(date +%s) - T1 )) s, whole tier $(elapsed); results in $RESULTS"
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ]

@@ -33,6 +33,8 @@ pub const KEYS: &[&str] = &[
     "watchdog",
     "virsh",
     "grant_hold_ms",
+    "cluster",
+    "cluster_group",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +84,18 @@ pub struct Config {
     pub watchdog: Option<PathBuf>,
     /// After a membership change, grants wait this long; `None`: the escalation bound + 1 s.
     pub grant_hold: Option<Duration>,
+    /// Join the CPG inventory group (membership verdict, cluster-wide lock table).
+    /// `None`: on for the `dlm` backend, off for `local`.
+    pub cluster: Option<bool>,
+    /// The inventory's CPG group.
+    pub cluster_group: String,
+}
+
+impl Config {
+    /// Whether the daemon joins the cluster (see [`Config::cluster`]).
+    pub fn cluster_enabled(&self) -> bool {
+        self.cluster.unwrap_or(self.backend == BackendKind::Dlm)
+    }
 }
 
 impl Default for Config {
@@ -103,6 +117,8 @@ impl Default for Config {
             fencing: fencing::FencerConfig::default(),
             watchdog: None,
             grant_hold: None,
+            cluster: None,
+            cluster_group: crate::cluster::DEFAULT_GROUP.into(),
         }
     }
 }
@@ -201,6 +217,13 @@ impl Config {
                         return Err(err("virsh must name a program".into()));
                     }
                     c.fencing.virsh = value.to_owned();
+                }
+                "cluster" => c.cluster = Some(parse_bool(value).map_err(err)?),
+                "cluster_group" => {
+                    if value.is_empty() || value.len() > 128 || !value.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+                        return Err(err(format!("cluster_group {value:?} must be 1..=128 of [A-Za-z0-9_.-]")));
+                    }
+                    c.cluster_group = value.to_owned();
                 }
                 _ => return Err(err(format!("unknown key {key:?} (known: {})", KEYS.join(", ")))),
             }

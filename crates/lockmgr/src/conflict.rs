@@ -31,8 +31,11 @@ pub fn message(c: &Conflict) -> String {
                 1 => String::new(),
                 n => format!(" (and {} other holder{})", n - 1, if n == 2 { "" } else { "s" }),
             };
+            // A holder whose node left the inventory group: its lock stays until DLM recovery
+            // frees it (node fenced or gone) or that node's daemon releases it.
+            let left = if h.state == "left" { " (that node has left the cluster)" } else { "" };
             format!(
-                "{what} is held {} by VM {} (uuid {}) on node {} since {}{others}; it cannot also be opened {}; stop that VM or {fix} first",
+                "{what} is held {} by VM {} (uuid {}) on node {}{left} since {}{others}; it cannot also be opened {}; stop that VM or {fix} first",
                 h.mode.describe(),
                 h.vm_name,
                 h.vm_uuid,
@@ -41,11 +44,20 @@ pub fn message(c: &Conflict) -> String {
                 wanted(c.wanted),
             )
         }
-        None => format!(
-            "{what} is held by another host so it cannot be opened {} (resource {}); find the holder with `virtdlm inspect`, then stop that VM or {fix} first",
-            wanted(c.wanted),
-            c.resource
-        ),
+        // The DLM refused, but this node's table names no holder: the lock is held on
+        // another node, and only that node's virtdlmd knows the VM.
+        None => {
+            let find = match c.identity.strip_prefix("lease ") {
+                Some(_) => "`virtdlm locks`".to_owned(),
+                None => format!("`virtdlm inspect {}`", c.identity),
+            };
+            format!(
+                "{what} is held by a VM on another node of the cluster, so it cannot be opened {} here (DLM resource {}); \
+                 run {find} on the other nodes to find that VM, then stop it or {fix} first",
+                wanted(c.wanted),
+                c.resource
+            )
+        }
     }
 }
 
@@ -87,7 +99,19 @@ mod tests {
             "disk /var/lib/libvirt/images/a.img is held exclusively by VM web-3 (uuid u-1) on node hv2 since 12:03:04 UTC; \
              it cannot also be opened for exclusive writing; stop that VM or detach the disk first"
         );
-        let unknown = Conflict { holders: vec![], identity: "lease s/k".into(), ..c };
-        assert!(message(&unknown).starts_with("lease s/k is held by another host"));
+        let mut gone = c.clone();
+        gone.holders[0].state = "left".into();
+        assert!(message(&gone).contains("on node hv2 (that node has left the cluster) since 12:03:04 UTC"), "{}", message(&gone));
+        let remote = Conflict { holders: vec![], ..c.clone() };
+        assert_eq!(
+            message(&remote),
+            "disk /var/lib/libvirt/images/a.img is held by a VM on another node of the cluster, so it cannot be opened \
+             for exclusive writing here (DLM resource d1:ab); run `virtdlm inspect /var/lib/libvirt/images/a.img` on the \
+             other nodes to find that VM, then stop it or detach the disk first"
+        );
+        let lease = Conflict { holders: vec![], identity: "lease s/k".into(), ..c };
+        let m = message(&lease);
+        assert!(m.starts_with("lease s/k is held by a VM on another node"), "{m}");
+        assert!(m.contains("run `virtdlm locks` on the other nodes"), "{m}");
     }
 }

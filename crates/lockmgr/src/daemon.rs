@@ -35,6 +35,8 @@ pub enum DaemonError {
     Watchdog { path: String, source: std::io::Error },
     #[error("cannot start the runtime: {0}")]
     Runtime(std::io::Error),
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
 }
 
 /// Opens the configured backend.
@@ -118,12 +120,25 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
         };
         let ctl = server::bind(&config.socket, ctl_mode, config.allowed_gid)?;
         let admin = server::bind(&config.admin_socket, 0o666, None)?;
+        // Joined before serving, so our restored table is re-sent on our join. The handle's
+        // verdict is what lock-loss handling watches.
+        let cluster = match config.cluster_enabled() {
+            true => Some(crate::cluster::start(&config.cluster_group, &config.lockspace, registry.clone())?),
+            false => None,
+        };
         let access = Arc::new(Access { allowed_uids: config.allowed_uids.clone(), allowed_gid: config.allowed_gid });
         tokio::spawn(watch_owners(watch_rx, registry.clone()));
         // Lock loss: the membership verdict (and the lockspace) decide when VMs must stop.
         if let Some(ls) = dlm {
-            let gate = registry.loss_gate().clone();
-            let verdicts = crate::membership_task::spawn(crate::membership_task::GROUP, Box::new(move || gate.membership_changed()));
+            // The inventory's verdict when it runs (it reports ring changes to the loss gate
+            // itself); otherwise a membership driver of our own.
+            let verdicts = match &cluster {
+                Some(c) => c.verdict.clone(),
+                None => {
+                    let gate = registry.loss_gate().clone();
+                    crate::membership_task::spawn(crate::membership_task::GROUP, Box::new(move || gate.membership_changed()))
+                }
+            };
             let loss = crate::lockloss::start(config.fencing.clone(), watchdog, registry.clone(), verdicts, Some(ls), &config.lockspace, config.grant_hold);
             if !restored.unconfirmed.is_empty() {
                 let why = crate::lockloss::LossReason::Unconfirmed("a lock could not be taken back after the daemon restart".into());

@@ -11,6 +11,7 @@
 //! - `registry`: owners and their locks; acquire all-or-nothing, release, restore.
 //! - `conflict`: the message a refused user reads.
 //! - `server`: the sockets (SO_PEERCRED, framing); `daemon`: start-up order and shutdown.
+//! - `cluster`: membership verdict and the cluster-wide lock inventory over CPG.
 //! - `lockloss`: stopping VMs whose locks are lost, refusing grants until membership is safe.
 //! - `membership_task`: the CPG + quorum driver publishing this node's membership verdict.
 //! - `backend`: where a lock lives (`local`, `dlm`).
@@ -22,6 +23,8 @@ pub mod proto;
 
 #[cfg(feature = "daemon")]
 pub mod backend;
+#[cfg(feature = "daemon")]
+pub mod cluster;
 #[cfg(feature = "daemon")]
 pub mod config;
 #[cfg(feature = "daemon")]

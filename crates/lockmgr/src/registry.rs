@@ -8,6 +8,7 @@
 //! may be what it waits for).
 
 use crate::backend::{Backend, BackendError, Grant, ResName};
+use crate::cluster::{self, LockChange};
 use crate::conflict;
 use crate::lockloss::LossGate;
 use crate::journal::{now_secs, Journal, JournalError, LockEntry, OwnerKey, Record};
@@ -47,6 +48,9 @@ pub struct Registry {
     watch: UnboundedSender<OwnerKey>,
     /// Lock loss (crate::lockloss): while lost, nothing is granted and releases do not wait.
     loss: Arc<LossGate>,
+    /// The cluster inventory, when the daemon runs one: lock changes are published to it
+    /// (under the table lock, so in table order) and answers include other nodes' locks.
+    cluster: std::sync::OnceLock<cluster::Link>,
 }
 
 /// What [`Registry::restore`] did.
@@ -85,6 +89,7 @@ impl Registry {
             gates: Mutex::new(HashMap::new()),
             watch,
             loss: Arc::default(),
+            cluster: std::sync::OnceLock::new(),
         }
     }
 
@@ -103,6 +108,22 @@ impl Registry {
     pub fn owners_of(&self, keys: &[OwnerKey]) -> Vec<(OwnerKey, OwnerSpec)> {
         let t = self.table.lock();
         keys.iter().filter_map(|k| t.owners.get(k).map(|o| (*k, o.spec.clone()))).collect()
+    }
+
+    /// Connects the cluster inventory (once).
+    pub fn attach_cluster(&self, link: cluster::Link) {
+        let _ = self.cluster.set(link);
+    }
+
+    /// Publishes a lock change to the cluster; call with the table lock held.
+    fn publish(&self, change: LockChange) {
+        if let Some(l) = self.cluster.get() {
+            let _ = l.changes.send(change);
+        }
+    }
+
+    fn remote_locks(&self) -> Vec<LockInfo> {
+        self.cluster.get().map(|l| l.remote_locks()).unwrap_or_default()
     }
 
     pub fn backend(&self) -> &Arc<dyn Backend> {
@@ -336,10 +357,17 @@ impl Registry {
             self.undo(&grants);
             return journal_err(e);
         }
+        let new: Vec<String> = grants.iter().map(|(n, _)| n.name.0.clone()).collect();
         let o = t.owners.get_mut(&key).expect("checked above");
         for (n, g) in grants {
             tracing::info!(vm = %spec.name, uuid = %spec.uuid, disk = %n.readable, mode = %g.mode, resource = %n.name.0, "granted");
             o.held.insert(n.name, Held { grant: g, readable: n.readable, since });
+        }
+        let o = &t.owners[&key];
+        for info in self.infos_of(key, o) {
+            if new.contains(&info.resource) {
+                self.publish(LockChange::Granted(info));
+            }
         }
         Response::Ok { locks: vec![] }
     }
@@ -400,6 +428,7 @@ impl Registry {
         for n in names {
             let h = o.held.remove(&n).expect("filtered above");
             self.backend_release(&h.grant, &h.readable);
+            self.publish(LockChange::Released { resource: n.0.clone(), pid: key.pid });
             tracing::info!(vm = %o.spec.name, uuid = %o.spec.uuid, disk = %h.readable, mode = %h.grant.mode, resource = %n.0, "released");
         }
         Response::State { state: state_string(o) }
@@ -436,6 +465,7 @@ impl Registry {
         let o = t.owners.remove(&key).expect("present");
         for (n, h) in o.held {
             self.backend_release(&h.grant, &h.readable);
+            self.publish(LockChange::Released { resource: n.0.clone(), pid: key.pid });
             tracing::info!(vm = %o.spec.name, uuid = %o.spec.uuid, disk = %h.readable, mode = %h.grant.mode, resource = %n.0,
                 "released: {why}");
         }
@@ -443,8 +473,14 @@ impl Registry {
         infos
     }
 
+    /// This node's id: corosync's when the cluster is attached, else the backend's.
+    fn node(&self) -> (u32, String) {
+        let (id, name) = self.backend.node();
+        (self.cluster.get().map_or(id, |l| l.node_id), name)
+    }
+
     fn infos_of(&self, key: OwnerKey, o: &Owner) -> Vec<LockInfo> {
-        let (node_id, node_name) = self.backend.node();
+        let (node_id, node_name) = self.node();
         o.held
             .iter()
             .map(|(n, h)| LockInfo {
@@ -463,16 +499,29 @@ impl Registry {
     }
 
     /// Every lock held on this node.
-    pub fn locks(&self) -> Vec<LockInfo> {
+    pub fn local_locks(&self) -> Vec<LockInfo> {
         let t = self.table.lock();
         let mut v: Vec<LockInfo> = t.owners.iter().flat_map(|(k, o)| self.infos_of(*k, o)).collect();
         v.sort_by(|a, b| (&a.identity, &a.vm_name).cmp(&(&b.identity, &b.vm_name)));
         v
     }
 
-    /// Holders of `name` known here, leaving out the asking process.
+    /// This node's locks, then those the cluster inventory knows on other nodes.
+    pub fn locks(&self) -> Vec<LockInfo> {
+        let mut v = self.local_locks();
+        v.extend(self.remote_locks());
+        v.sort_by(|a, b| (&a.identity, a.node_id, &a.vm_name).cmp(&(&b.identity, b.node_id, &b.vm_name)));
+        v
+    }
+
+    /// Holders of `name` known here (this node's, then other nodes' from the inventory),
+    /// leaving out the asking process.
     fn holders(&self, name: &ResName, except_pid: Option<u32>) -> Vec<LockInfo> {
-        self.locks().into_iter().filter(|l| l.resource == name.0 && Some(l.pid) != except_pid).collect()
+        let (node_id, _) = self.node();
+        self.locks()
+            .into_iter()
+            .filter(|l| l.resource == name.0 && !(l.node_id == node_id && Some(l.pid) == except_pid))
+            .collect()
     }
 
     pub fn inspect(&self, res: &Resource) -> Response {
@@ -499,9 +548,19 @@ impl Registry {
     }
 
     pub fn status(&self) -> serde_json::Value {
+        let (cluster, last_lock_loss) = match self.cluster.get() {
+            Some(l) => {
+                let s = l.state.lock();
+                (s.status(), s.last_lock_loss.clone().unwrap_or(serde_json::Value::Null))
+            }
+            None => (serde_json::Value::Null, serde_json::Value::Null),
+        };
         let t = self.table.lock();
-        let (node_id, node_name) = self.backend.node();
+        let (node_id, node_name) = self.node();
         serde_json::json!({
+            "cluster": cluster,
+            // The lock-loss handler's last event (crate::lockloss) when there is one.
+            "last_lock_loss": self.loss.last().and_then(|e| serde_json::to_value(e).ok()).unwrap_or(last_lock_loss),
             "node_name": node_name,
             "node_id": node_id,
             "backend": self.backend.kind(),

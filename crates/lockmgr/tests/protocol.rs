@@ -242,7 +242,7 @@ fn the_cli_reads_the_admin_socket() {
     let a = Vm::spawn("web-7");
     expect_ok(a.acquire(&d, &[disk(&dir, "a.img", false, true)]));
     let run = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_virtdlm")).arg("--socket").arg(&d.admin).args(args).output().unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_virtdlm")).arg("--admin-socket").arg(&d.admin).args(args).output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8(out.stdout).unwrap()
     };
@@ -250,7 +250,7 @@ fn the_cli_reads_the_admin_socket() {
     assert!(locks.contains("a.img") && locks.contains("web-7") && locks.contains("CW"), "{locks}");
     let name = run(&["resource-name", dir.join("a.img").to_str().unwrap()]);
     assert!(name.starts_with("d1:"), "{name}");
-    let status: serde_json::Value = serde_json::from_str(&run(&["status"])).unwrap();
+    let status: serde_json::Value = serde_json::from_str(&run(&["status", "--json"])).unwrap();
     assert_eq!(status["locks"], 1);
 }
 

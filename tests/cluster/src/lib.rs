@@ -5,6 +5,7 @@
 //! talks to that cluster. Run outside `run.sh`, the tests fail and say so.
 
 pub mod checker;
+pub mod daemon;
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
@@ -131,6 +132,19 @@ fn probe_binary() -> String {
     let exe = std::env::current_exe().expect("test executable path");
     let dir = exe.parent().and_then(|d| d.parent()).expect("target/<profile>/deps");
     dir.join("dlm-probe").to_string_lossy().into_owned()
+}
+
+/// A binary of this workspace's build: `$env` if set, else beside the test executable's
+/// `deps/` directory (`run.sh` builds virtdlmd there too).
+pub fn built_binary(name: &str, env: &str) -> String {
+    if let Some(p) = std::env::var_os(env) {
+        return p.to_string_lossy().into_owned();
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target/<profile>/deps");
+    let path = dir.join(name);
+    assert!(path.exists(), "{} is not built: run tests/cluster/run.sh (or cargo build -p lockmgr --bins)", path.display());
+    path.to_string_lossy().into_owned()
 }
 
 #[derive(Default)]

@@ -1,0 +1,244 @@
+//! virtdlm: the admin CLI of virt-dlm. Read-only requests go to the world-readable admin
+//! socket, so any user may inspect; changes go to the control socket (root).
+use clap::{Parser, Subcommand};
+use lockmgr::mode::Mode;
+use lockmgr::proto::{LockInfo, Op, Resource, Response, DEFAULT_ADMIN_SOCKET, DEFAULT_SOCKET};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+mod client;
+mod exit;
+mod render;
+
+use exit::Failure;
+
+/// Longest path or lease key accepted (PATH_MAX).
+const MAX_INPUT: usize = 4096;
+
+#[derive(Parser, Debug)]
+#[command(name = "virtdlm", version, about = "Inspect and manage virt-dlm's VM disk locks", after_help = exit::HELP)]
+struct Args {
+    /// The read-only admin socket (inspection).
+    #[arg(long, global = true, value_name = "PATH", default_value = DEFAULT_ADMIN_SOCKET)]
+    admin_socket: PathBuf,
+    /// The control socket (changes; root).
+    #[arg(long, global = true, value_name = "PATH", default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// JSON for scripts instead of a table (errors too: {"error": {...}} on stdout).
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// This node, the cluster members and quorum, the lockspace, lock counts, the last lock loss.
+    Status,
+    /// Every lock in the cluster: disk, mode, VM, node, since, state (held / left).
+    Locks {
+        /// Only locks on this node (name or id).
+        #[arg(long)]
+        node: Option<String>,
+        /// Only locks of this VM (name or uuid).
+        #[arg(long)]
+        vm: Option<String>,
+        /// Only locks in this mode (EX, PR, CW, CR).
+        #[arg(long)]
+        mode: Option<Mode>,
+    },
+    /// Who holds a disk or lease ("free" if nobody), and its DLM resource name.
+    /// A lease is written `lease:KEY` or `lease:LOCKSPACE/KEY`.
+    Inspect { target: String },
+    /// The DLM resource name virt-dlm uses for a disk (or `lease:[LOCKSPACE/]KEY`).
+    ResourceName { target: String },
+    /// Release the locks of VMs whose QEMU process is gone (root). Normally virtdlmd does this
+    /// by itself when QEMU exits.
+    Cleanup {
+        /// Only list what would be released (no root needed).
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Release every lock of one VM on this node (root). Refused while its QEMU runs.
+    Release {
+        /// The VM, by uuid or name.
+        #[arg(long)]
+        vm: String,
+        /// Release even though its QEMU still runs. QEMU keeps the disks open and writing:
+        /// another host may then start the VM or open its disks, and both write to them
+        /// (corruption). Only for a QEMU known to have closed its disks.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => f.exit(args.json),
+    }
+}
+
+fn print_json(v: &serde_json::Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+fn run(args: &Args) -> Result<(), Failure> {
+    let admin = args.admin_socket.as_path();
+    let control = args.socket.as_path();
+    match &args.cmd {
+        Cmd::Status => {
+            let Response::Status { status } = ask(admin, Op::Status)? else { return unexpected() };
+            if args.json {
+                print_json(&status);
+            } else {
+                println!("{}", render::status(&status));
+            }
+        }
+        Cmd::Locks { node, vm, mode } => {
+            let locks: Vec<LockInfo> = all_locks(admin)?
+                .into_iter()
+                .filter(|l| node.as_ref().is_none_or(|n| l.node_name == *n || l.node_id.to_string() == *n))
+                .filter(|l| vm.as_ref().is_none_or(|v| l.vm_name == *v || l.vm_uuid.eq_ignore_ascii_case(v)))
+                .filter(|l| mode.is_none_or(|m| l.mode == m))
+                .collect();
+            if args.json {
+                print_json(&json!(locks));
+            } else {
+                println!("{}", render::locks(&locks));
+            }
+        }
+        Cmd::Inspect { target } => {
+            let Response::Inspect { identity, resource, holders } = ask(admin, Op::Inspect { resource: parse_target(target)? })?
+            else {
+                return unexpected();
+            };
+            if args.json {
+                print_json(&json!({ "identity": identity, "resource": resource, "free": holders.is_empty(), "holders": holders }));
+            } else {
+                println!("{}", render::inspect(&identity, &resource, &holders));
+            }
+        }
+        Cmd::ResourceName { target } => {
+            let Response::ResourceName { identity, resource } = ask(admin, Op::ResourceName { resource: parse_target(target)? })?
+            else {
+                return unexpected();
+            };
+            if args.json {
+                print_json(&json!({ "identity": identity, "resource": resource }));
+            } else {
+                println!("{resource}\t{identity}");
+            }
+        }
+        Cmd::Cleanup { dry_run } => {
+            let socket = if *dry_run { admin } else { control };
+            let Response::Ok { locks } = ask(socket, Op::Cleanup { dry_run: *dry_run })? else { return unexpected() };
+            if args.json {
+                print_json(&json!({ "dry_run": dry_run, "locks": locks }));
+            } else if locks.is_empty() {
+                println!("nothing to clean up: every VM holding locks here still runs");
+            } else {
+                let verb = if *dry_run { "would release" } else { "released" };
+                println!("{verb} {} lock(s) of VMs whose QEMU is gone:\n{}", locks.len(), render::locks(&locks));
+            }
+        }
+        Cmd::Release { vm, force } => release(args, admin, control, vm, *force)?,
+    }
+    Ok(())
+}
+
+fn ask(socket: &Path, op: Op) -> Result<Response, Failure> {
+    client::ask(socket, op)
+}
+
+fn unexpected() -> Result<(), Failure> {
+    Err(client::unexpected(&Response::Ok { locks: vec![] }))
+}
+
+fn all_locks(admin: &Path) -> Result<Vec<LockInfo>, Failure> {
+    match ask(admin, Op::Locks)? {
+        Response::Locks { locks } => Ok(locks),
+        other => Err(client::unexpected(&other)),
+    }
+}
+
+/// A disk path (made absolute: the daemon does not share our working directory) or
+/// `lease:[LOCKSPACE/]KEY`.
+fn parse_target(t: &str) -> Result<Resource, Failure> {
+    if t.is_empty() {
+        return Err(Failure::bad_input("empty disk path or lease"));
+    }
+    if t.len() > MAX_INPUT {
+        return Err(Failure::bad_input(format!("{} bytes is too long for a disk path or lease (at most {MAX_INPUT})", t.len())));
+    }
+    if let Some(lease) = t.strip_prefix("lease:") {
+        let (lockspace, key) = match lease.split_once('/') {
+            Some((s, k)) => (Some(s.to_owned()), k.to_owned()),
+            None => (None, lease.to_owned()),
+        };
+        if key.is_empty() {
+            return Err(Failure::bad_input(format!("{t:?}: a lease is lease:KEY or lease:LOCKSPACE/KEY")));
+        }
+        return Ok(Resource::Lease { lockspace, key, path: None, offset: None });
+    }
+    let path = std::path::absolute(t).map_err(|e| Failure::bad_input(format!("{t}: {e}")))?;
+    if let Err(e) = std::fs::metadata(&path) {
+        return Err(Failure::bad_input(format!("{}: {e} (give the disk path as this host sees it)", path.display())));
+    }
+    Ok(Resource::Disk { path: path.to_string_lossy().into_owned(), readonly: false, shared: false })
+}
+
+/// `release --vm`: find the VM in the cluster table, then ask this node's daemon.
+fn release(args: &Args, admin: &Path, control: &Path, vm: &str, force: bool) -> Result<(), Failure> {
+    if vm.is_empty() || vm.len() > 1024 {
+        return Err(Failure::bad_input(format!("VM name or uuid of {} bytes (must be 1..=1024)", vm.len())));
+    }
+    let locks = all_locks(admin)?;
+    let status = match ask(admin, Op::Status)? {
+        Response::Status { status } => status,
+        other => return Err(client::unexpected(&other)),
+    };
+    let here = status["node_id"].as_u64().unwrap_or(0) as u32;
+    let mine: Vec<&LockInfo> = locks.iter().filter(|l| l.vm_uuid.eq_ignore_ascii_case(vm) || l.vm_name == vm).collect();
+    let mut uuids: Vec<&str> = mine.iter().map(|l| l.vm_uuid.as_str()).collect();
+    uuids.sort();
+    uuids.dedup();
+    if uuids.len() > 1 {
+        return Err(Failure::bad_input(format!("several VMs are named {vm} ({}); give the uuid", uuids.join(", "))));
+    }
+    let uuid = match uuids.first() {
+        Some(u) => u.to_string(),
+        None if uuid_like(vm) => vm.to_ascii_lowercase(),
+        None => return Err(Failure::refused(format!("no VM named {vm} holds locks in the cluster"))),
+    };
+    if !mine.is_empty() && mine.iter().all(|l| l.node_id != here) {
+        let node = &mine[0].node_name;
+        return Err(Failure::refused(format!(
+            "VM {} ({uuid}) holds its locks on node {node}, not here: run `virtdlm release --vm {uuid}` on {node}",
+            mine[0].vm_name
+        )));
+    }
+    let released = match ask(control, Op::ReleaseVm { uuid: uuid.clone(), force }) {
+        Ok(Response::Ok { locks }) => locks,
+        Ok(other) => return Err(client::unexpected(&other)),
+        Err(mut f) if f.kind == "busy" => {
+            f.message.push_str(
+                " (--force releases while QEMU keeps the disks open: another host could then open them and both would write)",
+            );
+            return Err(f);
+        }
+        Err(f) => return Err(f),
+    };
+    if args.json {
+        print_json(&json!({ "uuid": uuid, "forced": force, "locks": released }));
+    } else {
+        println!("released {} lock(s) of VM {uuid}:\n{}", released.len(), render::locks(&released));
+    }
+    Ok(())
+}
+
+fn uuid_like(s: &str) -> bool {
+    s.len() == 36 && s.chars().all(|c| c.is_ascii_hexdigit() || c == '-')
+}

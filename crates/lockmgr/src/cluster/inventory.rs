@@ -1,0 +1,199 @@
+//! The cluster-wide lock table, built only from what CPG delivers (so every member that saw
+//! the same deliveries holds the same table).
+//!
+//! Rules:
+//! - `grant`/`release` from a member add/remove one entry of the sender's node.
+//! - A `state` re-send (sent by every member after every membership change) replaces
+//!   **all** entries of the sender's node id once its last part arrives — including entries
+//!   of an earlier daemon on that node that are marked `left`. So a node that joins late has
+//!   the full picture after the first membership change it sees (its own join).
+//! - A member that leaves (daemon stopped or crashed, node down or cut off) keeps its entries,
+//!   marked `left`: its locks may still be held (persistent DLM locks of a crashed daemon) or
+//!   may be freed by DLM recovery on the quorate side; nothing here can tell which. They are
+//!   cleared when a daemon on that node id joins again and re-sends its state.
+//! - Entries carry the node id the sender has in the group, not the one it wrote.
+
+use super::wire::Body;
+use crate::corosync::Address;
+use crate::proto::LockInfo;
+use std::collections::{BTreeMap, HashMap};
+
+/// `state` of an entry whose member left the group.
+pub const LEFT: &str = "left";
+
+type Key = (u32, String, u32); // node id, resource, pid
+
+#[derive(Debug, Clone)]
+struct Entry {
+    from: Address,
+    info: LockInfo,
+}
+
+#[derive(Debug, Default)]
+pub struct Inventory {
+    entries: BTreeMap<Key, Entry>,
+    /// State re-sends in progress, per sender: (epoch, parts so far).
+    pending: HashMap<Address, (u64, Vec<LockInfo>)>,
+}
+
+impl Inventory {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Applies one delivered message.
+    pub fn deliver(&mut self, sender: Address, body: Body) {
+        match body {
+            Body::Grant { mut lock } => {
+                lock.node_id = sender.nodeid;
+                lock.state = "held".into();
+                let key = (sender.nodeid, lock.resource.clone(), lock.pid);
+                self.entries.insert(key, Entry { from: sender, info: lock });
+            }
+            Body::Release { resource, pid } => {
+                self.entries.remove(&(sender.nodeid, resource, pid));
+            }
+            Body::State { epoch, part, last, locks } => {
+                let acc = self.pending.entry(sender).or_insert_with(|| (epoch, Vec::new()));
+                if part == 0 || acc.0 != epoch {
+                    *acc = (epoch, Vec::new());
+                }
+                acc.1.extend(locks);
+                if last {
+                    let (_, locks) = self.pending.remove(&sender).expect("inserted above");
+                    self.entries.retain(|k, _| k.0 != sender.nodeid);
+                    for mut lock in locks {
+                        lock.node_id = sender.nodeid;
+                        lock.state = "held".into();
+                        self.entries.insert((sender.nodeid, lock.resource.clone(), lock.pid), Entry { from: sender, info: lock });
+                    }
+                }
+            }
+        }
+    }
+
+    /// A member left the group: its entries stay, marked `left`; a half-received re-send of
+    /// it is dropped.
+    pub fn member_left(&mut self, who: Address) {
+        self.pending.remove(&who);
+        for e in self.entries.values_mut().filter(|e| e.from == who) {
+            e.info.state = LEFT.into();
+        }
+    }
+
+    /// Every entry, sorted by identity then node.
+    pub fn locks(&self) -> Vec<LockInfo> {
+        let mut v: Vec<LockInfo> = self.entries.values().map(|e| e.info.clone()).collect();
+        v.sort_by(|a, b| (&a.identity, a.node_id, &a.vm_name).cmp(&(&b.identity, b.node_id, &b.vm_name)));
+        v
+    }
+
+    /// Entries of nodes other than `node_id`.
+    pub fn others(&self, node_id: u32) -> Vec<LockInfo> {
+        self.locks().into_iter().filter(|l| l.node_id != node_id).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::wire::{decode, lock, state_parts};
+    use super::*;
+
+    const A: Address = Address { nodeid: 1, pid: 100 };
+    const B: Address = Address { nodeid: 2, pid: 200 };
+
+    fn state(epoch: u64, locks: Vec<LockInfo>) -> Body {
+        Body::State { epoch, part: 0, last: true, locks }
+    }
+    fn summary(inv: &Inventory) -> Vec<(u32, String, u32, String)> {
+        inv.locks().into_iter().map(|l| (l.node_id, l.resource, l.pid, l.state)).collect()
+    }
+
+    #[test]
+    fn grant_and_release_of_a_member() {
+        let mut inv = Inventory::new();
+        inv.deliver(B, Body::Grant { lock: lock("d1:a", 7, "web-3") });
+        assert_eq!(summary(&inv), [(2, "d1:a".into(), 7, "held".into())]);
+        // A release from another node does not touch B's entry.
+        inv.deliver(A, Body::Release { resource: "d1:a".into(), pid: 7 });
+        assert_eq!(inv.locks().len(), 1);
+        inv.deliver(B, Body::Release { resource: "d1:a".into(), pid: 7 });
+        assert!(inv.locks().is_empty());
+    }
+
+    #[test]
+    fn the_sender_decides_the_node_id() {
+        let mut inv = Inventory::new();
+        let mut l = lock("d1:a", 7, "web-3");
+        l.node_id = 99;
+        inv.deliver(A, Body::Grant { lock: l });
+        assert_eq!(inv.locks()[0].node_id, 1);
+    }
+
+    #[test]
+    fn a_late_joiner_gets_the_full_picture_from_re_sends() {
+        let mut late = Inventory::new();
+        late.deliver(B, state(1, vec![lock("d1:a", 7, "web-3"), lock("d1:b", 8, "db-1")]));
+        late.deliver(A, state(1, vec![]));
+        assert_eq!(summary(&late).len(), 2);
+        // A re-send replaces what that node said before (d1:a was released meanwhile).
+        late.deliver(B, state(2, vec![lock("d1:b", 8, "db-1")]));
+        assert_eq!(summary(&late), [(2, "d1:b".into(), 8, "held".into())]);
+    }
+
+    #[test]
+    fn a_multi_part_re_send_applies_at_its_last_part() {
+        let locks: Vec<LockInfo> = (0..1500).map(|i| lock(&format!("d1:{i:060}"), i, "vm")).collect();
+        let parts = state_parts(3, &locks);
+        assert!(parts.len() > 1);
+        let mut inv = Inventory::new();
+        inv.deliver(B, Body::Grant { lock: lock("d1:old", 1, "gone") });
+        inv.deliver(B, decode(&parts[0]).unwrap());
+        assert_eq!(summary(&inv).len(), 1, "nothing replaced before the last part");
+        for p in &parts[1..] {
+            inv.deliver(B, decode(p).unwrap());
+        }
+        assert_eq!(inv.locks().len(), 1500);
+        assert!(inv.locks().iter().all(|l| l.resource != "d1:old"));
+    }
+
+    #[test]
+    fn leave_marks_left_and_a_rejoin_re_send_clears() {
+        let mut inv = Inventory::new();
+        inv.deliver(A, Body::Grant { lock: lock("d1:a", 7, "web-1") });
+        inv.deliver(B, Body::Grant { lock: lock("d1:b", 8, "web-2") });
+        inv.member_left(B);
+        assert_eq!(summary(&inv), [(1, "d1:a".into(), 7, "held".into()), (2, "d1:b".into(), 8, LEFT.into())]);
+        // Re-sends of the remaining members do not clear the departed node's entries.
+        inv.deliver(A, state(5, vec![lock("d1:a", 7, "web-1")]));
+        assert_eq!(summary(&inv)[1].3, LEFT);
+        // A new daemon on node 2 (another pid) joins and re-sends: its word replaces the old.
+        let b2 = Address { nodeid: 2, pid: 201 };
+        inv.deliver(b2, state(1, vec![lock("d1:c", 9, "web-9")]));
+        assert_eq!(summary(&inv), [(1, "d1:a".into(), 7, "held".into()), (2, "d1:c".into(), 9, "held".into())]);
+    }
+
+    #[test]
+    fn a_heal_re_send_restores_held() {
+        let mut inv = Inventory::new();
+        inv.deliver(B, Body::Grant { lock: lock("d1:b", 8, "web-2") });
+        inv.member_left(B);
+        inv.deliver(B, state(2, vec![lock("d1:b", 8, "web-2")]));
+        assert_eq!(summary(&inv), [(2, "d1:b".into(), 8, "held".into())]);
+    }
+
+    #[test]
+    fn a_re_send_cut_short_by_a_leave_is_dropped() {
+        let mut inv = Inventory::new();
+        inv.deliver(B, Body::Grant { lock: lock("d1:b", 8, "web-2") });
+        inv.deliver(B, Body::State { epoch: 4, part: 0, last: false, locks: vec![] });
+        inv.member_left(B);
+        assert_eq!(summary(&inv), [(2, "d1:b".into(), 8, LEFT.into())]);
+        // Its next re-send starts over (new epoch), not where the cut one stopped.
+        inv.deliver(B, Body::State { epoch: 5, part: 0, last: false, locks: vec![lock("d1:x", 1, "x")] });
+        inv.deliver(A, state(1, vec![]));
+        inv.deliver(B, Body::State { epoch: 5, part: 1, last: true, locks: vec![lock("d1:y", 2, "y")] });
+        let names: Vec<String> = inv.locks().into_iter().map(|l| l.resource).collect();
+        assert_eq!(names, ["d1:x", "d1:y"]);
+    }
+}

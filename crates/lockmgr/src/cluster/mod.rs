@@ -1,0 +1,162 @@
+//! virtdlmd's place in the cluster: one CPG handle joined to the group (`virtdlm` by
+//! default) and one quorum handle, driven by tokio. It gives the rest of the daemon
+//!
+//! - the membership verdict ([`ClusterHandle::verdict`], a `watch` channel: "may this node
+//!   act?", see [`crate::corosync::membership`]), our node id and the cluster's node names;
+//! - the cluster-wide lock inventory ([`inventory`]): every daemon multicasts its lock
+//!   changes ([`wire`]) in agreed order and re-sends its whole table after each membership
+//!   change, so each member knows who holds what on every node.
+//!
+//! The registry publishes each lock change into [`Link::changes`] while it holds its table
+//! lock, so the channel's order is the table's order; this task multicasts them. A change is
+//! visible to the other nodes from its delivery on (our own delivery is its commit point).
+//!
+//! - `wire`: the messages; `inventory`: the table built from them; `task`: the event loop.
+
+pub mod inventory;
+mod task;
+pub mod wire;
+
+use crate::corosync::{self, Address, Verdict};
+use crate::proto::LockInfo;
+use crate::registry::Registry;
+use inventory::Inventory;
+use parking_lot::Mutex;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use tokio::sync::{mpsc, watch};
+pub use wire::LockChange;
+
+/// Default CPG group of the inventory.
+pub const DEFAULT_GROUP: &str = "virtdlm";
+
+/// What the daemon knows of the cluster right now.
+#[derive(Debug)]
+pub struct ClusterState {
+    pub group: String,
+    pub lockspace: String,
+    /// This daemon as a group member.
+    pub me: Address,
+    /// Configured node names by node id (from cmap's nodelist).
+    pub node_names: BTreeMap<u32, String>,
+    /// Current group members (one daemon per node, normally).
+    pub members: Vec<Address>,
+    /// Latest quorum notification, if any.
+    pub quorate: Option<bool>,
+    pub verdict: Verdict,
+    pub inventory: Inventory,
+    /// The last lock-loss event, for `virtdlm status`; set by lock-loss handling.
+    pub last_lock_loss: Option<serde_json::Value>,
+}
+
+impl ClusterState {
+    pub fn node_name(&self, id: u32) -> String {
+        self.node_names.get(&id).cloned().unwrap_or_else(|| format!("node{id}"))
+    }
+
+    /// The `cluster` object of `virtdlm status`.
+    pub fn status(&self) -> serde_json::Value {
+        let members: Vec<serde_json::Value> = self
+            .members
+            .iter()
+            .map(|m| serde_json::json!({ "node_id": m.nodeid, "name": self.node_name(m.nodeid), "pid": m.pid }))
+            .collect();
+        serde_json::json!({
+            "group": self.group,
+            "lockspace": self.lockspace,
+            "node_id": self.me.nodeid,
+            "members": members,
+            "quorate": self.quorate,
+            "verdict": self.verdict.to_string(),
+            "safe": self.verdict == Verdict::Safe,
+            "inventory_locks": self.inventory.locks().len(),
+        })
+    }
+}
+
+/// What the registry holds of the cluster: where to publish its changes, and the shared
+/// state (inventory) for its answers.
+#[derive(Clone)]
+pub struct Link {
+    /// Our corosync node id (the local backend has none of its own).
+    pub node_id: u32,
+    pub changes: mpsc::UnboundedSender<LockChange>,
+    pub state: Arc<Mutex<ClusterState>>,
+}
+
+impl Link {
+    /// Inventory entries of other nodes.
+    pub fn remote_locks(&self) -> Vec<LockInfo> {
+        let s = self.state.lock();
+        s.inventory.others(s.me.nodeid)
+    }
+}
+
+/// The daemon's handle on the cluster.
+#[derive(Clone)]
+pub struct ClusterHandle {
+    /// The membership verdict; changes as CPG and quorum events arrive. Lock-loss handling
+    /// subscribes here: `Verdict::Lost` means everything held through the cluster is gone.
+    pub verdict: watch::Receiver<Verdict>,
+    pub node_id: u32,
+    pub state: Arc<Mutex<ClusterState>>,
+}
+
+impl ClusterHandle {
+    /// Configured node names by node id.
+    pub fn node_names(&self) -> BTreeMap<u32, String> {
+        self.state.lock().node_names.clone()
+    }
+
+    /// Records a lock-loss event for `virtdlm status`.
+    pub fn record_lock_loss(&self, event: serde_json::Value) {
+        self.state.lock().last_lock_loss = Some(event);
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("cannot join the CPG group {group}: {source}")]
+    Cpg { group: String, source: corosync::Error },
+    #[error("cannot connect to corosync's quorum service: {0}")]
+    Quorum(corosync::Error),
+    #[error("cannot watch corosync's fds: {0}")]
+    Reactor(std::io::Error),
+}
+
+/// Joins `group`, starts the event loop on the current tokio runtime and attaches the
+/// registry (its changes are multicast from now on; its table is re-sent on our join).
+pub fn start(group: &str, lockspace: &str, registry: Arc<Registry>) -> Result<ClusterHandle, ClusterError> {
+    let cpg_err = |source| ClusterError::Cpg { group: group.to_owned(), source };
+    let mut cpg = corosync::Cpg::new(group).map_err(cpg_err)?;
+    cpg.join().map_err(cpg_err)?;
+    let quorum = corosync::Quorum::new().map_err(ClusterError::Quorum)?;
+    let node_names = match corosync::Cmap::new().and_then(|c| c.node_names()) {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!("cannot read node names from cmap ({e}); nodes are shown by id");
+            BTreeMap::new()
+        }
+    };
+    let me = cpg.me();
+    let verdict = Verdict::NotJoined;
+    let state = Arc::new(Mutex::new(ClusterState {
+        group: group.to_owned(),
+        lockspace: lockspace.to_owned(),
+        me,
+        node_names,
+        members: Vec::new(),
+        quorate: None,
+        verdict,
+        inventory: Inventory::new(),
+        last_lock_loss: None,
+    }));
+    let (verdict_tx, verdict_rx) = watch::channel(verdict);
+    let (changes, changes_rx) = mpsc::unbounded_channel();
+    let cpg = corosync::reactor::register(cpg).map_err(ClusterError::Reactor)?;
+    let quorum = corosync::reactor::register(quorum).map_err(ClusterError::Reactor)?;
+    registry.attach_cluster(Link { node_id: me.nodeid, changes, state: state.clone() });
+    tracing::info!(group, node_id = me.nodeid, "joined the inventory group");
+    tokio::spawn(task::run(task::Task { cpg, quorum, changes: changes_rx, state: state.clone(), verdict: verdict_tx, registry }));
+    Ok(ClusterHandle { verdict: verdict_rx, node_id: me.nodeid, state })
+}

@@ -1,0 +1,155 @@
+//! The cluster event loop: CPG and quorum events in, the verdict and the inventory out,
+//! the registry's lock changes multicast.
+
+use super::wire::{self, Body, LockChange};
+use super::ClusterState;
+use crate::corosync::{Cpg, CpgEvent, MembershipView, Quorum, QuorumEvent, Verdict};
+use crate::registry::Registry;
+use parking_lot::Mutex;
+use std::sync::Arc;
+use tokio::io::unix::AsyncFd;
+use tokio::sync::{mpsc, watch};
+
+pub(super) struct Task {
+    pub cpg: AsyncFd<Cpg>,
+    pub quorum: AsyncFd<Quorum>,
+    pub changes: mpsc::UnboundedReceiver<LockChange>,
+    pub state: Arc<Mutex<ClusterState>>,
+    pub verdict: watch::Sender<Verdict>,
+    pub registry: Arc<Registry>,
+}
+
+/// What the handlers need besides the corosync fds.
+struct Ctx {
+    state: Arc<Mutex<ClusterState>>,
+    verdict: watch::Sender<Verdict>,
+}
+
+pub(super) async fn run(t: Task) {
+    let Task { mut cpg, mut quorum, mut changes, state, verdict, registry } = t;
+    let t = Ctx { state, verdict };
+    let me = cpg.get_ref().me();
+    let mut view = MembershipView::new(me);
+    let mut epoch = 0u64;
+    // Lock loss: every totem change after the first holds grants back (a `watch` of the
+    // verdict may coalesce a short `settling`).
+    let loss_gate = registry.loss_gate().clone();
+    let mut seen_ring = false;
+    loop {
+        let mut resend = false;
+        let gone = tokio::select! {
+            r = cpg.readable_mut() => match r {
+                Ok(mut guard) => loop {
+                    match guard.get_inner_mut().dispatch() {
+                        Ok(evs) if evs.is_empty() => {
+                            guard.clear_ready();
+                            break None;
+                        }
+                        Ok(evs) => {
+                            for ev in evs {
+                                resend |= matches!(ev, CpgEvent::ConfChg { .. });
+                                if matches!(ev, CpgEvent::TotemConfChg { .. }) {
+                                    if seen_ring {
+                                        loss_gate.membership_changed();
+                                    }
+                                    seen_ring = true;
+                                }
+                                on_cpg(&t, &mut view, ev);
+                            }
+                        }
+                        Err(e) => break Some(e.to_string()),
+                    }
+                },
+                Err(e) => Some(e.to_string()),
+            },
+            r = quorum.readable_mut() => match r {
+                Ok(mut guard) => loop {
+                    match guard.get_inner_mut().dispatch() {
+                        Ok(evs) if evs.is_empty() => {
+                            guard.clear_ready();
+                            break None;
+                        }
+                        Ok(evs) => {
+                            for ev in evs {
+                                if let QuorumEvent::Quorum { quorate, .. } = &ev {
+                                    t.state.lock().quorate = Some(*quorate);
+                                }
+                                if let Some(v) = view.on_quorum(&ev) {
+                                    publish(&t, v);
+                                }
+                            }
+                        }
+                        Err(e) => break Some(e.to_string()),
+                    }
+                },
+                Err(e) => Some(e.to_string()),
+            },
+            Some(change) = changes.recv() => {
+                send(cpg.get_ref(), &Body::from(change));
+                None
+            }
+        };
+        if let Some(why) = gone {
+            tracing::error!("lost corosync ({why}): the lock inventory stops; membership verdict is lost");
+            if let Some(v) = view.on_corosync_lost() {
+                publish(&t, v);
+            }
+            return;
+        }
+        if resend {
+            epoch += 1;
+            // Our own table as the registry holds it now; changes still queued in the channel
+            // follow it on the wire and are idempotent against it.
+            let registry = registry.clone();
+            let locks = tokio::task::spawn_blocking(move || registry.local_locks()).await.unwrap_or_default();
+            for part in wire::state_parts(epoch, &locks) {
+                mcast(cpg.get_ref(), &part);
+            }
+        }
+    }
+}
+
+fn on_cpg(t: &Ctx, view: &mut MembershipView, ev: CpgEvent) {
+    if let Some(v) = view.on_cpg(&ev) {
+        publish(t, v);
+    }
+    let mut s = t.state.lock();
+    match ev {
+        CpgEvent::Deliver { sender, msg, .. } => match wire::decode(&msg) {
+            Ok(body) => s.inventory.deliver(sender, body),
+            Err(e) => tracing::warn!(%sender, "ignored an inventory message: {e}"),
+        },
+        CpgEvent::ConfChg { members, left, joined } => {
+            for c in &left {
+                s.inventory.member_left(c.addr);
+                tracing::info!(node = %s.node_name(c.addr.nodeid), member = %c, "inventory: member left; its locks are shown as left");
+            }
+            for c in &joined {
+                tracing::info!(node = %s.node_name(c.addr.nodeid), member = %c, "inventory: member joined");
+            }
+            s.members = members;
+        }
+        CpgEvent::TotemConfChg { .. } => {}
+    }
+}
+
+fn publish(t: &Ctx, v: Verdict) {
+    tracing::info!(verdict = %v, "cluster membership verdict");
+    t.state.lock().verdict = v;
+    t.verdict.send_replace(v);
+}
+
+fn send(cpg: &Cpg, body: &Body) {
+    match wire::encode(body) {
+        Ok(bytes) => mcast(cpg, &bytes),
+        Err(e) => tracing::error!("inventory message not sent: {e}"),
+    }
+}
+
+/// `cpg_mcast_joined` may sleep under flow control: let tokio move other tasks away.
+fn mcast(cpg: &Cpg, bytes: &[u8]) {
+    let r = tokio::task::block_in_place(|| cpg.mcast(bytes));
+    if let Err(e) = r {
+        tracing::warn!("inventory message not sent: {e}; the next membership change re-sends the table");
+    }
+}

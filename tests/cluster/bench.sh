@@ -1,0 +1,86 @@
+#!/bin/bash
+# Benchmark (not a test): what one VM's locks cost on the kernel DLM. Boots a 3-node test
+# cluster, runs virtdlmd --backend dlm on node 1 and measures, from node 1, one VM's acquire +
+# release of 4 disks through the daemon's control socket (as dlm.so sends them), beside the raw
+# libdlm requests on the same 4 resources (the floor): the full request sequence the dlm backend
+# issues per disk (new NL, ->EX, ->NL, unlock) and bare NL->EX->NL conversions of kept anchors.
+# Each twice: with the resources mastered on node 1 (it locked them first) and on node 2.
+# Tears the cluster down and prints a markdown table (median, p99, mean of N samples).
+#
+#   tests/cluster/bench.sh                 BENCH_N samples per row (default 300)
+# Settings: CL_NS, CL_BASE, CL_NET, CL_VM as for run.sh (see cluster.sh).
+set -uo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+CL=$HERE/cluster.sh
+export CL_NS=${CL_NS:-virtdlmbench} CL_BASE=${CL_BASE:-/tmp/virtdlm-bench} CL_NET=${CL_NET:-10.99.1}
+N=${BENCH_N:-300}
+LS=vd_bench
+DIR=/run/virtdlm-bench
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}/release
+
+die() { echo "bench FAILED: $*" >&2; exit 1; }
+[ "$(id -u)" = 0 ] || die "needs root (network namespace, taps, UML hostfs root)"
+cd "$ROOT" || die "no $ROOT"
+
+echo "== building (release)" >&2
+cargo build --release --locked -p lockmgr --bin virtdlmd -p cluster-tests --bin dlm-bench >&2 || die "cargo build --release failed"
+"$CL" prepare >&2 || die "cannot prepare the guests"
+trap '"$CL" stop >/dev/null 2>&1' EXIT
+echo "== starting 3 nodes" >&2
+"$CL" start 3 >&2 || die "the cluster did not start (logs in $CL_BASE)"
+BENCH=$("$CL" bin "$TARGET/dlm-bench") || die "cluster.sh bin dlm-bench"
+DAEMON=$("$CL" bin "$TARGET/virtdlmd") || die "cluster.sh bin virtdlmd"
+x() { "$CL" exec "$@"; }
+
+disks() { for i in 1 2 3 4; do printf ' /srv/virtdlm-bench/%s/disk%d.img' "$1" "$i"; done; }
+LOCAL=$(disks local)
+REMOTE=$(disks remote)
+
+# Background program in a guest; returns once its output (in $DIR/$2.out) shows $3.
+background() {
+  local node=$1 name=$2 ready=$3; shift 3
+  x "$node" "mkdir -p $DIR; $* >$DIR/$name.out 2>&1 </dev/null &
+    for i in \$(seq 1 1200); do grep -q '$ready' $DIR/$name.out && exit 0; sleep 0.1; done
+    cat $DIR/$name.out; exit 1" >&2 || die "$name on node$node did not get ready"
+}
+
+echo "== virtdlmd on node 1; NL holders make node 1 master of the 'local' disks, node 2 of the 'remote' ones" >&2
+x 1 "mkdir -p $DIR && printf 'lockspace = $LS\n' > $DIR/virtdlmd.conf" >&2
+background 1 virtdlmd 'serving on' RUST_LOG=info "$DAEMON" --config $DIR/virtdlmd.conf --backend dlm \
+  --socket $DIR/ctl.sock --admin-socket $DIR/admin.sock --journal $DIR/journal --node-name node1
+background 1 hold-local '"ready"' "$BENCH" hold $LS "$LOCAL"
+background 2 hold-remote '"ready"' "$BENCH" hold $LS "$REMOTE"
+
+RESULTS=()
+for where in local remote; do
+  set="$LOCAL"; [ $where = remote ] && set="$REMOTE"
+  for mode in daemon raw-full raw-convert; do
+    target=$LS; [ $mode = daemon ] && target=$DIR/ctl.sock
+    echo "== $mode, $where master, $N samples" >&2
+    line=$(x 1 "$BENCH $mode $target $N $set" | grep '^{' | tail -1)
+    case $line in *'"median_us"'*) ;; *) die "$mode ($where): ${line:-no output}";; esac
+    RESULTS+=("$where $line")
+  done
+done
+
+cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
+echo
+echo "Measured $(date -u +%Y-%m-%d) on ${cpu:-an unknown CPU} ($(nproc) cores, $(free -g | awk '/^Mem:/{print $2}') GiB, load $(cut -d' ' -f1-3 /proc/loadavg)),"
+echo "3 ${CL_VM:-uml} guests, kernel $(uname -r) on the host; $N samples per row after $((N / 10)) unmeasured, 4 disks."
+echo
+echo "| what (4 disks, from node 1) | resources mastered on | median | p99 | mean |"
+echo "|---|---|---:|---:|---:|"
+for r in "${RESULTS[@]}"; do
+  where=${r%% *}; json=${r#* }
+  field() { sed -n "s/.*\"$1\":\([0-9.]*\).*/\1/p" <<<"$json"; }
+  mode=$(sed -n 's/.*"mode":"\([^"]*\)".*/\1/p' <<<"$json")
+  case $mode in
+    daemon) what="virtdlmd: acquire + release of one VM (2 requests)";;
+    raw-full) what="libdlm: new NL, ->EX, ->NL, unlock per disk";;
+    raw-convert) what="libdlm: NL->EX->NL per disk (anchors kept)";;
+  esac
+  node=1; [ "$where" = remote ] && node=2
+  ms() { awk -v us="$1" 'BEGIN{printf "%.2f ms", us / 1000}'; }
+  echo "| $what | node $node ($where) | $(ms "$(field median_us)") | $(ms "$(field p99_us)") | $(ms "$(field mean_us)") |"
+done

@@ -1,0 +1,91 @@
+#!/bin/bash
+# The lock inventory over real corosync, without the kernel DLM: virtdlmd (local backend,
+# `cluster = true`) on each node of a netns cluster (netns.sh). A lock taken on node 1 shows on
+# nodes 2 and 3 with its VM; a node cut off is shown `left` by the others and, after the heal
+# (no dlm_controld here to stop its corosync on the merge), `held` again once it re-sends.
+# Prints PASS/FAIL per check and "N passed, N failed"; exits non-zero on any failure or when
+# it cannot run (it never skips silently). Needs root.
+set -uo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+cd "$ROOT"
+export CS_PREFIX=${CS_PREFIX:-vdlminv} CS_SUBNET=${CS_SUBNET:-10.231.9}
+passed=0; failed=0
+cannot_run() { echo "inventory tier cannot run: $*"; echo "0 passed, 1 failed"; exit 1; }
+[ "$(id -u)" = 0 ] || cannot_run "needs root (network namespaces)"
+for tool in corosync ip jq perl cargo; do
+  command -v "$tool" >/dev/null || cannot_run "'$tool' not found (tests/install-deps.sh installs it)"
+done
+cargo build -p lockmgr --bins --locked 2>&1 | tail -1
+T=${CARGO_TARGET_DIR:-$ROOT/target}/debug
+[ -x "$T/virtdlmd" ] && [ -x "$T/virtdlm" ] || cannot_run "build failed"
+W=$(mktemp -d /tmp/virtdlm-inventory.XXXXXX)
+PIDS=()
+cleanup() {
+  exec 2>/dev/null   # no job-control chatter for the processes killed here
+  for p in "${PIDS[@]}"; do kill -9 "$p"; done
+  "$HERE/netns.sh" stop >/dev/null 2>&1
+  echo "logs: $W"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+result() { if [ "$2" = 0 ]; then passed=$((passed + 1)); echo "PASS $1"; else failed=$((failed + 1)); echo "FAIL $1"; fi; }
+vdlm() { "$T/virtdlm" --socket "$W/n$1/ctl.sock" --admin-socket "$W/n$1/admin.sock" "${@:2}"; }
+# poll NODE SECONDS JQ-FILTER: waits until `locks --json` on NODE satisfies the filter;
+# prints how long it took (reported, not asserted).
+poll() {
+  local t0 now; t0=$(date +%s%N)
+  while :; do
+    if vdlm "$1" locks --json 2>/dev/null | jq -e "$3" >/dev/null; then
+      now=$(date +%s%N); echo "   node$1: $(( (now - t0) / 1000000 )) ms"; return 0
+    fi
+    [ $(( ($(date +%s%N) - t0) / 1000000000 )) -lt "$2" ] || { echo "   node$1 table:"; vdlm "$1" locks; return 1; }
+    sleep 0.1
+  done
+}
+# acquire NODE VM UUID DISK: a `sleep` as the VM's QEMU takes DISK through the control socket.
+acquire() {
+  sleep 100000 & local pid=$!; PIDS+=("$pid")
+  local req="{\"v\":1,\"op\":\"acquire\",\"owner\":{\"uuid\":\"$3\",\"name\":\"$2\",\"pid\":$pid},\"resources\":[{\"kind\":\"disk\",\"path\":\"$4\"}]}"
+  perl -MIO::Socket::UNIX -e '$s = IO::Socket::UNIX->new(Peer => $ARGV[0]) or die "connect: $!\n"; $b = $ARGV[1];
+    print $s pack("N", length $b) . $b; read($s, $h, 4) == 4 or die "no answer\n"; read($s, $r, unpack("N", $h)); print "$r\n"' \
+    "$W/n$1/ctl.sock" "$req" | jq -e '.result == "ok"' >/dev/null
+}
+
+echo "== starting 3 corosync nodes ($CS_PREFIX, $CS_SUBNET.0/24)"
+"$HERE/netns.sh" start 3 || cannot_run "the netns cluster did not start"
+truncate -s 1M "$W/a.img" "$W/b.img"
+for i in 1 2 3; do
+  mkdir -p "$W/n$i"
+  printf 'backend = local\nnode_name = node%s\ncluster = true\ncluster_group = virtdlm-inv\n' "$i" > "$W/n$i/virtdlmd.conf"
+  RUST_LOG=info "$HERE/netns.sh" exec "$i" "$T/virtdlmd" --config "$W/n$i/virtdlmd.conf" --socket "$W/n$i/ctl.sock" \
+    --admin-socket "$W/n$i/admin.sock" --journal "$W/n$i/journal" > "$W/n$i/log" 2>&1 &
+  PIDS+=("$!")
+done
+for i in 1 2 3; do
+  for _ in $(seq 100); do vdlm "$i" status --json >/dev/null 2>&1 && break; sleep 0.1; done
+  vdlm "$i" status --json >/dev/null || cannot_run "virtdlmd on node$i did not come up: $(tail -5 "$W/n$i/log")"
+done
+
+echo "== a lock taken on node1 shows on nodes 2 and 3"
+acquire 1 web-1 0c0ffee0-0000-4000-8000-000000000001 "$W/a.img"
+sel='.[] | select(.vm_name == "web-1" and .node_name == "node1" and .node_id == 1 and .state == "held" and .mode == "EX")'
+poll 2 10 "$sel" && poll 3 10 "$sel"; result remote_lock_visible $?
+
+echo "== status: three members, verdict safe"
+vdlm 3 status --json | jq -e '.cluster.verdict == "safe" and (.cluster.members | length) == 3 and .last_lock_loss == null' >/dev/null
+result status_members $?
+
+echo "== node3 cut off: its lock is left on node1; after the heal it is held again"
+acquire 3 db-3 0c0ffee0-0000-4000-8000-000000000003 "$W/b.img"
+poll 1 10 '.[] | select(.vm_name == "db-3" and .state == "held")'; result node3_lock_visible $?
+"$HERE/netns.sh" cut 3
+poll 1 30 '.[] | select(.vm_name == "db-3" and .state == "left")'; rc=$?
+"$HERE/netns.sh" heal 3
+result cut_off_is_left $rc
+poll 1 60 '.[] | select(.vm_name == "db-3" and .state == "held")'; result heal_re_sends $?
+poll 1 5 '[.[] | select(.vm_name == "web-1" and .state == "held")] | length == 1'; result no_duplicates $?
+
+echo "$passed passed, $failed failed"
+[ "$failed" = 0 ]
