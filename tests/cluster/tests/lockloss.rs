@@ -45,7 +45,7 @@ RUST_LOG=info {daemon} --config $d/conf --backend dlm --socket $d/ctl.sock --adm
   --journal $d/journal --node-name node{node} >$d/log 2>&1 </dev/null &
 pid=$!
 for i in $(seq 1 1200); do
-  if grep -q 'serving on' $d/log && grep -q 'membership verdict.*to=safe' $d/log; then echo '{{"ev":"daemon"}}'; exit 0; fi
+  if grep -q 'serving on' $d/log && grep -Eq 'verdict=safe|to=safe' $d/log; then echo '{{"ev":"daemon"}}'; exit 0; fi
   kill -0 $pid 2>/dev/null || {{ echo "virtdlmd exited:"; cat $d/log; exit 1; }}
   sleep 0.1
 done
