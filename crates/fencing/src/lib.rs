@@ -20,5 +20,5 @@ pub mod watchdog;
 
 pub use action::Action;
 pub use escalate::{Fencer, FencerConfig, Outcome, Report};
-pub use process::{Process, Target};
+pub use process::{PidProcess, Process, Target};
 pub use watchdog::Watchdog;

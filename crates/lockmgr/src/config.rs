@@ -26,6 +26,13 @@ pub const KEYS: &[&str] = &[
     "allowed_uids",
     "allowed_gid",
     "read_timeout_ms",
+    "fence_grace_ms",
+    "fence_kill_wait_ms",
+    "fence_pause_timeout_ms",
+    "allow_ignore",
+    "watchdog",
+    "virsh",
+    "grant_hold_ms",
     "cluster",
     "cluster_group",
 ];
@@ -70,6 +77,13 @@ pub struct Config {
     pub journal_compact_bytes: u64,
     /// Start even if the journal is damaged, keeping its valid prefix.
     pub recover_journal: bool,
+    /// Lock loss: SIGTERM→SIGKILL grace, SIGKILL→watchdog wait, libvirt suspend timeout,
+    /// whether `ignore` is honoured, the virsh binary (crates/fencing).
+    pub fencing: fencing::FencerConfig,
+    /// The watchdog device fired when a VM survives SIGKILL; `None` = no watchdog (`none`).
+    pub watchdog: Option<PathBuf>,
+    /// After a membership change, grants wait this long; `None`: the escalation bound + 1 s.
+    pub grant_hold: Option<Duration>,
     /// Join the CPG inventory group (membership verdict, cluster-wide lock table).
     /// `None`: on for the `dlm` backend, off for `local`.
     pub cluster: Option<bool>,
@@ -100,6 +114,9 @@ impl Default for Config {
             read_timeout: Duration::from_secs(5),
             journal_compact_bytes: 1 << 20,
             recover_journal: false,
+            fencing: fencing::FencerConfig::default(),
+            watchdog: None,
+            grant_hold: None,
             cluster: None,
             cluster_group: crate::cluster::DEFAULT_GROUP.into(),
         }
@@ -189,6 +206,18 @@ impl Config {
                     c.journal_compact_bytes = b;
                 }
                 "recover_journal" => c.recover_journal = parse_bool(value).map_err(err)?,
+                "fence_grace_ms" => c.fencing.grace = parse_ms(key, value, 0, 600_000).map_err(err)?,
+                "fence_kill_wait_ms" => c.fencing.kill_wait = parse_ms(key, value, 100, 600_000).map_err(err)?,
+                "fence_pause_timeout_ms" => c.fencing.pause_timeout = parse_ms(key, value, 100, 600_000).map_err(err)?,
+                "allow_ignore" => c.fencing.allow_ignore = parse_bool(value).map_err(err)?,
+                "watchdog" => c.watchdog = if value == "none" { None } else { Some(abs_path(value).map_err(err)?) },
+                "grant_hold_ms" => c.grant_hold = Some(parse_ms(key, value, 0, 600_000).map_err(err)?),
+                "virsh" => {
+                    if value.is_empty() {
+                        return Err(err("virsh must name a program".into()));
+                    }
+                    c.fencing.virsh = value.to_owned();
+                }
                 "cluster" => c.cluster = Some(parse_bool(value).map_err(err)?),
                 "cluster_group" => {
                     if value.is_empty() || value.len() > 128 || !value.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
@@ -202,6 +231,14 @@ impl Config {
         c.path_map = PathMap::new(map_rules);
         Ok(c)
     }
+}
+
+fn parse_ms(key: &str, v: &str, min: u64, max: u64) -> Result<Duration, String> {
+    let ms: u64 = v.parse().map_err(|_| format!("{key}: {v:?} is not a number of milliseconds"))?;
+    if !(min..=max).contains(&ms) {
+        return Err(format!("{key} {ms} is outside {min}..={max}"));
+    }
+    Ok(Duration::from_millis(ms))
 }
 
 fn parse_bool(v: &str) -> Result<bool, String> {
@@ -249,7 +286,8 @@ mod tests {
             "backend = dlm\nsocket = /tmp/s\nadmin_socket = \"/tmp/a\"\njournal = /tmp/j # inline comment\n\
              node_name = hv2\nlockspace = vms\npath_map = /mnt/a:/shared\npath_map = /mnt/b:/other\n\
              lock_readonly = false\nallowed_uids = 107, 108\nallowed_gid = 64055\nread_timeout_ms = 2000\n\
-             journal_compact_bytes = 65536\nrecover_journal = yes\n",
+             journal_compact_bytes = 65536\nrecover_journal = yes\nfence_grace_ms = 1500\nfence_kill_wait_ms = 700\n\
+             fence_pause_timeout_ms = 900\nallow_ignore = true\nwatchdog = none\nvirsh = /usr/bin/virsh\ngrant_hold_ms = 4000\n",
         )
         .unwrap();
         assert_eq!(c.backend, BackendKind::Dlm);
@@ -262,6 +300,14 @@ mod tests {
         assert_eq!(c.allowed_gid, Some(64055));
         assert_eq!(c.read_timeout, Duration::from_secs(2));
         assert!(c.recover_journal);
+        assert_eq!(c.fencing.grace, Duration::from_millis(1500));
+        assert_eq!(c.fencing.kill_wait, Duration::from_millis(700));
+        assert_eq!(c.fencing.pause_timeout, Duration::from_millis(900));
+        assert!(c.fencing.allow_ignore);
+        assert_eq!(c.watchdog, None);
+        assert_eq!(c.fencing.virsh, "/usr/bin/virsh");
+        assert_eq!(c.grant_hold, Some(Duration::from_secs(4)));
+        assert_eq!(parse("watchdog = /dev/watchdog1").unwrap().watchdog, Some(PathBuf::from("/dev/watchdog1")));
     }
 
     fn line_of(e: ConfigError) -> (usize, String) {
@@ -285,6 +331,9 @@ mod tests {
             ("#\nbackend = sanlock", 2, "unknown backend"),
             ("socket = relative.sock", 1, "not an absolute path"),
             ("read_timeout_ms = 5", 1, "outside"),
+            ("fence_kill_wait_ms = 5", 1, "outside"),
+            ("fence_grace_ms = soon", 1, "not a number"),
+            ("watchdog = dev/watchdog", 1, "not an absolute path"),
             ("allowed_uids = 0, x", 1, "not a uid"),
             ("path_map = /a", 1, "LOCAL:SHARED"),
             ("backend = local\nbackend = dlm", 2, "set twice"),

@@ -31,6 +31,8 @@ pub enum DaemonError {
     Backend { backend: &'static str, reason: String },
     #[error(transparent)]
     Bind(#[from] server::BindError),
+    #[error("cannot open the watchdog {path}: {source} (set `watchdog = none` to run without one)")]
+    Watchdog { path: String, source: std::io::Error },
     #[error("cannot start the runtime: {0}")]
     Runtime(std::io::Error),
     #[error(transparent)]
@@ -78,10 +80,25 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
             s.moved_to.display()
         );
     }
-    let backend = open_backend(&config)?;
+    // The kernel DLM backend, holding releases back while locks are lost (lockloss).
+    let dlm = match config.backend {
+        BackendKind::Dlm => Some(Arc::new(crate::backend::deferring::Deferring::new(
+            crate::backend::dlm::DlmBackend::new(&config.lockspace, config.node_name.clone())
+                .map_err(|e| DaemonError::Backend { backend: "dlm", reason: e.to_string() })?,
+        ))),
+        BackendKind::Local => None,
+    };
+    let backend = match &dlm {
+        Some(r) => r.clone() as Arc<dyn Backend>,
+        None => open_backend(&config)?,
+    };
     let naming = Naming { path_map: config.path_map.clone(), lock_readonly: config.lock_readonly, ..Naming::default() };
     let (watch_tx, watch_rx) = tokio::sync::mpsc::unbounded_channel();
     let registry = Arc::new(Registry::new(backend, naming, journal, watch_tx));
+    let watchdog = match &config.watchdog {
+        Some(p) => fencing::Watchdog::open(p).map_err(|source| DaemonError::Watchdog { path: p.display().to_string(), source })?,
+        None => fencing::Watchdog::none(),
+    };
     let restored = registry.restore()?;
     tracing::info!(
         "journal replayed: {} owners with {} locks taken back, {} owners died meanwhile ({} locks released), {} locks lost; leftover locks purged",
@@ -105,12 +122,29 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
         let admin = server::bind(&config.admin_socket, 0o666, None)?;
         // Joined before serving, so our restored table is re-sent on our join. The handle's
         // verdict is what lock-loss handling watches.
-        let _cluster = match config.cluster_enabled() {
+        let cluster = match config.cluster_enabled() {
             true => Some(crate::cluster::start(&config.cluster_group, &config.lockspace, registry.clone())?),
             false => None,
         };
         let access = Arc::new(Access { allowed_uids: config.allowed_uids.clone(), allowed_gid: config.allowed_gid });
         tokio::spawn(watch_owners(watch_rx, registry.clone()));
+        // Lock loss: the membership verdict (and the lockspace) decide when VMs must stop.
+        if let Some(ls) = dlm {
+            // The inventory's verdict when it runs (it reports ring changes to the loss gate
+            // itself); otherwise a membership driver of our own.
+            let verdicts = match &cluster {
+                Some(c) => c.verdict.clone(),
+                None => {
+                    let gate = registry.loss_gate().clone();
+                    crate::membership_task::spawn(crate::membership_task::GROUP, Box::new(move || gate.membership_changed()))
+                }
+            };
+            let loss = crate::lockloss::start(config.fencing.clone(), watchdog, registry.clone(), verdicts, Some(ls), &config.lockspace, config.grant_hold);
+            if !restored.unconfirmed.is_empty() {
+                let why = crate::lockloss::LossReason::Unconfirmed("a lock could not be taken back after the daemon restart".into());
+                tokio::spawn(async move { loss.fence_owners(why, &restored.unconfirmed).await });
+            }
+        }
         tokio::spawn(server::serve(ctl, SocketKind::Control, registry.clone(), access.clone(), config.read_timeout));
         tokio::spawn(server::serve(admin, SocketKind::Admin, registry.clone(), access, config.read_timeout));
         tracing::info!(

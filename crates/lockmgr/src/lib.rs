@@ -12,6 +12,8 @@
 //! - `conflict`: the message a refused user reads.
 //! - `server`: the sockets (SO_PEERCRED, framing); `daemon`: start-up order and shutdown.
 //! - `cluster`: membership verdict and the cluster-wide lock inventory over CPG.
+//! - `lockloss`: stopping VMs whose locks are lost, refusing grants until membership is safe.
+//! - `membership_task`: the CPG + quorum driver publishing this node's membership verdict.
 //! - `backend`: where a lock lives (`local`, `dlm`).
 //! - `dlm`, `corosync`: the only modules with `unsafe`: safe wrappers over libdlm and corosync.
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -31,6 +33,10 @@ pub mod conflict;
 pub mod daemon;
 #[cfg(feature = "daemon")]
 pub mod journal;
+#[cfg(feature = "daemon")]
+pub mod lockloss;
+#[cfg(feature = "daemon")]
+pub mod membership_task;
 #[cfg(feature = "daemon")]
 pub mod naming;
 #[cfg(feature = "daemon")]

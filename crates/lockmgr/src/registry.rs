@@ -10,6 +10,7 @@
 use crate::backend::{Backend, BackendError, Grant, ResName};
 use crate::cluster::{self, LockChange};
 use crate::conflict;
+use crate::lockloss::LossGate;
 use crate::journal::{now_secs, Journal, JournalError, LockEntry, OwnerKey, Record};
 use crate::naming::{Named, Naming};
 use crate::owner;
@@ -45,6 +46,8 @@ pub struct Registry {
     gates: Mutex<HashMap<u32, Arc<Mutex<()>>>>,
     /// New owners go here; the daemon watches each one's pidfd.
     watch: UnboundedSender<OwnerKey>,
+    /// Lock loss (crate::lockloss): while lost, nothing is granted and releases do not wait.
+    loss: Arc<LossGate>,
     /// The cluster inventory, when the daemon runs one: lock changes are published to it
     /// (under the table lock, so in table order) and answers include other nodes' locks.
     cluster: std::sync::OnceLock<cluster::Link>,
@@ -60,6 +63,8 @@ pub struct Restored {
     pub locks_lost: usize,
     /// As the backend counts them (the DLM's purge does not count: 0).
     pub orphans_purged: usize,
+    /// Live owners with a lock that could not be taken back: their VMs run unprotected.
+    pub unconfirmed: Vec<OwnerKey>,
 }
 
 fn err(code: ErrorCode, message: impl Into<String>) -> Response {
@@ -83,8 +88,26 @@ impl Registry {
             table: Mutex::new(Table { journal, owners: HashMap::new() }),
             gates: Mutex::new(HashMap::new()),
             watch,
+            loss: Arc::default(),
             cluster: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The lock-loss state this registry obeys.
+    pub fn loss_gate(&self) -> &Arc<LossGate> {
+        &self.loss
+    }
+
+    /// Every owner holding at least one lock (the VMs to stop when locks are lost).
+    pub fn lock_holders(&self) -> Vec<(OwnerKey, OwnerSpec)> {
+        let t = self.table.lock();
+        t.owners.iter().filter(|(_, o)| !o.held.is_empty()).map(|(k, o)| (*k, o.spec.clone())).collect()
+    }
+
+    /// The registered owners among `keys`.
+    pub fn owners_of(&self, keys: &[OwnerKey]) -> Vec<(OwnerKey, OwnerSpec)> {
+        let t = self.table.lock();
+        keys.iter().filter_map(|k| t.owners.get(k).map(|o| (*k, o.spec.clone()))).collect()
     }
 
     /// Connects the cluster inventory (once).
@@ -147,6 +170,9 @@ impl Registry {
                     }
                     Err(e) => {
                         r.locks_lost += 1;
+                        if !r.unconfirmed.contains(&key) {
+                            r.unconfirmed.push(key);
+                        }
                         tracing::error!(vm = %spec.name, uuid = %spec.uuid, disk = %lock.identity, mode = %lock.mode, resource = %name,
                             "LOCK LOST: could not take back the lock after restart: {e}");
                         records.push(Record::Release { key, name });
@@ -244,6 +270,12 @@ impl Registry {
         if named.is_empty() {
             return Response::Ok { locks: vec![] };
         }
+        if self.loss.is_lost() {
+            return err(
+                ErrorCode::Backend,
+                format!("VM {}: this node lost its locks (cluster membership); no lock is granted until the membership is safe again", vm(spec)),
+            );
+        }
         if peer_pid == Some(spec.pid) {
             return err(
                 ErrorCode::OutOfOrder,
@@ -303,7 +335,14 @@ impl Registry {
                 }
             }
         }
+        // A node that just dropped out may still be stopping the VM that held these.
+        self.loss.wait_hold();
         let mut t = self.table.lock();
+        if self.loss.is_lost() {
+            drop(t);
+            self.undo(&grants);
+            return err(ErrorCode::Backend, format!("VM {}: this node lost its locks while they were being taken; nothing was locked", vm(spec)));
+        }
         if !t.owners.contains_key(&key) || !owner::is_alive(key) {
             drop(t);
             self.undo(&grants);
@@ -525,7 +564,8 @@ impl Registry {
         let (node_id, node_name) = self.node();
         serde_json::json!({
             "cluster": cluster,
-            "last_lock_loss": last_lock_loss,
+            // The lock-loss handler's last event (crate::lockloss) when there is one.
+            "last_lock_loss": self.loss.last().and_then(|e| serde_json::to_value(e).ok()).unwrap_or(last_lock_loss),
             "node_name": node_name,
             "node_id": node_id,
             "backend": self.backend.kind(),
@@ -536,6 +576,7 @@ impl Registry {
             "lock_readonly": self.naming.lock_readonly,
             "pid": std::process::id(),
             "protocol": crate::proto::PROTOCOL_VERSION,
+            "lock_loss": self.loss.status(),
         })
     }
 

@@ -4,6 +4,7 @@
 //! `VIRTDLM_CLUSTER` (the path of `cluster.sh`) plus its `CL_*` settings; every test here
 //! talks to that cluster. Run outside `run.sh`, the tests fail and say so.
 
+pub mod checker;
 pub mod daemon;
 
 use serde_json::Value;

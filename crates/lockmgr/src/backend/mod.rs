@@ -2,12 +2,14 @@
 //!
 //! - `local`: one host, no cluster; the daemon's own table (plus the journal) is the lock.
 //! - `dlm`: the kernel DLM through libdlm; locks are PERSISTENT so they outlive the daemon.
+//! - `deferring`: the `dlm` backend holding releases back while this node's locks are lost.
 //!
 //! The daemon decides *who* may hold what (owners, journal, all-or-nothing); a backend only
 //! takes and drops named locks. Calls may block (a DLM write blocks while the lockspace is
 //! stopped for recovery), so the daemon calls backends from blocking threads, never from an
 //! async executor thread.
 
+pub mod deferring;
 pub mod dlm;
 pub mod local;
 

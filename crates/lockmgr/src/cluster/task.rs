@@ -35,6 +35,10 @@ pub(super) async fn run(t: Task) {
     let me = cpg.get_ref().me();
     let mut view = MembershipView::new(me);
     let mut epoch = 0u64;
+    // Lock loss: every totem change after the first holds grants back (a `watch` of the
+    // verdict may coalesce a short `settling`).
+    let loss_gate = registry.loss_gate().clone();
+    let mut seen_ring = false;
     loop {
         let mut resend = false;
         let gone = tokio::select! {
@@ -48,6 +52,12 @@ pub(super) async fn run(t: Task) {
                         Ok(evs) => {
                             for ev in evs {
                                 resend |= matches!(ev, CpgEvent::ConfChg { .. });
+                                if matches!(ev, CpgEvent::TotemConfChg { .. }) {
+                                    if seen_ring {
+                                        loss_gate.membership_changed();
+                                    }
+                                    seen_ring = true;
+                                }
                                 on_cpg(&t, &mut view, ev);
                             }
                         }

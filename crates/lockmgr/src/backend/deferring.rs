@@ -1,0 +1,70 @@
+//! The `dlm` backend as lock loss needs it: while this node's locks are lost, releases are
+//! recorded instead of sent.
+//!
+//! After this node dropped out of the quorate membership its lockspace is stopped, and every
+//! DLM call on it blocks in the kernel until a recovery that, for a node the others removed,
+//! never comes (dlm_controld removes such a node from corosync when the partition heals).
+//! A release sent then would never return, and the registry would wait with it. The locks
+//! are gone anyway (the survivors recovered the lockspace without us), so releases are kept
+//! and sent only if the membership becomes safe again with this lockspace still running.
+
+use super::dlm::DlmBackend;
+use super::{Backend, BackendError, Grant, ResName};
+use crate::mode::Mode;
+use parking_lot::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+pub struct Deferring {
+    inner: DlmBackend,
+    deferring: AtomicBool,
+    deferred: Mutex<Vec<Grant>>,
+}
+
+impl Deferring {
+    pub fn new(inner: DlmBackend) -> Self {
+        Deferring { inner, deferring: AtomicBool::new(false), deferred: Mutex::new(Vec::new()) }
+    }
+
+    /// Locks are lost: from now on releases are only recorded.
+    pub fn defer_releases(&self) {
+        self.deferring.store(true, Ordering::SeqCst);
+    }
+
+    /// The membership is safe again: releases go to the DLM again; returns those recorded
+    /// meanwhile, to be released once the lockspace is known to run.
+    pub fn resume_releases(&self) -> Vec<Grant> {
+        self.deferring.store(false, Ordering::SeqCst);
+        std::mem::take(&mut *self.deferred.lock())
+    }
+}
+
+impl Backend for Deferring {
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+
+    fn node(&self) -> (u32, String) {
+        self.inner.node()
+    }
+
+    fn acquire(&self, name: &ResName, mode: Mode, wait: Option<Duration>) -> Result<Grant, BackendError> {
+        self.inner.acquire(name, mode, wait)
+    }
+
+    fn release(&self, grant: &Grant) -> Result<(), BackendError> {
+        if self.deferring.load(Ordering::SeqCst) {
+            self.deferred.lock().push(grant.clone());
+            return Ok(());
+        }
+        self.inner.release(grant)
+    }
+
+    fn adopt(&self, name: &ResName, mode: Mode) -> Result<Grant, BackendError> {
+        self.inner.adopt(name, mode)
+    }
+
+    fn purge_orphans(&self) -> Result<usize, BackendError> {
+        self.inner.purge_orphans()
+    }
+}

@@ -1,0 +1,621 @@
+//! Lock loss: when this node can no longer vouch for the locks it holds, every VM holding
+//! one is stopped as its `<on_lockfailure>` action says (crates/fencing), and no new lock is
+//! granted until the membership is safe again.
+//!
+//! The trigger is the membership verdict (the rule dlm_controld's `wait_conditions_done`
+//! follows): a partition without quorum, or this node out of the membership (its own leave,
+//! or corosync gone), means the quorate side will recover the lockspace without us and hand
+//! our locks to others. A transient `Settling` (CPG and quorum ring ids differ while a change
+//! is delivered) is not a loss: dlm_controld waits there too. Other triggers come from the
+//! daemon itself: the DLM lockspace disappeared, or a lock could not be confirmed.
+//!
+//! Both sides of a partition notice it at the same token + consensus timeout (≈7–8 s on the
+//! test cluster, token 3000 ms), and without DLM fencing the survivors' DLM hands our locks
+//! over a fraction of a second later. So every daemon also holds its grants back for
+//! `grant_hold` after each membership change, longer than the escalation bound
+//! `pause_timeout + grace + kill_wait` (docs/LOCK-LOSS.md).
+
+use crate::backend::deferring::Deferring;
+use crate::backend::Backend;
+use crate::corosync::Verdict;
+use crate::journal::OwnerKey;
+use crate::proto::{FailureAction, OwnerSpec};
+use crate::registry::Registry;
+use fencing::{Action, Fencer, Outcome, PidProcess, Target};
+use parking_lot::Mutex;
+use serde::Serialize;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Why this node's locks are lost.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "detail")]
+pub enum LossReason {
+    /// Our partition has no quorum: the quorate side recovers the lockspace without us.
+    QuorumLost,
+    /// This node left the CPG/quorum membership (its own leave or removal was delivered).
+    LeftMembership,
+    /// The connection to corosync is gone.
+    CorosyncLost,
+    /// The DLM lockspace stopped or disappeared.
+    LockspaceFailed(String),
+    /// The daemon cannot confirm a lock it recorded (e.g. adopting it after a restart failed).
+    Unconfirmed(String),
+}
+
+impl fmt::Display for LossReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LossReason::QuorumLost => f.write_str("quorum lost"),
+            LossReason::LeftMembership => f.write_str("this node left the cluster membership"),
+            LossReason::CorosyncLost => f.write_str("the connection to corosync was lost"),
+            LossReason::LockspaceFailed(d) => write!(f, "the DLM lockspace failed: {d}"),
+            LossReason::Unconfirmed(d) => write!(f, "a lock could not be confirmed: {d}"),
+        }
+    }
+}
+
+/// What a membership verdict means for the locks of this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Nothing changes.
+    Keep,
+    /// The locks are lost: stop their VMs, refuse grants.
+    Lose(LossReason),
+    /// The membership is safe again after a loss: grants may resume.
+    Recover,
+}
+
+/// The decision for `verdict`, given whether locks are currently considered lost.
+/// Acts only on the states dlm_controld acts on: `Inquorate` and `Lost`. `Settling` is a
+/// membership change being delivered; `NotJoined`/`NoQuorumYet` happen only before the
+/// first join, when no cluster lock can have been granted through this membership.
+pub fn decide(lost: bool, verdict: &Verdict) -> Decision {
+    match verdict {
+        Verdict::Safe if lost => Decision::Recover,
+        Verdict::Inquorate if !lost => Decision::Lose(LossReason::QuorumLost),
+        Verdict::Lost if !lost => Decision::Lose(LossReason::LeftMembership),
+        _ => Decision::Keep,
+    }
+}
+
+/// The fencing action for libvirt's `<on_lockfailure>` value.
+pub fn action_of(a: FailureAction) -> Action {
+    match a {
+        FailureAction::Default | FailureAction::Poweroff | FailureAction::Restart => Action::Poweroff,
+        FailureAction::Pause => Action::Pause,
+        FailureAction::Ignore => Action::Ignore,
+    }
+}
+
+/// What became of one VM in a lock-loss event.
+#[derive(Debug, Clone, Serialize)]
+pub struct VmOutcome {
+    pub vm_name: String,
+    pub vm_uuid: String,
+    pub pid: u32,
+    pub action: String,
+    /// ignored, paused, terminated, killed, survived, or gone (exited before it was signalled).
+    pub outcome: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// The last lock-loss event, as `Status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct LossEvent {
+    pub reason: LossReason,
+    pub message: String,
+    /// Wall-clock time of the trigger, seconds since the epoch.
+    pub at: f64,
+    pub vms: Vec<VmOutcome>,
+    /// From the trigger to the last VM handled (monotonic clock).
+    pub elapsed_ms: u64,
+    pub watchdog_fired: bool,
+    /// When grants resumed (the membership was safe again), seconds since the epoch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recovered_at: Option<f64>,
+}
+
+/// How long releases deferred during a loss wait after the membership is safe again.
+const DEFERRED_RELEASE_DELAY: Duration = Duration::from_secs(15);
+
+/// How many lock-loss events `Status` keeps.
+pub const RECENT: usize = 8;
+
+/// The lock-loss state the registry consults: grants are refused while it says lost.
+#[derive(Debug, Default)]
+pub struct LossGate {
+    lost: AtomicBool,
+    /// The most recent events, oldest first (at most [`RECENT`]).
+    recent: Mutex<std::collections::VecDeque<LossEvent>>,
+    /// No grant is answered before this: a node that dropped out may still be stopping its
+    /// VMs (see [`LockLoss::on_verdict`]).
+    hold_until: Mutex<Option<Instant>>,
+    /// The hold applied by [`LossGate::membership_changed`].
+    hold: Mutex<Duration>,
+}
+
+impl LossGate {
+    pub fn is_lost(&self) -> bool {
+        self.lost.load(Ordering::SeqCst)
+    }
+
+    /// Blocks until the grant hold (if any) has passed. Called before a grant is answered.
+    pub fn wait_hold(&self) {
+        let until = *self.hold_until.lock();
+        if let Some(until) = until {
+            let left = until.saturating_duration_since(Instant::now());
+            if !left.is_zero() {
+                tracing::info!(wait_ms = left.as_millis() as u64, "grant held back: a node may still be stopping its VMs");
+                std::thread::sleep(left);
+            }
+        }
+    }
+
+    /// The cluster membership changed (a new totem ring): hold grants back. Called by the
+    /// membership driver for every change, since a `watch` channel may coalesce them.
+    pub fn membership_changed(&self) {
+        let d = *self.hold.lock();
+        self.hold_for(d);
+    }
+
+    fn hold_for(&self, d: Duration) {
+        let until = Instant::now() + d;
+        let mut h = self.hold_until.lock();
+        if h.is_none_or(|t| t < until) {
+            *h = Some(until);
+        }
+    }
+
+    /// For `Status`: whether locks are lost now, the last event (`null` if none) and the
+    /// recent ones.
+    pub fn status(&self) -> serde_json::Value {
+        let recent = self.recent.lock();
+        serde_json::json!({
+            "lost": self.is_lost(),
+            "last": recent.back(),
+            "recent": *recent,
+        })
+    }
+
+    pub fn last(&self) -> Option<LossEvent> {
+        self.recent.lock().back().cloned()
+    }
+
+    fn record(&self, ev: LossEvent) {
+        let mut r = self.recent.lock();
+        if r.len() == RECENT {
+            r.pop_front();
+        }
+        r.push_back(ev);
+    }
+}
+
+pub fn wall_now() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}
+
+/// The lock-loss handler of one daemon.
+pub struct LockLoss {
+    registry: Arc<Registry>,
+    fencer: Arc<Fencer>,
+    gate: Arc<LossGate>,
+    /// How long grants are held back after the membership stops being safe.
+    hold: Duration,
+    lockspace: Option<Arc<Deferring>>,
+    was_safe: AtomicBool,
+}
+
+impl LockLoss {
+    /// `hold`: after every membership change, grants wait this long (see [`LockLoss::on_verdict`]).
+    pub fn new(registry: Arc<Registry>, fencer: Fencer, hold: Duration, lockspace: Option<Arc<Deferring>>) -> Self {
+        let gate = registry.loss_gate().clone();
+        *gate.hold.lock() = hold;
+        LockLoss { registry, fencer: Arc::new(fencer), gate, hold, lockspace, was_safe: AtomicBool::new(false) }
+    }
+
+    pub fn gate(&self) -> &Arc<LossGate> {
+        &self.gate
+    }
+
+    /// Applies a membership verdict (see [`decide`]).
+    ///
+    /// Whenever the membership stops being safe, grants are also held back for `hold`: a node
+    /// that dropped out notices it at the same token timeout as we do and is still stopping
+    /// its VMs, while our DLM may already hand us its locks after a short recovery (at once
+    /// with `enable_fencing=0`). `hold` covers its escalation bound.
+    pub async fn on_verdict(&self, verdict: &Verdict) {
+        let safe = *verdict == Verdict::Safe;
+        if self.was_safe.swap(safe, Ordering::SeqCst) && !safe {
+            self.gate.hold_for(self.hold);
+        }
+        match decide(self.gate.is_lost(), verdict) {
+            Decision::Keep => {}
+            Decision::Lose(reason) => self.trigger(reason).await,
+            Decision::Recover => self.recover(),
+        }
+    }
+
+    /// Grants resume: the membership is safe again.
+    pub fn recover(&self) {
+        if let Some(ls) = self.lockspace.clone() {
+            let pending = ls.resume_releases();
+            if !pending.is_empty() {
+                tokio::spawn(async move {
+                    // Right after a partition heals, dlm_controld may still remove this node
+                    // (stateful merge) and the lockspace never runs again: wait that out. If
+                    // the locks are lost again meanwhile, these releases are deferred again.
+                    tokio::time::sleep(DEFERRED_RELEASE_DELAY).await;
+                    let _ = tokio::task::spawn_blocking(move || {
+                        for g in pending {
+                            if let Err(e) = ls.release(&g) {
+                                tracing::error!(resource = %g.name.0, mode = %g.mode, "deferred release failed: {e}");
+                            }
+                        }
+                    })
+                    .await;
+                });
+            }
+        }
+        if self.gate.lost.swap(false, Ordering::SeqCst) {
+            if let Some(ev) = self.gate.recent.lock().back_mut() {
+                ev.recovered_at = Some(wall_now());
+            }
+            tracing::warn!("membership is safe again: new locks may be granted");
+        }
+    }
+
+    /// Locks are lost: refuse grants from now on, and stop every VM holding a lock.
+    pub async fn trigger(&self, reason: LossReason) {
+        let at = wall_now();
+        let t0 = std::time::Instant::now();
+        self.gate.lost.store(true, Ordering::SeqCst);
+        if let Some(ls) = &self.lockspace {
+            ls.defer_releases();
+        }
+        let holders = self.registry.lock_holders();
+        tracing::error!(
+            reason = %reason,
+            vms = holders.len(),
+            "LOCK LOSS: {reason}; stopping every VM that holds a lock, no new locks until the membership is safe"
+        );
+        self.stop(reason, holders, at, t0).await;
+    }
+
+    /// Some VMs' locks could not be confirmed (e.g. not taken back after a daemon restart):
+    /// those VMs, and only those, get their failure action. Grants go on for everyone else.
+    pub async fn fence_owners(&self, reason: LossReason, keys: &[OwnerKey]) {
+        let (at, t0) = (wall_now(), std::time::Instant::now());
+        let owners = self.registry.owners_of(keys);
+        tracing::error!(reason = %reason, vms = owners.len(), "LOCK LOSS: {reason}; stopping the VMs concerned");
+        self.stop(reason, owners, at, t0).await;
+    }
+
+    async fn stop(&self, reason: LossReason, holders: Vec<(OwnerKey, OwnerSpec)>, at: f64, t0: Instant) {
+        let pids: std::collections::HashMap<String, u32> = holders.iter().map(|(k, s)| (s.uuid.clone(), k.pid)).collect();
+        let (targets, mut vms) = targets(holders);
+        let fencer = self.fencer.clone();
+        let report = tokio::task::spawn_blocking(move || fencer.carry_out(targets)).await;
+        let (watchdog_fired, elapsed) = match report {
+            Ok(r) => {
+                for (name, uuid, action, outcome, note) in r.vms {
+                    let pid = pids.get(&uuid).copied().unwrap_or(0);
+                    vms.push(VmOutcome {
+                        vm_name: name,
+                        vm_uuid: uuid,
+                        pid,
+                        action: action.to_string(),
+                        outcome: outcome_name(&outcome).into(),
+                        note,
+                    });
+                }
+                (r.watchdog_fired, t0.elapsed())
+            }
+            Err(e) => {
+                tracing::error!("the fencing run panicked: {e}");
+                self.fencer.watchdog.fire("the fencing run failed");
+                (true, Duration::ZERO)
+            }
+        };
+        for v in &vms {
+            tracing::warn!(vm = %v.vm_name, uuid = %v.vm_uuid, pid = v.pid, action = %v.action, outcome = %v.outcome,
+                "lock loss: VM handled");
+        }
+        tracing::error!(elapsed_ms = elapsed.as_millis() as u64, watchdog_fired, "lock loss handled: {reason}");
+        self.gate.record(LossEvent {
+            message: reason.to_string(),
+            reason,
+            at,
+            vms,
+            elapsed_ms: elapsed.as_millis() as u64,
+            watchdog_fired,
+            recovered_at: None,
+        });
+    }
+}
+
+/// Starts lock-loss handling on the current runtime: verdicts from `verdicts` (the
+/// membership driver), the DLM lockspace `lockspace` watched through sysfs, and the
+/// watchdog petted while it has not fired.
+pub fn start(
+    fencing: fencing::FencerConfig,
+    watchdog: fencing::Watchdog,
+    registry: Arc<Registry>,
+    mut verdicts: tokio::sync::watch::Receiver<Verdict>,
+    lockspace: Option<Arc<Deferring>>,
+    lockspace_name: &str,
+    hold: Option<Duration>,
+) -> Arc<LockLoss> {
+    let hold = hold.unwrap_or_else(|| fencing.bound() + Duration::from_secs(1));
+    tracing::info!(
+        bound_ms = fencing.bound().as_millis() as u64,
+        grace_ms = fencing.grace.as_millis() as u64,
+        kill_wait_ms = fencing.kill_wait.as_millis() as u64,
+        pause_timeout_ms = fencing.pause_timeout.as_millis() as u64,
+        grant_hold_ms = hold.as_millis() as u64,
+        watchdog = %watchdog.device().map(|d| d.display().to_string()).unwrap_or_else(|| "none".into()),
+        "lock-loss handling on"
+    );
+    let ls_name = lockspace.as_ref().map(|_| lockspace_name.to_owned());
+    let loss = Arc::new(LockLoss::new(registry, Fencer::new(fencing, watchdog), hold, lockspace));
+    let l = loss.clone();
+    tokio::spawn(async move {
+        loop {
+            let v = *verdicts.borrow_and_update();
+            l.on_verdict(&v).await;
+            if verdicts.changed().await.is_err() {
+                // The membership driver ended: nothing can vouch for the locks any more.
+                l.trigger(LossReason::CorosyncLost).await;
+                return;
+            }
+        }
+    });
+    if let Some(ls) = ls_name {
+        let l = loss.clone();
+        tokio::spawn(async move { watch_lockspace(&ls, l).await });
+    }
+    let l = loss.clone();
+    tokio::spawn(async move {
+        // Pet well within any watchdog timeout; once fired, `pet` does nothing.
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            if let Err(e) = l.fencer.watchdog.pet() {
+                tracing::error!("petting the watchdog failed: {e}");
+            }
+        }
+    });
+    loss
+}
+
+/// The kernel lists a joined lockspace under /sys/kernel/dlm/<name>; if it disappears
+/// (dlm_controld or an administrator removed it), the locks in it are gone. A lockspace
+/// merely stopped for recovery stays listed: that case is covered by the membership verdict.
+async fn watch_lockspace(ls: &str, loss: Arc<LockLoss>) {
+    let path = std::path::PathBuf::from("/sys/kernel/dlm").join(ls);
+    let mut present = path.exists();
+    if !present {
+        tracing::warn!(lockspace = ls, "{} is not there: lockspace health is not watched", path.display());
+        return;
+    }
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let now = path.exists();
+        if present && !now {
+            loss.trigger(LossReason::LockspaceFailed(format!("{} disappeared", path.display()))).await;
+        }
+        present = now;
+    }
+}
+
+fn outcome_name(o: &Outcome) -> &'static str {
+    match o {
+        Outcome::Ignored => "ignored",
+        Outcome::Paused => "paused",
+        Outcome::Terminated => "terminated",
+        Outcome::Killed => "killed",
+        Outcome::Survived => "survived",
+    }
+}
+
+/// Fencing targets for the lock holders; holders already gone are reported as such.
+fn targets(holders: Vec<(OwnerKey, OwnerSpec)>) -> (Vec<Target>, Vec<VmOutcome>) {
+    let mut out = Vec::new();
+    let mut gone = Vec::new();
+    for (key, spec) in holders {
+        match PidProcess::open(key.pid, Some(key.start)) {
+            Ok(Some(p)) => out.push(Target {
+                name: spec.name,
+                uuid: spec.uuid,
+                uri: spec.uri,
+                action: action_of(spec.action),
+                process: Box::new(p),
+            }),
+            Ok(None) => gone.push(VmOutcome {
+                vm_name: spec.name,
+                vm_uuid: spec.uuid,
+                pid: key.pid,
+                action: action_of(spec.action).to_string(),
+                outcome: "gone".into(),
+                note: None,
+            }),
+            Err(e) => {
+                tracing::error!(vm = %spec.name, pid = key.pid, "cannot open the VM's process: {e}");
+                gone.push(VmOutcome {
+                    vm_name: spec.name,
+                    vm_uuid: spec.uuid,
+                    pid: key.pid,
+                    action: action_of(spec.action).to_string(),
+                    outcome: "unreachable".into(),
+                    note: Some(e.to_string()),
+                })
+            }
+        }
+    }
+    (out, gone)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::corosync::RingId;
+
+    #[test]
+    fn only_inquorate_and_lost_are_losses() {
+        let r = RingId { nodeid: 1, seq: 4 };
+        assert_eq!(decide(false, &Verdict::Safe), Decision::Keep);
+        assert_eq!(decide(false, &Verdict::Settling { cpg: Some(r), quorum: r }), Decision::Keep);
+        assert_eq!(decide(false, &Verdict::Settling { cpg: None, quorum: r }), Decision::Keep);
+        assert_eq!(decide(false, &Verdict::NotJoined), Decision::Keep);
+        assert_eq!(decide(false, &Verdict::NoQuorumYet), Decision::Keep);
+        assert_eq!(decide(false, &Verdict::Inquorate), Decision::Lose(LossReason::QuorumLost));
+        assert_eq!(decide(false, &Verdict::Lost), Decision::Lose(LossReason::LeftMembership));
+    }
+
+    #[test]
+    fn a_loss_lasts_until_the_membership_is_safe() {
+        let r = RingId { nodeid: 1, seq: 4 };
+        assert_eq!(decide(true, &Verdict::Inquorate), Decision::Keep, "one loss, one run");
+        assert_eq!(decide(true, &Verdict::Lost), Decision::Keep);
+        assert_eq!(decide(true, &Verdict::Settling { cpg: None, quorum: r }), Decision::Keep);
+        assert_eq!(decide(true, &Verdict::NotJoined), Decision::Keep);
+        assert_eq!(decide(true, &Verdict::Safe), Decision::Recover);
+    }
+
+    #[test]
+    fn libvirt_actions_map_to_fencing_actions() {
+        assert_eq!(action_of(FailureAction::Default), Action::Poweroff);
+        assert_eq!(action_of(FailureAction::Restart), Action::Poweroff);
+        assert_eq!(action_of(FailureAction::Pause), Action::Pause);
+        assert_eq!(action_of(FailureAction::Ignore), Action::Ignore);
+    }
+
+    fn lease(key: &str) -> crate::proto::Resource {
+        crate::proto::Resource::Lease { lockspace: None, key: key.into(), path: None, offset: None }
+    }
+
+    fn spec(pid: u32, n: u8) -> OwnerSpec {
+        OwnerSpec {
+            uuid: format!("00000000-0000-0000-0000-0000000000{n:02x}"),
+            name: format!("vm{n}"),
+            pid,
+            id: n.into(),
+            uri: None,
+            action: FailureAction::Default,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_loss_stops_every_holder_and_refuses_grants_until_recovery() {
+        use crate::backend::local::LocalBackend;
+        use crate::proto::Response;
+        let dir = std::env::temp_dir().join(format!("lockloss-test-{}", std::process::id()));
+        let (journal, _) = crate::journal::Journal::open(&dir.join("journal"), 1 << 20, false).unwrap();
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let registry = Arc::new(Registry::new(Arc::new(LocalBackend::new("n1")), crate::naming::Naming::default(), journal, tx));
+        let mut holder = std::process::Command::new("sleep").arg("60").spawn().unwrap();
+        let mut idle = std::process::Command::new("sleep").arg("60").spawn().unwrap();
+        let ok = |r: Response| assert!(matches!(r, Response::Ok { .. }), "{r:?}");
+        ok(registry.acquire(None, &spec(holder.id(), 1), &[lease("a")], 0));
+        ok(registry.register(&spec(idle.id(), 2), &[lease("b")]));
+
+        let cfg = fencing::FencerConfig { grace: Duration::from_millis(500), kill_wait: Duration::from_millis(500), ..Default::default() };
+        let loss = LockLoss::new(registry.clone(), Fencer::new(cfg, fencing::Watchdog::none()), Duration::from_millis(300), None);
+        loss.on_verdict(&Verdict::Inquorate).await;
+        assert_eq!(holder.wait().unwrap().code(), None, "killed by a signal");
+        assert!(idle.try_wait().unwrap().is_none(), "an owner holding nothing is left alone");
+        let ev = loss.gate().last().expect("event recorded");
+        assert_eq!(ev.reason, LossReason::QuorumLost);
+        assert_eq!(ev.vms.len(), 1);
+        assert_eq!((ev.vms[0].vm_name.as_str(), ev.vms[0].outcome.as_str()), ("vm1", "terminated"));
+        assert_eq!(registry.status()["lock_loss"]["lost"], true);
+        assert_eq!(registry.status()["lock_loss"]["last"]["vms"][0]["outcome"], "terminated");
+
+        let refused = registry.acquire(None, &spec(idle.id(), 2), &[lease("b")], 0);
+        assert!(matches!(&refused, Response::Error(e) if e.code == crate::proto::ErrorCode::Backend), "{refused:?}");
+        loss.on_verdict(&Verdict::Settling { cpg: None, quorum: crate::corosync::RingId { nodeid: 1, seq: 9 } }).await;
+        assert!(loss.gate().is_lost(), "settling is not safe");
+        loss.on_verdict(&Verdict::Safe).await;
+        assert!(!loss.gate().is_lost());
+        assert!(loss.gate().last().unwrap().recovered_at.is_some());
+        ok(registry.acquire(None, &spec(idle.id(), 2), &[lease("b")], 0));
+        idle.kill().unwrap();
+        idle.wait().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn an_unconfirmed_lock_stops_only_its_vm() {
+        let dir = std::env::temp_dir().join(format!("lockloss-unconfirmed-{}", std::process::id()));
+        let (journal, _) = crate::journal::Journal::open(&dir.join("journal"), 1 << 20, false).unwrap();
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let registry = Arc::new(Registry::new(
+            Arc::new(crate::backend::local::LocalBackend::new("n1")),
+            crate::naming::Naming::default(),
+            journal,
+            tx,
+        ));
+        let mut a = std::process::Command::new("sleep").arg("60").spawn().unwrap();
+        let mut b = std::process::Command::new("sleep").arg("60").spawn().unwrap();
+        assert!(matches!(registry.acquire(None, &spec(a.id(), 1), &[lease("a")], 0), crate::proto::Response::Ok { .. }));
+        assert!(matches!(registry.acquire(None, &spec(b.id(), 2), &[lease("b")], 0), crate::proto::Response::Ok { .. }));
+        let loss = LockLoss::new(registry.clone(), Fencer::new(Default::default(), fencing::Watchdog::none()), Duration::ZERO, None);
+        let key = crate::owner::key_of(a.id()).unwrap();
+        loss.fence_owners(LossReason::Unconfirmed("test".into()), &[key]).await;
+        assert_eq!(a.wait().unwrap().code(), None, "stopped by a signal");
+        assert!(b.try_wait().unwrap().is_none(), "the other VM runs on");
+        assert!(!loss.gate().is_lost(), "grants go on");
+        assert_eq!(loss.gate().last().unwrap().vms[0].vm_name, "vm1");
+        b.kill().unwrap();
+        b.wait().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn grants_are_held_back_after_the_membership_stops_being_safe() {
+        let dir = std::env::temp_dir().join(format!("lockloss-hold-{}", std::process::id()));
+        let (journal, _) = crate::journal::Journal::open(&dir.join("journal"), 1 << 20, false).unwrap();
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let registry = Arc::new(Registry::new(
+            Arc::new(crate::backend::local::LocalBackend::new("n1")),
+            crate::naming::Naming::default(),
+            journal,
+            tx,
+        ));
+        let hold = Duration::from_millis(400);
+        let loss = LockLoss::new(registry, Fencer::new(Default::default(), fencing::Watchdog::none()), hold, None);
+        let t = Instant::now();
+        loss.gate().wait_hold();
+        assert!(t.elapsed() < hold, "no hold before any change");
+        loss.on_verdict(&Verdict::Safe).await;
+        loss.on_verdict(&Verdict::Settling { cpg: None, quorum: crate::corosync::RingId { nodeid: 1, seq: 2 } }).await;
+        loss.on_verdict(&Verdict::Safe).await;
+        assert!(!loss.gate().is_lost(), "a settling membership is no loss");
+        let t = Instant::now();
+        loss.gate().wait_hold();
+        assert!(t.elapsed() >= hold - Duration::from_millis(50), "held for {:?}", t.elapsed());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_dead_holder_is_reported_gone_not_signalled() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        let spec = OwnerSpec {
+            uuid: "00000000-0000-0000-0000-000000000001".into(),
+            name: "vm1".into(),
+            pid,
+            id: 1,
+            uri: None,
+            action: FailureAction::Default,
+        };
+        let (t, gone) = targets(vec![(OwnerKey { pid, start: 1 }, spec)]);
+        assert!(t.is_empty());
+        assert_eq!(gone[0].outcome, "gone");
+    }
+}

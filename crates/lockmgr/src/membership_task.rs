@@ -1,0 +1,116 @@
+//! The membership driver: joins a CPG group of its own and tracks quorum, and publishes this
+//! node's [`Verdict`] on a `watch` channel whenever it changes.
+//!
+//! When corosync goes away the verdict becomes `Lost` (if we had joined) and the driver
+//! reconnects every second, so a corosync that comes back is joined again without a daemon
+//! restart.
+
+use crate::corosync::{reactor, Cpg, CpgEvent, Error, MembershipView, Quorum, Verdict};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// The CPG group the driver joins (one member per virtdlmd).
+pub const GROUP: &str = "virtdlm-membership";
+
+/// A hook run for every totem membership change after the first one seen.
+pub type OnChange = Box<dyn Fn() + Send + Sync>;
+
+/// Starts the driver on the current tokio runtime; the receiver sees the latest verdict (a
+/// `watch` keeps only the latest, so a short `Settling` can be missed: `on_change` is called
+/// for every membership change, uncoalesced).
+pub fn spawn(group: &str, on_change: OnChange) -> watch::Receiver<Verdict> {
+    let (tx, rx) = watch::channel(Verdict::NotJoined);
+    let group = group.to_owned();
+    tokio::spawn(async move {
+        // Carried across reconnections: a corosync that went away leaves us `Lost` until we
+        // are joined (and quorate) again.
+        let mut was_joined = false;
+        loop {
+            match drive(&group, &tx, &mut was_joined, &on_change).await {
+                Ok(()) => return, // every receiver is gone
+                Err(e) => {
+                    if was_joined {
+                        tracing::error!("membership: {e}");
+                        let _ = tx.send(Verdict::Lost);
+                    } else {
+                        tracing::warn!("membership: {e}; retrying");
+                    }
+                }
+            }
+            if tx.is_closed() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+    rx
+}
+
+/// One connection's life: returns `Ok` when nobody listens any more, `Err` when corosync
+/// is unreachable or went away.
+async fn drive(group: &str, tx: &watch::Sender<Verdict>, was_joined: &mut bool, on_change: &OnChange) -> Result<(), Error> {
+    let mut cpg = Cpg::new(group)?;
+    let quorum = Quorum::new()?;
+    if !quorum.has_provider() {
+        tracing::error!("membership: corosync runs without a quorum provider; this node never considers itself quorate");
+    }
+    cpg.join()?;
+    let mut view = MembershipView::new(cpg.me());
+    let cpg = reactor::register(cpg).map_err(|_| Error::NotRunning { call: "epoll registration" })?;
+    let mut quorum = reactor::register(quorum).map_err(|_| Error::NotRunning { call: "epoll registration" })?;
+    let mut cpg = cpg;
+    // The first ring is the one we joined into, not a change.
+    let mut seen_ring = false;
+    loop {
+        tokio::select! {
+            guard = cpg.readable_mut() => {
+                let mut guard = guard.map_err(|_| Error::NotRunning { call: "cpg fd" })?;
+                // Edge-triggered: dispatch until nothing is left, then clear.
+                loop {
+                    let events = guard.get_inner_mut().dispatch()?;
+                    if events.is_empty() {
+                        break;
+                    }
+                    for ev in &events {
+                        if matches!(ev, CpgEvent::TotemConfChg { .. }) {
+                            if seen_ring {
+                                on_change();
+                            }
+                            seen_ring = true;
+                        }
+                        view.on_cpg(ev);
+                    }
+                }
+                guard.clear_ready();
+            }
+            guard = quorum.readable_mut() => {
+                let mut guard = guard.map_err(|_| Error::NotRunning { call: "quorum fd" })?;
+                // Edge-triggered: dispatch until nothing is left, then clear.
+                loop {
+                    let events = guard.get_inner_mut().dispatch()?;
+                    if events.is_empty() {
+                        break;
+                    }
+                    for ev in &events {
+                        view.on_quorum(ev);
+                    }
+                }
+                guard.clear_ready();
+            }
+            _ = tx.closed() => return Ok(()),
+        }
+        let v = view.verdict();
+        if !matches!(v, Verdict::NotJoined) {
+            *was_joined = true;
+        }
+        tx.send_if_modified(|cur| {
+            if *cur != v {
+                tracing::info!(from = %cur, to = %v, "membership verdict");
+                *cur = v;
+                true
+            } else {
+                false
+            }
+        });
+    }
+}
