@@ -42,10 +42,10 @@ pub(crate) mod test_isolation {
     pub fn without_corosync<T: Send>(f: impl FnOnce() -> T + Send) -> T {
         std::thread::scope(|s| {
             s.spawn(|| {
+                let newnet = rustix::thread::UnshareFlags::NEWNET;
                 // SAFETY: only the network namespace is unshared, on this thread alone, which
                 // touches no fds of other threads; FILES (the unsafe case) is not used.
-                let isolated =
-                    unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNET) };
+                let isolated = unsafe { rustix::thread::unshare_unsafe(newnet) };
                 if let Err(e) = isolated {
                     let unix = std::fs::read_to_string("/proc/net/unix").unwrap_or_default();
                     assert!(

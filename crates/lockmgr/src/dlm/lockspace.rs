@@ -186,9 +186,9 @@ impl Lockspace {
         // libdlm ignores the kernel's answer but leaves its errno: clear errno first.
         // SAFETY: errno is thread-local; writing it is always allowed.
         unsafe { *libc::__errno_location() = 0 };
+        let (name, handle) = (self.inner.cname.as_ptr(), open.handle.0.as_ptr());
         // SAFETY: the handle is live, its dispatcher stopped; libdlm closes and frees it.
-        let rv =
-            unsafe { dlm_sys::dlm_release_lockspace(self.inner.cname.as_ptr(), open.handle.0.as_ptr(), force as i32) };
+        let rv = unsafe { dlm_sys::dlm_release_lockspace(name, handle, force as i32) };
         let errno = std::io::Error::last_os_error().raw_os_error();
         self.inner.closed();
         if rv != 0 {
