@@ -509,14 +509,20 @@ mod tests {
         }
     }
 
+    /// A registry on the local backend, journal in `dir`. The owner-watch receiver is
+    /// returned so that it lives as long as the test.
+    fn local_registry(dir: &std::path::Path) -> (Arc<Registry>, tokio::sync::mpsc::UnboundedReceiver<crate::journal::OwnerKey>) {
+        let (journal, _) = crate::journal::Journal::open(&dir.join("journal"), 1 << 20, false).unwrap();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let backend = Arc::new(crate::backend::local::LocalBackend::new("n1"));
+        (Arc::new(Registry::new(backend, crate::naming::Naming::default(), journal, tx)), rx)
+    }
+
     #[tokio::test]
     async fn a_loss_stops_every_holder_and_refuses_grants_until_recovery() {
-        use crate::backend::local::LocalBackend;
         use crate::proto::Response;
         let dir = std::env::temp_dir().join(format!("lockloss-test-{}", std::process::id()));
-        let (journal, _) = crate::journal::Journal::open(&dir.join("journal"), 1 << 20, false).unwrap();
-        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-        let registry = Arc::new(Registry::new(Arc::new(LocalBackend::new("n1")), crate::naming::Naming::default(), journal, tx));
+        let (registry, _rx) = local_registry(&dir);
         let mut holder = std::process::Command::new("sleep").arg("60").spawn().unwrap();
         let mut idle = std::process::Command::new("sleep").arg("60").spawn().unwrap();
         let ok = |r: Response| assert!(matches!(r, Response::Ok { .. }), "{r:?}");
@@ -551,14 +557,7 @@ mod tests {
     #[tokio::test]
     async fn an_unconfirmed_lock_stops_only_its_vm() {
         let dir = std::env::temp_dir().join(format!("lockloss-unconfirmed-{}", std::process::id()));
-        let (journal, _) = crate::journal::Journal::open(&dir.join("journal"), 1 << 20, false).unwrap();
-        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-        let registry = Arc::new(Registry::new(
-            Arc::new(crate::backend::local::LocalBackend::new("n1")),
-            crate::naming::Naming::default(),
-            journal,
-            tx,
-        ));
+        let (registry, _rx) = local_registry(&dir);
         let mut a = std::process::Command::new("sleep").arg("60").spawn().unwrap();
         let mut b = std::process::Command::new("sleep").arg("60").spawn().unwrap();
         assert!(matches!(registry.acquire(None, &spec(a.id(), 1), &[lease("a")], 0), crate::proto::Response::Ok { .. }));
@@ -578,14 +577,7 @@ mod tests {
     #[tokio::test]
     async fn grants_are_held_back_after_the_membership_stops_being_safe() {
         let dir = std::env::temp_dir().join(format!("lockloss-hold-{}", std::process::id()));
-        let (journal, _) = crate::journal::Journal::open(&dir.join("journal"), 1 << 20, false).unwrap();
-        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-        let registry = Arc::new(Registry::new(
-            Arc::new(crate::backend::local::LocalBackend::new("n1")),
-            crate::naming::Naming::default(),
-            journal,
-            tx,
-        ));
+        let (registry, _rx) = local_registry(&dir);
         let hold = Duration::from_millis(400);
         let loss = LockLoss::new(registry, Fencer::new(Default::default(), fencing::Watchdog::none()), hold, None);
         let t = Instant::now();
