@@ -54,20 +54,38 @@ fn open_dlm(config: &Config) -> Result<Arc<dyn Backend>, DaemonError> {
         .map_err(|e| DaemonError::Backend { backend: "dlm", reason: e.to_string() })
 }
 
-/// An exclusive flock on `<journal>.lock`, held for the daemon's life.
+/// An exclusive flock on `<journal>.lock`, held for the daemon's life. The file is held open
+/// read-only (flock needs no more), so that the filesystem can still be remounted read-only.
 fn lock_journal(journal: &Path) -> Result<File, DaemonError> {
     use rustix::fs::{flock, FlockOperation};
     let path = journal.with_extension("lock");
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|source| JournalError::Io { path: dir.into(), source })?;
     }
-    let f = File::create(&path).map_err(|source| JournalError::Io { path: path.clone(), source })?;
+    if !path.exists() {
+        File::create(&path).map_err(|source| JournalError::Io { path: path.clone(), source })?;
+    }
+    let f = File::open(&path).map_err(|source| JournalError::Io { path: path.clone(), source })?;
     flock(&f, FlockOperation::NonBlockingLockExclusive).map_err(|_| DaemonError::JournalInUse(journal.display().to_string()))?;
     Ok(f)
 }
 
+/// Raises the soft limit on open files to the hard one: every client connection is a file,
+/// and the usual soft limit (1024) would let a few hundred idle clients stop new ones.
+fn raise_fd_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut lim = getrlimit(Resource::Nofile);
+    if lim.current < lim.maximum {
+        lim.current = lim.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, lim.clone()) {
+            tracing::warn!("could not raise the open-file limit to {:?}: {e}", lim.maximum);
+        }
+    }
+}
+
 /// Runs the daemon until SIGTERM/SIGINT.
 pub fn run(config: Config) -> Result<(), DaemonError> {
+    raise_fd_limit();
     let _journal_lock = lock_journal(&config.journal)?;
     let (journal, salvaged) = Journal::open(&config.journal, config.journal_compact_bytes, config.recover_journal)?;
     if let Some(s) = salvaged {
@@ -100,6 +118,9 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
         None => fencing::Watchdog::none(),
     };
     let restored = registry.restore()?;
+    if let Some(e) = &restored.journal_unwritable {
+        tracing::error!("{e}. Serving with the {} locks taken back; no new lock is granted until the journal can be written", restored.locks_adopted);
+    }
     tracing::info!(
         "journal replayed: {} owners with {} locks taken back, {} owners died meanwhile ({} locks released), {} locks lost; leftover locks purged",
         restored.owners_adopted,

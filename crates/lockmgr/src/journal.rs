@@ -20,6 +20,13 @@
 //! journal and fsyncs the directory, so a crash leaves either the old or the new file. It
 //! runs when the file is past `journal_compact_bytes` and at least twice its live size.
 //!
+//! A write that fails (full or read-only filesystem, I/O error) is rolled back: the file is
+//! cut back to its last acknowledged length (now, or before the next append if it cannot be
+//! cut now), so a torn record never sits in front of later ones. The file is opened for each
+//! append and closed after it: between changes virtdlmd holds no write reference on the
+//! journal's filesystem, which can therefore be remounted read-only under it (new grants are
+//! then refused, see [`JournalError::Unwritable`]).
+//!
 //! Damage (bad magic or version, a record whose checksum or JSON is wrong, a length running
 //! past the end of the file) is never skipped: [`Journal::open`] refuses, naming the byte
 //! offset, unless salvage is asked for, which keeps the valid prefix and moves the damaged
@@ -127,6 +134,18 @@ pub enum JournalError {
     Damaged { path: PathBuf, offset: u64, reason: String },
     #[error("journal {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    /// A change could not be made durable; nothing of it is kept.
+    #[error("journal {path} cannot be written ({source}): {}", unwritable_hint(.source))]
+    Unwritable { path: PathBuf, source: std::io::Error },
+}
+
+/// What an operator does about a journal write failure.
+fn unwritable_hint(e: &std::io::Error) -> &'static str {
+    match e.raw_os_error() {
+        Some(libc::ENOSPC) | Some(libc::EDQUOT) => "its filesystem is full; free space there",
+        Some(libc::EROFS) => "its filesystem is read-only; remount it read-write",
+        _ => "check the filesystem it lives on",
+    }
 }
 
 /// What [`Journal::open`] found wrong and salvaged past.
@@ -140,8 +159,10 @@ pub struct Salvaged {
 
 pub struct Journal {
     path: PathBuf,
-    file: File,
+    /// Length of the file up to its last acknowledged record.
     size: u64,
+    /// A failed append may have left bytes past `size`: cut them before the next append.
+    dirty: bool,
     state: State,
     compact_bytes: u64,
     /// Size right after the last compaction: the journal is compacted again only once it
@@ -180,8 +201,7 @@ impl Journal {
             std::fs::rename(path, &moved_to).map_err(io)?;
             salvaged = Some(Salvaged { offset, reason, moved_to });
         }
-        let file = OpenOptions::new().append(true).create(true).open(path).map_err(io)?;
-        let mut j = Journal { path: path.into(), file, size: 0, state, compact_bytes, live_size: 0 };
+        let mut j = Journal { path: path.into(), size: 0, dirty: false, state, compact_bytes, live_size: 0 };
         // A fresh file, or one just salvaged, is rewritten from the state (header included).
         if fresh || salvaged.is_some() {
             j.compact()?;
@@ -203,8 +223,10 @@ impl Journal {
         self.size
     }
 
-    /// Appends records and makes them durable. On error nothing is applied to the state
-    /// (the file may hold a torn tail, which the next open reports).
+    /// Appends records and makes them durable. On error nothing is applied to the state and
+    /// the file is cut back to its last acknowledged length (or will be, before the next
+    /// append). A compaction that fails afterwards does not fail the append: the records are
+    /// durable, and compaction is tried again on a later append.
     pub fn append(&mut self, records: &[Record]) -> Result<(), JournalError> {
         if records.is_empty() {
             return Ok(());
@@ -214,17 +236,44 @@ impl Journal {
         for r in records {
             encode_record(&mut buf, r);
         }
-        let io = |source| JournalError::Io { path: self.path.clone(), source };
-        self.file.write_all(&buf).map_err(io)?;
-        self.file.sync_data().map_err(io)?;
+        if let Err(source) = self.write_durably(&buf) {
+            self.dirty = true;
+            self.roll_back();
+            return Err(JournalError::Unwritable { path: self.path.clone(), source });
+        }
         self.size += buf.len() as u64;
         for r in records {
             self.state.apply(r).expect("checked before writing");
         }
         if self.size > self.compact_bytes && self.size > 2 * self.live_size {
-            self.compact()?;
+            if let Err(e) = self.compact() {
+                tracing::warn!("journal compaction failed (will retry on a later change): {e}");
+            }
         }
         Ok(())
+    }
+
+    fn write_durably(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        let mut f = OpenOptions::new().write(true).open(&self.path)?;
+        if self.dirty {
+            f.set_len(self.size)?;
+            self.dirty = false;
+        }
+        // Not O_APPEND: the offset is ours, so a tail we could not cut is overwritten.
+        std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(self.size))?;
+        f.write_all(buf)?;
+        f.sync_data()
+    }
+
+    /// Cuts the file back to `size` after a failed write, if the filesystem lets us now.
+    fn roll_back(&mut self) {
+        let cut = OpenOptions::new().write(true).open(&self.path).and_then(|f| {
+            f.set_len(self.size)?;
+            f.sync_data()
+        });
+        if cut.is_ok() {
+            self.dirty = false;
+        }
     }
 
     /// Refuses a batch that could not be replayed (a grant to an owner never registered).
@@ -250,18 +299,22 @@ impl Journal {
         for r in self.state.records() {
             encode_record(&mut buf, &r);
         }
-        {
-            let mut f = File::create(&tmp).map_err(io)?;
-            f.write_all(&buf).map_err(io)?;
-            f.sync_all().map_err(io)?;
+        let written = File::create(&tmp).and_then(|mut f| {
+            f.write_all(&buf)?;
+            f.sync_all()
+        });
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(io(e));
         }
         std::fs::rename(&tmp, &self.path).map_err(io)?;
+        // The new file is in place: whatever the directory sync says, it is the journal now.
+        self.size = buf.len() as u64;
+        self.live_size = self.size;
+        self.dirty = false;
         if let Some(dir) = self.path.parent() {
             File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
         }
-        self.file = OpenOptions::new().append(true).open(&self.path).map_err(io)?;
-        self.size = buf.len() as u64;
-        self.live_size = self.size;
         Ok(())
     }
 }
@@ -449,6 +502,41 @@ mod tests {
         let (j, _) = Journal::open(&p, 1 << 20, true).unwrap();
         let held: usize = j.state().owners.values().map(|o| o.locks.len()).sum();
         assert!(held < 2);
+    }
+
+    #[test]
+    fn a_tail_left_by_a_failed_write_is_cut_before_the_next_append() {
+        let p = tmp("tail");
+        let (mut j, _) = Journal::open(&p, 1 << 20, false).unwrap();
+        fill(&mut j);
+        // What a write cut short by a full disk leaves behind, and could not roll back.
+        let mut f = OpenOptions::new().append(true).open(&p).unwrap();
+        f.write_all(&[0, 0, 1, 0, 0xde, 0xad]).unwrap();
+        drop(f);
+        j.dirty = true;
+        j.append(&[Record::Release { key: OwnerKey { pid: 20, start: 200 }, name: "d1:c".into() }]).unwrap();
+        let want = j.state().clone();
+        drop(j);
+        let (j, salvaged) = Journal::open(&p, 1 << 20, false).expect("no torn record in front of the last one");
+        assert!(salvaged.is_none());
+        assert_eq!(j.state(), &want);
+    }
+
+    #[test]
+    fn a_failed_append_changes_nothing_and_names_the_file() {
+        let p = tmp("fail");
+        let (mut j, _) = Journal::open(&p, 1 << 20, false).unwrap();
+        fill(&mut j);
+        let want = j.state().clone();
+        let size = j.size();
+        // The journal's directory goes away under it: the append cannot even open the file.
+        std::fs::remove_dir_all(p.parent().unwrap()).unwrap();
+        let key = OwnerKey { pid: 20, start: 200 };
+        let e = j.append(&[grant(key, "d1:new")]).unwrap_err();
+        assert!(matches!(e, JournalError::Unwritable { .. }), "{e}");
+        assert!(e.to_string().contains(&p.display().to_string()), "{e}");
+        assert_eq!(j.state(), &want);
+        assert_eq!(j.size(), size);
     }
 
     #[test]

@@ -44,6 +44,12 @@ pub struct Registry {
     table: Mutex<Table>,
     /// One gate per owner pid: two acquisitions for one VM never interleave.
     gates: Mutex<HashMap<u32, Arc<Mutex<()>>>>,
+    /// Grants the backend made that are not in the table yet (being journaled): a VM refused
+    /// meanwhile is told who holds the disk, not "a VM on another node".
+    granting: Mutex<Vec<LockInfo>>,
+    /// Held across a backend try-lock and its entry in `granting`, so a refusal that follows a
+    /// grant always finds the grant in `granting` or in the table.
+    grant_order: Mutex<()>,
     /// New owners go here; the daemon watches each one's pidfd.
     watch: UnboundedSender<OwnerKey>,
     /// Lock loss (crate::lockloss): while lost, nothing is granted and releases do not wait.
@@ -65,15 +71,27 @@ pub struct Restored {
     pub orphans_purged: usize,
     /// Live owners with a lock that could not be taken back: their VMs run unprotected.
     pub unconfirmed: Vec<OwnerKey>,
+    /// The journal could not be rewritten (full or read-only filesystem): the locks above
+    /// are held, the journal still says what it said before, and nothing new is granted
+    /// until it can be written.
+    pub journal_unwritable: Option<String>,
 }
 
 fn err(code: ErrorCode, message: impl Into<String>) -> Response {
     Response::error(code, message)
 }
 
+/// A grant (or a new owner) the journal could not record: refused, nothing changed.
 fn journal_err(e: JournalError) -> Response {
-    tracing::error!("journal write failed: {e}");
-    err(ErrorCode::Journal, format!("{e}; no lock changes until the journal can be written"))
+    tracing::error!("journal write failed, request refused: {e}");
+    err(ErrorCode::Journal, format!("{e}. No new lock is granted until the journal can be written; locks already held stay held"))
+}
+
+/// A release the journal could not record: the lock stays held, so that the journal (what a
+/// restarted virtdlmd takes back) never forgets a lock it still holds nor keeps one it gave away.
+fn journal_release_err(e: JournalError) -> Response {
+    tracing::error!("journal write failed, release refused: {e}");
+    err(ErrorCode::Journal, format!("{e}. Nothing was released: the locks stay held until the journal can be written (they go at once if the VM's QEMU exits)"))
 }
 
 fn vm(spec: &OwnerSpec) -> String {
@@ -87,6 +105,8 @@ impl Registry {
             naming,
             table: Mutex::new(Table { journal, owners: HashMap::new() }),
             gates: Mutex::new(HashMap::new()),
+            granting: Mutex::new(Vec::new()),
+            grant_order: Mutex::new(()),
             watch,
             loss: Arc::default(),
             cluster: std::sync::OnceLock::new(),
@@ -183,8 +203,15 @@ impl Registry {
             let _ = self.watch.send(key);
             t.owners.insert(key, Owner { spec, held });
         }
-        t.journal.append(&records)?;
-        t.journal.compact()?;
+        // The journal as read stays true if it cannot be rewritten now: it names the locks
+        // just taken back (under their old grant ids, which nothing reads back), and dead
+        // owners are found dead again at the next start.
+        if let Err(e) = t.journal.append(&records).and_then(|()| t.journal.compact()) {
+            match e {
+                JournalError::Damaged { .. } => return Err(e),
+                e => r.journal_unwritable = Some(e.to_string()),
+            }
+        }
         r.orphans_purged = self.backend.purge_orphans().unwrap_or_else(|e| {
             tracing::error!("purging orphan locks failed: {e}");
             0
@@ -326,11 +353,40 @@ impl Registry {
         };
         let wait = (wait_ms > 0).then(|| Duration::from_millis(wait_ms));
         let mut grants: Vec<(Named, Grant)> = Vec::new();
+        let (node_id, node_name) = self.node();
+        let since = now_secs();
+        let pending = |n: &Named, g: &Grant| LockInfo {
+            resource: n.name.0.clone(),
+            identity: n.readable.clone(),
+            mode: g.mode,
+            vm_name: spec.name.clone(),
+            vm_uuid: spec.uuid.clone(),
+            pid: key.pid,
+            node_name: node_name.clone(),
+            node_id,
+            since,
+            state: "held".into(),
+        };
         for n in missing {
-            match self.backend.acquire(&n.name, n.mode, wait) {
+            let tried = {
+                let _order = self.grant_order.lock();
+                let r = self.backend.acquire(&n.name, n.mode, None);
+                if let Ok(g) = &r {
+                    self.granting.lock().push(pending(&n, g));
+                }
+                r
+            };
+            // A bounded wait happens outside the ordering lock (it would stop every other VM).
+            let got = match (tried, wait) {
+                (Err(BackendError::WouldBlock(_)), Some(w)) => self.backend.acquire(&n.name, n.mode, Some(w)).inspect(|g| {
+                    self.granting.lock().push(pending(&n, g));
+                }),
+                (r, _) => r,
+            };
+            match got {
                 Ok(g) => grants.push((n, g)),
                 Err(e) => {
-                    self.undo(&grants);
+                    self.undo(key.pid, &grants);
                     return self.refusal(spec, &n, e);
                 }
             }
@@ -340,15 +396,14 @@ impl Registry {
         let mut t = self.table.lock();
         if self.loss.is_lost() {
             drop(t);
-            self.undo(&grants);
+            self.undo(key.pid, &grants);
             return err(ErrorCode::Backend, format!("VM {}: this node lost its locks while they were being taken; nothing was locked", vm(spec)));
         }
         if !t.owners.contains_key(&key) || !owner::is_alive(key) {
             drop(t);
-            self.undo(&grants);
+            self.undo(key.pid, &grants);
             return err(ErrorCode::OwnerGone, format!("VM {}: its QEMU process {} exited; nothing was locked", vm(spec), spec.pid));
         }
-        let since = now_secs();
         let records: Vec<Record> = grants
             .iter()
             .map(|(n, g)| Record::Grant {
@@ -359,7 +414,7 @@ impl Registry {
             .collect();
         if let Err(e) = t.journal.append(&records) {
             drop(t);
-            self.undo(&grants);
+            self.undo(key.pid, &grants);
             return journal_err(e);
         }
         let new: Vec<String> = grants.iter().map(|(n, _)| n.name.0.clone()).collect();
@@ -368,6 +423,8 @@ impl Registry {
             tracing::info!(vm = %spec.name, uuid = %spec.uuid, disk = %n.readable, mode = %g.mode, resource = %n.name.0, "granted");
             o.held.insert(n.name, Held { grant: g, readable: n.readable, since });
         }
+        // Under the table lock, so a grant is always in the table or still in `granting`.
+        self.granted(key.pid, &new);
         let o = &t.owners[&key];
         for info in self.infos_of(key, o) {
             if new.contains(&info.resource) {
@@ -377,7 +434,13 @@ impl Registry {
         Response::Ok { locks: vec![] }
     }
 
-    fn undo(&self, grants: &[(Named, Grant)]) {
+    /// The grants of `pid` are in the table now, or undone.
+    fn granted(&self, pid: u32, names: &[String]) {
+        self.granting.lock().retain(|l| !(l.pid == pid && names.contains(&l.resource)));
+    }
+
+    fn undo(&self, pid: u32, grants: &[(Named, Grant)]) {
+        self.granted(pid, &grants.iter().map(|(n, _)| n.name.0.clone()).collect::<Vec<_>>());
         for (n, g) in grants {
             if let Err(e) = self.backend.release(g) {
                 tracing::error!(disk = %n.readable, "could not undo a partial acquisition: {e}");
@@ -427,7 +490,7 @@ impl Registry {
         let names: Vec<ResName> = named.into_iter().map(|n| n.name).filter(|n| o.held.contains_key(n)).collect();
         let records: Vec<Record> = names.iter().map(|n| Record::Release { key, name: n.0.clone() }).collect();
         if let Err(e) = t.journal.append(&records) {
-            return journal_err(e);
+            return journal_release_err(e);
         }
         let o = t.owners.get_mut(&key).expect("present");
         for n in names {
@@ -523,10 +586,16 @@ impl Registry {
     /// leaving out the asking process.
     fn holders(&self, name: &ResName, except_pid: Option<u32>) -> Vec<LockInfo> {
         let (node_id, _) = self.node();
-        self.locks()
-            .into_iter()
-            .filter(|l| l.resource == name.0 && !(l.node_id == node_id && Some(l.pid) == except_pid))
-            .collect()
+        // Read before the table: a grant moving from one to the other is seen at least once.
+        let granting: Vec<LockInfo> = self.granting.lock().iter().filter(|l| l.resource == name.0).cloned().collect();
+        let mut v: Vec<LockInfo> = self.locks().into_iter().filter(|l| l.resource == name.0).collect();
+        for g in granting {
+            if !v.iter().any(|l| l.node_id == g.node_id && l.pid == g.pid) {
+                v.push(g);
+            }
+        }
+        v.retain(|l| !(l.node_id == node_id && Some(l.pid) == except_pid));
+        v
     }
 
     pub fn inspect(&self, res: &Resource) -> Response {

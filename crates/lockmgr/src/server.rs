@@ -4,6 +4,12 @@
 //! - control socket: every request, from allowed uids/gids only (root by default);
 //! - admin socket: world-connectable, read-only requests only.
 //!
+//! Connections from peers that may change nothing (every admin-socket peer, and a control
+//! peer whose uid is not allowed) are untrusted: at most [`UNTRUSTED_PER_UID`] per uid and
+//! [`UNTRUSTED_CONNECTIONS`] in all are kept open, and one idle for [`UNTRUSTED_IDLE`] is
+//! closed, so no local user can use up the daemon's file descriptors or crowd out another
+//! user. Allowed control peers (libvirtd, root) have no cap: they could stop the daemon anyway.
+//!
 //! A frame that cannot be a request (oversized, unreadable, wrong version, or not finished
 //! within the read timeout) is answered with its error and the connection is closed, since
 //! the stream can no longer be trusted to be in step. Each connection has its own task, so a
@@ -67,32 +73,80 @@ pub fn bind(path: &Path, mode: u32, gid: Option<u32>) -> Result<UnixListener, Bi
     Ok(l)
 }
 
-/// Most connections the world-connectable admin socket keeps open at once, so that nobody
-/// can use up the daemon's file descriptors (the control socket is root's and has no cap).
-const ADMIN_CONNECTIONS: usize = 64;
-/// An admin connection idle this long is closed.
-const ADMIN_IDLE: Duration = Duration::from_secs(60);
+/// Most untrusted connections kept open at once (per socket).
+pub const UNTRUSTED_CONNECTIONS: usize = 64;
+/// Most untrusted connections of one uid kept open at once (per socket).
+pub const UNTRUSTED_PER_UID: usize = 16;
+/// An untrusted connection idle this long is closed.
+pub const UNTRUSTED_IDLE: Duration = Duration::from_secs(60);
+
+/// Open untrusted connections, by uid.
+#[derive(Default)]
+struct Slots {
+    by_uid: parking_lot::Mutex<std::collections::HashMap<u32, usize>>,
+}
+
+/// One untrusted connection's place; given back when dropped.
+struct Slot {
+    slots: Arc<Slots>,
+    uid: u32,
+}
+
+impl Slots {
+    fn take(self: &Arc<Self>, uid: u32) -> Result<Slot, &'static str> {
+        let mut m = self.by_uid.lock();
+        if m.values().sum::<usize>() >= UNTRUSTED_CONNECTIONS {
+            return Err("too many untrusted connections open");
+        }
+        let n = m.entry(uid).or_default();
+        if *n >= UNTRUSTED_PER_UID {
+            return Err("too many connections open for this uid");
+        }
+        *n += 1;
+        Ok(Slot { slots: self.clone(), uid })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut m = self.slots.by_uid.lock();
+        if let Some(n) = m.get_mut(&self.uid) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.uid);
+            }
+        }
+    }
+}
 
 /// Accepts clients for ever.
 pub async fn serve(listener: UnixListener, kind: SocketKind, registry: Arc<Registry>, access: Arc<Access>, read_timeout: Duration) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(ADMIN_CONNECTIONS));
+    let slots = Arc::new(Slots::default());
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
-                let permit = match kind {
-                    SocketKind::Control => None,
-                    SocketKind::Admin => match slots.clone().try_acquire_owned() {
-                        Ok(p) => Some(p),
-                        Err(_) => {
-                            tracing::warn!("admin socket: {ADMIN_CONNECTIONS} connections open already; refusing one");
+                let peer = match socket_peercred(&stream) {
+                    Ok(c) => Peer { uid: c.uid.as_raw(), gid: c.gid.as_raw(), pid: c.pid.as_raw_nonzero().get() as u32 },
+                    Err(e) => {
+                        tracing::warn!("SO_PEERCRED failed, dropping the connection: {e}");
+                        continue;
+                    }
+                };
+                let trusted = kind == SocketKind::Control && access.allows(peer.uid, peer.gid);
+                let slot = match trusted {
+                    true => None,
+                    false => match slots.take(peer.uid) {
+                        Ok(s) => Some(s),
+                        Err(why) => {
+                            tracing::warn!(peer_pid = peer.pid, peer_uid = peer.uid, "{kind:?} socket: {why}; closing a new one");
                             continue;
                         }
                     },
                 };
-                let (registry, access) = (registry.clone(), access.clone());
+                let registry = registry.clone();
                 tokio::spawn(async move {
-                    connection(stream, kind, registry, access, read_timeout).await;
-                    drop(permit);
+                    connection(stream, kind, peer, trusted, registry, read_timeout).await;
+                    drop(slot);
                 });
             }
             Err(e) => {
@@ -111,14 +165,22 @@ enum Incoming {
     Bad(Response),
 }
 
-async fn read_request(stream: &mut UnixStream, kind: SocketKind, read_timeout: Duration) -> Incoming {
+/// Who is at the other end (SO_PEERCRED, taken at accept).
+#[derive(Debug, Clone, Copy)]
+struct Peer {
+    uid: u32,
+    gid: u32,
+    pid: u32,
+}
+
+async fn read_request(stream: &mut UnixStream, trusted: bool, read_timeout: Duration) -> Incoming {
     let mut header = [0u8; 4];
-    // A control client may stay idle between requests as long as it likes (admin clients
-    // for ADMIN_IDLE); once a frame starts, it must finish within the timeout.
+    // A trusted client may stay idle between requests as long as it likes (untrusted ones
+    // for UNTRUSTED_IDLE); once a frame starts, it must finish within the timeout.
     let first = stream.read_exact(&mut header[..1]);
-    let first = match kind {
-        SocketKind::Control => first.await,
-        SocketKind::Admin => match tokio::time::timeout(ADMIN_IDLE, first).await {
+    let first = match trusted {
+        true => first.await,
+        false => match tokio::time::timeout(UNTRUSTED_IDLE, first).await {
             Ok(r) => r,
             Err(_) => return Incoming::Closed,
         },
@@ -171,17 +233,10 @@ async fn send(stream: &mut UnixStream, resp: &Response) -> bool {
     stream.write_all(&frame).await.is_ok()
 }
 
-async fn connection(mut stream: UnixStream, kind: SocketKind, registry: Arc<Registry>, access: Arc<Access>, read_timeout: Duration) {
-    let cred = match socket_peercred(&stream) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::warn!("SO_PEERCRED failed, dropping the connection: {e}");
-            return;
-        }
-    };
-    let (uid, gid, pid) = (cred.uid.as_raw(), cred.gid.as_raw(), cred.pid.as_raw_nonzero().get() as u32);
+async fn connection(mut stream: UnixStream, kind: SocketKind, peer: Peer, trusted: bool, registry: Arc<Registry>, read_timeout: Duration) {
+    let Peer { uid, pid, .. } = peer;
     loop {
-        let req = match read_request(&mut stream, kind, read_timeout).await {
+        let req = match read_request(&mut stream, trusted, read_timeout).await {
             Incoming::Closed => return,
             Incoming::Bad(resp) => {
                 tracing::warn!(peer_pid = pid, peer_uid = uid, "bad frame: {resp:?}");
@@ -190,10 +245,10 @@ async fn connection(mut stream: UnixStream, kind: SocketKind, registry: Arc<Regi
             }
             Incoming::Request(r) => r,
         };
-        if kind == SocketKind::Control && !access.allows(uid, gid) {
+        if kind == SocketKind::Control && !trusted {
             let resp = Response::error(
                 ErrorCode::Unauthorized,
-                format!("uid {uid} may not use the control socket (allowed: uids {:?}, gid {:?}); use the admin socket for read-only requests", access.allowed_uids, access.allowed_gid),
+                format!("uid {uid} may not use the control socket (only root and the configured allowed_uids / allowed_gid may); use the admin socket for read-only requests"),
             );
             let _ = send(&mut stream, &resp).await;
             return;

@@ -184,3 +184,78 @@ pub fn expect_error(r: Response, code: ErrorCode) -> ErrorReply {
         other => panic!("expected {code:?}, got {other:?}"),
     }
 }
+
+/// A directory on a tmpfs (/dev/shm) when there is one: the journal's fsyncs then cost what
+/// they cost under /run in production, not what the build disk's cost.
+pub fn shm_dir(tag: &str) -> PathBuf {
+    let base = Path::new("/dev/shm");
+    if !base.is_dir() {
+        return tmpdir(tag);
+    }
+    let d = base.join(format!("vdlm-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// One persistent client connection (as libvirtd's plugin keeps one per call site).
+pub struct Conn {
+    pub stream: UnixStream,
+}
+
+impl Conn {
+    pub fn open(sock: &Path) -> std::io::Result<Conn> {
+        let stream = UnixStream::connect(sock)?;
+        stream.set_read_timeout(Some(PATIENCE))?;
+        stream.set_write_timeout(Some(PATIENCE))?;
+        Ok(Conn { stream })
+    }
+
+    pub fn call(&mut self, op: Op) -> Result<Response, proto::FrameError> {
+        proto::call(&mut self.stream, op)
+    }
+
+    pub fn acquire(&mut self, owner: &OwnerSpec, res: &[Resource]) -> Result<Response, proto::FrameError> {
+        self.call(Op::Acquire { owner: owner.clone(), resources: res.to_vec(), state: None, wait_ms: 0 })
+    }
+
+    pub fn release(&mut self, owner: &OwnerSpec, res: &[Resource]) -> Result<Response, proto::FrameError> {
+        self.call(Op::Release { owner: owner.clone(), resources: res.to_vec() })
+    }
+}
+
+/// Small deterministic generator (xorshift64*): the tests print their seed and replay with it.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.max(1))
+    }
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// The seed for a randomised test: `VDLM_SEED` if set, else the clock.
+pub fn seed() -> u64 {
+    std::env::var("VDLM_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+    })
+}
+
+/// Percentiles of durations, for the figures the reliability tests print.
+pub fn summary(mut v: Vec<Duration>) -> String {
+    if v.is_empty() {
+        return "no samples".into();
+    }
+    v.sort();
+    let p = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    let ms = |d: Duration| format!("{:.2} ms", d.as_secs_f64() * 1e3);
+    format!("n={} min {} p50 {} p99 {} max {}", v.len(), ms(v[0]), ms(p(0.5)), ms(p(0.99)), ms(v[v.len() - 1]))
+}
