@@ -75,7 +75,7 @@ fn lock_journal(journal: &Path) -> Result<File, DaemonError> {
 fn raise_fd_limit() {
     use rustix::process::{getrlimit, setrlimit, Resource};
     let mut lim = getrlimit(Resource::Nofile);
-    if lim.current < lim.maximum {
+    if lim.current != lim.maximum {
         lim.current = lim.maximum;
         if let Err(e) = setrlimit(Resource::Nofile, lim.clone()) {
             tracing::warn!("could not raise the open-file limit to {:?}: {e}", lim.maximum);
