@@ -17,6 +17,10 @@ const EX_ROUNDS: usize = 10_000;
 const MIXED_ROUNDS: usize = 3_000;
 const NOBODY: usize = usize::MAX;
 
+/// What one client of the mixed test brings back: (round, pids named in its refusal) for
+/// each round it lost, and how many lock-table checks it made.
+type ClientResult = (Vec<(usize, Vec<u32>)>, usize);
+
 /// The libvirt disk flavours, as (readonly, shareable).
 const FLAVOURS: [(bool, bool); 4] = [(false, false), (false, true), (true, false), (true, true)];
 
@@ -105,7 +109,7 @@ fn sixteen_vms_race_for_one_disk_exclusively() {
             }
         }
     }
-    let mut per_client = vec![0usize; CLIENTS];
+    let mut per_client = [0usize; CLIENTS];
     for w in winner.iter() {
         if let Some(n) = per_client.get_mut(w.load(Ordering::SeqCst)) {
             *n += 1;
@@ -194,10 +198,10 @@ fn mixed_modes_follow_the_model() {
             })
         })
         .collect();
-    let results: Vec<(Vec<(usize, Vec<u32>)>, usize)> = threads.into_iter().map(|t| t.join().expect("client thread")).collect();
+    let results: Vec<ClientResult> = threads.into_iter().map(|t| t.join().expect("client thread")).collect();
     let elapsed = t0.elapsed();
 
-    let mut winners_hist = vec![0usize; CLIENTS + 1];
+    let mut winners_hist = [0usize; CLIENTS + 1];
     for round in 0..MIXED_ROUNDS {
         let won: Vec<usize> = (0..CLIENTS).filter(|j| granted[round][*j].load(Ordering::SeqCst) == 1).collect();
         winners_hist[won.len()] += 1;

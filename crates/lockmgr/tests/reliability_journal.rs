@@ -113,7 +113,12 @@ fn a_full_journal_filesystem_stops_new_grants_and_keeps_held_locks() {
     let after: Vec<(String, String)> = d.locks().into_iter().map(|l| (l.vm_name, l.identity)).collect();
     assert_eq!(after, before, "the restart found something else than the clients were told");
     assert_eq!(after.len(), 1 + granted_on_slack.len());
-    println!("FIGURE journal-full: new grants refused, {} held locks kept and listed, release refused (lock kept), owner exit freed its lock; after space came back: release and grant work, restart finds the same {} locks", 2 + granted_on_slack.len(), after.len());
+    println!(
+        "FIGURE journal-full: tmpfs size=256k filled; {} grants still fitted in the journal's last page, then new grants refused; the {} held locks kept and listed, release refused (lock kept), owner exit freed its lock; after space came back: release and grant work, no torn record, restart finds exactly the {} locks the clients were told of",
+        granted_on_slack.len(),
+        2 + granted_on_slack.len(),
+        after.len()
+    );
 }
 
 #[test]

@@ -1,0 +1,39 @@
+#!/bin/bash
+# Reliability tier: crashes, contention, a failing journal filesystem and hostile clients,
+# against real virtdlmd processes on the local backend (crates/lockmgr/tests/reliability_*.rs).
+# The tests are #[ignore]d in the unit tier (they are long, need root, and print figures);
+# this runs them one at a time, shows their figures, and ends with "N passed, N failed".
+# Needs root (tmpfs and bind mounts, clients as other uids through setpriv). About a minute
+# on an idle 2-core machine. VDLM_SEED=<n> replays the randomised tests.
+#   tests/reliability/run.sh
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+LOG=${CARGO_TARGET_DIR:-$PWD/target}/tier-logs
+mkdir -p "$LOG"
+OUT=$LOG/reliability-cargo.log
+
+if [ "$(id -u)" != 0 ]; then
+    echo "the reliability tier needs root (mounts, setpriv to other uids, RLIMIT_NOFILE); run it as root"
+    echo "0 passed, 1 failed"
+    exit 1
+fi
+for tool in mount umount setpriv; do
+    if ! command -v $tool >/dev/null; then
+        echo "the reliability tier needs $tool (util-linux / mount)"
+        echo "0 passed, 1 failed"
+        exit 1
+    fi
+done
+
+t0=$SECONDS
+cargo test -p lockmgr --locked \
+    --test reliability_contention --test reliability_crash --test reliability_journal --test reliability_hostile \
+    -- --include-ignored --nocapture --test-threads=1 2>&1 | tee "$OUT"
+rc=${PIPESTATUS[0]}
+
+echo
+echo "---- figures ($((SECONDS - t0)) s)"
+grep -oE 'FIGURE .*' "$OUT" | sed 's/^FIGURE //'
+awk '/^test result:/{for(i=1;i<=NF;i++){if($i=="passed;")p+=$(i-1); if($i=="failed;")f+=$(i-1)}}
+     END{if (p+f == 0) f=1; printf "reliability: %d passed, %d failed\n", p, f}' "$OUT" | tee "$LOG/reliability-result"
+grep -q ' 0 failed$' "$LOG/reliability-result" && [ "$rc" = 0 ]
