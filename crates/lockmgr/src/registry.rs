@@ -15,7 +15,7 @@ use crate::journal::{now_secs, Journal, JournalError, LockEntry, OwnerKey, Recor
 use crate::naming::{Named, Naming};
 use crate::owner;
 use crate::proto::{Conflict, ErrorCode, ErrorReply, LockInfo, OwnerSpec, Resource, Response};
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -47,9 +47,10 @@ pub struct Registry {
     /// Grants the backend made that are not in the table yet (being journaled): a VM refused
     /// meanwhile is told who holds the disk, not "a VM on another node".
     granting: Mutex<Vec<LockInfo>>,
-    /// Held across a backend try-lock and its entry in `granting`, so a refusal that follows a
-    /// grant always finds the grant in `granting` or in the table.
-    grant_order: Mutex<()>,
+    /// Backend acquisitions under way, by resource. A grant shows in `granting` only just
+    /// after the backend made it: a refusal that finds no holder waits (briefly) for these.
+    in_flight: Mutex<HashMap<ResName, usize>>,
+    settled: Condvar,
     /// New owners go here; the daemon watches each one's pidfd.
     watch: UnboundedSender<OwnerKey>,
     /// Lock loss (crate::lockloss): while lost, nothing is granted and releases do not wait.
@@ -106,7 +107,8 @@ impl Registry {
             table: Mutex::new(Table { journal, owners: HashMap::new() }),
             gates: Mutex::new(HashMap::new()),
             granting: Mutex::new(Vec::new()),
-            grant_order: Mutex::new(()),
+            in_flight: Mutex::new(HashMap::new()),
+            settled: Condvar::new(),
             watch,
             loss: Arc::default(),
             cluster: std::sync::OnceLock::new(),
@@ -368,21 +370,12 @@ impl Registry {
             state: "held".into(),
         };
         for n in missing {
-            let tried = {
-                let _order = self.grant_order.lock();
-                let r = self.backend.acquire(&n.name, n.mode, None);
-                if let Ok(g) = &r {
-                    self.granting.lock().push(pending(&n, g));
-                }
-                r
-            };
-            // A bounded wait happens outside the ordering lock (it would stop every other VM).
-            let got = match (tried, wait) {
-                (Err(BackendError::WouldBlock(_)), Some(w)) => self.backend.acquire(&n.name, n.mode, Some(w)).inspect(|g| {
-                    self.granting.lock().push(pending(&n, g));
-                }),
-                (r, _) => r,
-            };
+            *self.in_flight.lock().entry(n.name.clone()).or_default() += 1;
+            let got = self.backend.acquire(&n.name, n.mode, wait);
+            if let Ok(g) = &got {
+                self.granting.lock().push(pending(&n, g));
+            }
+            self.settle(&n.name);
             match got {
                 Ok(g) => grants.push((n, g)),
                 Err(e) => {
@@ -434,6 +427,38 @@ impl Registry {
         Response::Ok { locks: vec![] }
     }
 
+    /// One backend acquisition of `name` has ended (and shows in `granting` if it succeeded).
+    fn settle(&self, name: &ResName) {
+        let mut f = self.in_flight.lock();
+        if let Some(n) = f.get_mut(name) {
+            *n -= 1;
+            if *n == 0 {
+                f.remove(name);
+            }
+        }
+        self.settled.notify_all();
+    }
+
+    /// The holders to name in a refusal of `name` in `wanted` mode. The backend refused, so
+    /// someone holds it in a mode in the way: if nobody such shows yet, a competing grant may
+    /// be between the backend and `granting`, so wait for the acquisitions under way (a
+    /// remote holder on the DLM shows nowhere: then this returns what it has once they are
+    /// done, or after a short bound).
+    fn refusal_holders(&self, name: &ResName, wanted: crate::mode::Mode, except_pid: Option<u32>) -> Vec<LockInfo> {
+        let deadline = std::time::Instant::now() + Duration::from_millis(200);
+        loop {
+            let h = self.holders(name, except_pid);
+            if h.iter().any(|l| !wanted.compatible(l.mode)) {
+                return h;
+            }
+            let mut f = self.in_flight.lock();
+            if !f.contains_key(name) || self.settled.wait_until(&mut f, deadline).timed_out() {
+                drop(f);
+                return self.holders(name, except_pid);
+            }
+        }
+    }
+
     /// The grants of `pid` are in the table now, or undone.
     fn granted(&self, pid: u32, names: &[String]) {
         self.granting.lock().retain(|l| !(l.pid == pid && names.contains(&l.resource)));
@@ -451,7 +476,9 @@ impl Registry {
     fn refusal(&self, spec: &OwnerSpec, n: &Named, e: BackendError) -> Response {
         match e {
             BackendError::WouldBlock(_) | BackendError::TimedOut(_) => {
-                let holders = self.holders(&n.name, Some(spec.pid));
+                let mut holders = self.refusal_holders(&n.name, n.mode, Some(spec.pid));
+                // The message names the first holder: make it one in the way.
+                holders.sort_by_key(|l| n.mode.compatible(l.mode));
                 let c = Conflict { identity: n.readable.clone(), resource: n.name.0.clone(), wanted: n.mode, holders };
                 let message = conflict::message(&c);
                 tracing::info!(vm = %spec.name, uuid = %spec.uuid, disk = %n.readable, mode = %n.mode, "refused: {message}");
