@@ -1,6 +1,7 @@
 //! Hostile clients on a real virtdlmd's sockets (local backend): unauthorised uids, oversized
-//! frames, slow-loris frames, thousands of idle connections. None of them changes a lock or
-//! stops service to well-behaved clients, whose latency under each attack is printed.
+//! frames, a user hammering read-only requests, slow-loris frames, thousands of idle
+//! connections. None of them changes a lock or stops service to well-behaved clients, whose
+//! latency under each attack is printed.
 //! Needs root (clients run as other uids through setpriv; RLIMIT_NOFILE is raised).
 //!
 //! Run by tests/reliability/run.sh (it prints its figures); see docs/RELIABILITY.md.
@@ -265,6 +266,21 @@ fn floods_of_bad_and_idle_connections_do_not_stop_service() {
     let n: Vec<usize> = counts.into_iter().map(|t| t.join().unwrap()).collect();
     report(&format!("{} oversized + {} maximal garbage frames", n[0], n[1]), lat);
 
+    // An unprivileged user asking read-only questions as fast as it can, on as many admin
+    // connections as it may keep (not rate-limited: this measures what that costs others).
+    let mut hammer = as_uid(NOBODY, "floods_of_bad_and_idle_connections_do_not_stop_service", &format!("hammer|{}", d.admin.display()))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("setpriv (util-linux)");
+    let hammer_lines = child_lines(hammer.stdout.take().unwrap());
+    hammer_lines.recv_timeout(2 * PATIENCE).expect("the hammering child started");
+    let lat = measure(&d, &vm, &img, SAMPLES);
+    drop(hammer.stdin.take());
+    let done = hammer_lines.recv_timeout(2 * PATIENCE).expect("the hammering child reported");
+    assert!(hammer.wait().unwrap().success());
+    report(&format!("uid {NOBODY} {}", done.trim_start_matches("HAMMERED ")), lat);
+
     // Slow loris: root connections that start a frame and stall, half in the header, half
     // in the body. Each is answered and closed after read_timeout_ms; nobody waits for them.
     let loris: Vec<UnixStream> = (0..FLOOD / 2)
@@ -292,17 +308,7 @@ fn floods_of_bad_and_idle_connections_do_not_stop_service() {
         .stdout(Stdio::piped())
         .spawn()
         .expect("setpriv (util-linux)");
-    // libtest starts its own line ("test NAME ... ") before the child's first output.
-    let (tx, rx) = std::sync::mpsc::channel();
-    let child_out = std::io::BufReader::new(child.stdout.take().unwrap());
-    std::thread::spawn(move || {
-        for l in child_out.lines().map_while(Result::ok) {
-            if let Some(at) = l.find("KEPT ") {
-                let _ = tx.send(l[at..].to_string());
-            }
-        }
-    });
-    let line = rx.recv_timeout(2 * PATIENCE).expect("the flooding child reported how many connections it kept");
+    let line = child_lines(child.stdout.take().unwrap()).recv_timeout(2 * PATIENCE).expect("the flooding child reported how many connections it kept");
     let kept: Vec<usize> = line.split_whitespace().skip(1).map(|w| w.parse().unwrap()).collect();
     assert!(kept[0] <= lockmgr::server::UNTRUSTED_PER_UID && kept[1] <= lockmgr::server::UNTRUSTED_PER_UID, "uid {NOBODY} kept {kept:?} connections open");
     let lat = measure(&d, &vm, &img, SAMPLES);
@@ -321,6 +327,22 @@ fn floods_of_bad_and_idle_connections_do_not_stop_service() {
     assert_eq!(d.locks(), vec![], "the floods left a lock behind");
 }
 
+/// The child's report lines (KEPT, STARTED, HAMMERED, ADMIN), from where they start: libtest
+/// starts its own line ("test NAME ... ") before the child's first output.
+fn child_lines(out: std::process::ChildStdout) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            for tag in ["KEPT ", "STARTED", "HAMMERED ", "ADMIN "] {
+                if let Some(at) = l.find(tag) {
+                    let _ = tx.send(l[at..].to_string());
+                }
+            }
+        }
+    });
+    rx
+}
+
 /// Child side of the flood test.
 fn child_flood(args: &str) {
     let parts: Vec<&str> = args.split('|').collect();
@@ -334,6 +356,31 @@ fn child_flood(args: &str) {
             std::io::stdout().flush().unwrap();
             let mut rest = String::new();
             let _ = std::io::stdin().read_to_string(&mut rest);
+        }
+        "hammer" => {
+            let stop = Arc::new(AtomicBool::new(false));
+            let threads: Vec<_> = (0..lockmgr::server::UNTRUSTED_PER_UID)
+                .map(|_| {
+                    let (sock, stop) = (parts[1].to_string(), stop.clone());
+                    std::thread::spawn(move || {
+                        let mut c = Conn::open(Path::new(&sock)).unwrap();
+                        let mut n = 0usize;
+                        while !stop.load(Ordering::Relaxed) {
+                            assert!(matches!(c.call(Op::Locks), Ok(Response::Locks { .. })));
+                            n += 1;
+                        }
+                        n
+                    })
+                })
+                .collect();
+            println!("STARTED");
+            std::io::stdout().flush().unwrap();
+            let t0 = Instant::now();
+            let mut rest = String::new();
+            let _ = std::io::stdin().read_to_string(&mut rest);
+            stop.store(true, Ordering::Relaxed);
+            let n: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+            println!("HAMMERED {} connections, {n} read-only requests in {:.1} s", lockmgr::server::UNTRUSTED_PER_UID, t0.elapsed().as_secs_f64());
         }
         "measure" => {
             let mut times = Vec::new();
