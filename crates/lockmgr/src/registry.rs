@@ -356,7 +356,6 @@ impl Registry {
         let wait = (wait_ms > 0).then(|| Duration::from_millis(wait_ms));
         let mut grants: Vec<(Named, Grant)> = Vec::new();
         let (node_id, node_name) = self.node();
-        let since = now_secs();
         let pending = |n: &Named, g: &Grant| LockInfo {
             resource: n.name.0.clone(),
             identity: n.readable.clone(),
@@ -366,7 +365,7 @@ impl Registry {
             pid: key.pid,
             node_name: node_name.clone(),
             node_id,
-            since,
+            since: now_secs(),
             state: "held".into(),
         };
         for n in missing {
@@ -397,6 +396,7 @@ impl Registry {
             self.undo(key.pid, &grants);
             return err(ErrorCode::OwnerGone, format!("VM {}: its QEMU process {} exited; nothing was locked", vm(spec), spec.pid));
         }
+        let since = now_secs();
         let records: Vec<Record> = grants
             .iter()
             .map(|(n, g)| Record::Grant {

@@ -84,6 +84,9 @@ pub const UNTRUSTED_IDLE: Duration = Duration::from_secs(60);
 #[derive(Default)]
 struct Slots {
     by_uid: parking_lot::Mutex<std::collections::HashMap<u32, usize>>,
+    /// Connections closed for want of a slot since the last warning, and when that was: a
+    /// flood is logged every few seconds, not once per connection.
+    refused: parking_lot::Mutex<(u64, Option<std::time::Instant>)>,
 }
 
 /// One untrusted connection's place; given back when dropped.
@@ -104,6 +107,19 @@ impl Slots {
         }
         *n += 1;
         Ok(Slot { slots: self.clone(), uid })
+    }
+
+    /// Counts a connection closed for want of a slot; the count to log when it is time to.
+    fn refused(&self) -> Option<u64> {
+        let mut r = self.refused.lock();
+        r.0 += 1;
+        let now = std::time::Instant::now();
+        if r.1.is_some_and(|t| now.duration_since(t) < Duration::from_secs(10)) {
+            return None;
+        }
+        let n = std::mem::take(&mut r.0);
+        r.1 = Some(now);
+        Some(n)
     }
 }
 
@@ -138,7 +154,9 @@ pub async fn serve(listener: UnixListener, kind: SocketKind, registry: Arc<Regis
                     false => match slots.take(peer.uid) {
                         Ok(s) => Some(s),
                         Err(why) => {
-                            tracing::warn!(peer_pid = peer.pid, peer_uid = peer.uid, "{kind:?} socket: {why}; closing a new one");
+                            if let Some(n) = slots.refused() {
+                                tracing::warn!(peer_pid = peer.pid, peer_uid = peer.uid, "{kind:?} socket: {why}; closed {n} new connection(s) since the last warning");
+                            }
                             continue;
                         }
                     },
@@ -288,5 +306,31 @@ pub fn dispatch(reg: &Registry, peer_pid: Option<u32>, op: Op) -> Response {
             ),
         },
         Op::Cleanup { dry_run } => reg.cleanup(dry_run),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn untrusted_slots_are_capped_per_uid_and_in_all_and_given_back() {
+        let slots = Arc::new(Slots::default());
+        let mine: Vec<Slot> = (0..UNTRUSTED_PER_UID).map(|_| slots.take(1000).unwrap()).collect();
+        assert!(slots.take(1000).is_err(), "one uid got more than its share");
+        // Others still get in, until the total is reached.
+        let others: Vec<Slot> = (0..UNTRUSTED_CONNECTIONS - UNTRUSTED_PER_UID).map(|i| slots.take(2000 + i as u32 / 8).unwrap()).collect();
+        assert!(slots.take(9999).is_err(), "more than the total");
+        drop(mine);
+        assert!(slots.take(1000).is_ok(), "slots not given back");
+        drop(others);
+        assert!(slots.by_uid.lock().values().all(|n| *n <= 1));
+    }
+
+    #[test]
+    fn a_flood_of_refusals_is_logged_now_and_then() {
+        let slots = Slots::default();
+        assert_eq!(slots.refused(), Some(1));
+        assert!((0..1000).all(|_| slots.refused().is_none()));
     }
 }
