@@ -540,6 +540,22 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_compaction_does_not_fail_the_append_it_follows() {
+        let p = tmp("nocompact");
+        let (mut j, _) = Journal::open(&p, 64, false).unwrap();
+        // The temporary file cannot be created: every compaction fails.
+        std::fs::create_dir_all(p.with_extension("tmp")).unwrap();
+        fill(&mut j);
+        let key = OwnerKey { pid: 20, start: 200 };
+        j.append(&[grant(key, "d1:after")]).expect("the records are durable: the append succeeded");
+        assert!(j.state().owners[&key].locks.contains_key("d1:after"));
+        let want = j.state().clone();
+        drop(j);
+        std::fs::remove_dir(p.with_extension("tmp")).unwrap();
+        assert_eq!(Journal::open(&p, 64, false).unwrap().0.state(), &want);
+    }
+
+    #[test]
     fn an_empty_file_is_a_fresh_journal() {
         let p = tmp("empty");
         std::fs::write(&p, b"").unwrap();
