@@ -47,7 +47,6 @@ fn model_coexist(a: (bool, bool), b: (bool, bool)) -> bool {
 fn sixteen_vms_race_for_one_disk_exclusively() {
     let dir = shm_dir("race-ex");
     let mut d = Daemon::new(&dir, "");
-    d.journal = dir.join("run/journal");
     d.start(&[]);
     let vms: Vec<Vm> = (0..CLIENTS).map(|i| Vm::spawn(&format!("race-{i}"))).collect();
     let img = disk(&dir, "one.img", false, false);
@@ -136,7 +135,6 @@ fn mixed_modes_follow_the_model() {
     println!("seed {seed} (VDLM_SEED={seed} replays the flavours)");
     let dir = shm_dir("race-mixed");
     let mut d = Daemon::new(&dir, "");
-    d.journal = dir.join("run/journal");
     d.start(&[]);
     let vms: Vec<Vm> = (0..CLIENTS).map(|i| Vm::spawn(&format!("mix-{i}"))).collect();
     let pids: Arc<Vec<u32>> = Arc::new(vms.iter().map(|v| v.spec.pid).collect());

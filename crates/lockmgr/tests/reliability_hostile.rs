@@ -218,10 +218,9 @@ fn floods_of_bad_and_idle_connections_do_not_stop_service() {
     }
     must_be_root();
     let nofile = raise_nofile(4 * FLOOD as u64 + 4096);
-    let dir = tmpdir("flood");
+    let dir = shm_dir("flood");
     std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let mut d = Daemon::new(&dir, "allowed_uids = 12345\nread_timeout_ms = 2000");
-    d.journal = shm_dir("flood-journal").join("journal");
     // The daemon starts with the usual soft limit (1024), as under systemd, and must raise it
     // itself to keep thousands of connections.
     set_soft_nofile(1024);

@@ -29,6 +29,13 @@ struct Mounted(PathBuf);
 impl Drop for Mounted {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        // The daemon's directory around it was removed but for the mount point.
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir(&self.0);
+            if let Some(parent) = self.0.parent() {
+                let _ = std::fs::remove_dir_all(parent);
+            }
+        }
     }
 }
 
