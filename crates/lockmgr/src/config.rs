@@ -10,6 +10,9 @@ use std::time::Duration;
 
 pub const DEFAULT_CONFIG: &str = "/etc/virt-dlm/virtdlmd.conf";
 pub const DEFAULT_JOURNAL: &str = "/run/virt-dlm/journal";
+/// The inventory's CPG group (`cluster::DEFAULT_GROUP`; spelled here so that the config parser
+/// builds without the daemon).
+pub const DEFAULT_CLUSTER_GROUP: &str = "virtdlm";
 
 /// Every key the file may set.
 pub const KEYS: &[&str] = &[
@@ -118,7 +121,7 @@ impl Default for Config {
             watchdog: None,
             grant_hold: None,
             cluster: None,
-            cluster_group: crate::cluster::DEFAULT_GROUP.into(),
+            cluster_group: DEFAULT_CLUSTER_GROUP.into(),
         }
     }
 }
@@ -364,6 +367,12 @@ mod tests {
         let known: std::collections::BTreeSet<String> = KEYS.iter().map(|k| k.to_string()).collect();
         assert_eq!(documented, known);
         parse(&uncommented).unwrap();
+    }
+
+    #[cfg(feature = "daemon")]
+    #[test]
+    fn the_default_cluster_group_is_the_inventorys() {
+        assert_eq!(DEFAULT_CLUSTER_GROUP, crate::cluster::DEFAULT_GROUP);
     }
 
     #[test]
