@@ -5,7 +5,7 @@
 #
 # Works with the stable toolchain alone: RUSTC_BOOTSTRAP=1 lets stable rustc take the -Z
 # flags cargo-fuzz passes. cargo-fuzz is installed into target/tools (from crates.io) when
-# missing. Knobs: FUZZ_SECONDS per target (default 20), FUZZ_TARGETS (default: all).
+# missing. Knobs: FUZZ_SECONDS per target (default 15), FUZZ_TARGETS (default: all).
 # A longer run: docs/RELIABILITY.md, "Fuzzing".
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -13,7 +13,7 @@ ROOT=$PWD
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 TOOLS=$TARGET_DIR/tools
 OUT=$TARGET_DIR/fuzz-out
-SECONDS_EACH=${FUZZ_SECONDS:-20}
+SECONDS_EACH=${FUZZ_SECONDS:-15}
 export RUSTC_BOOTSTRAP=1
 # The stable toolchain explicitly where rustup manages toolchains (CI has no other).
 if command -v rustup >/dev/null 2>&1; then export RUSTUP_TOOLCHAIN=${RUSTUP_TOOLCHAIN:-stable}; fi
@@ -57,7 +57,9 @@ for t in "${TARGETS[@]}"; do
     pass=$((pass + 1))
   else
     echo "FAIL  $t (exit $rc)"
-    grep -E -m1 -A6 "panicked at|ERROR: libFuzzer" "$log" | sed 's/^/      /'
+    # The panic message (the broken property), without the backtrace; else libFuzzer's verdict.
+    awk '/panicked at/{p=1} /stack backtrace|^note: run with/{if(p)exit} p&&n++<12' "$log" | sed 's/^/      /'
+    grep -m1 -E "ERROR: libFuzzer" "$log" | sed 's/^/      /'
     echo "      crash input: ${crash:-none written}; full log: $log"
     echo "      reproduce: (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run ${BUILD[*]} $t ${crash:-})"
     failed=$((failed + 1))
