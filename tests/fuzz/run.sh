@@ -4,8 +4,9 @@
 # property and no timeout. A crash fails the tier and its input stays at the printed path.
 #
 # Works with the stable toolchain alone: RUSTC_BOOTSTRAP=1 lets stable rustc take the -Z
-# flags cargo-fuzz passes. cargo-fuzz is installed into target/tools (from crates.io) when
-# missing. Knobs: FUZZ_SECONDS per target (default 15), FUZZ_TARGETS (default: all).
+# flags cargo-fuzz passes. cargo-fuzz is installed with cargo install (from crates.io) when
+# neither PATH, ~/.cargo/bin nor target/tools/bin has it.
+# Knobs: FUZZ_SECONDS per target (default 15), FUZZ_TARGETS (default: all).
 # A longer run: docs/RELIABILITY.md, "Fuzzing".
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -14,6 +15,7 @@ TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 TOOLS=$TARGET_DIR/tools
 OUT=$TARGET_DIR/fuzz-out
 SECONDS_EACH=${FUZZ_SECONDS:-15}
+CARGO_FUZZ_VERSION=0.13.2
 export RUSTC_BOOTSTRAP=1
 # The stable toolchain explicitly where rustup manages toolchains (CI has no other).
 if command -v rustup >/dev/null 2>&1; then export RUSTUP_TOOLCHAIN=${RUSTUP_TOOLCHAIN:-stable}; fi
@@ -21,12 +23,17 @@ if command -v rustup >/dev/null 2>&1; then export RUSTUP_TOOLCHAIN=${RUSTUP_TOOL
 fail_setup() { echo "fuzz: $*" >&2; echo "0 passed, 1 failed"; exit 1; }
 
 command -v c++ >/dev/null 2>&1 || fail_setup "no C++ compiler (libfuzzer-sys builds libFuzzer): run tests/install-deps.sh"
+CARGO_BIN=${CARGO_HOME:-$HOME/.cargo}/bin
 CARGO_FUZZ=$(command -v cargo-fuzz || true)
-if [ -z "$CARGO_FUZZ" ] && [ -x "$TOOLS/bin/cargo-fuzz" ]; then CARGO_FUZZ=$TOOLS/bin/cargo-fuzz; fi
+for c in "$CARGO_BIN/cargo-fuzz" "$TOOLS/bin/cargo-fuzz"; do
+  if [ -z "$CARGO_FUZZ" ] && [ -x "$c" ]; then CARGO_FUZZ=$c; fi
+done
 if [ -z "$CARGO_FUZZ" ]; then
-  echo "installing cargo-fuzz into $TOOLS (once)"
-  cargo install --locked --root "$TOOLS" cargo-fuzz || fail_setup "cargo install cargo-fuzz failed"
-  CARGO_FUZZ=$TOOLS/bin/cargo-fuzz
+  # Into cargo's own bin directory (like deploy/build-deb.sh's cargo-deb), so that it outlives
+  # this checkout; under a minute.
+  echo "installing cargo-fuzz $CARGO_FUZZ_VERSION (cargo install, from crates.io; once)"
+  cargo install --locked --version "$CARGO_FUZZ_VERSION" cargo-fuzz || fail_setup "cargo install cargo-fuzz failed"
+  CARGO_FUZZ=$CARGO_BIN/cargo-fuzz
 fi
 
 mapfile -t ALL < <(cd fuzz && "$CARGO_FUZZ" list)
@@ -36,7 +43,7 @@ read -r -a TARGETS <<<"${FUZZ_TARGETS:-${ALL[*]}}"
 # No sanitizer: the parsers are safe Rust, so what fuzzing finds is panics, arithmetic
 # overflow (debug assertions on) and broken properties; ASan would only slow both steps.
 BUILD=(--sanitizer none --debug-assertions --target-dir "$TARGET_DIR/fuzz")
-echo "building ${#TARGETS[@]} fuzz targets"
+echo "building the fuzz targets (running ${#TARGETS[@]})"
 (cd fuzz && "$CARGO_FUZZ" build "${BUILD[@]}") || fail_setup "the fuzz targets do not build"
 
 pass=0 failed=0
