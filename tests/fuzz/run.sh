@@ -6,7 +6,7 @@
 # Works with the stable toolchain alone: RUSTC_BOOTSTRAP=1 lets stable rustc take the -Z
 # flags cargo-fuzz passes. cargo-fuzz is installed with cargo install (from crates.io) when
 # neither PATH, ~/.cargo/bin nor target/tools/bin has it.
-# Knobs: FUZZ_SECONDS per target (default 15), FUZZ_TARGETS (default: all).
+# Knobs: FUZZ_SECONDS per target (default 12), FUZZ_TARGETS (default: all).
 # A longer run: docs/RELIABILITY.md, "Fuzzing".
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -14,7 +14,7 @@ ROOT=$PWD
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 TOOLS=$TARGET_DIR/tools
 OUT=$TARGET_DIR/fuzz-out
-SECONDS_EACH=${FUZZ_SECONDS:-15}
+SECONDS_EACH=${FUZZ_SECONDS:-12}
 CARGO_FUZZ_VERSION=0.13.2
 export RUSTC_BOOTSTRAP=1
 # The stable toolchain explicitly where rustup manages toolchains (CI has no other).
