@@ -20,6 +20,8 @@ PKGS=(
   # deb tier and deploy/build-deb.sh: dpkg-shlibdeps, systemd-analyze (binutils above: objdump)
   # (cargo-deb itself is installed by deploy/build-deb.sh with cargo install)
   dpkg-dev systemd
+  # fuzz tier: libfuzzer-sys compiles libFuzzer (C++); cargo-fuzz comes from crates.io (tests/fuzz/run.sh)
+  g++
 )
 missing=()
 for p in "${PKGS[@]}"; do

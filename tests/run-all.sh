@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 LOG=${CARGO_TARGET_DIR:-$ROOT/target}/tier-logs
 mkdir -p "$LOG"
-TIERS=${TIERS:-unit reliability corosync inventory abi libvirt deb cluster}
+TIERS=${TIERS:-unit reliability fuzz corosync inventory abi libvirt deb cluster}
 total_pass=0 total_fail=0 summary=()
 
 # Runs one tier, showing its output, and records its "N passed, N failed" line.
@@ -43,6 +43,7 @@ for t in $TIERS; do
   case $t in
     unit)     tier unit "unit tests, daemon tests on the local backend, lints" unit_tier ;;
     reliability) tier reliability "crashes, contention, journal faults, hostile clients (local backend)" tests/reliability/run.sh ;;
+    fuzz)     tier fuzz "cargo-fuzz on the protocol, config and journal parsers (stable toolchain)" tests/fuzz/run.sh ;;
     corosync) tier corosync "real corosync, one per network namespace" tests/corosync/run.sh ;;
     inventory) tier inventory "cluster lock inventory over real corosync (netns)" tests/corosync/inventory.sh ;;
     abi)      tier abi "dlm.so and lockd.so through libvirt's lock-driver ABI" tests/abi/run.sh ;;

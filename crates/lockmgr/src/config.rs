@@ -10,6 +10,9 @@ use std::time::Duration;
 
 pub const DEFAULT_CONFIG: &str = "/etc/virt-dlm/virtdlmd.conf";
 pub const DEFAULT_JOURNAL: &str = "/run/virt-dlm/journal";
+/// The inventory's CPG group (`cluster::DEFAULT_GROUP`; spelled here so that the config parser
+/// builds without the daemon).
+pub const DEFAULT_CLUSTER_GROUP: &str = "virtdlm";
 
 /// Every key the file may set.
 pub const KEYS: &[&str] = &[
@@ -118,7 +121,7 @@ impl Default for Config {
             watchdog: None,
             grant_hold: None,
             cluster: None,
-            cluster_group: crate::cluster::DEFAULT_GROUP.into(),
+            cluster_group: DEFAULT_CLUSTER_GROUP.into(),
         }
     }
 }
@@ -148,14 +151,14 @@ impl Config {
         let mut map_rules = Vec::new();
         for (i, raw) in text.lines().enumerate() {
             let err = |reason: String| ConfigError::Line { path: path.into(), line: i + 1, reason };
-            let line = raw.split('#').next().unwrap_or("").trim();
+            let line = strip_comment(raw).trim();
             if line.is_empty() {
                 continue;
             }
             let (key, value) = line.split_once('=').ok_or_else(|| err(format!("expected `key = value`, got {line:?}")))?;
             let (key, value) = (key.trim(), value.trim());
             // Values may be quoted like libvirt's config files.
-            let value = value.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(value);
+            let value = unquote(value).map_err(err)?;
             if key != "path_map" && !seen.insert(key.to_owned()) {
                 return Err(err(format!("{key} is set twice")));
             }
@@ -230,6 +233,30 @@ impl Config {
         }
         c.path_map = PathMap::new(map_rules);
         Ok(c)
+    }
+}
+
+/// The line up to its comment: a `#` outside double quotes (`virsh = "/opt/a#b"` keeps it).
+fn strip_comment(raw: &str) -> &str {
+    let mut quoted = false;
+    for (i, c) in raw.char_indices() {
+        match c {
+            '"' => quoted = !quoted,
+            '#' if !quoted => return &raw[..i],
+            _ => {}
+        }
+    }
+    raw
+}
+
+/// A value as written: bare, or in one pair of double quotes.
+fn unquote(v: &str) -> Result<&str, String> {
+    match v.strip_prefix('"') {
+        None => Ok(v),
+        Some(rest) => match rest.strip_suffix('"') {
+            Some(inner) if !inner.contains('"') => Ok(inner),
+            _ => Err(format!("value {v:?} has an unmatched or misplaced double quote")),
+        },
     }
 }
 
@@ -338,11 +365,22 @@ mod tests {
             ("path_map = /a", 1, "LOCAL:SHARED"),
             ("backend = local\nbackend = dlm", 2, "set twice"),
             ("just words", 1, "key = value"),
+            ("node_name = \"hv1", 1, "unmatched"),
+            ("\nvirsh = \"/usr/bin/virsh\" extra", 2, "misplaced"),
         ] {
             let (line, reason) = line_of(parse(text).unwrap_err());
             assert_eq!(line, want_line, "{text}");
             assert!(reason.contains(want), "{text}: {reason}");
         }
+    }
+
+    #[test]
+    fn a_hash_inside_quotes_is_part_of_the_value() {
+        let c = parse("virsh = \"/opt/v#2/virsh\" # the wrapper\nnode_name = hv1#not part of it\n").unwrap();
+        assert_eq!(c.fencing.virsh, "/opt/v#2/virsh");
+        assert_eq!(c.node_name, "hv1");
+        // Before quotes were honoured, this was cut at the `#`, leaving the name `"hv`.
+        assert_eq!(parse("node_name = \"hv#1\"").unwrap().node_name, "hv#1");
     }
 
     #[test]
@@ -364,6 +402,12 @@ mod tests {
         let known: std::collections::BTreeSet<String> = KEYS.iter().map(|k| k.to_string()).collect();
         assert_eq!(documented, known);
         parse(&uncommented).unwrap();
+    }
+
+    #[cfg(feature = "daemon")]
+    #[test]
+    fn the_default_cluster_group_is_the_inventorys() {
+        assert_eq!(DEFAULT_CLUSTER_GROUP, crate::cluster::DEFAULT_GROUP);
     }
 
     #[test]

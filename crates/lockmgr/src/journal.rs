@@ -295,10 +295,7 @@ impl Journal {
     pub fn compact(&mut self) -> Result<(), JournalError> {
         let io = |source| JournalError::Io { path: self.path.clone(), source };
         let tmp = self.path.with_extension("tmp");
-        let mut buf = header();
-        for r in self.state.records() {
-            encode_record(&mut buf, &r);
-        }
+        let buf = encode(&self.state);
         let written = File::create(&tmp).and_then(|mut f| {
             f.write_all(&buf)?;
             f.sync_all()
@@ -317,6 +314,15 @@ impl Journal {
         }
         Ok(())
     }
+}
+
+/// A whole journal holding exactly `state` (what compaction writes).
+pub fn encode(state: &State) -> Vec<u8> {
+    let mut buf = header();
+    for r in state.records() {
+        encode_record(&mut buf, &r);
+    }
+    buf
 }
 
 fn header() -> Vec<u8> {

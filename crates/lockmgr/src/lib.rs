@@ -4,6 +4,7 @@
 //! Where things live:
 //! - `mode`: the lock-mode table (libvirt disk flags -> DLM mode, compatibility).
 //! - `proto`: the wire protocol (frames, requests, answers). Usable without the `daemon` feature.
+//! - `naming`, `config`, `journal` also build with the `formats` feature alone (no daemon).
 //! - `naming`: disk and lease identities, and the DLM resource names made from them.
 //! - `config`: virtdlmd's configuration file.
 //! - `journal`: the journal format (who owns which lock, across daemon restarts).
@@ -25,19 +26,19 @@ pub mod proto;
 pub mod backend;
 #[cfg(feature = "daemon")]
 pub mod cluster;
-#[cfg(feature = "daemon")]
+#[cfg(feature = "formats")]
 pub mod config;
 #[cfg(feature = "daemon")]
 pub mod conflict;
 #[cfg(feature = "daemon")]
 pub mod daemon;
-#[cfg(feature = "daemon")]
+#[cfg(feature = "formats")]
 pub mod journal;
 #[cfg(feature = "daemon")]
 pub mod lockloss;
 #[cfg(feature = "daemon")]
 pub mod membership_task;
-#[cfg(feature = "daemon")]
+#[cfg(feature = "formats")]
 pub mod naming;
 #[cfg(feature = "daemon")]
 pub mod owner;

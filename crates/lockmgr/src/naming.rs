@@ -12,21 +12,26 @@
 //!    disk (symlinks and `..` resolved by the kernel) rewritten by the configured path map
 //!    (`path_map = /mnt/nfs-a:/shared`: hosts that mount one share at different places agree).
 //!
-//! Path rules (predictable on every host):
+//! Path rules (predictable on every host; docs/RELIABILITY.md "Paths" has the table):
 //! - the path must be absolute and contain no NUL byte, or it is refused;
-//! - a path that does not exist (yet) cannot be resolved by the kernel: it is normalised
-//!   lexically instead (`.` dropped, `..` removes the previous component, duplicate `/`
-//!   collapsed) and symlinks in it are *not* followed;
-//! - a realpath that is not UTF-8 is hashed from its raw bytes; people see it lossily decoded.
+//! - every spelling of one file names it once: `//`, `.`, `..`, symlinks and a trailing `/`
+//!   all resolve away ([`resolve_path`]);
+//! - a path that does not exist (yet) resolves as far as it exists, symlinks included (also
+//!   one pointing at a missing file), and the missing rest is taken as written, normalised:
+//!   the name is the one the file will have once it is created there;
+//! - a symlink loop (more than 40 links) is refused;
+//! - a realpath that is not UTF-8 is hashed from its raw bytes; people see it escaped
+//!   (`\xff`), like control characters and `\\` ([`escape_bytes`]), so that two paths never look
+//!   alike and a file name cannot drive a terminal.
 //!
 //! Lease identity: `lease:<len>:<lockspace><key>`, the lockspace (empty when absent) being
-//! length-prefixed so that no two (lockspace, key) pairs collide.
+//! length-prefixed so that no two (lockspace, key) pairs collide. A NUL byte in either is
+//! refused.
 //!
 //! Names (at most 64 bytes, the DLM's limit): `d1:` + the first 56 hex digits of
 //! SHA-256(identity) for disks, `l1:` + the same for leases. The digit after the letter is
 //! the naming version: a change to the rules above must bump it.
 
-use crate::backend::ResName;
 use crate::mode::Mode;
 use crate::proto::Resource;
 use sha2::{Digest, Sha256};
@@ -37,6 +42,10 @@ use std::path::{Component, Path, PathBuf};
 /// Hex digits of the digest kept in a name: `d1:` + 56 = 59 bytes, under the DLM's 64.
 const DIGEST_HEX: usize = 56;
 
+/// A DLM-legal resource name (1..=64 bytes), made here; backends take and drop locks by it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ResName(pub String);
+
 /// Longest resource name the DLM accepts.
 pub const DLM_RESNAME_MAX: usize = 64;
 
@@ -44,8 +53,12 @@ pub const DLM_RESNAME_MAX: usize = 64;
 pub enum NamingError {
     #[error("disk path {0:?} is not absolute")]
     NotAbsolute(String),
-    #[error("disk path {0:?} contains a NUL byte")]
+    #[error("disk path {0:?} contains a NUL byte: no file has such a name, refused")]
     Nul(String),
+    #[error("disk path {0:?} runs into a symlink loop (more than 40 links): refused")]
+    SymlinkLoop(String),
+    #[error("lease {0:?} contains a NUL byte: refused")]
+    LeaseNul(String),
     #[error("lease key is empty")]
     EmptyKey,
 }
@@ -123,7 +136,7 @@ impl Naming {
                 let (identity, readable) = self.disk_identity(path)?;
                 Ok(Some(Named {
                     name: ResName(name_for("d1:", identity.as_bytes())),
-                    identity: lossy(&identity),
+                    identity: escape_bytes(identity.as_bytes()),
                     readable,
                     mode: Mode::for_disk(*readonly, *shared),
                 }))
@@ -133,8 +146,12 @@ impl Naming {
                     return Err(NamingError::EmptyKey);
                 }
                 let space = lockspace.as_deref().unwrap_or("");
+                let shown = if space.is_empty() { key.clone() } else { format!("{space}/{key}") };
+                if shown.contains('\0') {
+                    return Err(NamingError::LeaseNul(shown));
+                }
                 let identity = format!("lease:{}:{space}{key}", space.len());
-                let readable = if space.is_empty() { format!("lease {key}") } else { format!("lease {space}/{key}") };
+                let readable = format!("lease {}", escape_bytes(shown.as_bytes()));
                 Ok(Some(Named {
                     name: ResName(name_for("l1:", identity.as_bytes())),
                     identity,
@@ -154,15 +171,15 @@ impl Naming {
         if !p.is_absolute() {
             return Err(NamingError::NotAbsolute(path.to_owned()));
         }
-        let canonical = std::fs::canonicalize(p).unwrap_or_else(|_| lexical_normalise(p));
+        let canonical = resolve_path(p).ok_or_else(|| NamingError::SymlinkLoop(path.to_owned()))?;
         if let Some(id) = self.block_device_id(&canonical) {
-            let readable = format!("{} ({id})", canonical.display());
+            let readable = format!("{} ({id})", escape_bytes(canonical.as_os_str().as_bytes()));
             return Ok((IdentityBytes(format!("dev:{id}").into_bytes()), readable));
         }
         let mapped = self.path_map.apply(&canonical);
         let mut bytes = b"path:".to_vec();
         bytes.extend_from_slice(mapped.as_os_str().as_bytes());
-        Ok((IdentityBytes(bytes), mapped.to_string_lossy().into_owned()))
+        Ok((IdentityBytes(bytes), escape_bytes(mapped.as_os_str().as_bytes())))
     }
 
     /// The stable id of a block device, if `path` is one and it has one.
@@ -227,8 +244,72 @@ impl IdentityBytes {
     }
 }
 
-fn lossy(i: &IdentityBytes) -> String {
-    String::from_utf8_lossy(&i.0).into_owned()
+/// Bytes for people: UTF-8 as it is, but every byte that is not UTF-8 as `\xNN`, control
+/// characters escaped (`\n`, `\u{1b}`) and `\` doubled, so that different paths never look
+/// the same in a lock table and a file name cannot drive the terminal showing it.
+pub fn escape_bytes(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if c == '\\' || c.is_control() {
+                out.extend(c.escape_default());
+            } else {
+                out.push(c);
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
+/// Most symlinks followed while resolving one path (the kernel's limit, MAXSYMLINKS).
+const MAX_SYMLINKS: usize = 40;
+
+/// Where an absolute path leads, as `realpath -m` answers: symlinks are followed wherever
+/// they are (a link to a file not created yet too), `.`, `..`, `//` and a trailing `/` are
+/// resolved, and components that do not exist are kept as written. For a path that exists
+/// this is the kernel's realpath; for one that does not, it is the realpath the file will
+/// have once it is created. `None`: more than [`MAX_SYMLINKS`] links (a loop).
+pub fn resolve_path(p: &Path) -> Option<PathBuf> {
+    if let Ok(real) = std::fs::canonicalize(p) {
+        return Some(real);
+    }
+    let mut out = PathBuf::from("/");
+    // Components still to walk, the next one last.
+    let mut todo: Vec<std::ffi::OsString> = Vec::new();
+    let push_all = |todo: &mut Vec<std::ffi::OsString>, p: &Path| {
+        for c in p.components().rev() {
+            match c {
+                Component::Normal(s) => todo.push(s.to_owned()),
+                Component::ParentDir => todo.push("..".into()),
+                Component::CurDir | Component::RootDir | Component::Prefix(_) => {}
+            }
+        }
+    };
+    push_all(&mut todo, p);
+    let mut links = 0;
+    while let Some(c) = todo.pop() {
+        if c == ".." {
+            // `out` holds no symlink, so its parent is the real parent.
+            out.pop();
+            continue;
+        }
+        out.push(&c);
+        // A component that cannot be looked at (missing, not a directory) is taken as written.
+        let Ok(target) = std::fs::read_link(&out) else { continue };
+        links += 1;
+        if links > MAX_SYMLINKS {
+            return None;
+        }
+        out.pop();
+        if target.is_absolute() {
+            out = PathBuf::from("/");
+        }
+        push_all(&mut todo, &target);
+    }
+    Some(out)
 }
 
 /// `prefix` + the first [`DIGEST_HEX`] hex digits of SHA-256(`identity`).
@@ -325,6 +406,94 @@ mod tests {
         std::fs::remove_dir_all(d).unwrap();
     }
 
+    fn name_of(n: &Naming, path: &Path) -> Named {
+        n.resolve(&disk(path.to_str().expect("test paths are UTF-8"), false, false)).unwrap().unwrap()
+    }
+
+    #[test]
+    fn every_spelling_of_a_file_names_it_once() {
+        let d = tmpdir("spell");
+        std::fs::create_dir_all(d.join("real/sub")).unwrap();
+        std::fs::write(d.join("real/a.img"), b"").unwrap();
+        std::os::unix::fs::symlink("real", d.join("dirlink")).unwrap();
+        std::os::unix::fs::symlink("../a.img", d.join("real/sub/rel.img")).unwrap();
+        let n = Naming::default();
+        let want = name_of(&n, &d.join("real/a.img"));
+        let base = d.to_str().unwrap();
+        for spelling in [
+            format!("{base}//real///a.img"),
+            format!("{base}/./real/./a.img"),
+            format!("{base}/real/sub/../a.img"),
+            format!("{base}/dirlink/a.img"),
+            format!("{base}/dirlink/sub/../../dirlink/a.img"),
+            format!("{base}/real/sub/rel.img"),
+            format!("{base}/real/a.img/"),
+        ] {
+            let got = name_of(&n, Path::new(&spelling));
+            assert_eq!((&got.name, &got.readable), (&want.name, &want.readable), "{spelling}");
+        }
+        assert_ne!(name_of(&n, &d.join("real/b.img")).name, want.name);
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn a_missing_file_gets_the_name_it_will_have_once_created() {
+        let d = tmpdir("missing");
+        std::fs::create_dir(d.join("real")).unwrap();
+        std::os::unix::fs::symlink(d.join("real"), d.join("dirlink")).unwrap();
+        std::os::unix::fs::symlink("later.img", d.join("real/dangling.img")).unwrap();
+        let n = Naming::default();
+        let through_link = name_of(&n, &d.join("dirlink/new.img"));
+        let dangling = name_of(&n, &d.join("dirlink/dangling.img"));
+        let beyond = name_of(&n, &d.join("dirlink/nodir/../x//y/./z.img"));
+        assert_eq!(through_link.readable, format!("{}/real/new.img", d.display()));
+        std::fs::write(d.join("real/new.img"), b"").unwrap();
+        std::fs::write(d.join("real/later.img"), b"").unwrap();
+        assert_eq!(name_of(&n, &d.join("real/new.img")).name, through_link.name);
+        assert_eq!(name_of(&n, &d.join("real/later.img")).name, dangling.name);
+        assert_eq!(beyond.readable, format!("{}/real/x/y/z.img", d.display()));
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn symlink_loops_are_refused() {
+        let d = tmpdir("loop");
+        std::os::unix::fs::symlink("b", d.join("a")).unwrap();
+        std::os::unix::fs::symlink("a", d.join("b")).unwrap();
+        let path = d.join("a/disk.img");
+        let e = Naming::default().resolve(&disk(path.to_str().unwrap(), false, false)).unwrap_err();
+        assert_eq!(e, NamingError::SymlinkLoop(path.to_str().unwrap().into()));
+        assert!(e.to_string().contains("symlink loop"), "{e}");
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn a_non_utf8_file_is_named_by_its_bytes_and_shown_escaped() {
+        use std::ffi::OsStr;
+        let d = tmpdir("latin1");
+        let latin1 = d.join(OsStr::from_bytes(b"caf\xe9.img"));
+        let lookalike = d.join("caf\u{fffd}.img");
+        std::fs::write(&latin1, b"").unwrap();
+        std::fs::write(&lookalike, b"").unwrap();
+        // The wire carries UTF-8 only: the file is reached through a UTF-8 symlink.
+        std::os::unix::fs::symlink(&latin1, d.join("vm.img")).unwrap();
+        let n = Naming::default();
+        let a = name_of(&n, &d.join("vm.img"));
+        assert_eq!(a.name, name_of(&n, &d.join("vm.img")).name, "stable");
+        assert_eq!(a.readable, format!("{}/caf\\xe9.img", d.display()));
+        assert_eq!(a.identity, format!("path:{}/caf\\xe9.img", d.display()));
+        let b = name_of(&n, &lookalike);
+        assert_ne!(a.name, b.name);
+        assert_ne!(a.readable, b.readable);
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn escaping_keeps_text_and_marks_everything_else() {
+        assert_eq!(escape_bytes("/var/lib/été/a b.img".as_bytes()), "/var/lib/été/a b.img");
+        assert_eq!(escape_bytes(b"/a\\b\n\x1b[2J\xff\xfe"), "/a\\\\b\\n\\u{1b}[2J\\xff\\xfe");
+    }
+
     #[test]
     fn path_map_makes_two_mount_points_agree() {
         let a = Naming {
@@ -362,9 +531,13 @@ mod tests {
     fn bad_paths_are_refused() {
         let n = Naming::default();
         assert!(matches!(n.resolve(&disk("rel/a.img", false, false)), Err(NamingError::NotAbsolute(_))));
-        assert!(matches!(n.resolve(&disk("/a\0b", false, false)), Err(NamingError::Nul(_))));
+        let e = n.resolve(&disk("/img/a\0b.img", false, false)).unwrap_err();
+        assert_eq!(e, NamingError::Nul("/img/a\0b.img".into()));
+        assert_eq!(e.to_string(), r#"disk path "/img/a\0b.img" contains a NUL byte: no file has such a name, refused"#);
         let empty = Resource::Lease { lockspace: None, key: String::new(), path: None, offset: None };
         assert_eq!(n.resolve(&empty), Err(NamingError::EmptyKey));
+        let nul = Resource::Lease { lockspace: Some("s\0".into()), key: "k".into(), path: None, offset: None };
+        assert_eq!(n.resolve(&nul), Err(NamingError::LeaseNul("s\0/k".into())));
     }
 
     #[test]

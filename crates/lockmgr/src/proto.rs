@@ -388,6 +388,19 @@ mod tests {
     }
 
     #[test]
+    fn numbers_in_a_status_cross_the_wire_unchanged() {
+        // Found by fuzzing (fuzz/ proto_response): without serde_json's exact float parsing a
+        // number like this one came back one ulp off after a second trip.
+        let body = br#"{"result":"status","status":{"n":3333333333333333333333333333333333333333333333333333333333333333333333331,"load":0.1}}"#;
+        let first = decode_response(body).unwrap();
+        let again = decode_response(&read_frame(&mut &encode(&first).unwrap()[..]).unwrap()).unwrap();
+        assert_eq!(again, first);
+        let Response::Status { status } = first else { panic!("{first:?}") };
+        let exact: f64 = "3333333333333333333333333333333333333333333333333333333333333333333333331".parse().unwrap();
+        assert_eq!(status["n"].as_f64(), Some(exact));
+    }
+
+    #[test]
     fn oversized_frames_are_refused_before_reading() {
         let header = ((MAX_FRAME + 1) as u32).to_be_bytes();
         assert!(matches!(body_len(header), Err(FrameError::TooLarge(_))));

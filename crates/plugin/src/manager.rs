@@ -127,10 +127,20 @@ impl Manager {
         flags: u32,
     ) -> Result<(), PluginError> {
         check_flags(flags, RESOURCE_READONLY | RESOURCE_SHARED, "add resource")?;
-        let name = name
-            .to_str()
-            .map_err(|_| PluginError::BadCall(format!("resource name is not valid UTF-8: {name:?}")))?
-            .to_string();
+        // libvirt hands over C strings, so a NUL cannot arrive here (virtdlmd refuses one that
+        // arrives over the socket). Bytes that are not UTF-8 cannot travel in the protocol's
+        // JSON: refused by name, with the way out (a UTF-8 symlink to the file locks it, the
+        // daemon resolving the link to the file's own bytes).
+        let name = match name.to_str() {
+            Ok(s) => s.to_string(),
+            Err(_) if rtype == RESOURCE_TYPE_DISK => {
+                return Err(PluginError::BadCall(format!(
+                    "disk path {name:?} is not valid UTF-8, which dlm.so cannot lock: give the disk a UTF-8 path \
+                     (a symlink with a UTF-8 name to the file will do)"
+                )))
+            }
+            Err(_) => return Err(PluginError::BadCall(format!("lease key {name:?} is not valid UTF-8: dlm.so cannot lock it"))),
+        };
         let readonly = flags & RESOURCE_READONLY != 0;
         let shared = flags & RESOURCE_SHARED != 0;
         let resource = match rtype {
@@ -236,5 +246,20 @@ mod tests {
         );
         let e = m.add_resource(2, &c("/x"), &[], 0).unwrap_err();
         assert!(e.to_string().contains("resource type 2"), "{e}");
+    }
+
+    #[test]
+    fn a_path_that_is_not_utf8_is_refused_by_name() {
+        let mut m = manager();
+        let latin1 = std::ffi::CString::new(&b"/img/caf\xe9.img"[..]).unwrap();
+        let e = m.add_resource(RESOURCE_TYPE_DISK, &latin1, &[], 0).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            r#"disk path "/img/caf\xe9.img" is not valid UTF-8, which dlm.so cannot lock: give the disk a UTF-8 path (a symlink with a UTF-8 name to the file will do)"#
+        );
+        assert!(matches!(e, PluginError::BadCall(_)));
+        let e = m.add_resource(RESOURCE_TYPE_LEASE, &latin1, &[], 0).unwrap_err();
+        assert!(e.to_string().starts_with(r#"lease key "/img/caf\xe9.img" is not valid UTF-8"#), "{e}");
+        assert!(m.resources.is_empty());
     }
 }

@@ -16,9 +16,7 @@ pub mod local;
 use crate::mode::Mode;
 use std::time::Duration;
 
-/// A DLM-legal resource name (1..=64 bytes), made by `naming`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ResName(pub String);
+pub use crate::naming::ResName;
 
 /// A granted lock, as the backend knows it. Opaque to the daemon except for journaling:
 /// `id` is what the backend needs to find the lock again after a daemon restart
