@@ -5,9 +5,13 @@
 # libdlm requests on the same 4 resources (the floor): the full request sequence the dlm backend
 # issues per disk (new NL, ->EX, ->NL, unlock) and bare NL->EX->NL conversions of kept anchors.
 # Each twice: with the resources mastered on node 1 (it locked them first) and on node 2.
-# Tears the cluster down and prints a markdown table (median, p99, mean of N samples).
+# Tears the cluster down and prints a markdown table (median, p99, mean of N samples). Then
+# tests/bench/report.py compares the figures with those stored in docs/bench/cluster.json
+# (REGRESSION lines and exit 1 when a ratio to the libdlm floor got worse by more than 20%),
+# stores them and regenerates docs/PERFORMANCE.md (see there).
 #
 #   tests/cluster/bench.sh                 BENCH_N samples per row (default 300)
+#   BENCH_OUT=/tmp/c.json tests/cluster/bench.sh    only write the figures there (no compare, no store)
 # Settings: CL_NS, CL_BASE, CL_NET, CL_VM as for run.sh (see cluster.sh).
 set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -15,6 +19,7 @@ ROOT=$(cd "$HERE/../.." && pwd)
 CL=$HERE/cluster.sh
 export CL_NS=${CL_NS:-virtdlmbench} CL_BASE=${CL_BASE:-/tmp/virtdlm-bench} CL_NET=${CL_NET:-10.99.1}
 N=${BENCH_N:-300}
+OUT=${BENCH_OUT:-$CL_BASE/cluster-bench.json}
 LS=vd_bench
 DIR=/run/virtdlm-bench
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}/release
@@ -65,6 +70,16 @@ for where in local remote; do
 done
 
 cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
+mkdir -p "$(dirname "$OUT")"
+for r in "${RESULTS[@]}"; do jq -c --arg w "${r%% *}" '. + {master: $w}' <<<"${r#* }"; done |
+  jq -s --arg date "$(date -u +%Y-%m-%dT%H:%M:%SZ)" --arg cpu "${cpu:-unknown}" --argjson cores "$(nproc)" \
+    --argjson mem "$(free -g | awk '/^Mem:/{print $2}')" --arg load "$(cut -d' ' -f1-3 /proc/loadavg)" \
+    --arg kernel "$(uname -r)" --arg vm "${CL_VM:-uml}" --argjson n "$N" \
+    '{date: $date, machine: {cpu: $cpu, cores: $cores, mem_gib: $mem, load: $load, kernel: $kernel},
+      guests: "3 \($vm) guests", samples: $n, disks: 4, rows: .}' > "$OUT.new" && mv "$OUT.new" "$OUT" ||
+  die "cannot write $OUT"
+echo "== figures written to $OUT" >&2
+
 echo
 echo "Measured $(date -u +%Y-%m-%d) on ${cpu:-an unknown CPU} ($(nproc) cores, $(free -g | awk '/^Mem:/{print $2}') GiB, load $(cut -d' ' -f1-3 /proc/loadavg)),"
 echo "3 ${CL_VM:-uml} guests, kernel $(uname -r) on the host; $N samples per row after $((N / 10)) unmeasured, 4 disks."
@@ -84,3 +99,6 @@ for r in "${RESULTS[@]}"; do
   ms() { awk -v us="$1" 'BEGIN{printf "%.2f ms", us / 1000}'; }
   echo "| $what | node $node ($where) | $(ms "$(field median_us)") | $(ms "$(field p99_us)") | $(ms "$(field mean_us)") |"
 done
+[ -n "${BENCH_OUT:-}" ] && exit 0
+echo
+python3 "$ROOT/tests/bench/report.py" store cluster "$OUT"
