@@ -20,6 +20,9 @@ PKGS=(
   # deb tier and deploy/build-deb.sh: dpkg-shlibdeps, systemd-analyze (binutils above: objdump)
   # (cargo-deb itself is installed by deploy/build-deb.sh with cargo install)
   dpkg-dev systemd
+  # benchmarks (tests/bench/peers.sh): the peers lockd.so (above), sanlock.so and its daemon;
+  # report.py
+  libvirt-sanlock sanlock python3
 )
 missing=()
 for p in "${PKGS[@]}"; do

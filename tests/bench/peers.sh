@@ -14,7 +14,7 @@
 # on a regression (the stored figures then stay as they were; BENCH_ACCEPT=1 stores anyway).
 #
 #   tests/bench/peers.sh                       (make bench-peers) needs root; ~3 min
-#   BENCH_K=100 BENCH_VMS=100 BENCH_DISKS=4 BENCH_ROUNDS=3   iterations, concurrent VMs,
+#   BENCH_K=100 BENCH_VMS=100 BENCH_DISKS=4 BENCH_ROUNDS=5   iterations, concurrent VMs,
 #                                              disks per VM, concurrent rounds (1 unmeasured)
 #   BENCH_OUT=DIR tests/bench/peers.sh         only write the figures to DIR (no compare,
 #                                              no store, no scale run unless BENCH_SCALE=1)
@@ -28,7 +28,7 @@ ROOT=$PWD
 K=${BENCH_K:-100}
 VMS=${BENCH_VMS:-100}
 N=${BENCH_DISKS:-4}
-ROUNDS=${BENCH_ROUNDS:-3}
+ROUNDS=${BENCH_ROUNDS:-5}
 PEERS=${BENCH_PEERS:-nop dlm lockd sanlock}
 if [ -n "${BENCH_OUT:-}" ]; then SCALE=${BENCH_SCALE:-0}; else SCALE=${BENCH_SCALE:-1}; fi
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
@@ -65,7 +65,10 @@ pgrep -x sanlock >/dev/null && die "a sanlock daemon is already running: the san
 
 log "building (release): dlm.so, virtdlmd, the scale example, the C driver"
 cargo build -q --release --locked -p plugin || die "cargo build -p plugin"
-cargo build -q --release --locked -p lockmgr --bin virtdlmd --example bench || die "cargo build -p lockmgr"
+cargo build -q --release --locked -p lockmgr --bin virtdlmd || die "cargo build -p lockmgr --bin virtdlmd"
+if [ "$SCALE" = 1 ]; then
+    cargo build -q --release --locked -p lockmgr --example bench || die "cargo build -p lockmgr --example bench"
+fi
 # Disk leases must be reachable by the sanlock user and on a filesystem with O_DIRECT (not tmpfs).
 T=$(mktemp -d /var/tmp/virt-dlm-peers.XXXXXX) || die "mktemp"
 chmod 0755 "$T"
@@ -182,7 +185,7 @@ done
 
 if [ "$SCALE" = 1 ]; then
     log "scale: virtdlmd with 10,000 held locks, kill -9 and restart"
-    "$TARGET/release/examples/bench" --dir /dev/shm --virtdlmd "$TARGET/release/virtdlmd" --iterations 500 \
+    "$TARGET/release/examples/bench" --dir /dev/shm --virtdlmd "$TARGET/release/virtdlmd" --iterations "${BENCH_SCALE_ITERATIONS:-500}" \
         --json "$RES/scale.json" >&2 || FAILED+=("scale: crates/lockmgr/examples/bench failed")
 fi
 echo "{\"load_after\": \"$(cut -d' ' -f1-3 /proc/loadavg)\"}" > "$RES/env-after.json"
