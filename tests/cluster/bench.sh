@@ -5,7 +5,9 @@
 # libdlm requests on the same 4 resources (the floor): the full request sequence the dlm backend
 # issues per disk (new NL, ->EX, ->NL, unlock) and bare NL->EX->NL conversions of kept anchors.
 # Each twice: with the resources mastered on node 1 (it locked them first) and on node 2.
-# Tears the cluster down and prints a markdown table (median, p99, mean of N samples). Then
+# Plus the same daemon requests to a second virtdlmd on node 1 with the local backend (no DLM,
+# no cluster inventory): what the daemon itself costs in the guest.
+# Tears the cluster down and prints a markdown table (median, p99, mean of N samples); then
 # tests/bench/report.py compares the figures with those stored in docs/bench/cluster.json
 # (REGRESSION lines and exit 1 when a ratio to the libdlm floor got worse by more than 20%),
 # stores them and regenerates docs/PERFORMANCE.md (see there).
@@ -54,6 +56,8 @@ echo "== virtdlmd on node 1; NL holders make node 1 master of the 'local' disks,
 x 1 "mkdir -p $DIR && printf 'lockspace = $LS\n' > $DIR/virtdlmd.conf" >&2
 background 1 virtdlmd 'serving on' RUST_LOG=info "$DAEMON" --config $DIR/virtdlmd.conf --backend dlm \
   --socket $DIR/ctl.sock --admin-socket $DIR/admin.sock --journal $DIR/journal --node-name node1
+background 1 virtdlmd-local 'serving on' RUST_LOG=info "$DAEMON" --backend local \
+  --socket $DIR/local.sock --admin-socket $DIR/local-admin.sock --journal $DIR/local-journal --node-name node1
 background 1 hold-local '"ready"' "$BENCH" hold $LS "$LOCAL"
 background 2 hold-remote '"ready"' "$BENCH" hold $LS "$REMOTE"
 
@@ -69,6 +73,11 @@ for where in local remote; do
   done
 done
 
+echo "== daemon, local backend (no DLM), $N samples" >&2
+line=$(x 1 "$BENCH daemon $DIR/local.sock $N $LOCAL" | grep '^{' | tail -1)
+case $line in *'"median_us"'*) ;; *) die "daemon (local backend): ${line:-no output}";; esac
+RESULTS+=("none ${line/\"mode\":\"daemon\"/\"mode\":\"daemon-local\"}")
+
 cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
 mkdir -p "$(dirname "$OUT")"
 for r in "${RESULTS[@]}"; do jq -c --arg w "${r%% *}" '. + {master: $w}' <<<"${r#* }"; done |
@@ -81,24 +90,5 @@ for r in "${RESULTS[@]}"; do jq -c --arg w "${r%% *}" '. + {master: $w}' <<<"${r
 echo "== figures written to $OUT" >&2
 
 echo
-echo "Measured $(date -u +%Y-%m-%d) on ${cpu:-an unknown CPU} ($(nproc) cores, $(free -g | awk '/^Mem:/{print $2}') GiB, load $(cut -d' ' -f1-3 /proc/loadavg)),"
-echo "3 ${CL_VM:-uml} guests, kernel $(uname -r) on the host; $N samples per row after $((N / 10)) unmeasured, 4 disks."
-echo
-echo "| what (4 disks, from node 1) | resources mastered on | median | p99 | mean |"
-echo "|---|---|---:|---:|---:|"
-for r in "${RESULTS[@]}"; do
-  where=${r%% *}; json=${r#* }
-  field() { sed -n "s/.*\"$1\":\([0-9.]*\).*/\1/p" <<<"$json"; }
-  mode=$(sed -n 's/.*"mode":"\([^"]*\)".*/\1/p' <<<"$json")
-  case $mode in
-    daemon) what="virtdlmd: acquire + release of one VM (2 requests)";;
-    raw-full) what="libdlm: new NL, ->EX, ->NL, unlock per disk";;
-    raw-convert) what="libdlm: NL->EX->NL per disk (anchors kept)";;
-  esac
-  node=1; [ "$where" = remote ] && node=2
-  ms() { awk -v us="$1" 'BEGIN{printf "%.2f ms", us / 1000}'; }
-  echo "| $what | node $node ($where) | $(ms "$(field median_us)") | $(ms "$(field p99_us)") | $(ms "$(field mean_us)") |"
-done
-[ -n "${BENCH_OUT:-}" ] && exit 0
-echo
+if [ -n "${BENCH_OUT:-}" ]; then python3 "$ROOT/tests/bench/report.py" show cluster "$OUT"; exit 0; fi
 python3 "$ROOT/tests/bench/report.py" store cluster "$OUT"
