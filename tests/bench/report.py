@@ -180,6 +180,7 @@ CLUSTER_MODES = {
     "daemon": "virtdlmd: acquire + release of one VM (2 requests)",
     "raw-full": "libdlm: new NL, ->EX, ->NL, unlock per disk",
     "raw-convert": "libdlm: NL->EX->NL per disk (anchors kept)",
+    "daemon-nocluster": "virtdlmd without the cluster inventory (cluster = false): acquire + release",
     "daemon-local": "virtdlmd with the local backend (no DLM): acquire + release",
 }
 MASTERS = {"local": "node 1 (local)", "remote": "node 2 (remote)", "none": "– (no DLM)"}

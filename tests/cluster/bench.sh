@@ -5,8 +5,9 @@
 # libdlm requests on the same 4 resources (the floor): the full request sequence the dlm backend
 # issues per disk (new NL, ->EX, ->NL, unlock) and bare NL->EX->NL conversions of kept anchors.
 # Each twice: with the resources mastered on node 1 (it locked them first) and on node 2.
-# Plus the same daemon requests to a second virtdlmd on node 1 with the local backend (no DLM,
-# no cluster inventory): what the daemon itself costs in the guest.
+# Plus the same daemon requests to two more virtdlmd on node 1: one on the dlm backend but
+# without the cluster inventory (cluster = false, a lockspace of its own, mastered on node 1),
+# and one with the local backend (no DLM): what the inventory and the daemon itself cost.
 # Tears the cluster down and prints a markdown table (median, p99, mean of N samples); then
 # tests/bench/report.py compares the figures with those stored in docs/bench/cluster.json
 # (REGRESSION lines and exit 1 when a ratio to the libdlm floor got worse by more than 20%),
@@ -56,6 +57,9 @@ echo "== virtdlmd on node 1; NL holders make node 1 master of the 'local' disks,
 x 1 "mkdir -p $DIR && printf 'lockspace = $LS\n' > $DIR/virtdlmd.conf" >&2
 background 1 virtdlmd 'serving on' RUST_LOG=info "$DAEMON" --config $DIR/virtdlmd.conf --backend dlm \
   --socket $DIR/ctl.sock --admin-socket $DIR/admin.sock --journal $DIR/journal --node-name node1
+x 1 "printf 'lockspace = ${LS}2\ncluster = false\n' > $DIR/nocluster.conf" >&2
+background 1 virtdlmd-nocluster 'serving on' RUST_LOG=info "$DAEMON" --config $DIR/nocluster.conf --backend dlm \
+  --socket $DIR/nocluster.sock --admin-socket $DIR/nocluster-admin.sock --journal $DIR/nocluster-journal --node-name node1
 background 1 virtdlmd-local 'serving on' RUST_LOG=info "$DAEMON" --backend local \
   --socket $DIR/local.sock --admin-socket $DIR/local-admin.sock --journal $DIR/local-journal --node-name node1
 background 1 hold-local '"ready"' "$BENCH" hold $LS "$LOCAL"
@@ -73,6 +77,10 @@ for where in local remote; do
   done
 done
 
+echo "== daemon without the cluster inventory, local master, $N samples" >&2
+line=$(x 1 "$BENCH daemon $DIR/nocluster.sock $N $LOCAL" | grep '^{' | tail -1)
+case $line in *'"median_us"'*) ;; *) die "daemon (cluster = false): ${line:-no output}";; esac
+RESULTS+=("local ${line/\"mode\":\"daemon\"/\"mode\":\"daemon-nocluster\"}")
 echo "== daemon, local backend (no DLM), $N samples" >&2
 line=$(x 1 "$BENCH daemon $DIR/local.sock $N $LOCAL" | grep '^{' | tail -1)
 case $line in *'"median_us"'*) ;; *) die "daemon (local backend): ${line:-no output}";; esac
