@@ -178,8 +178,8 @@ def peers_checks(rec):
 
 CLUSTER_MODES = {
     "daemon": "virtdlmd: acquire + release of one VM (2 requests)",
-    "raw-full": "libdlm: new NL, ->EX, ->NL, unlock per disk",
-    "raw-convert": "libdlm: NL->EX->NL per disk (anchors kept)",
+    "raw-full": "libdlm: new NL, ->EX, ->NL, unlock per disk (a new lock each time)",
+    "raw-convert": "libdlm: NL->EX->NL per disk (NL anchors kept, the floor)",
     "daemon-nocluster": "virtdlmd without the cluster inventory (cluster = false): acquire + release",
     "daemon-local": "virtdlmd with the local backend (no DLM): acquire + release",
 }

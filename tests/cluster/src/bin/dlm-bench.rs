@@ -7,8 +7,9 @@
 //!                                         {"ev":"ready"} and holds until killed
 //!   dlm-bench raw-convert LS N DISK...    NL anchors kept; per sample: NL->EX (NOQUEUE|
 //!                                         PERSISTENT) then EX->NL on every disk, one by one
-//!   dlm-bench raw-full LS N DISK...       per sample what the dlm backend does per disk: new NL
-//!                                         (EXPEDITE), ->EX, ->NL, unlock
+//!   dlm-bench raw-full LS N DISK...       per sample a lock of its own per disk: new NL
+//!                                         (EXPEDITE), ->EX, ->NL, unlock (what the dlm backend
+//!                                         does when it has no NL anchor kept for the disk)
 //!   dlm-bench daemon SOCKET N DISK...     per sample one acquire (all disks, EX) and one release
 //!                                         through virtdlmd's control socket, each on a new
 //!                                         connection as dlm.so does, for a VM whose "QEMU"
