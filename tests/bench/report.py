@@ -177,7 +177,7 @@ def peers_checks(rec):
 # ---------------------------------------------------------------- cluster
 
 CLUSTER_MODES = {
-    "daemon": "virtdlmd: acquire + release of one VM (2 requests)",
+    "daemon": "virtdlmd, dlm backend: one VM's acquire, then release (a request each)",
     "raw-full": "libdlm: new NL, ->EX, ->NL, unlock per disk (a new lock each time)",
     "raw-convert": "libdlm: NL->EX->NL per disk (NL anchors kept, the floor)",
     "daemon-nocluster": "virtdlmd without the cluster inventory (cluster = false): acquire + release",
@@ -193,15 +193,18 @@ def cluster_table(rec):
         f"{rec['guests']}, kernel {m['kernel']} on the host; {rec['samples']} samples per row after "
         f"{rec['samples'] // 10} unmeasured, {rec['disks']} disks.",
         "",
-        "| what (4 disks, from node 1) | resources mastered on | median | p99 | mean | median / libdlm floor (NL->EX->NL) |",
+        "| what (4 disks, from node 1) | resources mastered on | acquire + release: median (p99) | "
+        "acquire: median (p99) | release: median (p99) | median / libdlm floor (NL->EX->NL) |",
         "|---|---|---:|---:|---:|---:|",
     ]
+    half = lambda r, h: (f"{fmt_us(r[h + '_median_us'])} ({fmt_us(r[h + '_p99_us'])})"
+                         if h + "_median_us" in r else "–")
     for r in rec["rows"]:
         node = MASTERS[r["master"]]
         floor = next(x for x in rec["rows"] if x["master"] == r["master"].replace("none", "local")
                      and x["mode"] == "raw-convert")
-        out.append(f"| {CLUSTER_MODES[r['mode']]} | {node} | {fmt_us(r['median_us'])} | {fmt_us(r['p99_us'])} | "
-                   f"{fmt_us(r['mean_us'])} | {fmt_ratio(r['median_us'], floor['median_us'])} |")
+        out.append(f"| {CLUSTER_MODES[r['mode']]} | {node} | {fmt_us(r['median_us'])} ({fmt_us(r['p99_us'])}) | "
+                   f"{half(r, 'acquire')} | {half(r, 'release')} | {fmt_ratio(r['median_us'], floor['median_us'])} |")
     return "\n".join(out)
 
 

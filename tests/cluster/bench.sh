@@ -8,7 +8,8 @@
 # Plus the same daemon requests to two more virtdlmd on node 1: one on the dlm backend but
 # without the cluster inventory (cluster = false, a lockspace of its own, mastered on node 1),
 # and one with the local backend (no DLM): what the inventory and the daemon itself cost.
-# Tears the cluster down and prints a markdown table (median, p99, mean of N samples); then
+# Tears the cluster down and prints a markdown table (median and p99 of acquire + release and
+# of each half, over N samples); then
 # tests/bench/report.py compares the figures with those stored in docs/bench/cluster.json
 # (REGRESSION lines and exit 1 when a ratio to the libdlm floor got worse by more than 20%),
 # stores them and regenerates docs/PERFORMANCE.md (see there).
