@@ -58,10 +58,11 @@ if ! flock -n 9; then
     log "waiting for another run that starts libvirt daemons to finish (/run/lock/virt-dlm-libvirtd.lock)"
     flock -w 1200 9 || die "/run/lock/virt-dlm-libvirtd.lock is still held after 20 min"
 fi
-if pgrep -x virtlockd >/dev/null || [ -S "$VIRTLOCKD_SOCK" ]; then
+# (-r: not counting zombies, which this host's PID 1 may reap late)
+if pgrep -x -r R,S,D,T virtlockd >/dev/null || [ -S "$VIRTLOCKD_SOCK" ]; then
     die "a virtlockd is already running ($VIRTLOCKD_SOCK): the lockd peer needs its own; stop it first"
 fi
-pgrep -x sanlock >/dev/null && die "a sanlock daemon is already running: the sanlock peer needs its own; stop it first"
+pgrep -x -r R,S,D,T sanlock >/dev/null && die "a sanlock daemon is already running: the sanlock peer needs its own; stop it first"
 
 log "building (release): dlm.so, virtdlmd, the scale example, the C driver"
 cargo build -q --release --locked -p plugin || die "cargo build -p plugin"
@@ -162,8 +163,11 @@ require_lease_for_disks = 0
 user = "sanlock"
 group = "sanlock"
 EOC
+    # An earlier daemon's pid file stays behind (none runs: checked above).
+    rm -f /run/sanlock/sanlock.pid
     env "${env[@]}" /usr/sbin/sanlock daemon "${opts[@]}" || { FAILED+=("sanlock: the daemon did not start"); return; }
-    if wait_for 10 test -S /run/sanlock/sanlock.sock -a -s /run/sanlock/sanlock.pid && pid=$(cat /run/sanlock/sanlock.pid) && alive "$pid"; then
+    sanlock_up() { [ -S /run/sanlock/sanlock.sock ] && pid=$(cat /run/sanlock/sanlock.pid) && alive "$pid"; }
+    if wait_for 30 sanlock_up; then
         PIDS+=("$pid")
         log "sanlock: daemon pid $pid; libvirt's init joins the lockspace (about 2 x io_timeout + 1 s)"
         bench sanlock "$LOCK_DRIVERS/sanlock.so" "$T/qemu-sanlock.conf"
@@ -172,7 +176,8 @@ EOC
         wait_for 10 bash -c "! kill -0 $pid"
         stop_pid "$pid"
     else
-        FAILED+=("sanlock: the daemon did not start (see /var/log/sanlock.log)")
+        FAILED+=("sanlock: the daemon did not start within 30 s (see /var/log/sanlock.log)")
+        sanlock client shutdown >/dev/null 2>&1   # in case it came up late
     fi
 }
 

@@ -2,8 +2,9 @@
 # Benchmark (not a test): what one VM's locks cost on the kernel DLM. Boots a 3-node test
 # cluster, runs virtdlmd --backend dlm on node 1 and measures, from node 1, one VM's acquire +
 # release of 4 disks through the daemon's control socket (as dlm.so sends them), beside the raw
-# libdlm requests on the same 4 resources (the floor): the full request sequence the dlm backend
-# issues per disk (new NL, ->EX, ->NL, unlock) and bare NL->EX->NL conversions of kept anchors.
+# libdlm requests on the same 4 resources: a lock of its own per disk (new NL, ->EX, ->NL,
+# unlock: a first acquire) and bare NL->EX->NL conversions of kept NL anchors (the floor, and
+# what the dlm backend does for a disk it has locked before).
 # Each twice: with the resources mastered on node 1 (it locked them first) and on node 2.
 # Plus the same daemon requests to two more virtdlmd on node 1: one on the dlm backend but
 # without the cluster inventory (cluster = false, a lockspace of its own, mastered on node 1),
