@@ -22,6 +22,7 @@ use super::{Backend, BackendError, Grant, ResName};
 use crate::dlm::{local_nodeid, DlmError, Lock, LockFlags, LockMode, Lockspace, ResourceName};
 use crate::mode::Mode;
 use parking_lot::Mutex;
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -76,11 +77,11 @@ impl DlmBackend {
     /// Keeps `anchor` (granted at NL) for the next acquire of `name`, unless one is kept already.
     fn park(&self, name: &ResName, anchor: Lock) {
         let extra = match self.idle.lock().entry(name.clone()) {
-            std::collections::hash_map::Entry::Vacant(v) => {
+            Entry::Vacant(v) => {
                 v.insert(anchor);
                 return;
             }
-            std::collections::hash_map::Entry::Occupied(_) => anchor,
+            Entry::Occupied(_) => anchor,
         };
         drop_anchor(name, &extra);
     }
