@@ -13,7 +13,7 @@
 # worse, stores the new figures and regenerates docs/PERFORMANCE.md; the exit status is 1
 # on a regression (the stored figures then stay as they were; BENCH_ACCEPT=1 stores anyway).
 #
-#   tests/bench/peers.sh                       (make bench-peers) needs root; ~3 min
+#   tests/bench/peers.sh                       (make bench-peers) needs root; ~5 min
 #   BENCH_K=100 BENCH_VMS=100 BENCH_DISKS=4 BENCH_ROUNDS=5   iterations, concurrent VMs,
 #                                              disks per VM, concurrent rounds (1 unmeasured)
 #   BENCH_OUT=DIR tests/bench/peers.sh         only write the figures to DIR (no compare,
