@@ -5,7 +5,7 @@ SHELL := /bin/bash
 
 # Debian packages: tests/install-deps.sh (the one list, used by every target).
 
-.PHONY: deps build deb test test-unit test-cluster demo lint clean-cluster
+.PHONY: deps build deb test test-unit test-cluster demo lint clean-cluster bench-peers bench-cluster
 
 deps:
 	./tests/install-deps.sh
@@ -34,3 +34,11 @@ lint:
 # The README's first command: a real libvirtd refusing a second VM on a locked disk (local backend).
 demo: build
 	./tests/demo.sh
+
+# Benchmarks (not tests): figures go to docs/bench/*.json and docs/PERFORMANCE.md; a figure
+# more than 20% worse than the stored one prints REGRESSION and fails (see PERFORMANCE.md).
+bench-peers: deps
+	./tests/bench/peers.sh
+
+bench-cluster: deps
+	./tests/cluster/bench.sh

@@ -22,6 +22,9 @@ PKGS=(
   dpkg-dev systemd
   # fuzz tier: libfuzzer-sys compiles libFuzzer (C++); cargo-fuzz comes from crates.io (tests/fuzz/run.sh)
   g++
+  # benchmarks (tests/bench/peers.sh): the peers lockd.so (above), sanlock.so and its daemon;
+  # report.py
+  libvirt-sanlock sanlock python3
 )
 missing=()
 for p in "${PKGS[@]}"; do

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 LOG=${CARGO_TARGET_DIR:-$ROOT/target}/tier-logs
 mkdir -p "$LOG"
-TIERS=${TIERS:-unit reliability fuzz corosync inventory abi libvirt deb cluster}
+TIERS=${TIERS:-unit reliability fuzz corosync inventory abi bench libvirt deb cluster}
 total_pass=0 total_fail=0 summary=()
 
 # Runs one tier, showing its output, and records its "N passed, N failed" line.
@@ -47,6 +47,7 @@ for t in $TIERS; do
     corosync) tier corosync "real corosync, one per network namespace" tests/corosync/run.sh ;;
     inventory) tier inventory "cluster lock inventory over real corosync (netns)" tests/corosync/inventory.sh ;;
     abi)      tier abi "dlm.so and lockd.so through libvirt's lock-driver ABI" tests/abi/run.sh ;;
+    bench)    tier bench "peer benchmark, short run: nop, dlm.so, lockd.so, sanlock.so rows (no timings asserted)" tests/bench/smoke.sh ;;
     libvirt)  tier libvirt "a real libvirtd 9.0 with qemu TCG domains" tests/libvirt/run.sh ;;
     deb)      tier deb "the Debian package: build, dpkg -i, installed plugin in a real libvirtd, purge" tests/deb/run.sh ;;
     cluster)  tier cluster "3-node corosync + kernel DLM in User-Mode Linux" tests/cluster/run.sh ;;

@@ -2,14 +2,19 @@
 //!
 //! cargo build --release -p lockmgr --bins --examples
 //! target/release/examples/bench [--dir /dev/shm] [--virtdlmd target/release/virtdlmd] [--iterations 2000]
+//!                                [--json OUT.json]
 //!
 //! 1. acquire + release latency of one VM with 4 disks (a fresh connection per request, as
 //!    the plugin makes), median and p99;
-//! 2. virtdlmd's RSS idle and with 10,000 held locks (250 VMs x 40 disks).
+//! 2. virtdlmd's RSS idle and with 10,000 held locks (250 VMs x 40 disks);
+//! 3. kill -9 of virtdlmd and restart: time until all 10,000 are taken back and it serves.
+//!
+//! `--json` also writes the figures there (tests/bench/peers.sh stores them in docs/bench/).
 use lockmgr::proto::{self, FailureAction, Op, OwnerSpec, Resource, Response};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use serde_json::json;
 use std::time::{Duration, Instant};
 
 fn call(sock: &Path, op: Op) -> Response {
@@ -68,7 +73,10 @@ fn main() {
     }
     let dpid = daemon.id();
     println!("virtdlmd {} (pid {dpid}), journal on {}", virtdlmd.display(), dir.display());
-    println!("idle RSS: {} KiB", rss_kib(dpid));
+    let idle_rss = rss_kib(dpid);
+    println!("idle RSS: {idle_rss} KiB");
+    let us = |d: Duration| (d.as_secs_f64() * 1e7).round() / 10.0;
+    let mut figures = serde_json::Map::new();
 
     // 1. Latency.
     let disks: Vec<Resource> = (0..4)
@@ -97,6 +105,8 @@ fn main() {
         v.sort();
         println!("{what:<20} median {:>8.1} us   p99 {:>8.1} us   ({iterations} runs)", pct(v, 0.5).as_secs_f64() * 1e6, pct(v, 0.99).as_secs_f64() * 1e6);
     }
+    figures.insert("acquire_4_disks".into(), json!({"median_us": us(pct(&acq, 0.5)), "p99_us": us(pct(&acq, 0.99)), "n": iterations}));
+    figures.insert("release_4_disks".into(), json!({"median_us": us(pct(&rel, 0.5)), "p99_us": us(pct(&rel, 0.99)), "n": iterations}));
     let _ = child.kill();
     let _ = child.wait();
 
@@ -118,7 +128,8 @@ fn main() {
     };
     let journal = std::fs::metadata(dir.join("journal")).unwrap().len();
     println!("held locks: {locks} ({vms} VMs x {per_vm} disks, taken in {:.2} s)", took.as_secs_f64());
-    println!("RSS with {locks} locks: {} KiB; journal {} KiB", rss_kib(dpid), journal / 1024);
+    let held_rss = rss_kib(dpid);
+    println!("RSS with {locks} locks: {held_rss} KiB; journal {} KiB", journal / 1024);
 
     // Restart with all of them held: time to take them back.
     daemon.kill().unwrap();
@@ -143,7 +154,20 @@ fn main() {
         Response::Status { status } => status["locks"].as_u64().unwrap(),
         other => panic!("{other:?}"),
     };
-    println!("kill -9 + restart: {locks} locks taken back, serving after {:.0} ms; RSS {} KiB", t0.elapsed().as_secs_f64() * 1e3, rss_kib(daemon.id()));
+    let restart = t0.elapsed();
+    let restarted_rss = rss_kib(daemon.id());
+    println!("kill -9 + restart: {locks} locks taken back, serving after {:.0} ms; RSS {restarted_rss} KiB", restart.as_secs_f64() * 1e3);
+    figures.insert("rss_idle_kib".into(), json!(idle_rss));
+    figures.insert("held_locks".into(), json!(locks));
+    figures.insert("owners".into(), json!(vms + 1));
+    figures.insert("rss_held_kib".into(), json!(held_rss));
+    figures.insert("journal_kib".into(), json!(journal / 1024));
+    figures.insert("take_all_ms".into(), json!((took.as_secs_f64() * 1e4).round() / 10.0));
+    figures.insert("restart_readopt_ms".into(), json!((restart.as_secs_f64() * 1e4).round() / 10.0));
+    figures.insert("rss_after_restart_kib".into(), json!(restarted_rss));
+    if let Some(path) = arg("--json") {
+        std::fs::write(&path, serde_json::to_string_pretty(&figures).unwrap() + "\n").expect("write --json");
+    }
 
     for mut c in children {
         let _ = c.kill();

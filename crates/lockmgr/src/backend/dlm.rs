@@ -1,12 +1,16 @@
 //! The `dlm` backend: locks in the kernel DLM, one lockspace for the cluster (default
 //! "virtdlm"), following lvmlockd's pattern.
 //!
-//! - acquire: a new NL lock (the anchor; NL conflicts with nothing and EXPEDITE grants it at
-//!   once), then a conversion to the wanted mode with PERSISTENT, and NOQUEUE unless the
-//!   caller is willing to wait (a bounded wait ends with a cancel).
-//! - release: convert to NL, then unlock. Never an unlock straight from EX: libdlm would send
-//!   uninitialised bytes as the lock value block. The NL conversion drops PERSISTENT (each
-//!   conversion replaces the flags), so a crash between the two steps leaves nothing behind.
+//! - acquire: an NL lock on the resource (the anchor; NL conflicts with nothing and EXPEDITE
+//!   grants it at once), then a conversion to the wanted mode with PERSISTENT, and NOQUEUE
+//!   unless the caller is willing to wait (a bounded wait ends with a cancel).
+//! - release: convert to NL and keep that anchor for the next acquire of the resource (one per
+//!   resource), which then costs one conversion instead of a new lock, a conversion and an
+//!   unlock: each of those waits for the resource's master, a network round trip when it is
+//!   another node. The NL conversion drops PERSISTENT (each conversion replaces the flags), so
+//!   a crash leaves no anchor behind. A second anchor of the same resource (two VMs of this
+//!   node shared it) is unlocked, from NL: never an unlock straight from EX, for which libdlm
+//!   would send uninitialised bytes as the lock value block.
 //! - adopt: after a daemon restart, `LKF_ORPHAN` in the same mode takes back the PERSISTENT
 //!   lock the previous daemon left as an orphan.
 //! - purge: frees every orphan of this node nobody adopted.
@@ -18,6 +22,7 @@ use super::{Backend, BackendError, Grant, ResName};
 use crate::dlm::{local_nodeid, DlmError, Lock, LockFlags, LockMode, Lockspace, ResourceName};
 use crate::mode::Mode;
 use parking_lot::Mutex;
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -34,6 +39,8 @@ pub struct DlmBackend {
     node_name: String,
     /// Granted locks by grant id (the DLM lock id).
     held: Mutex<HashMap<u64, Lock>>,
+    /// Anchors: NL locks kept after a release, at most one per resource.
+    idle: Mutex<HashMap<ResName, Lock>>,
 }
 
 impl DlmBackend {
@@ -42,7 +49,13 @@ impl DlmBackend {
     pub fn new(lockspace: &str, node_name: impl Into<String>) -> Result<Self, BackendError> {
         let ls = Lockspace::create(lockspace).map_err(|e| unavailable(lockspace, e))?;
         let nodeid = local_nodeid().map_err(|e| unavailable(lockspace, e))?;
-        Ok(DlmBackend { ls, nodeid, node_name: node_name.into(), held: Mutex::new(HashMap::new()) })
+        Ok(DlmBackend {
+            ls,
+            nodeid,
+            node_name: node_name.into(),
+            held: Mutex::new(HashMap::new()),
+            idle: Mutex::new(HashMap::new()),
+        })
     }
 
     /// The lockspace this backend uses.
@@ -59,6 +72,47 @@ impl DlmBackend {
         let id = u64::from(lock.lkid());
         self.held.lock().insert(id, lock);
         Grant { name: name.clone(), mode, id }
+    }
+
+    /// Keeps `anchor` (granted at NL) for the next acquire of `name`, unless one is kept already.
+    fn park(&self, name: &ResName, anchor: Lock) {
+        let extra = match self.idle.lock().entry(name.clone()) {
+            Entry::Vacant(v) => {
+                v.insert(anchor);
+                return;
+            }
+            Entry::Occupied(_) => anchor,
+        };
+        drop_anchor(name, &extra);
+    }
+
+    /// Converts `anchor` to `mode`. A refusal or timeout leaves it at NL: it is kept for the
+    /// next acquire; after any other error it is dropped.
+    fn convert(&self, name: &ResName, mode: Mode, wait: Option<Duration>, anchor: Lock) -> Result<Grant, BackendError> {
+        let flags = match wait {
+            None => LockFlags::NOQUEUE | LockFlags::PERSISTENT,
+            Some(_) => LockFlags::PERSISTENT,
+        };
+        match anchor.convert_wait(mode.into(), flags, wait) {
+            Ok(()) => Ok(self.keep(name, mode, anchor)),
+            Err(e @ (DlmError::WouldBlock(_) | DlmError::TimedOut(_))) => {
+                self.park(name, anchor);
+                Err(backend_error(name, e))
+            }
+            Err(e) => {
+                drop_anchor(name, &anchor);
+                Err(backend_error(name, e))
+            }
+        }
+    }
+}
+
+/// Unlocks an anchor nobody needs (granted at NL, or already ended).
+fn drop_anchor(name: &ResName, anchor: &Lock) {
+    if let Err(e) = anchor.release() {
+        if !matches!(e, DlmError::Ended(_)) {
+            tracing::warn!(resource = %name.0, error = %e, "dropping an NL anchor failed");
+        }
     }
 }
 
@@ -92,32 +146,34 @@ impl Backend for DlmBackend {
 
     fn acquire(&self, name: &ResName, mode: Mode, wait: Option<Duration>) -> Result<Grant, BackendError> {
         let res = resource(name)?;
+        let kept = self.idle.lock().remove(name);
+        if let Some(anchor) = kept {
+            match self.convert(name, mode, wait, anchor) {
+                // An anchor that can no longer convert (its lock ended, e.g. with its
+                // lockspace) is gone: a new one is taken below.
+                Err(BackendError::Failed(e) | BackendError::Unavailable(e)) => {
+                    tracing::debug!(resource = %name.0, error = %e, "kept NL anchor unusable; taking a new one");
+                }
+                other => return other,
+            }
+        }
         let anchor = self
             .ls
             .lock(&res, LockMode::Nl, LockFlags::EXPEDITE, Some(ANCHOR_WAIT))
             .map_err(|e| backend_error(name, e))?;
-        let flags = match wait {
-            None => LockFlags::NOQUEUE | LockFlags::PERSISTENT,
-            Some(_) => LockFlags::PERSISTENT,
-        };
-        match anchor.convert_wait(mode.into(), flags, wait) {
-            Ok(()) => Ok(self.keep(name, mode, anchor)),
-            Err(e) => {
-                // A refused or cancelled conversion leaves the anchor at NL: drop it.
-                if let Err(u) = anchor.release() {
-                    tracing::warn!(resource = %name.0, error = %u, "dropping the NL anchor failed");
-                }
-                Err(backend_error(name, e))
-            }
-        }
+        self.convert(name, mode, wait, anchor)
     }
 
     fn release(&self, grant: &Grant) -> Result<(), BackendError> {
         let Some(lock) = self.held.lock().remove(&grant.id) else {
             return Ok(());
         };
-        match lock.release() {
-            Ok(()) | Err(DlmError::Ended(_)) => Ok(()),
+        match lock.convert_wait(LockMode::Nl, LockFlags::NONE, None) {
+            Ok(()) => {
+                self.park(&grant.name, lock);
+                Ok(())
+            }
+            Err(DlmError::Ended(_)) => Ok(()),
             Err(e) => {
                 let err = backend_error(&grant.name, e);
                 // Still held: keep it so a retry can release it.

@@ -7,15 +7,18 @@
 //!                                         {"ev":"ready"} and holds until killed
 //!   dlm-bench raw-convert LS N DISK...    NL anchors kept; per sample: NL->EX (NOQUEUE|
 //!                                         PERSISTENT) then EX->NL on every disk, one by one
-//!   dlm-bench raw-full LS N DISK...       per sample what the dlm backend does per disk: new NL
-//!                                         (EXPEDITE), ->EX, ->NL, unlock
+//!   dlm-bench raw-full LS N DISK...       per sample a lock of its own per disk: new NL
+//!                                         (EXPEDITE), ->EX, ->NL, unlock (what the dlm backend
+//!                                         does when it has no NL anchor kept for the disk)
 //!   dlm-bench daemon SOCKET N DISK...     per sample one acquire (all disks, EX) and one release
 //!                                         through virtdlmd's control socket, each on a new
 //!                                         connection as dlm.so does, for a VM whose "QEMU"
 //!                                         is a `sleep` child
 //!
 //! Measuring modes print one JSON line: {"mode":..,"n":..,"disks":..,"median_us":..,"p99_us":..,
-//! "mean_us":..,"max_us":..}. A warm-up of N/10 samples is not counted.
+//! "mean_us":..,"max_us":.., "acquire_median_us":.., "acquire_p99_us":.., "release_median_us":..,
+//! "release_p99_us":..} (the first four of acquire + release, then each half). A warm-up of N/10
+//! samples is not counted.
 
 use lockmgr::dlm::{LockFlags, LockMode, Lockspace, ResourceName};
 use lockmgr::naming::Naming;
@@ -43,25 +46,45 @@ fn join(ls: &str) -> Res<Lockspace> {
     Lockspace::create(ls).map_err(|e| format!("lockspace {ls}: {e}"))
 }
 
-/// Runs `one` N/10 times unmeasured, then N times; prints the summary line.
-fn measure(mode: &str, n: usize, disks: usize, mut one: impl FnMut() -> Res<()>) -> Res<()> {
-    for _ in 0..n / 10 {
-        one()?;
-    }
-    let mut us = Vec::with_capacity(n);
-    for _ in 0..n {
-        let t = Instant::now();
-        one()?;
-        us.push(t.elapsed().as_secs_f64() * 1e6);
-    }
+/// Median and p99 (nearest rank) of `us`, sorted in place.
+fn stats(us: &mut [f64]) -> (f64, f64) {
     us.sort_by(f64::total_cmp);
     let pct = |p: f64| us[((us.len() as f64 * p).ceil() as usize).clamp(1, us.len()) - 1];
+    (pct(0.5).round(), pct(0.99).round())
+}
+
+/// Runs `acquire` then `release` N/10 times unmeasured, then N times; prints the summary line:
+/// the pair, and each half on its own.
+fn measure(
+    mode: &str,
+    n: usize,
+    disks: usize,
+    mut acquire: impl FnMut() -> Res<()>,
+    mut release: impl FnMut() -> Res<()>,
+) -> Res<()> {
+    for _ in 0..n / 10 {
+        acquire()?;
+        release()?;
+    }
+    let (mut acq, mut rel, mut both) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    for _ in 0..n {
+        let t0 = Instant::now();
+        acquire()?;
+        let t1 = Instant::now();
+        release()?;
+        let t2 = Instant::now();
+        acq.push((t1 - t0).as_secs_f64() * 1e6);
+        rel.push((t2 - t1).as_secs_f64() * 1e6);
+        both.push((t2 - t0).as_secs_f64() * 1e6);
+    }
+    let mean = (both.iter().sum::<f64>() / n as f64).round();
+    let ((median, p99), (a50, a99), (r50, r99)) = (stats(&mut both), stats(&mut acq), stats(&mut rel));
     println!(
         "{}",
         json!({
             "mode": mode, "n": n, "disks": disks,
-            "median_us": pct(0.5).round(), "p99_us": pct(0.99).round(),
-            "mean_us": (us.iter().sum::<f64>() / us.len() as f64).round(), "max_us": us[us.len() - 1].round(),
+            "median_us": median, "p99_us": p99, "mean_us": mean, "max_us": both[n - 1].round(),
+            "acquire_median_us": a50, "acquire_p99_us": a99, "release_median_us": r50, "release_p99_us": r99,
         })
     );
     Ok(())
@@ -104,25 +127,36 @@ fn run(args: &[String]) -> Res<()> {
                 .map(|r| ls.lock(r, LockMode::Nl, LockFlags::EXPEDITE, wait))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| e.to_string())?;
-            measure(mode, n, disks.len(), || {
-                for a in &anchors {
-                    a.convert_wait(LockMode::Ex, ex, None).map_err(|e| e.to_string())?;
-                    a.convert_wait(LockMode::Nl, LockFlags::NONE, None).map_err(|e| e.to_string())?;
-                }
-                Ok(())
-            })
+            measure(
+                mode,
+                n,
+                disks.len(),
+                || anchors.iter().try_for_each(|a| a.convert_wait(LockMode::Ex, ex, None).map_err(|e| e.to_string())),
+                || {
+                    anchors
+                        .iter()
+                        .try_for_each(|a| a.convert_wait(LockMode::Nl, LockFlags::NONE, None).map_err(|e| e.to_string()))
+                },
+            )
         }
         "raw-full" => {
             let ls = join(target)?;
             let res = names(disks)?;
-            measure(mode, n, disks.len(), || {
-                for r in &res {
-                    let l = ls.lock(r, LockMode::Nl, LockFlags::EXPEDITE, wait).map_err(|e| e.to_string())?;
-                    l.convert_wait(LockMode::Ex, ex, None).map_err(|e| e.to_string())?;
-                    l.release().map_err(|e| e.to_string())?;
-                }
-                Ok(())
-            })
+            let held = std::cell::RefCell::new(Vec::new());
+            measure(
+                mode,
+                n,
+                disks.len(),
+                || {
+                    for r in &res {
+                        let l = ls.lock(r, LockMode::Nl, LockFlags::EXPEDITE, wait).map_err(|e| e.to_string())?;
+                        l.convert_wait(LockMode::Ex, ex, None).map_err(|e| e.to_string())?;
+                        held.borrow_mut().push(l);
+                    }
+                    Ok(())
+                },
+                || held.borrow_mut().drain(..).try_for_each(|l| l.release().map_err(|e| e.to_string())),
+            )
         }
         "daemon" => {
             let socket = Path::new(target);
@@ -138,10 +172,13 @@ fn run(args: &[String]) -> Res<()> {
             };
             let res: Vec<Resource> =
                 disks.iter().map(|d| Resource::Disk { path: d.clone(), readonly: false, shared: false }).collect();
-            let r = measure(mode, n, disks.len(), || {
-                call(socket, Op::Acquire { owner: owner.clone(), resources: res.clone(), state: None, wait_ms: 0 })?;
-                call(socket, Op::Release { owner: owner.clone(), resources: res.clone() })
-            });
+            let r = measure(
+                mode,
+                n,
+                disks.len(),
+                || call(socket, Op::Acquire { owner: owner.clone(), resources: res.clone(), state: None, wait_ms: 0 }),
+                || call(socket, Op::Release { owner: owner.clone(), resources: res.clone() }),
+            );
             let _ = qemu.kill();
             let _ = qemu.wait();
             r

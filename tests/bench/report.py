@@ -1,0 +1,308 @@
+#!/usr/bin/env python3
+"""Benchmark figures: compare, store, and render them into docs/PERFORMANCE.md.
+
+  report.py store peers DIR     figures of tests/bench/peers.sh (DIR/{env,nop,dlm,lockd,sanlock,scale}.json)
+  report.py store cluster FILE  figures of tests/cluster/bench.sh
+  report.py show DIR            print the peer tables of a results directory, store nothing
+  report.py show cluster FILE   print the cluster table of a figures file, store nothing
+  report.py render              regenerate docs/PERFORMANCE.md from docs/bench/*.json
+
+`store` compares the new figures with the stored ones (docs/bench/KIND.json) and prints one line
+per checked figure; a figure more than 20% worse is printed as a REGRESSION line and the exit
+status is 1. Then the new figures are stored and the document regenerated, unless there was a
+regression: the stored figures stay (BENCH_ACCEPT=1 stores them anyway, e.g. after a deliberate
+change). Only the sections between the BEGIN/END markers of PERFORMANCE.md are rewritten.
+"""
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+STORE = ROOT / "docs" / "bench"
+DOC = ROOT / "docs" / "PERFORMANCE.md"
+THRESHOLD = 0.20
+PEERS = [
+    ("nop", "nop (floor)"),
+    ("dlm", "dlm.so + virtdlmd"),
+    ("lockd", "lockd.so + virtlockd"),
+    ("sanlock", "sanlock.so + sanlock"),
+]
+OPS = [
+    ("start", "start: register (child, {n} disks)"),
+    ("resume", "resume: acquire {n} disks"),
+    ("pause", "pause: release {n} disks"),
+    ("attach", "hotplug: acquire 1 disk"),
+    ("detach", "hot-unplug: release 1 disk"),
+    ("free", "kill -9 of QEMU until its disk is free"),
+]
+
+
+def load(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def fmt_us(us):
+    if us >= 1e6:
+        return f"{us / 1e6:.2f} s"
+    if us >= 1e3:
+        return f"{us / 1e3:.2f} ms"
+    return f"{us:.1f} µs"
+
+
+def fmt_ratio(a, b):
+    if not b:
+        return "–"
+    r = a / b
+    if r < 0.01:
+        return f"1/{1 / r:,.0f}"
+    if r >= 100:
+        return f"{r:,.0f}×"
+    if r >= 10:
+        return f"{r:.0f}×"
+    return f"{r:.2f}×"
+
+
+# ---------------------------------------------------------------- peers
+
+def peers_record(d):
+    d = Path(d)
+    rec = {"env": load(d / "env.json"), "peers": {}}
+    if (d / "env-after.json").exists():
+        rec["env"].update(load(d / "env-after.json"))
+    for key, _ in PEERS:
+        if (d / f"{key}.json").exists():
+            rec["peers"][key] = load(d / f"{key}.json")
+    if (d / "scale.json").exists():
+        rec["scale"] = load(d / "scale.json")
+    return rec
+
+
+def peers_tables(rec):
+    env, peers = rec["env"], rec["peers"]
+    have = [(k, t) for k, t in PEERS if k in peers]
+    others = [(k, t) for k, t in have if k != "dlm"]
+    dlm = peers.get("dlm")
+    n = env["disks"]
+    out = [
+        f"Measured {env['date'][:10]} on {env['cpu']} ({env['cores']} cores, {env['mem_gib']} GiB), "
+        f"kernel {env['kernel']}, load {env['load_before']} before and {env.get('load_after', '?')} after; "
+        f"{env['packages']}. {env['iterations']} iterations per peer; median (p99) per operation.",
+        "",
+        "| operation | " + " | ".join(t for _, t in have) + "".join(f" | dlm / {k}" for k, _ in others if dlm) + " |",
+        "|---" + "|---:" * (len(have) + (len(others) if dlm else 0)) + "|",
+    ]
+    for op, title in OPS:
+        row = [title.format(n=n)]
+        for k, _ in have:
+            s = peers[k]["ops"][op]
+            row.append(f"{fmt_us(s['median_us'])} ({fmt_us(s['p99_us'])})" if s["n"] else "–")
+        if dlm:
+            row += [fmt_ratio(dlm["ops"][op]["median_us"], peers[k]["ops"][op]["median_us"]) for k, _ in others]
+        out.append("| " + " | ".join(row) + " |")
+    row = ["init (libvirtd start: load and configure the plugin)"]
+    row += [fmt_us(peers[k]["init_us"]) for k, _ in have]
+    if dlm:
+        row += [fmt_ratio(dlm["init_us"], peers[k]["init_us"]) for k, _ in others]
+    out.append("| " + " | ".join(row) + " |")
+    c0 = next(iter(peers.values()))["concurrent"]
+    row = [f"{c0['vms']} VMs x {c0['disks']} disks started at once: wall time"]
+    row += [f"{peers[k]['concurrent']['wall_ms']:.0f} ms" for k, _ in have]
+    if dlm:
+        row += [fmt_ratio(dlm["concurrent"]["wall_ms"], peers[k]["concurrent"]["wall_ms"]) for k, _ in others]
+    out.append("| " + " | ".join(row) + " |")
+    row = ["the same: disk locks taken per second (start + resume per VM)"]
+    row += [f"{peers[k]['concurrent']['disk_locks_per_s']:,.0f}/s" for k, _ in have]
+    if dlm:
+        row += [fmt_ratio(dlm["concurrent"]["disk_locks_per_s"], peers[k]["concurrent"]["disk_locks_per_s"])
+                for k, _ in others]
+    out.append("| " + " | ".join(row) + " |")
+    row = ["second VM on a held disk refused"]
+    row += [f"{peers[k]['conflicts']['refused']} of {peers[k]['conflicts']['tried']}" for k, _ in have]
+    if dlm:
+        row += [""] * len(others)
+    out.append("| " + " | ".join(row) + " |")
+    out.append("")
+    out.append("Ratios are virt-dlm's figure over the peer's (medians). For times, below 1× means "
+               "virt-dlm is faster than that peer; for locks per second, above 1× does.")
+    return "\n".join(out)
+
+
+def scale_table(rec):
+    s = rec.get("scale")
+    if not s:
+        return "(no scale run stored)"
+    mib = lambda kib: f"{kib / 1024:.1f} MiB"
+    return "\n".join([
+        f"Same run ({rec['env']['date'][:10]}), virtdlmd with the local backend, journal on tmpfs.",
+        "",
+        "| what | figure |",
+        "|---|---:|",
+        f"| acquire, 4 disks, one client request: median (p99) | {fmt_us(s['acquire_4_disks']['median_us'])} "
+        f"({fmt_us(s['acquire_4_disks']['p99_us'])}) |",
+        f"| release, 4 disks: median (p99) | {fmt_us(s['release_4_disks']['median_us'])} "
+        f"({fmt_us(s['release_4_disks']['p99_us'])}) |",
+        f"| RSS idle | {mib(s['rss_idle_kib'])} |",
+        f"| RSS with {s['held_locks']:,} held locks ({s['owners']} owners) | {mib(s['rss_held_kib'])} |",
+        f"| journal with {s['held_locks']:,} locks | {mib(s['journal_kib'])} |",
+        f"| {s['held_locks']:,} locks taken (250 acquires of 40 disks) | {s['take_all_ms']:.0f} ms |",
+        f"| kill -9 of virtdlmd, restart, all {s['held_locks']:,} re-adopted, serving | "
+        f"{s['restart_readopt_ms']:.0f} ms |",
+        f"| RSS after that restart | {mib(s['rss_after_restart_kib'])} |",
+    ])
+
+
+def peers_checks(rec):
+    """(name, value, higher_is_worse) of the figures a re-run is checked against."""
+    peers, checks = rec["peers"], []
+    dlm, lockd = peers.get("dlm"), peers.get("lockd")
+    if dlm and lockd:
+        # lockd's time-to-free is bimodal (see PERFORMANCE.md): virt-dlm's own figure is checked
+        for op, _ in OPS[:-1]:
+            if lockd["ops"][op]["median_us"]:
+                checks.append((f"{op} median, dlm / lockd", dlm["ops"][op]["median_us"] / lockd["ops"][op]["median_us"], True))
+        checks.append(("concurrent disk locks/s, dlm / lockd",
+                       dlm["concurrent"]["disk_locks_per_s"] / lockd["concurrent"]["disk_locks_per_s"], False))
+    if dlm:
+        checks.append(("kill -9 of QEMU until its disk is free, dlm median (µs)", dlm["ops"]["free"]["median_us"], True))
+    s = rec.get("scale")
+    if s:
+        checks.append(("RSS with 10,000 locks (KiB)", s["rss_held_kib"], True))
+        checks.append(("restart and re-adopt (ms)", s["restart_readopt_ms"], True))
+    return checks
+
+
+# ---------------------------------------------------------------- cluster
+
+CLUSTER_MODES = {
+    "daemon": "virtdlmd, dlm backend: one VM's acquire, then release (a request each)",
+    "raw-full": "libdlm: new NL, ->EX, ->NL, unlock per disk (a new lock each time)",
+    "raw-convert": "libdlm: NL->EX->NL per disk (NL anchors kept, the floor)",
+    "daemon-nocluster": "virtdlmd without the cluster inventory (cluster = false): acquire + release",
+    "daemon-local": "virtdlmd with the local backend (no DLM): acquire + release",
+}
+MASTERS = {"local": "node 1 (local)", "remote": "node 2 (remote)", "none": "– (no DLM)"}
+
+
+def cluster_table(rec):
+    m = rec["machine"]
+    out = [
+        f"Measured {rec['date'][:10]} on {m['cpu']} ({m['cores']} cores, {m['mem_gib']} GiB, load {m['load']}), "
+        f"{rec['guests']}, kernel {m['kernel']} on the host; {rec['samples']} samples per row after "
+        f"{rec['samples'] // 10} unmeasured, {rec['disks']} disks.",
+        "",
+        "| what (4 disks, from node 1) | resources mastered on | acquire + release: median (p99) | "
+        "acquire: median (p99) | release: median (p99) | median / libdlm floor (NL->EX->NL) |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    half = lambda r, h: (f"{fmt_us(r[h + '_median_us'])} ({fmt_us(r[h + '_p99_us'])})"
+                         if h + "_median_us" in r else "–")
+    for r in rec["rows"]:
+        node = MASTERS[r["master"]]
+        floor = next(x for x in rec["rows"] if x["master"] == r["master"].replace("none", "local")
+                     and x["mode"] == "raw-convert")
+        out.append(f"| {CLUSTER_MODES[r['mode']]} | {node} | {fmt_us(r['median_us'])} ({fmt_us(r['p99_us'])}) | "
+                   f"{half(r, 'acquire')} | {half(r, 'release')} | {fmt_ratio(r['median_us'], floor['median_us'])} |")
+    return "\n".join(out)
+
+
+def cluster_checks(rec):
+    checks = []
+    for master in ("local", "remote"):
+        rows = {r["mode"]: r for r in rec["rows"] if r["master"] == master}
+        if "daemon" in rows and "raw-convert" in rows:
+            checks.append((f"virtdlmd / libdlm floor, {master} master",
+                           rows["daemon"]["median_us"] / rows["raw-convert"]["median_us"], True))
+    return checks
+
+
+# ---------------------------------------------------------------- document
+
+SECTIONS = {
+    "peers": ("peers.json", peers_tables),
+    "scale": ("peers.json", scale_table),
+    "cluster": ("cluster.json", cluster_table),
+}
+
+
+def render():
+    text = DOC.read_text()
+    for name, (file, fn) in SECTIONS.items():
+        path = STORE / file
+        body = fn(load(path)) if path.exists() else f"(no figures stored yet in docs/bench/{file})"
+        begin = f"<!-- BEGIN {name}: generated by tests/bench/report.py from docs/bench/{file}; do not edit -->"
+        end = f"<!-- END {name} -->"
+        pat = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
+        if not pat.search(text):
+            sys.exit(f"{DOC}: no generated section '{name}' (markers missing)")
+        text = pat.sub(lambda _: f"{begin}\n{body}\n{end}", text)
+    DOC.write_text(text)
+
+
+def compare(old, new):
+    """Prints one line per figure; returns the number of regressions."""
+    old = {name: (v, hw) for name, v, hw in old}
+    bad = 0
+    for name, v, worse_up in new:
+        if name not in old or not old[name][0]:
+            print(f"new figure    {name}: {v:.3g}")
+            continue
+        prev = old[name][0]
+        change = (v - prev) / prev if worse_up else (prev - v) / prev
+        tag = "REGRESSION" if change > THRESHOLD else "ok        "
+        if tag.startswith("REGRESSION"):
+            bad += 1
+        print(f"{tag}    {name}: {prev:.3g} -> {v:.3g} ({'worse' if change > 0 else 'better'} by {abs(change):.0%})")
+    return bad
+
+
+def store(kind, src):
+    if kind == "peers":
+        rec, checks = peers_record(src), peers_checks
+    elif kind == "cluster":
+        rec, checks = load(src), cluster_checks
+    else:
+        sys.exit(f"unknown kind {kind} (peers, cluster)")
+    dest = STORE / f"{kind}.json"
+    bad = 0
+    if dest.exists():
+        print(f"== compared with {dest.relative_to(ROOT)} (a figure more than {THRESHOLD:.0%} worse is a REGRESSION)")
+        bad = compare(checks(load(dest)), checks(rec))
+    else:
+        print(f"== no stored figures in {dest.relative_to(ROOT)}: nothing to compare with")
+    if bad and os.environ.get("BENCH_ACCEPT") != "1":
+        print(f"{bad} REGRESSION(s): figures not stored (BENCH_ACCEPT=1 stores them anyway)")
+        print(peers_tables(rec) if kind == "peers" else cluster_table(rec))
+        return 1
+    STORE.mkdir(parents=True, exist_ok=True)
+    dest.write_text(json.dumps(rec, indent=1) + "\n")
+    render()
+    print(f"== stored {dest.relative_to(ROOT)}; regenerated {DOC.relative_to(ROOT)}")
+    print()
+    print(peers_tables(rec) + "\n\n" + scale_table(rec) if kind == "peers" else cluster_table(rec))
+    return 1 if bad else 0
+
+
+def main(argv):
+    if len(argv) == 3 and argv[0] == "store":
+        return store(argv[1], argv[2])
+    if len(argv) == 3 and argv[:2] == ["show", "cluster"]:
+        print(cluster_table(load(argv[2])))
+        return 0
+    if len(argv) == 2 and argv[0] == "show":
+        rec = peers_record(argv[1])
+        print(peers_tables(rec))
+        if "scale" in rec:
+            print("\n" + scale_table(rec))
+        return 0
+    if argv == ["render"]:
+        render()
+        return 0
+    print(__doc__, file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
