@@ -20,6 +20,9 @@ PKGS=(
   # deb tier and deploy/build-deb.sh: dpkg-shlibdeps, systemd-analyze (binutils above: objdump)
   # (cargo-deb itself is installed by deploy/build-deb.sh with cargo install)
   dpkg-dev systemd
+  # pacemaker tier (and the deb tier's check of the OCF agent): Pacemaker in the cluster guests,
+  # both configuration tools, ocf:pacemaker:controld/Dummy; busybox (above) gives the guests syslogd
+  pacemaker pacemaker-cli-utils pacemaker-resource-agents pcs crmsh
 )
 missing=()
 for p in "${PKGS[@]}"; do
