@@ -50,7 +50,7 @@ collect() {
         cp "$CL_BASE/n$i/console.log" "$RES/node$i/" 2>/dev/null
     done
 }
-cleanup() { collect; [ -n "$STARTED" ] && "$CL" stop >/dev/null 2>&1; }
+cleanup() { collect; [ -n "$STARTED" ] && "$CL" stop >/dev/null 2>&1; [ -n "${T:-}" ] && rm -rf "$T"; }
 trap cleanup EXIT
 
 # ---- preflight: a tier that cannot run fails
@@ -96,11 +96,6 @@ else fail "no DC with 3 nodes online: $(gx 1 'crm_mon -1' 2>&1 | tr '\n' ' ')"; 
 all_started() {
     gwait "$1" 1 "m=\$(crm_mon -1 -r 2>/dev/null); n=0; for r in dlm virtdlmd libvirtd; do echo \"\$m\" | grep -A3 \"Clone Set: \$r-clone\" | grep -q 'Started: \[ node1 node2 node3 \]' && n=\$((n + 1)); done; [ \$n = 3 ]"
 }
-none_active() {
-    gwait "$1" 1 "! pgrep -x dlm_controld >/dev/null && ! pgrep -x virtdlmd >/dev/null" &&
-    gwait "$1" 2 "! pgrep -x dlm_controld >/dev/null && ! pgrep -x virtdlmd >/dev/null" &&
-    gwait "$1" 3 "! pgrep -x dlm_controld >/dev/null && ! pgrep -x virtdlmd >/dev/null"
-}
 # The test's edits (the output shows them as a diff): no fence devices, stonith off, controld
 # allowed to run without stonith, libvirtd as a Dummy. $2: pcs or crm.
 test_edits() {
@@ -112,40 +107,72 @@ test_edits() {
         -e "s#\(dlm ocf:pacemaker:controld\)#\1 $dlm_param#" "$1"
 }
 
-# ---- 1. the crm form
-test_edits deploy/cluster/pacemaker-crm.txt crm >"$RES/pacemaker-crm.test.txt"
-echo "--- crm form as applied (diff against deploy/cluster/pacemaker-crm.txt):"
-diff deploy/cluster/pacemaker-crm.txt "$RES/pacemaker-crm.test.txt"
-P=$("$CL" bin "$RES/pacemaker-crm.test.txt")
-if out=$(gx 1 "crm configure load update $P 2>&1 && crm_verify -L -V 2>&1"); then
-    pass "crm configure load update pacemaker-crm.txt; crm_verify -L clean"
-else fail "crm configure load update: $(echo "$out" | tr '\n' ' ' | cut -c1-600)"; fi
-if all_started 120; then pass "crm form: dlm, virtdlmd and libvirtd clones Started on node1 node2 node3"
-else fail "crm form: not all started: $(gx 1 'crm_mon -1 -r' 2>&1 | tr '\n' ' ')"; fi
-gx 1 "crm_mon -1 -r" >"$RES/crm_mon.crm-form.txt" 2>&1
-gx 1 "crm configure property stop-all-resources=true" >/dev/null 2>&1
-if none_active 120; then pass "crm form: stop-all-resources stops dlm_controld and virtdlmd on every node"
-else fail "crm form: stop-all-resources: $(gx 1 'crm_mon -1 -r' 2>&1 | tr '\n' ' ')"; fi
-if out=$(gx 1 "crm configure erase 2>&1 && crm configure property stop-all-resources=false 2>&1"); then
-    pass "crm configure erase"
-else fail "crm configure erase: $out"; fi
-# Log positions: the pcs form's checks read only what comes after this point.
-declare -A MARK
-for i in 1 2 3; do MARK[$i]=$(gx "$i" "wc -l < /var/log/pacemaker/pacemaker.log"); done
-
-# ---- 2. the pcs form
+# ---- both forms, applied to a copy of the live CIB on this host (pcs -f, crmsh with CIB_file):
+# in the guests every pcs or crm command takes 10-20 s (Python over hostfs), on the host well
+# under one. The host has no ocf:virt-dlm:virtdlmd installed, and pcs and crmsh read every
+# agent's meta-data: a private mount namespace shows them /usr/lib/ocf/resource.d with it.
+T=$(mktemp -d /tmp/virtdlm-pcmk-cib.XXXXXX)
+gx 1 "cibadmin -Q" >"$T/live.xml" 2>/dev/null
+cp "$T/live.xml" "$T/pcs.xml"; cp "$T/live.xml" "$T/crm.xml"
 test_edits deploy/cluster/pacemaker-pcs.sh pcs >"$RES/pacemaker-pcs.test.sh"
+test_edits deploy/cluster/pacemaker-crm.txt crm >"$RES/pacemaker-crm.test.txt"
 echo "--- pcs form as applied (diff against deploy/cluster/pacemaker-pcs.sh):"
 diff deploy/cluster/pacemaker-pcs.sh "$RES/pacemaker-pcs.test.sh"
-P=$("$CL" bin "$RES/pacemaker-pcs.test.sh")
-if out=$(gx 1 "sh $P 2>&1 && crm_verify -L -V 2>&1"); then
-    pass "pacemaker-pcs.sh on node1 (pcs without pcsd); crm_verify -L clean"
+echo "--- crm form as applied (diff against deploy/cluster/pacemaker-crm.txt):"
+diff deploy/cluster/pacemaker-crm.txt "$RES/pacemaker-crm.test.txt"
+in_ocf_ns() {
+    unshare -m sh -c 'mount --make-rprivate / && mkdir -p "$0/rd" && cp -a /usr/lib/ocf/resource.d/. "$0/rd/" &&
+        install -D -m755 deploy/ocf/virtdlmd "$0/rd/virt-dlm/virtdlmd" &&
+        mount --bind "$0/rd" /usr/lib/ocf/resource.d && exec "$@"' "$T" "$@"
+}
+# The pcs script unchanged but for `pcs` itself, which writes the file CIB.
+if out=$(in_ocf_ns sh -c 'pcs() { command pcs -f "$0" "$@"; }; . "$1"' "$T/pcs.xml" "$RES/pacemaker-pcs.test.sh" 2>&1) &&
+   out2=$(crm_verify -V -x "$T/pcs.xml" 2>&1); then
+    pass "pacemaker-pcs.sh with pcs -f (pcs 0.11.5): every command accepted; crm_verify -x clean"
     echo "$out" | sed 's/^/  | /'
-else fail "pacemaker-pcs.sh: $(echo "$out" | tr '\n' ' ' | cut -c1-800)"; fi
-if all_started 120; then pass "pcs form: dlm, virtdlmd and libvirtd clones Started on node1 node2 node3"
-else fail "pcs form: not all started: $(gx 1 'crm_mon -1 -r' 2>&1 | tr '\n' ' ')"; fi
+else fail "pacemaker-pcs.sh with pcs -f: $(echo "$out ${out2:-}" | tr '\n' ' ' | cut -c1-800)"; fi
+if out=$(in_ocf_ns env CIB_file="$T/crm.xml" crm configure load update "$RES/pacemaker-crm.test.txt" 2>&1) &&
+   out2=$(crm_verify -V -x "$T/crm.xml" 2>&1); then
+    pass "crm configure load update pacemaker-crm.txt (crmsh $(crm --version 2>/dev/null | awk '{print $NF}')); crm_verify -x clean"
+else fail "crm configure load update: $(echo "$out ${out2:-}" | tr '\n' ' ' | cut -c1-800)"; fi
+# Both forms make the same configuration: the same primitives (class:provider:type), clones,
+# order and colocation pairs, and cluster properties (ids aside).
+shape() {
+    python3 - "$1" <<'PY'
+import sys, xml.etree.ElementTree as ET
+c = ET.parse(sys.argv[1]).getroot().find("configuration")
+out = set()
+for p in c.iter("primitive"):
+    out.add("primitive %s %s:%s:%s" % (p.get("id"), p.get("class"), p.get("provider", ""), p.get("type")))
+for k in c.iter("clone"):
+    out.add("clone %s of %s" % (k.get("id"), k.find("primitive").get("id")))
+for o in c.iter("rsc_order"):
+    out.add("order %s then %s" % (o.get("first"), o.get("then")))
+for o in c.iter("rsc_colocation"):
+    out.add("colocation %s with %s" % (o.get("rsc"), o.get("with-rsc")))
+for n in c.find("crm_config").iter("nvpair"):
+    if n.get("name") in ("stonith-enabled", "no-quorum-policy"):
+        out.add("property %s=%s" % (n.get("name"), n.get("value")))
+print("\n".join(sorted(out)))
+PY
+}
+shape "$T/pcs.xml" >"$RES/pcs.shape" 2>&1; shape "$T/crm.xml" >"$RES/crm.shape" 2>&1
+if [ -s "$RES/pcs.shape" ] && diff "$RES/pcs.shape" "$RES/crm.shape" >"$RES/shape.diff"; then
+    pass "the pcs and crm forms make the same configuration ($(wc -l <"$RES/pcs.shape") elements)"
+    sed 's/^/  | /' "$RES/pcs.shape"
+else fail "pcs and crm forms differ: $(tr '\n' ' ' <"$RES/shape.diff")"; fi
+cp "$T/pcs.xml" "$RES/cib.pcs.xml"; cp "$T/crm.xml" "$RES/cib.crm.xml"
+
+# ---- the pcs form, pushed into the live cluster (pcs without pcsd)
+MARK=()
+for i in 1 2 3; do MARK[$i]=$(gx "$i" "wc -l < /var/log/pacemaker/pacemaker.log"); done
+P=$("$CL" bin "$T/pcs.xml")
+if out=$(gx 1 "pcs cluster cib-push $P --config 2>&1"); then pass "pcs cluster cib-push --config on node1: $out"
+else fail "pcs cluster cib-push: $out"; fi
+if all_started 150; then pass "dlm, virtdlmd and libvirtd clones Started on node1 node2 node3"
+else fail "not all started: $(gx 1 'crm_mon -1 -r' 2>&1 | tr '\n' ' ')"; fi
 echo "--- crm_mon -1 -r"
-gx 1 "crm_mon -1 -r" 2>&1 | tee "$RES/crm_mon.pcs-form.txt"
+gx 1 "crm_mon -1 -r" 2>&1 | tee "$RES/crm_mon.txt"
 
 # Line number of the first line after the mark matching $3 in node $1's pacemaker log (0: none).
 logline() {
@@ -192,7 +219,7 @@ else
 fi
 
 # ---- stopping the dlm clone on node3 stops virtdlmd there first
-for i in 3; do MARK[$i]=$(gx "$i" "wc -l < /var/log/pacemaker/pacemaker.log"); done
+MARK[3]=$(gx 3 "wc -l < /var/log/pacemaker/pacemaker.log")
 gx 1 "pcs resource ban dlm-clone node3" >/dev/null 2>&1
 if gwait 120 3 "! pgrep -x dlm_controld >/dev/null && ! pgrep -x virtdlmd >/dev/null"; then
     pass "pcs resource ban dlm-clone node3: dlm_controld and virtdlmd stopped on node3"
