@@ -167,7 +167,7 @@ cp "$T/pcs.xml" "$RES/cib.pcs.xml"; cp "$T/crm.xml" "$RES/cib.crm.xml"
 MARK=()
 for i in 1 2 3; do MARK[$i]=$(gx "$i" "wc -l < /var/log/pacemaker/pacemaker.log"); done
 P=$("$CL" bin "$T/pcs.xml")
-if out=$(gx 1 "pcs cluster cib-push $P --config 2>&1"); then pass "pcs cluster cib-push --config on node1: $out"
+if out=$(gx 1 "pcs cluster cib-push $P --config 2>&1"); then pass "pcs cluster cib-push --config on node1: $out"; echo "$out" >"$RES/cibpush.txt"
 else fail "pcs cluster cib-push: $out"; fi
 if all_started 150; then pass "dlm, virtdlmd and libvirtd clones Started on node1 node2 node3"
 else fail "not all started: $(gx 1 'crm_mon -1 -r' 2>&1 | tr '\n' ' ')"; fi
@@ -254,7 +254,12 @@ if [ -n "$old" ] && gx 2 "kill -9 $old"; then
 else fail "node2: no virtdlmd pid to kill"; fi
 echo "--- crm_mon -1 -r --failcounts (after kill -9)"
 cat "$RES/crm_mon.failcounts.txt"
+if out=$(gx 1 "crm_resource --cleanup -r virtdlmd -N node2 2>&1 && crm_mon -1 --failcounts 2>&1"); then
+    if echo "$out" | grep -q 'virtdlmd.*fail-count'; then fail "crm_resource --cleanup left the fail count: $(echo "$out" | tr '\n' ' ')"
+    else pass "crm_resource --cleanup -r virtdlmd -N node2 clears the failure"; fi
+    echo "$out" | head -n 3 | tee "$RES/cleanup.txt"
+else fail "crm_resource --cleanup: $(echo "$out" | tr '\n' ' ')"; fi
 echo "--- /var/log/messages (node2)"
-gx 2 "grep virtdlmd /var/log/messages | tail -n 12"
+gx 2 "grep virtdlmd /var/log/messages | tail -n 12" | tee "$RES/messages-node2.txt"
 
 finish
