@@ -129,7 +129,7 @@ in_ocf_ns() {
 if out=$(in_ocf_ns sh -c 'pcs() { command pcs -f "$0" "$@"; }; . "$1"' "$T/pcs.xml" "$RES/pacemaker-pcs.test.sh" 2>&1) &&
    out2=$(crm_verify -V -x "$T/pcs.xml" 2>&1); then
     pass "pacemaker-pcs.sh with pcs -f (pcs 0.11.5): every command accepted; crm_verify -x clean"
-    echo "$out" | sed 's/^/  | /'
+    echo "$out" | tee "$RES/pcs-out.txt" | sed 's/^/  | /'
 else fail "pacemaker-pcs.sh with pcs -f: $(echo "$out ${out2:-}" | tr '\n' ' ' | cut -c1-800)"; fi
 if out=$(in_ocf_ns env CIB_file="$T/crm.xml" crm configure load update "$RES/pacemaker-crm.test.txt" 2>&1) &&
    out2=$(crm_verify -V -x "$T/crm.xml" 2>&1); then
@@ -248,6 +248,8 @@ if [ -n "$old" ] && gx 2 "kill -9 $old"; then
     if gwait 90 2 "p=\$(virtdlm --json status 2>/dev/null | sed -n 's/^  \"pid\": \([0-9]*\).*/\1/p'); [ -n \"\$p\" ] && [ \"\$p\" != $old ]"; then
         pass "node2: pacemaker's monitor found virtdlmd dead and started it again ($(gx 2 "virtdlm --json status | sed -n 's/^  \"pid\": \([0-9]*\).*/pid \1/p'"))"
     else fail "node2: virtdlmd not restarted: $(gx 1 'crm_mon -1 -r --failcounts' 2>&1 | tr '\n' ' ')"; fi
+    # node2's syslog from the failed monitor on: the agent's and the daemon's lines.
+    gx 2 "sed -n '/monitor operation for virtdlmd on node2: not running/,\$p' /var/log/messages | grep virtdlmd" >"$RES/messages-node2.txt" 2>&1
     if gx 1 "crm_mon -1 --failcounts" 2>&1 | tee "$RES/crm_mon.failcounts.txt" | grep -q "virtdlmd.*node2\|virtdlmd: migration-threshold"; then
         pass "crm_mon shows the failed monitor of virtdlmd on node2"
     else fail "no failure recorded: $(cat "$RES/crm_mon.failcounts.txt" | tr '\n' ' ')"; fi
@@ -257,9 +259,9 @@ cat "$RES/crm_mon.failcounts.txt"
 if out=$(gx 1 "crm_resource --cleanup -r virtdlmd -N node2 2>&1 && crm_mon -1 --failcounts 2>&1"); then
     if echo "$out" | grep -q 'virtdlmd.*fail-count'; then fail "crm_resource --cleanup left the fail count: $(echo "$out" | tr '\n' ' ')"
     else pass "crm_resource --cleanup -r virtdlmd -N node2 clears the failure"; fi
-    echo "$out" | head -n 3 | tee "$RES/cleanup.txt"
+    echo "$out" | head -n 3 | tee "$RES/cleanup.txt"; echo "$out" >"$RES/cleanup-full.txt"
 else fail "crm_resource --cleanup: $(echo "$out" | tr '\n' ' ')"; fi
-echo "--- /var/log/messages (node2)"
-gx 2 "grep virtdlmd /var/log/messages | tail -n 12" | tee "$RES/messages-node2.txt"
+echo "--- /var/log/messages (node2), from the failed monitor on"
+cat "$RES/messages-node2.txt"
 
 finish
