@@ -2,7 +2,8 @@
 # Builds the Debian package virt-dlm from this workspace and prints the .deb's path.
 #   deploy/build-deb.sh            -> target/debian/virt-dlm_<version>-1_amd64.deb
 # The package holds virtdlmd (/usr/sbin), virtdlm (/usr/bin), dlm.so in libvirt's lock-driver
-# directory, the systemd unit (installed disabled, never started by the package), and the two
+# directory, the Pacemaker resource agent ocf:virt-dlm:virtdlmd, the systemd unit (installed
+# disabled, never started by the package), and the two
 # configuration files as conffiles. Metadata: [package.metadata.deb] in crates/lockmgr/Cargo.toml.
 # Needs cargo-deb; if it is missing it is installed with `cargo install` (into ~/.cargo/bin,
 # so a CI cache of ~/.cargo keeps it), and dpkg-dev (dpkg-shlibdeps computes Depends).

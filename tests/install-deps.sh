@@ -25,6 +25,9 @@ PKGS=(
   # benchmarks (tests/bench/peers.sh): the peers lockd.so (above), sanlock.so and its daemon;
   # report.py
   libvirt-sanlock sanlock python3
+  # pacemaker tier (and the deb tier's check of the OCF agent): Pacemaker in the cluster guests,
+  # both configuration tools, ocf:pacemaker:controld/Dummy; busybox (above) gives the guests syslogd
+  pacemaker pacemaker-cli-utils pacemaker-resource-agents pcs crmsh
 )
 missing=()
 for p in "${PKGS[@]}"; do

@@ -1,11 +1,12 @@
 #!/bin/sh
 # Pacemaker resources for virt-dlm, with pcs (Debian 12: pcs 0.11). Run once, on one node,
-# after `pcs cluster setup vmcluster hv1 hv2 hv3 && pcs cluster start --all`.
+# after `pcs cluster setup vmcluster hv1 hv2 hv3 && pcs cluster start --all`. pcs writes the
+# live CIB directly: pcsd is needed for `pcs cluster setup`, not for these commands.
 # Resulting start order on every node: dlm (dlm_controld) -> virtdlmd -> libvirtd, each
 # running only where the previous one runs; stopping goes the other way round.
-# virtdlmd and libvirtd are started by Pacemaker here: leave their units disabled
-# (`systemctl disable virtdlmd libvirtd`), as a unit enabled in systemd and also managed by
-# Pacemaker is started twice over.
+# Pacemaker starts all three here: leave the virtdlmd and libvirtd units disabled in systemd
+# (`systemctl disable --now virtdlmd libvirtd`), as a daemon started by both is started twice.
+# Tested: tests/pacemaker/run.sh applies this file on 3 nodes (without the fence devices).
 set -e
 
 # 1. Fencing first: the DLM recovers a failed node's locks only once it is fenced.
@@ -22,16 +23,24 @@ pcs property set no-quorum-policy=freeze
 # 2. dlm_controld on every node (the usual DLM clone of cluster filesystems).
 pcs resource create dlm ocf:pacemaker:controld op monitor interval=30s on-fail=fence clone interleave=true ordered=true
 
-# 3. virtdlmd on every node, after dlm and only where dlm runs.
-pcs resource create virtdlmd systemd:virtdlmd op monitor interval=30s timeout=60s clone interleave=true
+# 3. virtdlmd on every node, after dlm and only where dlm runs. The agent ships in the
+#    virt-dlm package (/usr/lib/ocf/resource.d/virt-dlm/virtdlmd); its start returns once
+#    the daemon answers `virtdlm status`, its monitor asks the same, its stop leaves the DLM
+#    lockspace when no VM of the node holds a lock (dlm_controld refuses to stop otherwise).
+pcs resource create virtdlmd ocf:virt-dlm:virtdlmd op monitor interval=30s timeout=30s clone interleave=true
 pcs constraint order start dlm-clone then virtdlmd-clone
 pcs constraint colocation add virtdlmd-clone with dlm-clone
 
 # 4. libvirtd on every node, after virtdlmd and only where virtdlmd runs, so that no VM
-#    starts on a host whose lock daemon is not serving.
+#    starts on a host whose lock daemon is not serving. (A restart of virtdlmd restarts
+#    libvirtd after it; running VMs are not touched by either.)
 pcs resource create libvirtd systemd:libvirtd op monitor interval=30s timeout=60s clone interleave=true
 pcs constraint order start virtdlmd-clone then libvirtd-clone
 pcs constraint colocation add libvirtd-clone with virtdlmd-clone
 
+# Where Pacemaker manages systemd units, `systemd:virtdlmd` (the packaged unit) also works
+# in place of ocf:virt-dlm:virtdlmd, with one difference: stopping the unit leaves the DLM
+# lockspace in place, so a later stop of the dlm clone on that node waits until the stop
+# times out (dlm_controld ignores SIGTERM while a lockspace exists). Prefer the agent.
 # pcs 0.12 and later want the clone options after `meta`:
-#   pcs resource create virtdlmd systemd:virtdlmd op monitor interval=30s timeout=60s clone meta interleave=true
+#   pcs resource create virtdlmd ocf:virt-dlm:virtdlmd op monitor interval=30s timeout=30s clone meta interleave=true

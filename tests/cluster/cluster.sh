@@ -25,6 +25,8 @@
 #   CL_CACHE    download cache (default ${XDG_CACHE_HOME:-$HOME/.cache}/virt-dlm/cluster)
 #   CL_VM       uml (default) or qemu: a stock Debian kernel under qemu TCG (about 3x slower to
 #               start; has debugfs, so `dlm_tool lockdebug` works). Set it for prepare and start.
+#   CL_PCMK     1: the guests start pacemakerd after corosync instead of dlm_controld (the
+#               pacemaker tier; Pacemaker then runs dlm_controld as a resource). Default 0.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 NS=${CL_NS:-virtdlmcl}
@@ -161,7 +163,7 @@ cmd_start() {
     ip -n "$NS" link set "tap$i" master br0 up
     # One host CPU per guest: unpinned guests migrating between CPUs start 3x slower.
     cpu=$(( (i - 1) % cpus ))
-    args="quiet panic=-1 cl.node=$i cl.nodes=$n cl.token=$TOKEN cl.net=$NET cl.base=$BASE cl.init=$HERE/guest/guest-init.sh"
+    args="quiet panic=-1 cl.node=$i cl.nodes=$n cl.token=$TOKEN cl.net=$NET cl.pcmk=${CL_PCMK:-0} cl.base=$BASE cl.init=$HERE/guest/guest-init.sh"
     if [ "$VM" = uml ]; then
       # setsid: the guest is several host processes; its own process group lets kill/stop reach
       # all of them. UML keeps guest memory in a file under TMPDIR: /dev/shm is tmpfs.
@@ -294,5 +296,5 @@ case ${1:-} in
   stop) cmd_stop ;;
   status) cmd_status ;;
   bin) [ $# -eq 2 ] || die "usage: bin PATH"; cmd_bin "$2" ;;
-  *) sed -n '2,24s/^# \{0,1\}//p' "$0"; exit 2 ;;
+  *) sed -n '2,26s/^# \{0,1\}//p' "$0"; exit 2 ;;
 esac

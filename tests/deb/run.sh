@@ -39,7 +39,7 @@ trap cleanup EXIT
 
 # What the package may touch, before and after: the purge must restore it exactly.
 snapshot() {
-    find /etc /usr/sbin /usr/bin "$LOCKDIR" /usr/lib/systemd/system /usr/share/doc/virt-dlm \
+    find /etc /usr/sbin /usr/bin "$LOCKDIR" /usr/lib/systemd/system /usr/share/doc/virt-dlm /usr/lib/ocf/resource.d \
         /var/lib/systemd/deb-systemd-helper-enabled /run/virt-dlm -xdev 2>/dev/null \
         | grep -v '^/etc/ld.so.cache$' | sort
 }
@@ -126,6 +126,15 @@ ok "systemd-analyze verify $UNIT: no complaint" verify_unit
 not_enabled() { ! find /etc/systemd/system -name virtdlmd.service | grep -q .; }
 ok "the unit is installed disabled (Pacemaker or the admin starts it)" not_enabled
 ok "virtdlm --help runs" /usr/bin/virtdlm --help
+OCF_AGENT=/usr/lib/ocf/resource.d/virt-dlm/virtdlmd
+ok "the OCF agent is installed as ocf:virt-dlm:virtdlmd ($OCF_AGENT)" test -x "$OCF_AGENT"
+agent_meta() {
+    command -v crm_resource >/dev/null || { echo "crm_resource missing (pacemaker-cli-utils: tests/install-deps.sh)"; return 1; }
+    crm_resource --show-metadata ocf:virt-dlm:virtdlmd | grep -q '<resource-agent name="virtdlmd"'
+}
+ok "Pacemaker reads its meta-data (crm_resource --show-metadata ocf:virt-dlm:virtdlmd)" agent_meta
+ok "the agent's validate-all accepts the installed binaries and configuration" \
+    env OCF_ROOT=/usr/lib/ocf "$OCF_AGENT" validate-all
 
 # ---- the installed daemon, confined like the unit, on its default paths
 # RuntimeDirectory= would make /run/virt-dlm; virtdlmd makes it itself when missing.

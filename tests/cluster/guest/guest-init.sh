@@ -1,8 +1,10 @@
 #!/bin/bash
 # PID 1 of every guest (after uml-init.sh or the qemu initramfs). Root = host / read-only + tmpfs overlay.
-# Kernel command line: cl.node=<id> cl.nodes=<n> cl.token=<ms> cl.net=<a.b.c> cl.hostfs_xchg=<dir>.
+# Kernel command line: cl.node=<id> cl.nodes=<n> cl.token=<ms> cl.net=<a.b.c> cl.hostfs_xchg=<dir>
+# cl.pcmk=<0|1>: 1 starts pacemakerd after corosync instead of dlm_controld (Pacemaker starts
+# dlm_controld itself then, as the ocf:pacemaker:controld resource the pacemaker tier configures).
 # /xchg is a per-node directory shared with the host (UML: hostfs; qemu: 9p):
-#   /xchg/status    stage log stamped with guest uptime; "READY" once corosync and dlm_controld are up
+#   /xchg/status    stage log stamped with guest uptime; "READY" once corosync and dlm_controld (or pacemakerd) are up
 #   /xchg/cmd/X.sh  the host drops a script; the guest runs it once -> X.out (stdout+stderr), X.rc
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 up() { cut -d' ' -f1 /proc/uptime; }
@@ -17,7 +19,7 @@ ln -s . /dev/misc
 for kv in $(cat /proc/cmdline); do
   case $kv in
     cl.node=*) NODE=${kv#*=};; cl.nodes=*) NODES=${kv#*=};; cl.token=*) TOKEN=${kv#*=};;
-    cl.net=*) NET=${kv#*=};; cl.hostfs_xchg=*) HXCHG=${kv#*=};;
+    cl.net=*) NET=${kv#*=};; cl.hostfs_xchg=*) HXCHG=${kv#*=};; cl.pcmk=*) PCMK=${kv#*=};;
   esac
 done
 mkdir -p /xchg
@@ -79,13 +81,25 @@ until q=$(corosync-quorumtool -s 2>/dev/null) && grep -q 'Quorate: *Yes' <<<"$q"
   sleep 0.25
 done
 st "quorate with $NODES nodes"
-dlm_controld --foreground > /xchg/dlm_controld.log 2>&1 &
-DPID=$!
-until dlm_tool status >/dev/null 2>&1; do
-  kill -0 $DPID 2>/dev/null || { st "FAILED: dlm_controld exited"; sleep infinity; }
-  sleep 0.1
-done
-st "dlm_controld up"
+if [ "${PCMK:-0}" = 1 ]; then
+  # pacemakerd always runs in the foreground; it starts and watches its own daemons. Its log
+  # stays in the guest (the daemons running as hacluster cannot write to /xchg).
+  pacemakerd > /xchg/pacemakerd.stdout 2>&1 &
+  PMPID=$!
+  until crm_mon -1 >/dev/null 2>&1; do
+    kill -0 $PMPID 2>/dev/null || { st "FAILED: pacemakerd exited: $(head -c 300 /xchg/pacemakerd.stdout)"; sleep infinity; }
+    sleep 0.25
+  done
+  st "pacemaker up"
+else
+  dlm_controld --foreground > /xchg/dlm_controld.log 2>&1 &
+  DPID=$!
+  until dlm_tool status >/dev/null 2>&1; do
+    kill -0 $DPID 2>/dev/null || { st "FAILED: dlm_controld exited"; sleep infinity; }
+    sleep 0.1
+  done
+  st "dlm_controld up"
+fi
 st "READY"
 
 # Command loop; a fork-free 50 ms tick keeps an idle guest cheap.
