@@ -189,3 +189,32 @@ fn help_documents_the_exit_codes() {
         assert!(help.contains(code), "--help lacks {code:?}:\n{help}");
     }
 }
+
+#[test]
+fn a_reader_that_goes_away_ends_the_output_quietly() {
+    let (d, _dir) = started("cli-pipe");
+    // stdout is a pipe whose reader is already gone: the write fails with EPIPE.
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_virtdlm"))
+        .arg("--socket")
+        .arg(&d.socket)
+        .arg("--admin-socket")
+        .arg(&d.admin)
+        .arg("status")
+        .stdout(writer)
+        .output()
+        .expect("run virtdlm");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "virtdlm panicked: {stderr}");
+    assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
+}
+
+#[test]
+fn status_shows_no_lock_loss_as_none() {
+    let (d, _dir) = started("cli-loss-none");
+    let r = virtdlm(&d, &["status"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let line = r.stdout.lines().find(|l| l.contains("last lock loss")).expect("a lock-loss row");
+    assert!(line.trim_end().ends_with("none"), "{line}");
+}

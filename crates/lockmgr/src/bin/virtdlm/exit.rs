@@ -61,7 +61,7 @@ impl Failure {
         eprintln!("virtdlm: {}", self.message);
         if json {
             let v = serde_json::json!({ "error": { "kind": self.kind, "message": self.message, "exit": self.code as u8 } });
-            println!("{v}");
+            out!("{v}");
         }
         ExitCode::from(self.code as u8)
     }

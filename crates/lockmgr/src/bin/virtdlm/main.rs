@@ -7,6 +7,21 @@ use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+/// `println!` that ends the process quietly when the reader has gone (`virtdlm locks | head`),
+/// as Unix tools do, instead of panicking on EPIPE.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+            eprintln!("virtdlm: cannot write to standard output: {e}");
+            std::process::exit(1);
+        }
+    }};
+}
+
 mod client;
 mod exit;
 mod render;
@@ -84,7 +99,7 @@ fn main() -> ExitCode {
 }
 
 fn print_json(v: &serde_json::Value) {
-    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    out!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
 fn run(args: &Args) -> Result<(), Failure> {
@@ -96,7 +111,7 @@ fn run(args: &Args) -> Result<(), Failure> {
             if args.json {
                 print_json(&status);
             } else {
-                println!("{}", render::status(&status));
+                out!("{}", render::status(&status));
             }
         }
         Cmd::Locks { node, vm, mode } => {
@@ -109,7 +124,7 @@ fn run(args: &Args) -> Result<(), Failure> {
             if args.json {
                 print_json(&json!(locks));
             } else {
-                println!("{}", render::locks(&locks));
+                out!("{}", render::locks(&locks));
             }
         }
         Cmd::Inspect { target } => {
@@ -120,7 +135,7 @@ fn run(args: &Args) -> Result<(), Failure> {
             if args.json {
                 print_json(&json!({ "identity": identity, "resource": resource, "free": holders.is_empty(), "holders": holders }));
             } else {
-                println!("{}", render::inspect(&identity, &resource, &holders));
+                out!("{}", render::inspect(&identity, &resource, &holders));
             }
         }
         Cmd::ResourceName { target } => {
@@ -131,7 +146,7 @@ fn run(args: &Args) -> Result<(), Failure> {
             if args.json {
                 print_json(&json!({ "identity": identity, "resource": resource }));
             } else {
-                println!("{resource}\t{identity}");
+                out!("{resource}\t{identity}");
             }
         }
         Cmd::Cleanup { dry_run } => {
@@ -140,10 +155,10 @@ fn run(args: &Args) -> Result<(), Failure> {
             if args.json {
                 print_json(&json!({ "dry_run": dry_run, "locks": locks }));
             } else if locks.is_empty() {
-                println!("nothing to clean up: every VM holding locks here still runs");
+                out!("nothing to clean up: every VM holding locks here still runs");
             } else {
                 let verb = if *dry_run { "would release" } else { "released" };
-                println!("{verb} {} lock(s) of VMs whose QEMU is gone:\n{}", locks.len(), render::locks(&locks));
+                out!("{verb} {} lock(s) of VMs whose QEMU is gone:\n{}", locks.len(), render::locks(&locks));
             }
         }
         Cmd::Release { vm, force } => release(args, admin, control, vm, *force)?,
@@ -254,9 +269,9 @@ fn release(args: &Args, admin: &Path, control: &Path, vm: &str, force: bool) -> 
         let node = remote.as_ref().map_or(here, |(id, _)| *id);
         print_json(&json!({ "uuid": uuid, "node_id": node, "forced": force, "locks": released }));
     } else {
-        println!("released {} lock(s) of VM {uuid} on {on}:\n{}", released.len(), render::locks(&released));
+        out!("released {} lock(s) of VM {uuid} on {on}:\n{}", released.len(), render::locks(&released));
         if force {
-            println!(
+            out!(
                 "forced: if the VM's QEMU still runs on {on}, it now runs WITHOUT disk locks; other hosts can open its disks. Stop it, or restart it so it takes its locks again."
             );
         }

@@ -64,11 +64,44 @@ pub fn status(s: &Value) -> String {
     rows.push(("VMs (owners)", text(&s["owners"])));
     rows.push(("locks here", text(&s["locks"])));
     rows.push(("journal", format!("{} ({} bytes)", text(&s["journal"]), text(&s["journal_bytes"]))));
-    rows.push(("last lock loss", if s["last_lock_loss"].is_null() { "none".into() } else { text(&s["last_lock_loss"]) }));
+    rows.push(("last lock loss", lock_loss(&s["last_lock_loss"])));
     for (k, v) in rows {
         t.add_row([k.to_string(), v]);
     }
     t.to_string()
+}
+
+/// The last lock-loss event in a few lines: when and why, what became of each VM, whether
+/// grants resumed. The whole record is in `virtdlm status --json`.
+fn lock_loss(e: &Value) -> String {
+    if e.is_null() {
+        return "none".into();
+    }
+    let at = e["at"].as_f64().map(|t| clock(t as u64)).unwrap_or_else(|| "-".into());
+    let mut lines = vec![format!("{at}: {}", text(&e["message"]))];
+    let vms = e["vms"].as_array().map(Vec::as_slice).unwrap_or_default();
+    if vms.is_empty() {
+        lines.push("no VM held locks here".into());
+    }
+    for vm in vms {
+        let note = if vm["note"].is_null() { String::new() } else { format!(" ({})", text(&vm["note"])) };
+        lines.push(format!(
+            "VM {} pid {}: {} -> {}{note}",
+            text(&vm["vm_name"]),
+            text(&vm["pid"]),
+            text(&vm["action"]),
+            text(&vm["outcome"])
+        ));
+    }
+    lines.push(format!("handled in {} ms", text(&e["elapsed_ms"])));
+    if e["watchdog_fired"].as_bool() == Some(true) {
+        lines.push("watchdog fired: this host is being reset".into());
+    }
+    lines.push(match e["recovered_at"].as_f64().map(|t| t as u64) {
+        Some(t) => format!("grants resumed {}", clock(t)),
+        None => "grants still refused: membership not safe yet".into(),
+    });
+    lines.join("\n")
 }
 
 /// `virtdlm inspect`: the resource, then its holders or "free".
@@ -81,4 +114,27 @@ pub fn inspect(identity: &str, resource: &str, holders: &[LockInfo]) -> String {
         out.push_str(&locks(holders));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_lock_loss_reads_as_lines_not_json() {
+        let e = json!({
+            "reason": "quorum_lost", "message": "quorum lost", "at": 3600.0,
+            "vms": [{"vm_name": "web", "vm_uuid": "u", "pid": 42, "action": "poweroff", "outcome": "terminated"}],
+            "elapsed_ms": 12, "watchdog_fired": false
+        });
+        let s = lock_loss(&e);
+        assert_eq!(
+            s,
+            "01:00:00 UTC: quorum lost\nVM web pid 42: poweroff -> terminated\nhandled in 12 ms\n\
+             grants still refused: membership not safe yet"
+        );
+        assert!(!s.contains('{'));
+        assert_eq!(lock_loss(&Value::Null), "none");
+    }
 }
