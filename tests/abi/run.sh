@@ -73,6 +73,13 @@ else
 fi
 
 # ---- lockd.so against a virtlockd of our own
+# One virtlockd per host: take turns with the other scripts that start libvirt daemons
+# (held on fd 9 until this script exits; virtlockd does not inherit it).
+exec 9>/run/lock/virt-dlm-libvirtd.lock
+if ! flock -n 9; then
+    echo "waiting for another run that starts libvirt daemons to finish (/run/lock/virt-dlm-libvirtd.lock)"
+    flock -w 1200 9 || fail "/run/lock/virt-dlm-libvirtd.lock is still held after 20 min"
+fi
 if [ ! -r "$LOCKD_SO" ]; then
     fail "$LOCKD_SO is missing (package libvirt-daemon); run tests/install-deps.sh"
 elif [ -S "$VIRTLOCKD_SOCK" ] || pgrep -x virtlockd >/dev/null; then
@@ -82,7 +89,7 @@ else
 log_outputs = "3:file:$T/virtlockd.log"
 EOC
     echo 'auto_disk_leases = 1' > "$T/qemu-lockd.conf"
-    /usr/sbin/virtlockd -d -f "$T/virtlockd.conf" -p "$T/virtlockd.pid"
+    /usr/sbin/virtlockd -d -f "$T/virtlockd.conf" -p "$T/virtlockd.pid" 9>&-
     if wait_socket "$VIRTLOCKD_SOCK" && [ -s "$T/virtlockd.pid" ]; then
         PIDS+=("$(cat "$T/virtlockd.pid")")
         echo "== lockd.so (virtlockd pid ${PIDS[-1]})"
