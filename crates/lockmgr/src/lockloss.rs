@@ -235,6 +235,8 @@ impl LockLoss {
         match decide(self.gate.is_lost(), verdict) {
             Decision::Keep => {}
             Decision::Lose(reason) => self.trigger(reason).await,
+            // A retired lockspace is joined again first (`rejoin_lockspace`), then this recovers.
+            Decision::Recover if self.lockspace.as_ref().is_some_and(|l| l.is_retired()) => {}
             Decision::Recover => self.recover(),
         }
     }
@@ -360,7 +362,10 @@ pub fn start(
         "lock-loss handling on"
     );
     let ls_name = lockspace.as_ref().map(|_| lockspace_name.to_owned());
-    let loss = Arc::new(LockLoss::new(registry, Fencer::new(fencing, watchdog), hold, lockspace));
+    let loss = Arc::new(LockLoss::new(registry, Fencer::new(fencing, watchdog), hold, lockspace.clone()));
+    if let Some(ls) = lockspace {
+        tokio::spawn(rejoin_lockspace(ls, loss.clone(), verdicts.clone()));
+    }
     let l = loss.clone();
     tokio::spawn(async move {
         loop {
@@ -405,10 +410,62 @@ async fn watch_lockspace(ls: &str, loss: Arc<LockLoss>) {
     loop {
         tick.tick().await;
         let now = path.exists();
-        if present && !now {
+        // Already lost: the lockspace goes when it is retired (`rejoin_lockspace`).
+        if present && !now && !loss.gate.is_lost() {
             loss.trigger(LossReason::LockspaceFailed(format!("{} disappeared", path.display()))).await;
         }
         present = now;
+    }
+}
+
+/// After this node was removed from the cluster (the others' dlm_controld kills its corosync
+/// when a partition heals), dlm_controld here exits and leaves the lockspace stopped for good.
+/// While locks are lost, this releases such an abandoned lockspace (recovered with this node
+/// alone, see [`crate::dlm::abandoned`]) and drops the locks still listed, so the node holds no
+/// DLM state and a new dlm_controld may start. Once corosync and dlm_controld are back and the
+/// membership is safe, the lockspace is joined again and grants resume: no daemon restart.
+async fn rejoin_lockspace(ls: Arc<Deferring>, loss: Arc<LockLoss>, verdicts: tokio::sync::watch::Receiver<Verdict>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        if !loss.gate.is_lost() {
+            continue;
+        }
+        if !ls.is_retired() {
+            if !crate::dlm::abandoned::is_abandoned(ls.lockspace_name()) {
+                continue;
+            }
+            tracing::warn!(
+                lockspace = ls.lockspace_name(),
+                "dlm_controld is gone and left the lockspace stopped (this node was removed from the cluster): \
+                 recovering it alone to release it"
+            );
+            let l = ls.clone();
+            match tokio::task::spawn_blocking(move || l.retire()).await {
+                Ok(Ok(())) => {
+                    let registry = loss.registry.clone();
+                    let dropped = tokio::task::spawn_blocking(move || registry.forget_lost_locks()).await.map(|d| d.len()).unwrap_or(0);
+                    tracing::warn!(
+                        lockspace = ls.lockspace_name(),
+                        dropped,
+                        "lockspace released; this node holds no DLM state. Waiting for corosync and dlm_controld to run again"
+                    );
+                }
+                Ok(Err(e)) => tracing::error!("releasing the abandoned lockspace failed (retrying): {e}"),
+                Err(e) => tracing::error!("releasing the abandoned lockspace panicked: {e}"),
+            }
+        } else if *verdicts.borrow() == Verdict::Safe {
+            tracing::info!(lockspace = ls.lockspace_name(), "membership safe again: joining the lockspace again");
+            let l = ls.clone();
+            match tokio::task::spawn_blocking(move || l.reopen()).await {
+                Ok(Ok(())) => {
+                    tracing::info!(lockspace = ls.lockspace_name(), "lockspace joined again");
+                    loss.recover();
+                }
+                Ok(Err(e)) => tracing::error!("joining the lockspace again failed (retrying): {e}"),
+                Err(e) => tracing::error!("joining the lockspace again panicked: {e}"),
+            }
+        }
     }
 }
 

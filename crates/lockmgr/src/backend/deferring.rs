@@ -31,6 +31,27 @@ impl Deferring {
         self.deferring.store(true, Ordering::SeqCst);
     }
 
+    /// The lockspace was abandoned (this node removed from the cluster): release it, and with
+    /// it every lock and every recorded release (see [`DlmBackend::retire`]).
+    pub fn retire(&self) -> Result<(), BackendError> {
+        self.inner.retire()?;
+        self.deferred.lock().clear();
+        Ok(())
+    }
+
+    /// Joins the lockspace again after [`Deferring::retire`] (blocks until joined).
+    pub fn reopen(&self) -> Result<(), BackendError> {
+        self.inner.reopen()
+    }
+
+    pub fn is_retired(&self) -> bool {
+        self.inner.is_retired()
+    }
+
+    pub fn lockspace_name(&self) -> &str {
+        self.inner.lockspace_name()
+    }
+
     /// The membership is safe again: releases go to the DLM again; returns those recorded
     /// meanwhile, to be released once the lockspace is known to run.
     pub fn resume_releases(&self) -> Vec<Grant> {
