@@ -120,8 +120,19 @@ mod tests {
         assert_eq!(read(p.cluster.join("spaces/ls1/nodes/3/weight")), "1\n");
         assert_eq!(read(p.cluster.join("comms/3/local")), "1\n");
         assert_eq!(read(p.lockspace.join("control")), "1\n");
-        // Not configfs: plain directories keep their files, so only the missing-ok path is checked.
-        assert!(cleanup_in(&p, "other", 9).is_ok());
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn cleanup_removes_this_nodes_entry_first_and_tolerates_missing_ones() {
+        let (root, p) = scratch("cleanup");
+        cleanup_in(&p, "ls1", 3).unwrap();
+        // configfs removes a space's `nodes` group with the space; a plain directory does not,
+        // so here the walk stops there, after removing our node's entry, and says where.
+        fs::create_dir_all(p.cluster.join("spaces/ls1/nodes/3")).unwrap();
+        let r = cleanup_in(&p, "ls1", 3);
+        assert!(matches!(&r, Err(DlmError::Abandoned { step: "rmdir", path, .. }) if path.ends_with("spaces/ls1")), "{r:?}");
+        assert!(!p.cluster.join("spaces/ls1/nodes/3").exists());
         fs::remove_dir_all(root).unwrap();
     }
 
