@@ -7,8 +7,9 @@
 # Exits (or returns) non-zero with the reason on stderr if either daemon dies.
 start_stack() {
   local nodes=$1 q cpid dpid
-  pgrep -x corosync >/dev/null && { echo "corosync already runs" >&2; return 1; }
-  pgrep -x dlm_controld >/dev/null && { echo "dlm_controld already runs" >&2; return 1; }
+  # Asked, not looked up with pgrep: a daemon that died stays listed as a zombie of PID 1.
+  corosync-cmapctl -g totem.cluster_name >/dev/null 2>&1 && { echo "corosync already runs" >&2; return 1; }
+  dlm_tool status 2>/dev/null | grep -q '^cluster nodeid' && { echo "dlm_controld already runs" >&2; return 1; }
   corosync -f >> /xchg/corosync.stdout 2>&1 &
   cpid=$!
   until q=$(corosync-quorumtool -s 2>/dev/null) && grep -q 'Quorate: *Yes' <<<"$q" && grep -q "^Nodes: *$nodes\$" <<<"$q"; do
