@@ -631,6 +631,32 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    #[test]
+    fn locks_lost_with_the_lockspace_leave_the_table_and_the_journal() {
+        let dir = std::env::temp_dir().join(format!("lockloss-forget-{}", std::process::id()));
+        let (registry, _rx) = local_registry(&dir);
+        let mut paused = std::process::Command::new("sleep").arg("60").spawn().unwrap();
+        let a = spec(paused.id(), 1);
+        assert!(matches!(registry.acquire(None, &a, &[lease("a"), lease("b")], 0), crate::proto::Response::Ok { .. }));
+        assert_eq!(registry.local_locks().len(), 2);
+        let dropped = registry.forget_lost_locks();
+        assert_eq!(dropped.iter().map(|l| l.vm_name.as_str()).collect::<Vec<_>>(), ["vm1", "vm1"]);
+        assert!(registry.local_locks().is_empty(), "nothing is reported held that the DLM does not hold");
+        assert!(registry.forget_lost_locks().is_empty());
+        drop(registry);
+        // The journal agrees: a restart takes nothing back.
+        let (journal, _) = crate::journal::Journal::open(&dir.join("journal"), 1 << 20, false).unwrap();
+        let (tx, _rx2) = tokio::sync::mpsc::unbounded_channel();
+        let backend = Arc::new(crate::backend::local::LocalBackend::new("n1"));
+        let again = Registry::new(backend, crate::naming::Naming::default(), journal, tx);
+        let restored = again.restore().unwrap();
+        assert_eq!((restored.locks_adopted, restored.locks_lost), (0, 0));
+        assert!(again.local_locks().is_empty());
+        paused.kill().unwrap();
+        paused.wait().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[tokio::test]
     async fn grants_are_held_back_after_the_membership_stops_being_safe() {
         let dir = std::env::temp_dir().join(format!("lockloss-hold-{}", std::process::id()));

@@ -469,6 +469,8 @@ impl Registry {
                 tracing::error!("journal write failed while dropping the lost locks of pid {}: {e}", key.pid);
             }
             let o = t.owners.get_mut(&key).expect("present");
+            // Nothing goes to the backend: the locks went with the lockspace, and a lock of the
+            // lockspace joined again may carry the same id.
             for (n, h) in std::mem::take(&mut o.held) {
                 self.publish(LockChange::Released { resource: n.0.clone(), pid: key.pid });
                 tracing::error!(vm = %o.spec.name, uuid = %o.spec.uuid, disk = %h.readable, mode = %h.grant.mode, resource = %n.0,
