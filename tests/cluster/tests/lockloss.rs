@@ -61,7 +61,7 @@ fn start_daemons(c: &Cluster, b: &Bins, nodes: &[u32]) {
 start() {{
   RUST_LOG=info {daemon} --config $d/conf --backend dlm --socket $d/ctl.sock --admin-socket $d/admin.sock \
     --journal $d/journal --node-name node{node} >>$d/log 2>&1 </dev/null &
-  pid=$!
+  pid=$!; echo $pid > $d/pid
 }}
 start
 for i in $(seq 1 1200); do
@@ -396,6 +396,10 @@ fn cut_off_and_crashed_nodes_stop_their_vms_before_the_others_take_their_disks()
         if n <= crashes {
             crash_grants.push(crash_cycle(&c, &b, n, (n - 1) % 3 + 1, &mut history));
         }
+    }
+    // The daemons stop (SIGTERM, nothing released: their lockspace is this test's own).
+    for node in 1..=3 {
+        c.exec(node, &format!("kill $(cat {DIR}/pid) 2>/dev/null; true"));
     }
     let holds = checker::check(&history).unwrap_or_else(|e| panic!("incompatible holders overlapped: {e}"));
     let grants = history.iter().filter(|e| matches!(e, Event::Grant { .. })).count();
