@@ -4,9 +4,10 @@
 //! After this node dropped out of the quorate membership its lockspace is stopped, and every
 //! DLM call on it blocks in the kernel until a recovery that, for a node the others removed,
 //! never comes (dlm_controld removes such a node from corosync when the partition heals).
-//! A release sent then would never return, and the registry would wait with it. The locks
-//! are gone anyway (the survivors recovered the lockspace without us), so releases are kept
-//! and sent only if the membership becomes safe again with this lockspace still running.
+//! A release sent then would not return, and the registry would wait with it. The locks are
+//! gone anyway (the survivors recovered the lockspace without us), so releases are kept and
+//! sent only if the membership becomes safe again with this lockspace still running; when
+//! the abandoned lockspace is released instead (`retire`), they are dropped with it.
 
 use super::dlm::DlmBackend;
 use super::{Backend, BackendError, Grant, ResName};
