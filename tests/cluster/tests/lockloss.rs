@@ -247,8 +247,12 @@ fn partition_cycle(c: &Cluster, b: &Bins, n: u32, history: &mut Vec<Event>) -> (
     let killed = trigger + elapsed_ms as f64 / 1000.0;
     let gone = c.exec(3, &format!("for p in {p3a} {p3b}; do [ -e /proc/$p ] && ! grep -q '^State:.*Z' /proc/$p/status && echo ALIVE $p; done; true"));
     assert!(!gone.text.contains("ALIVE"), "node 3's VMs still run: {}", gone.text);
-    history.push(Event::End { node: 3, holder: a3.clone(), resource: d1.clone(), at: killed });
-    history.push(Event::End { node: 3, holder: b3.clone(), resource: d2.clone(), at: killed });
+    // Every VM of node 3 holding a lock was stopped, those of earlier cycles too.
+    let holds = checker::replay(history).unwrap_or_else(|e| panic!("broken history: {e}"));
+    for h in holds.iter().filter(|h| h.node == 3 && h.to.is_none()) {
+        assert!(matches!(outcome(&h.holder).as_deref(), Some("killed" | "terminated")), "{} holds {} on node 3: {st}", h.holder, h.resource);
+        history.push(Event::End { node: 3, holder: h.holder.clone(), resource: h.resource.clone(), at: killed });
+    }
     history.push(Event::Grant { node: 1, holder: v1.clone(), resource: d1.clone(), mode: Mode::Ex, at: t1 });
     history.push(Event::Grant { node: 2, holder: v2.clone(), resource: d2.clone(), mode: Mode::Pr, at: t2 });
     eprintln!(

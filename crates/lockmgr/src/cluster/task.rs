@@ -148,7 +148,8 @@ async fn reconnect(
 ) -> (AsyncFd<Cpg>, AsyncFd<Quorum>) {
     let group = t.state.lock().group.clone();
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-    for attempt in 0u64.. {
+    let mut attempt = 0u64;
+    loop {
         tick.tick().await;
         // Our table goes out whole when we join: what was queued meanwhile is not needed.
         while changes.try_recv().is_ok() {}
@@ -166,8 +167,8 @@ async fn reconnect(
             Err(e) if attempt % 60 == 0 => tracing::warn!("corosync does not answer ({e}); trying again every second"),
             Err(_) => {}
         }
+        attempt += 1;
     }
-    unreachable!("the attempts never run out")
 }
 
 fn connect(group: &str) -> Result<(AsyncFd<Cpg>, AsyncFd<Quorum>), String> {
