@@ -164,7 +164,7 @@ async fn reconnect(
                 tracing::warn!(group, node_id = s.me.nodeid, "corosync is back: joined the inventory group again");
                 return (cpg, quorum);
             }
-            Err(e) if attempt % 60 == 0 => tracing::warn!("corosync does not answer ({e}); trying again every second"),
+            Err(e) if attempt.is_multiple_of(60) => tracing::warn!("corosync does not answer ({e}); trying again every second"),
             Err(_) => {}
         }
         attempt += 1;
