@@ -37,6 +37,19 @@ const BOUND_MS: u64 = 3000;
 const LOCKSPACE: &str = "vl_loss";
 const CONFIG: &str = "lockspace = vl_loss\\nwatchdog = none\\nfence_grace_ms = 1000\\nfence_kill_wait_ms = 1000\\nfence_pause_timeout_ms = 1000\\n";
 
+/// A figure line: to stderr (shown when the test fails or with --nocapture) and, under
+/// `run.sh`, to `$VIRTDLM_RESULTS/lockloss.txt`, which `run.sh` prints after the tests.
+fn report(line: &str) {
+    eprintln!("{line}");
+    if let Some(dir) = std::env::var_os("VIRTDLM_RESULTS") {
+        use std::io::Write;
+        let path = std::path::Path::new(&dir).join("lockloss.txt");
+        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+            let _ = writeln!(f, "{line}");
+        }
+    }
+}
+
 fn host_now() -> f64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
 }
@@ -206,8 +219,9 @@ fn assert_inventory(c: &Cluster, b: &Bins, history: &[Event]) {
     }
 }
 
-/// A grant of `disk` in `mode` to a fresh VM on `node`, recorded in the history.
-fn grant_fresh(c: &Cluster, b: &Bins, k: &Clocks, node: u32, vm: &str, disk: &str, mode: Mode, history: &mut Vec<Event>) -> u32 {
+/// An exclusive grant of `disk` to a fresh VM on `node`, recorded in the history.
+fn grant_fresh(c: &Cluster, b: &Bins, k: &Clocks, node: u32, vm: &str, disk: &str, history: &mut Vec<Event>) -> u32 {
+    let mode = Mode::Ex;
     let pid = start_vm(c, node, false);
     let ev = client(c, b, node, "ctl.sock", &[format!("acquire:{vm}:{pid}:{mode}={disk}")]);
     history.push(Event::Grant { node, holder: vm.into(), resource: disk.into(), mode, at: k.grant(node, granted_at(one(&ev))) });
@@ -237,7 +251,7 @@ fn granted_at(ev: &Value) -> f64 {
 /// and the first survivor grant in s).
 fn partition_cycle(c: &Cluster, b: &Bins, n: u32, history: &mut Vec<Event>) -> (u64, f64) {
     let k = Clocks::measure(c, b);
-    eprintln!("partition {n}: guest clocks against the host: {}", k.describe());
+    report(&format!("partition {n}: guest clocks against the host: {}", k.describe()));
     let tag = format!("p{n}");
     let (d1, d2) = (disk(&tag, "excl"), disk(&tag, "shared"));
     // Node 3: a VM that ignores SIGTERM holding an exclusive disk, and one holding a shared one.
@@ -293,13 +307,13 @@ fn partition_cycle(c: &Cluster, b: &Bins, n: u32, history: &mut Vec<Event>) -> (
     }
     history.push(Event::Grant { node: 1, holder: v1.clone(), resource: d1.clone(), mode: Mode::Ex, at: t1 });
     history.push(Event::Grant { node: 2, holder: v2.clone(), resource: d2.clone(), mode: Mode::Pr, at: t2 });
-    eprintln!(
+    report(&format!(
         "partition {n}: cut {cut:.3}; node3 noticed {trigger:.3} (+{:.2} s), its VMs stopped {killed:.3} ({elapsed_ms} ms, bound {BOUND_MS} ms); \
          node1 granted {t1:.3} (+{:.2} s after the stop), node2 granted {t2:.3} (+{:.2} s)",
         trigger - cut,
         t1 - killed,
         t2 - killed
-    );
+    ));
     assert!(killed < t1 && killed < t2, "a survivor got a lock before node 3's VMs were stopped: killed {killed}, grants {t1} {t2}");
 
     // Node 3 refuses grants while its locks are lost.
@@ -354,18 +368,18 @@ fn partition_cycle(c: &Cluster, b: &Bins, n: u32, history: &mut Vec<Event>) -> (
     let log = c.exec(3, &format!("grep -c 'serving on' {DIR}/log")).text;
     assert_eq!(log.trim(), "1", "virtdlmd on node 3 must not have restarted");
     // A free disk is granted to node 3; a disk node 2 holds is refused, naming its holder.
-    grant_fresh(c, b, &k, 3, &format!("{tag}-vm3d"), &disk(&tag, "free"), Mode::Ex, history);
+    grant_fresh(c, b, &k, 3, &format!("{tag}-vm3d"), &disk(&tag, "free"), history);
     assert_refused_naming(c, b, 3, &d1, &v2, 2);
     assert_inventory(c, b, history);
     let q = c.exec(1, "corosync-quorumtool -s");
     assert!(q.text.lines().any(|l| l.starts_with("Nodes:") && l.contains('3')), "node 3 is a member again: {}", q.text);
-    eprintln!(
+    report(&format!(
         "partition {n}: healed {healed:.3}; node 3 clean (removed, lockspace released) +{:.2} s; stack restarted +{:.2} s; \
          node 3 serving again {:.2} s after its stack",
         clean - healed,
         restarted - healed,
         serving - restarted
-    );
+    ));
     (elapsed_ms, t1.min(t2) - killed)
 }
 
@@ -374,7 +388,7 @@ fn partition_cycle(c: &Cluster, b: &Bins, n: u32, history: &mut Vec<Event>) -> (
 /// again and rejoins. Returns the times from its death to the two grants, in s.
 fn crash_cycle(c: &Cluster, b: &Bins, n: u32, victim: u32, history: &mut Vec<Event>) -> (f64, f64) {
     let k = Clocks::measure(c, b);
-    eprintln!("crash {n}: guest clocks against the host: {}", k.describe());
+    report(&format!("crash {n}: guest clocks against the host: {}", k.describe()));
     let tag = format!("k{n}");
     let (d1, d2) = (disk(&tag, "excl"), disk(&tag, "shared"));
     let (s1, s2) = match victim {
@@ -413,10 +427,10 @@ fn crash_cycle(c: &Cluster, b: &Bins, n: u32, victim: u32, history: &mut Vec<Eve
     start_daemons(c, b, &[victim]);
     // The rebooted guest's clock starts from the host's again.
     let k = Clocks::measure(c, b);
-    grant_fresh(c, b, &k, victim, &format!("{tag}-vm{victim}b"), &disk(&tag, "free"), Mode::Ex, history);
+    grant_fresh(c, b, &k, victim, &format!("{tag}-vm{victim}b"), &disk(&tag, "free"), history);
     assert_refused_naming(c, b, victim, &d1, &v1, s1);
     assert_inventory(c, b, history);
-    eprintln!("crash {n}: node{victim} killed {dead:.3}; node{s1} granted +{:.2} s, node{s2} granted +{:.2} s", t1 - dead, t2 - dead);
+    report(&format!("crash {n}: node{victim} killed {dead:.3}; node{s1} granted +{:.2} s, node{s2} granted +{:.2} s", t1 - dead, t2 - dead));
     (t1 - dead, t2 - dead)
 }
 
@@ -449,10 +463,10 @@ fn cut_off_and_crashed_nodes_stop_their_vms_before_the_others_take_their_disks()
     let holds = checker::check(&history).unwrap_or_else(|e| panic!("incompatible holders overlapped: {e}"));
     let grants = history.iter().filter(|e| matches!(e, Event::Grant { .. })).count();
     let ends = history.len() - grants;
-    eprintln!(
+    report(&format!(
         "lock loss: {partitions} partitions, {crashes} crashes, no cluster restart; {grants} grants, {ends} ends (releases, \
          stops, deaths), {holds} holds checked, 0 overlaps"
-    );
-    eprintln!("partitions: (node 3's VMs stopped in ms, first survivor grant after that in s): {stops:?}");
-    eprintln!("crashes: (node death to the two survivors' grants, s): {crash_grants:?}");
+    ));
+    report(&format!("partitions: (node 3's VMs stopped in ms, first survivor grant after that in s): {stops:?}"));
+    report(&format!("crashes: (node death to the two survivors' grants, s): {crash_grants:?}"));
 }
