@@ -6,7 +6,9 @@
 #   cluster.sh exec NODE 'cmd'  run a shell command inside a guest, stream its output, return its exit code
 #   cluster.sh partition NODE   take the guest's link down (it loses the others, they lose it)
 #   cluster.sh heal NODE        bring the link back up
-#   cluster.sh kill NODE        hard-kill the guest (its whole process group)
+#   cluster.sh kill NODE        hard-kill the guest (its whole process group); returns once it is gone
+#   cluster.sh start-node NODE  boot a killed guest again into the running cluster (a crashed node
+#                               rebooting); returns once it is READY
 #   cluster.sh stop             kill every guest, delete the network namespace (never leaves anything behind)
 #   cluster.sh status           one line per node
 #   cluster.sh bin PATH         copy a host binary to target/cluster-bin/<name>-<sha256:12>, print that path
@@ -138,13 +140,82 @@ uml_modules() {
   done
 }
 
+# Boots guest $1 of $2 on its tap (which start created) and returns at once.
+boot_node() {
+  local i=$1 n=$2 d mac cpu args mods=""
+  [ "$VM" = uml ] && mods=$(uml_modules)
+  d=$BASE/n$i; mkdir -p "$d/xchg/cmd"; mac=52:54:00:99:00:$(printf %02x "$i")
+  rm -rf "$BASE/uml/n$i"
+  # One host CPU per guest: unpinned guests migrating between CPUs start 3x slower.
+  cpu=$(( (i - 1) % $(nproc) ))
+  args="quiet panic=-1 cl.node=$i cl.nodes=$n cl.token=$TOKEN cl.net=$NET cl.pcmk=${CL_PCMK:-0} cl.base=$BASE cl.init=$HERE/guest/guest-init.sh"
+  if [ "$VM" = uml ]; then
+    # setsid: the guest is several host processes; its own process group lets kill/stop reach
+    # all of them. UML keeps guest memory in a file under TMPDIR: /dev/shm is tmpfs.
+    # shellcheck disable=SC2086
+    TMPDIR=/dev/shm ip netns exec "$NS" taskset -c $cpu setsid "$UML" mem="${MEM}M" \
+      root=/dev/root rootfstype=hostfs rootflags=/ ro init="$HERE/guest/uml-init.sh" \
+      con=null con0=null,fd:1 ssl=null "eth0=tuntap,tap$i,$mac" "umid=n$i" uml_dir="$BASE/uml" \
+      $args "cl.umlmods=$mods" "cl.hostfs_xchg=$d/xchg" </dev/null >"$d/console.log" 2>&1 &
+    echo $! > "$d/vm.pid"
+  else
+    # -daemonize: qemu forks into its own session and writes the pid of that session leader.
+    # No KVM: the stock kernel needs hardware virtualisation, and TCG works everywhere.
+    ip netns exec "$NS" taskset -c $cpu qemu-system-x86_64 \
+      -accel tcg,thread=multi,tb-size=128 -cpu max -machine pc -smp 1 -m "$MEM" \
+      -nodefaults -no-user-config -display none -no-reboot \
+      -kernel "$QEMU_DIR/vmlinuz" -initrd "$QEMU_DIR/initramfs.cpio.gz" \
+      -append "console=ttyS0 $args" -serial "file:$d/console.log" \
+      -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
+      -virtfs "local,path=$d/xchg,mount_tag=xchg,security_model=none" \
+      -netdev "tap,id=n0,ifname=tap$i,script=no,downscript=no" -device "virtio-net-pci,netdev=n0,mac=$mac" \
+      -daemonize -pidfile "$d/vm.pid" 2>"$d/vm.stderr" ||
+      { echo "qemu for node$i failed:" >&2; cat "$d/vm.stderr" >&2; cmd_stop >/dev/null; exit 1; }
+  fi
+}
+
+# Waits until guest $1 is READY (members, quorate, dlm_controld up); says why not, returns 1.
+wait_ready() {
+  local i=$1 deadline=$2 d=$BASE/n$1
+  until grep -q '^[0-9.]* READY' "$d/xchg/status" 2>/dev/null; do
+    if grep -q FAILED "$d/xchg/status" 2>/dev/null; then
+      echo "node$i failed to start:" >&2; cat "$d/xchg/status" >&2; return 1; fi
+    if [ "$(date +%s)" -ge "$deadline" ]; then
+      echo "node$i not ready after ${CL_TIMEOUT:-120}s; status and console:" >&2
+      cat "$d/xchg/status" >&2 2>/dev/null; tail -20 "$d/console.log" >&2; return 1; fi
+    if ! kill -0 "$(cat "$d/vm.pid")" 2>/dev/null; then
+      echo "node$i died during boot; console:" >&2; tail -20 "$d/console.log" >&2; return 1; fi
+    sleep 0.1
+  done
+}
+
+# Boots one guest again after `kill` (a crashed node coming back: fresh corosync, dlm_controld,
+# empty /run), into the running cluster; returns once it is READY.
+cmd_start_node() {
+  local i=$1 d n t0
+  d=$(node_dir "$i")
+  [ -f "$BASE/nodes" ] && ip netns list | grep -qw "$NS" || die "no cluster runs in $BASE (netns $NS)"
+  n=$(cat "$BASE/nodes")
+  [ "$i" -le "$n" ] || die "node$i is not part of this $n-node cluster"
+  [ -z "$(guest_pgid "$i")" ] || die "node$i is running (kill it first)"
+  t0=$(date +%s.%N)
+  # The earlier boot's logs stay beside the new ones; commands it never ran are dropped.
+  for f in console.log xchg/status xchg/corosync.log xchg/dlm_controld.log; do
+    [ -f "$d/$f" ] && mv "$d/$f" "$d/$f.$(date +%s%N)"
+  done
+  rm -f "$d"/xchg/cmd/*
+  ip -n "$NS" link set "tap$i" up
+  boot_node "$i" "$n"
+  wait_ready "$i" $(( $(date +%s) + ${CL_TIMEOUT:-120} )) || die "node$i did not come back"
+  echo "node$i ready again in $(echo "$(date +%s.%N) - $t0" | bc) s"
+}
+
 cmd_start() {
-  local n=${1:-3} i d mac t0 deadline cpus cpu args
+  local n=${1:-3} i t0 deadline
   [[ $n =~ ^[23]$ ]] || die "start: N must be 2 or 3"
   [ "$(id -u)" = 0 ] || die "start needs root (network namespace, taps, hostfs root)"
-  local mods=""
   case $VM in
-    uml) [ -x "$UML" ] || die "user-mode-linux is missing: run '$0 prepare' first"; mods=$(uml_modules) ;;
+    uml) [ -x "$UML" ] && [ -n "$(uml_modules)" ] || die "user-mode-linux is missing: run '$0 prepare' first" ;;
     qemu) [ -f "$QEMU_DIR/initramfs.cpio.gz" ] || die "qemu guest kernel is missing: run 'CL_VM=qemu $0 prepare' first" ;;
     *) die "CL_VM must be uml or qemu" ;;
   esac
@@ -156,51 +227,14 @@ cmd_start() {
   ip -n "$NS" link set lo up
   ip -n "$NS" link add br0 type bridge
   ip -n "$NS" link set br0 up
-  cpus=$(nproc)
   for i in $(seq 1 "$n"); do
-    d=$BASE/n$i; mkdir -p "$d/xchg/cmd"; mac=52:54:00:99:00:$(printf %02x "$i")
     ip -n "$NS" tuntap add dev "tap$i" mode tap
     ip -n "$NS" link set "tap$i" master br0 up
-    # One host CPU per guest: unpinned guests migrating between CPUs start 3x slower.
-    cpu=$(( (i - 1) % cpus ))
-    args="quiet panic=-1 cl.node=$i cl.nodes=$n cl.token=$TOKEN cl.net=$NET cl.pcmk=${CL_PCMK:-0} cl.base=$BASE cl.init=$HERE/guest/guest-init.sh"
-    if [ "$VM" = uml ]; then
-      # setsid: the guest is several host processes; its own process group lets kill/stop reach
-      # all of them. UML keeps guest memory in a file under TMPDIR: /dev/shm is tmpfs.
-      # shellcheck disable=SC2086
-      TMPDIR=/dev/shm ip netns exec "$NS" taskset -c $cpu setsid "$UML" mem="${MEM}M" \
-        root=/dev/root rootfstype=hostfs rootflags=/ ro init="$HERE/guest/uml-init.sh" \
-        con=null con0=null,fd:1 ssl=null "eth0=tuntap,tap$i,$mac" "umid=n$i" uml_dir="$BASE/uml" \
-        $args "cl.umlmods=$mods" "cl.hostfs_xchg=$d/xchg" </dev/null >"$d/console.log" 2>&1 &
-      echo $! > "$d/vm.pid"
-    else
-      # -daemonize: qemu forks into its own session and writes the pid of that session leader.
-      # No KVM: the stock kernel needs hardware virtualisation, and TCG works everywhere.
-      ip netns exec "$NS" taskset -c $cpu qemu-system-x86_64 \
-        -accel tcg,thread=multi,tb-size=128 -cpu max -machine pc -smp 1 -m "$MEM" \
-        -nodefaults -no-user-config -display none -no-reboot \
-        -kernel "$QEMU_DIR/vmlinuz" -initrd "$QEMU_DIR/initramfs.cpio.gz" \
-        -append "console=ttyS0 $args" -serial "file:$d/console.log" \
-        -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
-        -virtfs "local,path=$d/xchg,mount_tag=xchg,security_model=none" \
-        -netdev "tap,id=n0,ifname=tap$i,script=no,downscript=no" -device "virtio-net-pci,netdev=n0,mac=$mac" \
-        -daemonize -pidfile "$d/vm.pid" 2>"$d/vm.stderr" ||
-        { echo "qemu for node$i failed:" >&2; cat "$d/vm.stderr" >&2; cmd_stop >/dev/null; exit 1; }
-    fi
+    boot_node "$i" "$n"
   done
   deadline=$(( $(date +%s) + ${CL_TIMEOUT:-120} ))
   for i in $(seq 1 "$n"); do
-    d=$BASE/n$i
-    until grep -q '^[0-9.]* READY' "$d/xchg/status" 2>/dev/null; do
-      if grep -q FAILED "$d/xchg/status" 2>/dev/null; then
-        echo "node$i failed to start:" >&2; cat "$d/xchg/status" >&2; cmd_stop >/dev/null; exit 1; fi
-      if [ "$(date +%s)" -ge "$deadline" ]; then
-        echo "node$i not ready after ${CL_TIMEOUT:-120}s; status and console:" >&2
-        cat "$d/xchg/status" >&2 2>/dev/null; tail -20 "$d/console.log" >&2; cmd_stop >/dev/null; exit 1; fi
-      if ! kill -0 "$(cat "$d/vm.pid")" 2>/dev/null; then
-        echo "node$i died during boot; console:" >&2; tail -20 "$d/console.log" >&2; cmd_stop >/dev/null; exit 1; fi
-      sleep 0.1
-    done
+    wait_ready "$i" "$deadline" || { cmd_stop >/dev/null; exit 1; }
   done
   echo "cluster of $n $VM nodes ready in $(echo "$(date +%s.%N) - $t0" | bc) s (netns $NS, $NET.0/24, $BASE)"
 }
@@ -239,7 +273,11 @@ cmd_kill() {
   local d pg; d=$(node_dir "$1")
   pg=$(guest_pgid "$1")
   [ -n "$pg" ] || die "node$1 is not running"
-  kill -KILL -- "-$pg"; rm -f "$d/vm.pid"; echo "node$1 killed"
+  kill -KILL -- "-$pg"; rm -f "$d/vm.pid"
+  # Gone for sure when this returns: callers take "now" as the moment its processes died.
+  for _ in $(seq 1 100); do kill -0 -- "-$pg" 2>/dev/null || break; sleep 0.05; done
+  kill -0 -- "-$pg" 2>/dev/null && die "node$1's processes survive SIGKILL"
+  echo "node$1 killed"
 }
 
 cmd_stop() {
@@ -293,8 +331,9 @@ case ${1:-} in
   partition) [ $# -eq 2 ] || die "usage: partition NODE"; cmd_link down "$2" ;;
   heal) [ $# -eq 2 ] || die "usage: heal NODE"; cmd_link up "$2" ;;
   kill) [ $# -eq 2 ] || die "usage: kill NODE"; cmd_kill "$2" ;;
+  start-node) [ $# -eq 2 ] || die "usage: start-node NODE"; cmd_start_node "$2" ;;
   stop) cmd_stop ;;
   status) cmd_status ;;
   bin) [ $# -eq 2 ] || die "usage: bin PATH"; cmd_bin "$2" ;;
-  *) sed -n '2,26s/^# \{0,1\}//p' "$0"; exit 2 ;;
+  *) sed -n '2,31s/^# \{0,1\}//p' "$0"; exit 2 ;;
 esac

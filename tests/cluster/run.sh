@@ -64,9 +64,11 @@ echo "== cluster tier: starting 3 nodes (netns $CL_NS, $CL_NET.0/24)"
 T1=$(date +%s)
 
 echo "== cluster tier: running the tests"
-export VIRTDLM_CLUSTER=$CL
+export VIRTDLM_CLUSTER=$CL VIRTDLM_RESULTS=$RESULTS
 cargo test -p cluster-tests --locked -- --test-threads=1 "$@" 2>&1 | tee "$RESULTS/tests.log"
 rc=${PIPESTATUS[0]}
+# Figures the lock-loss test measured (timings, checked grants and overlaps).
+[ -f "$RESULTS/lockloss.txt" ] && sed 's/^/   lockloss: /' "$RESULTS/lockloss.txt"
 passed=$(awk '/^test result:/{for(i=1;i<=NF;i++){if($i=="passed;")p+=$(i-1)}} END{print p+0}' "$RESULTS/tests.log")
 failed=$(awk '/^test result:/{for(i=1;i<=NF;i++){if($i=="failed;")f+=$(i-1)}} END{print f+0}' "$RESULTS/tests.log")
 if [ "$rc" != 0 ] && [ "$failed" = 0 ]; then failed=1; echo "cargo test exited $rc without a test failure (build or harness error)" >&2; fi

@@ -235,6 +235,8 @@ impl LockLoss {
         match decide(self.gate.is_lost(), verdict) {
             Decision::Keep => {}
             Decision::Lose(reason) => self.trigger(reason).await,
+            // A retired lockspace is joined again first (`rejoin_lockspace`), then this recovers.
+            Decision::Recover if self.lockspace.as_ref().is_some_and(|l| l.is_retired()) => {}
             Decision::Recover => self.recover(),
         }
     }
@@ -360,7 +362,10 @@ pub fn start(
         "lock-loss handling on"
     );
     let ls_name = lockspace.as_ref().map(|_| lockspace_name.to_owned());
-    let loss = Arc::new(LockLoss::new(registry, Fencer::new(fencing, watchdog), hold, lockspace));
+    let loss = Arc::new(LockLoss::new(registry, Fencer::new(fencing, watchdog), hold, lockspace.clone()));
+    if let Some(ls) = lockspace {
+        tokio::spawn(rejoin_lockspace(ls, loss.clone(), verdicts.clone()));
+    }
     let l = loss.clone();
     tokio::spawn(async move {
         loop {
@@ -405,10 +410,62 @@ async fn watch_lockspace(ls: &str, loss: Arc<LockLoss>) {
     loop {
         tick.tick().await;
         let now = path.exists();
-        if present && !now {
+        // Already lost: the lockspace goes when it is retired (`rejoin_lockspace`).
+        if present && !now && !loss.gate.is_lost() {
             loss.trigger(LossReason::LockspaceFailed(format!("{} disappeared", path.display()))).await;
         }
         present = now;
+    }
+}
+
+/// After this node was removed from the cluster (the others' dlm_controld kills its corosync
+/// when a partition heals), dlm_controld here exits and leaves the lockspace stopped for good.
+/// While locks are lost, this releases such an abandoned lockspace (recovered with this node
+/// alone, see [`crate::dlm::abandoned`]) and drops the locks still listed, so the node holds no
+/// DLM state and a new dlm_controld may start. Once corosync and dlm_controld are back and the
+/// membership is safe, the lockspace is joined again and grants resume: no daemon restart.
+async fn rejoin_lockspace(ls: Arc<Deferring>, loss: Arc<LockLoss>, verdicts: tokio::sync::watch::Receiver<Verdict>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        if !loss.gate.is_lost() {
+            continue;
+        }
+        if !ls.is_retired() {
+            if !crate::dlm::abandoned::is_abandoned(ls.lockspace_name()) {
+                continue;
+            }
+            tracing::warn!(
+                lockspace = ls.lockspace_name(),
+                "dlm_controld is gone and left the lockspace stopped (this node was removed from the cluster): \
+                 recovering it alone to release it"
+            );
+            let l = ls.clone();
+            match tokio::task::spawn_blocking(move || l.retire()).await {
+                Ok(Ok(())) => {
+                    let registry = loss.registry.clone();
+                    let dropped = tokio::task::spawn_blocking(move || registry.forget_lost_locks()).await.map(|d| d.len()).unwrap_or(0);
+                    tracing::warn!(
+                        lockspace = ls.lockspace_name(),
+                        dropped,
+                        "lockspace released; this node holds no DLM state. Waiting for corosync and dlm_controld to run again"
+                    );
+                }
+                Ok(Err(e)) => tracing::error!("releasing the abandoned lockspace failed (retrying): {e}"),
+                Err(e) => tracing::error!("releasing the abandoned lockspace panicked: {e}"),
+            }
+        } else if *verdicts.borrow() == Verdict::Safe {
+            tracing::info!(lockspace = ls.lockspace_name(), "membership safe again: joining the lockspace again");
+            let l = ls.clone();
+            match tokio::task::spawn_blocking(move || l.reopen()).await {
+                Ok(Ok(())) => {
+                    tracing::info!(lockspace = ls.lockspace_name(), "lockspace joined again");
+                    loss.recover();
+                }
+                Ok(Err(e)) => tracing::error!("joining the lockspace again failed (retrying): {e}"),
+                Err(e) => tracing::error!("joining the lockspace again panicked: {e}"),
+            }
+        }
     }
 }
 
@@ -571,6 +628,32 @@ mod tests {
         assert_eq!(loss.gate().last().unwrap().vms[0].vm_name, "vm1");
         b.kill().unwrap();
         b.wait().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn locks_lost_with_the_lockspace_leave_the_table_and_the_journal() {
+        let dir = std::env::temp_dir().join(format!("lockloss-forget-{}", std::process::id()));
+        let (registry, _rx) = local_registry(&dir);
+        let mut paused = std::process::Command::new("sleep").arg("60").spawn().unwrap();
+        let a = spec(paused.id(), 1);
+        assert!(matches!(registry.acquire(None, &a, &[lease("a"), lease("b")], 0), crate::proto::Response::Ok { .. }));
+        assert_eq!(registry.local_locks().len(), 2);
+        let dropped = registry.forget_lost_locks();
+        assert_eq!(dropped.iter().map(|l| l.vm_name.as_str()).collect::<Vec<_>>(), ["vm1", "vm1"]);
+        assert!(registry.local_locks().is_empty(), "nothing is reported held that the DLM does not hold");
+        assert!(registry.forget_lost_locks().is_empty());
+        drop(registry);
+        // The journal agrees: a restart takes nothing back.
+        let (journal, _) = crate::journal::Journal::open(&dir.join("journal"), 1 << 20, false).unwrap();
+        let (tx, _rx2) = tokio::sync::mpsc::unbounded_channel();
+        let backend = Arc::new(crate::backend::local::LocalBackend::new("n1"));
+        let again = Registry::new(backend, crate::naming::Naming::default(), journal, tx);
+        let restored = again.restore().unwrap();
+        assert_eq!((restored.locks_adopted, restored.locks_lost), (0, 0));
+        assert!(again.local_locks().is_empty());
+        paused.kill().unwrap();
+        paused.wait().unwrap();
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -543,6 +543,34 @@ impl Registry {
         }
     }
 
+    /// The lockspace holding every lock of this node is gone (released after this node was
+    /// removed from the cluster): the locks still listed are no longer held by the DLM and are
+    /// dropped from the table and the journal. Their owners stay registered; a VM that still
+    /// runs (e.g. paused on lock loss) acquires again when it resumes. Returns what was dropped.
+    pub fn forget_lost_locks(&self) -> Vec<LockInfo> {
+        let mut t = self.table.lock();
+        let mut dropped = Vec::new();
+        let keys: Vec<OwnerKey> = t.owners.iter().filter(|(_, o)| !o.held.is_empty()).map(|(k, _)| *k).collect();
+        for key in keys {
+            let o = &t.owners[&key];
+            let infos = self.infos_of(key, o);
+            let records: Vec<Record> = o.held.keys().map(|n| Record::Release { key, name: n.0.clone() }).collect();
+            if let Err(e) = t.journal.append(&records) {
+                tracing::error!("journal write failed while dropping the lost locks of pid {}: {e}", key.pid);
+            }
+            let o = t.owners.get_mut(&key).expect("present");
+            // Nothing goes to the backend: the locks went with the lockspace, and a lock of the
+            // lockspace joined again may carry the same id.
+            for (n, h) in std::mem::take(&mut o.held) {
+                self.publish(LockChange::Released { resource: n.0.clone(), pid: key.pid });
+                tracing::error!(vm = %o.spec.name, uuid = %o.spec.uuid, disk = %h.readable, mode = %h.grant.mode, resource = %n.0,
+                    "lock lost with the lockspace: the VM no longer holds this disk and must acquire it again");
+            }
+            dropped.extend(infos);
+        }
+        dropped
+    }
+
     /// The owner's QEMU exited: every lock it held goes, at once.
     pub fn owner_exited(&self, key: OwnerKey) {
         let mut t = self.table.lock();

@@ -73,13 +73,9 @@ enable_startup_fencing=0
 protocol=tcp
 post_join_delay=0
 EOC
-corosync -f > /xchg/corosync.stdout 2>&1 &
-CPID=$!
-st "corosync started"
-until q=$(corosync-quorumtool -s 2>/dev/null) && grep -q 'Quorate: *Yes' <<<"$q" && grep -q "^Nodes: *$NODES\$" <<<"$q"; do
-  kill -0 $CPID 2>/dev/null || { st "FAILED: corosync exited: $(head -c 300 /xchg/corosync.stdout)"; sleep infinity; }
-  sleep 0.25
-done
+. "$(dirname "$0")/cluster-stack.sh"
+st "starting corosync; quorate with $NODES nodes before anything else starts"
+start_corosync "$NODES" 2>/tmp/stack.err || { st "FAILED: $(cat /tmp/stack.err)"; sleep infinity; }
 st "quorate with $NODES nodes"
 if [ "${PCMK:-0}" = 1 ]; then
   # pacemakerd always runs in the foreground; it starts and watches its own daemons. Its log
@@ -92,12 +88,7 @@ if [ "${PCMK:-0}" = 1 ]; then
   done
   st "pacemaker up"
 else
-  dlm_controld --foreground > /xchg/dlm_controld.log 2>&1 &
-  DPID=$!
-  until dlm_tool status >/dev/null 2>&1; do
-    kill -0 $DPID 2>/dev/null || { st "FAILED: dlm_controld exited"; sleep infinity; }
-    sleep 0.1
-  done
+  start_dlm_controld 2>/tmp/stack.err || { st "FAILED: $(cat /tmp/stack.err)"; sleep infinity; }
   st "dlm_controld up"
 fi
 st "READY"

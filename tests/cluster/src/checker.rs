@@ -1,8 +1,8 @@
 //! The lock-history checker: replays grant and release events gathered from every node and
 //! finds two holders of one resource whose holds overlapped in incompatible modes.
 //!
-//! Times are wall-clock seconds read in the guests, whose CLOCK_REALTIME follows the host's
-//! (the tests check it). Each hold is taken at its widest: from the moment its holder *could*
+//! Times are seconds on the host's time line: guest stamps corrected by the caller with each
+//! guest's measured clock offset (and widened by its uncertainty). Each hold is taken at its widest: from the moment its holder *could*
 //! start using the resource (the grant's answer arrived) to the moment it certainly stopped
 //! (its release was answered, or its process was seen dead). So a history the checker passes
 //! had no overlap, whatever happened inside those bounds.

@@ -4,9 +4,10 @@
 //! After this node dropped out of the quorate membership its lockspace is stopped, and every
 //! DLM call on it blocks in the kernel until a recovery that, for a node the others removed,
 //! never comes (dlm_controld removes such a node from corosync when the partition heals).
-//! A release sent then would never return, and the registry would wait with it. The locks
-//! are gone anyway (the survivors recovered the lockspace without us), so releases are kept
-//! and sent only if the membership becomes safe again with this lockspace still running.
+//! A release sent then would not return, and the registry would wait with it. The locks are
+//! gone anyway (the survivors recovered the lockspace without us), so releases are kept and
+//! sent only if the membership becomes safe again with this lockspace still running; when
+//! the abandoned lockspace is released instead (`retire`), they are dropped with it.
 
 use super::dlm::DlmBackend;
 use super::{Backend, BackendError, Grant, ResName};
@@ -29,6 +30,27 @@ impl Deferring {
     /// Locks are lost: from now on releases are only recorded.
     pub fn defer_releases(&self) {
         self.deferring.store(true, Ordering::SeqCst);
+    }
+
+    /// The lockspace was abandoned (this node removed from the cluster): release it, and with
+    /// it every lock and every recorded release (see [`DlmBackend::retire`]).
+    pub fn retire(&self) -> Result<(), BackendError> {
+        self.inner.retire()?;
+        self.deferred.lock().clear();
+        Ok(())
+    }
+
+    /// Joins the lockspace again after [`Deferring::retire`] (blocks until joined).
+    pub fn reopen(&self) -> Result<(), BackendError> {
+        self.inner.reopen()
+    }
+
+    pub fn is_retired(&self) -> bool {
+        self.inner.is_retired()
+    }
+
+    pub fn lockspace_name(&self) -> &str {
+        self.inner.lockspace_name()
     }
 
     /// The membership is safe again: releases go to the DLM again; returns those recorded

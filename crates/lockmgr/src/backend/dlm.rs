@@ -15,15 +15,20 @@
 //!   lock the previous daemon left as an orphan.
 //! - purge: frees every orphan of this node nobody adopted.
 //!
+//! - retire / reopen: after this node was removed from the cluster, its abandoned lockspace
+//!   is recovered alone and released ([`crate::dlm::abandoned`]); once the cluster is back,
+//!   the lockspace is joined again.
+//!
 //! Every call may block while the lockspace is stopped for recovery: call from blocking
 //! threads only.
 
 use super::{Backend, BackendError, Grant, ResName};
 use crate::dlm::{local_nodeid, DlmError, Lock, LockFlags, LockMode, Lockspace, ResourceName};
 use crate::mode::Mode;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// The lockspace every virtdlmd of a cluster joins unless configured otherwise.
@@ -34,7 +39,10 @@ pub const DEFAULT_LOCKSPACE: &str = "virtdlm";
 const ANCHOR_WAIT: Duration = Duration::from_secs(30);
 
 pub struct DlmBackend {
-    ls: Lockspace,
+    ls: RwLock<Lockspace>,
+    name: String,
+    /// The lockspace was released after being abandoned; calls fail until `reopen`.
+    retired: AtomicBool,
     nodeid: u32,
     node_name: String,
     /// Granted locks by grant id (the DLM lock id).
@@ -50,7 +58,9 @@ impl DlmBackend {
         let ls = Lockspace::create(lockspace).map_err(|e| unavailable(lockspace, e))?;
         let nodeid = local_nodeid().map_err(|e| unavailable(lockspace, e))?;
         Ok(DlmBackend {
-            ls,
+            ls: RwLock::new(ls),
+            name: lockspace.to_owned(),
+            retired: AtomicBool::new(false),
             nodeid,
             node_name: node_name.into(),
             held: Mutex::new(HashMap::new()),
@@ -58,9 +68,39 @@ impl DlmBackend {
         })
     }
 
-    /// The lockspace this backend uses.
-    pub fn lockspace(&self) -> &Lockspace {
-        &self.ls
+    /// The lockspace's name.
+    pub fn lockspace_name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether the lockspace was retired and not joined again yet.
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::SeqCst)
+    }
+
+    /// Releases the lockspace dlm_controld abandoned when this node was removed from the
+    /// cluster: recovered with this node alone, closed, released. Every lock held through it
+    /// is gone (the rest of the cluster recovered them long before). Blocks until done.
+    pub fn retire(&self) -> Result<(), BackendError> {
+        let name = &self.name;
+        crate::dlm::abandoned::run_alone(name, self.nodeid).map_err(|e| unavailable(name, e))?;
+        // Closing waits for the recovery just started; with no other node it takes moments.
+        let released = self.ls.read().release(true);
+        let cleaned = crate::dlm::abandoned::cleanup(name, self.nodeid);
+        // Grants and kept anchors died with the lockspace.
+        self.held.lock().clear();
+        self.idle.lock().clear();
+        released.map_err(|e| unavailable(name, e))?;
+        self.retired.store(true, Ordering::SeqCst);
+        cleaned.map_err(|e| unavailable(name, e))
+    }
+
+    /// Joins the lockspace again after [`DlmBackend::retire`]; blocks until it has joined.
+    pub fn reopen(&self) -> Result<(), BackendError> {
+        let ls = Lockspace::create(&self.name).map_err(|e| unavailable(&self.name, e))?;
+        *self.ls.write() = ls;
+        self.retired.store(false, Ordering::SeqCst);
+        Ok(())
     }
 
     /// Number of grants held by this backend.
@@ -159,6 +199,7 @@ impl Backend for DlmBackend {
         }
         let anchor = self
             .ls
+            .read()
             .lock(&res, LockMode::Nl, LockFlags::EXPEDITE, Some(ANCHOR_WAIT))
             .map_err(|e| backend_error(name, e))?;
         self.convert(name, mode, wait, anchor)
@@ -187,7 +228,7 @@ impl Backend for DlmBackend {
 
     fn adopt(&self, name: &ResName, mode: Mode) -> Result<Grant, BackendError> {
         let res = resource(name)?;
-        let lock = self.ls.adopt(&res, mode.into(), LockFlags::PERSISTENT).map_err(|e| match e {
+        let lock = self.ls.read().adopt(&res, mode.into(), LockFlags::PERSISTENT).map_err(|e| match e {
             DlmError::OrphanModeMismatch { .. } => {
                 BackendError::OrphanModeMismatch { name: name.0.clone(), wanted: mode }
             }
@@ -198,7 +239,7 @@ impl Backend for DlmBackend {
 
     /// The DLM does not say how many orphans it freed: the count is always 0.
     fn purge_orphans(&self) -> Result<usize, BackendError> {
-        self.ls.purge(self.nodeid, 0).map_err(|e| BackendError::Failed(e.to_string()))?;
+        self.ls.read().purge(self.nodeid, 0).map_err(|e| BackendError::Failed(e.to_string()))?;
         Ok(0)
     }
 }

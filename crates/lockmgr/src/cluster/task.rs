@@ -31,7 +31,24 @@ struct Ctx {
 
 pub(super) async fn run(t: Task) {
     let Task { mut cpg, mut quorum, mut changes, outgoing: (outgoing, mut outgoing_rx), state, verdict, registry } = t;
-    let t = Ctx { state, verdict, registry: registry.clone(), outgoing };
+    let t = Ctx { state, verdict, registry, outgoing };
+    loop {
+        serve(&t, &mut cpg, &mut quorum, &mut changes, &mut outgoing_rx).await;
+        // corosync went away (stopped, or killed: a node removed from the cluster). The
+        // verdict stays `lost` until it is back and the membership is safe again.
+        (cpg, quorum) = reconnect(&t, &mut changes, &mut outgoing_rx).await;
+    }
+}
+
+/// Until the connection to corosync is lost.
+async fn serve(
+    t: &Ctx,
+    cpg: &mut AsyncFd<Cpg>,
+    quorum: &mut AsyncFd<Quorum>,
+    changes: &mut mpsc::UnboundedReceiver<LockChange>,
+    outgoing_rx: &mut mpsc::UnboundedReceiver<Body>,
+) {
+    let registry = &t.registry;
     let me = cpg.get_ref().me();
     let mut view = MembershipView::new(me);
     let mut epoch = 0u64;
@@ -58,7 +75,7 @@ pub(super) async fn run(t: Task) {
                                     }
                                     seen_ring = true;
                                 }
-                                on_cpg(&t, &mut view, ev);
+                                on_cpg(t, &mut view, ev);
                             }
                         }
                         Err(e) => break Some(e.to_string()),
@@ -79,7 +96,7 @@ pub(super) async fn run(t: Task) {
                                     t.state.lock().quorate = Some(*quorate);
                                 }
                                 if let Some(v) = view.on_quorum(&ev) {
-                                    publish(&t, v);
+                                    publish(t, v);
                                 }
                             }
                         }
@@ -105,7 +122,7 @@ pub(super) async fn run(t: Task) {
         if let Some(why) = gone {
             tracing::error!("lost corosync ({why}): the lock inventory stops; membership verdict is lost");
             if let Some(v) = view.on_corosync_lost() {
-                publish(&t, v);
+                publish(t, v);
             }
             return;
         }
@@ -120,6 +137,47 @@ pub(super) async fn run(t: Task) {
             }
         }
     }
+}
+
+/// Connects to corosync again, once a second until it answers; the inventory starts afresh
+/// (the members re-send their tables when we join).
+async fn reconnect(
+    t: &Ctx,
+    changes: &mut mpsc::UnboundedReceiver<LockChange>,
+    outgoing_rx: &mut mpsc::UnboundedReceiver<Body>,
+) -> (AsyncFd<Cpg>, AsyncFd<Quorum>) {
+    let group = t.state.lock().group.clone();
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    let mut attempt = 0u64;
+    loop {
+        tick.tick().await;
+        // Our table goes out whole when we join: what was queued meanwhile is not needed.
+        while changes.try_recv().is_ok() {}
+        while outgoing_rx.try_recv().is_ok() {}
+        match connect(&group) {
+            Ok((cpg, quorum)) => {
+                let mut s = t.state.lock();
+                s.me = cpg.get_ref().me();
+                s.members.clear();
+                s.quorate = None;
+                s.inventory = super::inventory::Inventory::new();
+                tracing::warn!(group, node_id = s.me.nodeid, "corosync is back: joined the inventory group again");
+                return (cpg, quorum);
+            }
+            Err(e) if attempt.is_multiple_of(60) => tracing::warn!("corosync does not answer ({e}); trying again every second"),
+            Err(_) => {}
+        }
+        attempt += 1;
+    }
+}
+
+fn connect(group: &str) -> Result<(AsyncFd<Cpg>, AsyncFd<Quorum>), String> {
+    let mut cpg = Cpg::new(group).map_err(|e| e.to_string())?;
+    cpg.join().map_err(|e| e.to_string())?;
+    let quorum = Quorum::new().map_err(|e| e.to_string())?;
+    let cpg = crate::corosync::reactor::register(cpg).map_err(|e| e.to_string())?;
+    let quorum = crate::corosync::reactor::register(quorum).map_err(|e| e.to_string())?;
+    Ok((cpg, quorum))
 }
 
 fn on_cpg(t: &Ctx, view: &mut MembershipView, ev: CpgEvent) {

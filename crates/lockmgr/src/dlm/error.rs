@@ -44,6 +44,14 @@ pub enum DlmError {
     /// This node's DLM node id could not be found in configfs.
     #[error("this node's DLM node id is not in {path}: {why}")]
     NoNodeId { path: String, why: String },
+    /// Starting an abandoned lockspace alone failed (see `abandoned.rs`).
+    #[error("cannot recover the abandoned lockspace alone ({step} {path}): {source}")]
+    Abandoned {
+        step: &'static str,
+        path: String,
+        #[source]
+        source: io::Error,
+    },
     /// A libdlm call failed (errno).
     #[error("{call} failed: {source}")]
     Sys {

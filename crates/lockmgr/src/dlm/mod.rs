@@ -12,6 +12,8 @@
 //! - [`LockMode`], [`LockFlags`] (`flags.rs`); [`LockspaceName`], [`ResourceName`] (`name.rs`):
 //!   validated before anything reaches the C library.
 //! - [`local_nodeid`] (`node.rs`): this node's DLM id, from configfs.
+//! - [`abandoned`]: a lockspace dlm_controld left stopped when this node was removed from the
+//!   cluster, started with this node alone so that it can be released.
 //!
 //! Every lock call can block while the lockspace is stopped for recovery (membership change,
 //! quorum loss), and creating a lockspace blocks until it has joined: call this module from
@@ -21,6 +23,7 @@
 //! bytes of uninitialised stack as the lock value block, which the kernel stores when the lock
 //! was PW or EX; [`Lock::unlock`] therefore refuses to unlock those modes directly.
 
+pub mod abandoned;
 mod completion;
 mod dispatch;
 mod error;

@@ -61,6 +61,7 @@ fn error_kind(e: &DlmError) -> &'static str {
         DlmError::UnsafeUnlock { .. } => "unsafe_unlock",
         DlmError::Unexpected { .. } => "unexpected",
         DlmError::NoNodeId { .. } => "no_nodeid",
+        DlmError::Abandoned { .. } => "abandoned",
         DlmError::Sys { .. } => "sys",
     }
 }
