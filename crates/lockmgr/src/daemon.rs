@@ -205,8 +205,14 @@ async fn watch_owners(mut rx: tokio::sync::mpsc::UnboundedReceiver<OwnerKey>, re
     while let Some(key) = rx.recv().await {
         let registry = registry.clone();
         tokio::spawn(async move {
-            if let Some(fd) = owner::open_pidfd(key) {
-                owner::exited(fd, key).await;
+            // The registry's own pidfd when it holds one (opened as the owner registered).
+            match registry.pidfd(key) {
+                Some(fd) => owner::exited(fd, key).await,
+                None => {
+                    if let Some(fd) = owner::open_pidfd(key) {
+                        owner::exited(fd, key).await;
+                    }
+                }
             }
             let _ = tokio::task::spawn_blocking(move || registry.owner_exited(key)).await;
         });

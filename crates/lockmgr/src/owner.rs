@@ -40,8 +40,40 @@ pub fn open_pidfd(key: OwnerKey) -> Option<OwnedFd> {
     is_alive(key).then_some(fd)
 }
 
+/// A live process and a pidfd for it, opened together: the pidfd first, then the start time,
+/// then the pidfd asked whether its process still runs. If it does, the start time read is
+/// its own (a pid is not reused while its process lives). `None`: no such process, or it
+/// exited meanwhile. The pidfd is `None` where pidfd_open itself fails for another reason
+/// (out of file descriptors): the key is then read alone, as [`key_of`] does.
+pub fn open(pid: u32) -> Option<(OwnerKey, Option<OwnedFd>)> {
+    let raw = Pid::from_raw(i32::try_from(pid).ok()?)?;
+    let fd = match pidfd_open(raw, PidfdFlags::empty()) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::SRCH) => return None,
+        Err(_) => return key_of(pid).map(|k| (k, None)),
+    };
+    let key = key_of(pid)?;
+    runs(&fd).then_some((key, Some(fd)))
+}
+
+/// Whether the process behind `fd` has not exited yet (a pidfd polls readable once it has,
+/// zombie included). Unlike [`is_alive`] this reads nothing under /proc, which blocks while
+/// the process is in the middle of an exec, as a QEMU just started is.
+pub fn runs(fd: &impl std::os::fd::AsFd) -> bool {
+    use rustix::event::{poll, PollFd, PollFlags};
+    let mut fds = [PollFd::new(fd, PollFlags::IN)];
+    loop {
+        match poll(&mut fds, Some(&rustix::event::Timespec { tv_sec: 0, tv_nsec: 0 })) {
+            Ok(n) => return n == 0,
+            Err(rustix::io::Errno::INTR) => continue,
+            // Cannot tell: say it runs, and let the caller's own check decide.
+            Err(_) => return true,
+        }
+    }
+}
+
 /// Resolves when the process `key` (behind `fd`) exits: a pidfd polls readable at exit.
-pub async fn exited(fd: OwnedFd, key: OwnerKey) {
+pub async fn exited<F: std::os::fd::AsRawFd>(fd: F, key: OwnerKey) {
     // `AsyncFd::new` is deprecated because a borrowed raw fd could be closed under it; here
     // the AsyncFd owns the OwnedFd, so that cannot happen, and the unsafe `register` would buy
     // nothing but an `unsafe` block outside the wrapper modules.
@@ -87,6 +119,27 @@ mod tests {
         assert_eq!(start_time(pid), None, "zombie counted as alive");
         child.wait().unwrap();
         assert_eq!(start_time(pid), None);
+    }
+
+    #[test]
+    fn open_gives_the_key_and_a_pidfd_that_sees_the_exit() {
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let (key, fd) = open(child.id()).expect("live child");
+        let fd = fd.expect("pidfd");
+        assert_eq!(Some(key), key_of(child.id()));
+        assert!(runs(&fd));
+        child.kill().unwrap();
+        // Exited but not reaped (a zombie) is already dead for the pidfd, as for `is_alive`.
+        for _ in 0..1000 {
+            if !runs(&fd) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(!runs(&fd), "pidfd still says the killed child runs");
+        assert!(!is_alive(key));
+        child.wait().unwrap();
+        assert!(open(key.pid).is_none());
     }
 
     #[tokio::test]

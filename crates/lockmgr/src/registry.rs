@@ -18,6 +18,7 @@ use crate::proto::{Conflict, ErrorCode, ErrorReply, LockInfo, OwnerSpec, Resourc
 use parking_lot::{Condvar, Mutex};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc::UnboundedSender;
@@ -31,6 +32,19 @@ struct Held {
 struct Owner {
     spec: OwnerSpec,
     held: BTreeMap<ResName, Held>,
+    /// A pidfd for the owner's process, shared with its exit watcher: asking it whether the
+    /// process still runs reads nothing under /proc (see [`owner::runs`]).
+    pidfd: Option<Arc<OwnedFd>>,
+}
+
+impl Owner {
+    /// Whether the process `key` names still runs: by the pidfd when there is one.
+    fn alive(&self, key: OwnerKey) -> bool {
+        match &self.pidfd {
+            Some(fd) => owner::runs(fd),
+            None => owner::is_alive(key),
+        }
+    }
 }
 
 struct Table {
@@ -202,8 +216,9 @@ impl Registry {
                 }
             }
             r.owners_adopted += 1;
+            let pidfd = owner::open_pidfd(key).map(Arc::new);
+            t.owners.insert(key, Owner { spec, held, pidfd });
             let _ = self.watch.send(key);
-            t.owners.insert(key, Owner { spec, held });
         }
         // The journal as read stays true if it cannot be rewritten now: it names the locks
         // just taken back (under their old grant ids, which nothing reads back), and dead
@@ -241,11 +256,20 @@ impl Registry {
     /// reused pid is dropped first.
     fn ensure_owner(&self, t: &mut Table, spec: &OwnerSpec) -> Result<OwnerKey, Response> {
         validate(spec)?;
-        let Some(key) = owner::key_of(spec.pid) else {
-            return Err(err(
-                ErrorCode::OwnerGone,
-                format!("VM {}: its QEMU process {} is not running; nothing was locked", vm(spec), spec.pid),
-            ));
+        // A registered owner whose pidfd says it still runs is the process at that pid now:
+        // no need to read its start time again (which waits while QEMU is being exec'd).
+        let known = t.owners.iter().find(|(k, o)| k.pid == spec.pid && o.pidfd.is_some() && o.alive(**k)).map(|(k, _)| *k);
+        let (key, pidfd) = match known {
+            Some(k) => (k, None),
+            None => match owner::open(spec.pid) {
+                Some((k, fd)) => (k, fd),
+                None => {
+                    return Err(err(
+                        ErrorCode::OwnerGone,
+                        format!("VM {}: its QEMU process {} is not running; nothing was locked", vm(spec), spec.pid),
+                    ))
+                }
+            },
         };
         let stale: Vec<OwnerKey> = t.owners.keys().filter(|k| k.pid == spec.pid && **k != key).copied().collect();
         for k in stale {
@@ -270,7 +294,7 @@ impl Registry {
             }
             None => {
                 t.journal.append(&[Record::Owner { key, spec: spec.clone() }]).map_err(journal_err)?;
-                t.owners.insert(key, Owner { spec: spec.clone(), held: BTreeMap::new() });
+                t.owners.insert(key, Owner { spec: spec.clone(), held: BTreeMap::new(), pidfd: pidfd.map(Arc::new) });
                 tracing::info!(vm = %spec.name, uuid = %spec.uuid, pid = spec.pid, "owner registered");
                 let _ = self.watch.send(key);
                 Ok(key)
@@ -391,7 +415,7 @@ impl Registry {
             self.undo(key.pid, &grants);
             return err(ErrorCode::Backend, format!("VM {}: this node lost its locks while they were being taken; nothing was locked", vm(spec)));
         }
-        if !t.owners.contains_key(&key) || !owner::is_alive(key) {
+        if !t.owners.get(&key).is_some_and(|o| o.alive(key)) {
             drop(t);
             self.undo(key.pid, &grants);
             return err(ErrorCode::OwnerGone, format!("VM {}: its QEMU process {} exited; nothing was locked", vm(spec), spec.pid));
@@ -569,6 +593,11 @@ impl Registry {
             dropped.extend(infos);
         }
         dropped
+    }
+
+    /// The pidfd the registry holds for `key`, for its exit watcher (`None`: none held).
+    pub fn pidfd(&self, key: OwnerKey) -> Option<Arc<OwnedFd>> {
+        self.table.lock().owners.get(&key).and_then(|o| o.pidfd.clone())
     }
 
     /// The owner's QEMU exited: every lock it held goes, at once.

@@ -274,15 +274,34 @@ async fn connection(mut stream: UnixStream, kind: SocketKind, peer: Peer, truste
         let resp = if kind == SocketKind::Admin && !req.op.is_read_only() {
             Response::error(ErrorCode::Unauthorized, "the admin socket is read-only; this request needs the control socket (root)")
         } else {
-            let registry = registry.clone();
-            tokio::task::spawn_blocking(move || dispatch(&registry, Some(pid), req.op))
-                .await
-                .unwrap_or_else(|e| Response::error(ErrorCode::Internal, format!("request handler failed: {e}")))
+            run_blocking(&registry, pid, req.op).await
         };
         if !send(&mut stream, &resp).await {
             return;
         }
     }
+}
+
+/// Runs `dispatch` off the async code: a panic in it becomes an `Internal` answer.
+///
+/// On the daemon's multi-thread runtime it runs in place ([`tokio::task::block_in_place`]):
+/// handing a request to the blocking pool and its answer back costs two thread wake-ups,
+/// which were most of a short request's time. The worker's other tasks move to another
+/// thread meanwhile, so a request that blocks (journal sync, a bounded DLM wait) still
+/// stops nobody else. A current-thread runtime cannot do that: there it goes to the pool.
+async fn run_blocking(registry: &Arc<Registry>, pid: u32, op: Op) -> Response {
+    let internal = |e: String| Response::error(ErrorCode::Internal, format!("request handler failed: {e}"));
+    if tokio::runtime::Handle::current().runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread {
+        let run = std::panic::AssertUnwindSafe(|| dispatch(registry, Some(pid), op));
+        tokio::task::block_in_place(|| std::panic::catch_unwind(run)).unwrap_or_else(|p| internal(panic_text(&p)))
+    } else {
+        let registry = registry.clone();
+        tokio::task::spawn_blocking(move || dispatch(&registry, Some(pid), op)).await.unwrap_or_else(|e| internal(e.to_string()))
+    }
+}
+
+fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_else(|| "panic".into())
 }
 
 /// Runs one request against the registry (blocking).
