@@ -74,15 +74,15 @@ check restart-keeps-lock 'systemctl restart virtdlmd; systemctl is-active virtdl
   '^active$' "$IMG/web-1.img +EX +web-1 .* held" 'adopted after restart vm=web-1'
 check kill9-restarts 'P=$(systemctl show -P MainPID virtdlmd); systemctl kill -s KILL virtdlmd; for i in $(seq 1 100); do Q=$(systemctl show -P MainPID virtdlmd); [ "$(systemctl is-active virtdlmd)" = active ] && [ "$Q" != 0 ] && [ "$Q" != "$P" ] && break; sleep 0.1; done; systemctl show -p NRestarts -p ActiveState virtdlmd; virtdlm locks' \
   '^NRestarts=1$' '^ActiveState=active$' "$IMG/web-1.img +EX +web-1 .* held"
-check journal-kill9 'journalctl -u virtdlmd --no-pager | tail -8' "Main process exited, code=killed, status=9/KILL" 'Scheduled restart job, restart counter is at 1' \
-  'journal replayed: 1 owners with 1 locks taken back'
+check journal-kill9 'journalctl -u virtdlmd --no-pager | grep -A12 "Sending signal SIGKILL"' "Main process exited, code=killed, status=9/KILL" 'Scheduled restart job, restart counter is at 1' \
+  'journal replayed: [0-9]+ owners with 1 locks taken back'
 check stop-keeps-journal 'systemctl stop virtdlmd; systemctl is-active virtdlmd; ls /run/virt-dlm; systemctl start virtdlmd; virtdlm locks' \
   '^inactive$' '^journal$' "$IMG/web-1.img +EX +web-1 .* held"
 # The owner exits: the daemon (pidfd on a process of another cgroup) releases its lock.
 check owner-exit 'kill $(cat /run/web-1.pid); for i in $(seq 1 50); do virtdlm locks | grep -q web-1 || break; sleep 0.1; done; virtdlm locks; journalctl -u virtdlmd --no-pager -o cat | tail -3' \
   '^no locks$' 'released: its QEMU process exited vm=web-1'
 check journal-tag 'journalctl -t virtdlmd --no-pager | tail -3' 'virtdlmd\[[0-9]+\]: .*INFO'
-check disable-now 'systemctl disable --now virtdlmd libvirtd; systemctl is-enabled virtdlmd; systemctl is-active virtdlmd' \
+check disable-now 'systemctl disable --now virtdlmd libvirtd; systemctl is-enabled virtdlmd; systemctl is-active virtdlmd; true' \
   'Removed "/etc/systemd/system/multi-user.target.wants/virtdlmd.service"' '^disabled$' '^inactive$'
 check no-failed-units 'systemctl --failed --no-legend --plain; journalctl -b -p err --no-pager -o cat | grep -i virtdlm; echo end' '^end$'
 grep -q 'virtdlmd' "$RES/no-failed-units.txt" && fail "no-failed-units: $(cat "$RES/no-failed-units.txt")"
