@@ -72,9 +72,10 @@ check journal-lock-change 'journalctl -u virtdlmd --no-pager -o cat | grep grant
 check conflict "sleep 100000 & $DC $SOCK acquire:web-2:\$!:EX=$IMG/web-1.img" '"outcome":"conflict"'
 check restart-keeps-lock 'systemctl restart virtdlmd; systemctl is-active virtdlmd; virtdlm locks; journalctl -u virtdlmd --no-pager -o cat | tail -4' \
   '^active$' "$IMG/web-1.img +EX +web-1 .* held" 'adopted after restart vm=web-1'
+check journal-u 'journalctl -u virtdlmd' 'virtdlmd\[[0-9]+\]: .*INFO .*granted vm=web-1 ' 'Stopped virtdlmd.service' 'adopted after restart vm=web-1'
 check kill9-restarts 'P=$(systemctl show -P MainPID virtdlmd); systemctl kill -s KILL virtdlmd; for i in $(seq 1 100); do Q=$(systemctl show -P MainPID virtdlmd); [ "$(systemctl is-active virtdlmd)" = active ] && [ "$Q" != 0 ] && [ "$Q" != "$P" ] && break; sleep 0.1; done; systemctl show -p NRestarts -p ActiveState virtdlmd; virtdlm locks' \
   '^NRestarts=1$' '^ActiveState=active$' "$IMG/web-1.img +EX +web-1 .* held"
-check journal-kill9 'journalctl -u virtdlmd --no-pager | grep -A12 "Sending signal SIGKILL"' "Main process exited, code=killed, status=9/KILL" 'Scheduled restart job, restart counter is at 1' \
+check journal-kill9 'for i in $(seq 1 50); do journalctl -u virtdlmd | grep -q "status=9/KILL" && break; sleep 0.1; done; journalctl -u virtdlmd | grep -A8 "status=9/KILL"' "Main process exited, code=killed, status=9/KILL" 'Scheduled restart job, restart counter is at 1' \
   'journal replayed: [0-9]+ owners with 1 locks taken back'
 check stop-keeps-journal 'systemctl stop virtdlmd; systemctl is-active virtdlmd; ls /run/virt-dlm; systemctl start virtdlmd; virtdlm locks' \
   '^inactive$' '^journal$' "$IMG/web-1.img +EX +web-1 .* held"
