@@ -87,5 +87,23 @@ check disable-now 'systemctl disable --now virtdlmd libvirtd; systemctl is-enabl
   'Removed "/etc/systemd/system/multi-user.target.wants/virtdlmd.service"' '^disabled$' '^inactive$'
 check no-failed-units 'systemctl --failed --no-legend --plain; journalctl -b -p err --no-pager -o cat | grep -i virtdlm; echo end' '^end$'
 grep -q 'virtdlmd' "$RES/no-failed-units.txt" && fail "no-failed-units: $(cat "$RES/no-failed-units.txt")"
+
+# backend = dlm behind corosync and dlm_controld of their own units (one node, on loopback):
+# After= orders the three; a lock loss (corosync killed) makes the hardened daemon stop the VM
+# (pidfd signal) and release the lockspace dlm_controld abandoned (configfs and sysfs writes).
+CS='totem {\n version: 2\n cluster_name: hv\n transport: knet\n crypto_cipher: none\n crypto_hash: none\n}\nlogging {\n to_syslog: yes\n}\nquorum {\n provider: corosync_votequorum\n}\nnodelist {\n node {\n  nodeid: 1\n  name: hv1\n  ring0_addr: 127.0.0.1\n }\n}\n'
+# dlm first: systemctl enqueues one job per unit, and a virtdlmd job enqueued before dlm's is
+# runnable at once (After= orders only against jobs already queued; at boot, multi-user.target
+# queues all three in one transaction).
+check dlm-start "printf '$CS' > /etc/corosync/corosync.conf; mkdir -p /etc/dlm; printf 'enable_fencing=0\\nprotocol=tcp\\npost_join_delay=0\\n' > /etc/dlm/dlm.conf; sed -i 's/^backend = local/backend = dlm/' /etc/virt-dlm/virtdlmd.conf; S=\$(date +%s); sleep 1; systemctl start dlm virtdlmd; systemctl is-active corosync dlm virtdlmd; virtdlm status; journalctl --since @\$S --no-pager -o cat | grep -E '^(Started|Starting|Failed).*(corosync|dlm|virtdlmd).service'" \
+  'backend +dlm' 'quorate +true' 'Started dlm.service'
+sed -n '/^Start\|^Fail/p' "$RES/dlm-start.txt" | awk '/Started dlm.service/{d=1} /virtdlmd.service/{if(!d) bad=1} /^Failed/{bad=1} END{exit bad}' &&
+  pass dlm-after-order || fail "dlm-after-order: $(grep -E '^(Start|Fail)' "$RES/dlm-start.txt" | tr '\n' ' ')"
+check dlm-acquire "sleep 100000 & echo \$! > /run/web-3.pid; truncate -s 1M $IMG/web-3.img; $DC $SOCK acquire:web-3:\$(cat /run/web-3.pid):EX=$IMG/web-3.img; dlm_tool ls" \
+  '"outcome":"ok"' 'name +virtdlm'
+check dlm-lock-loss 'systemctl kill -s KILL corosync; for i in $(seq 1 100); do [ -e /sys/kernel/dlm/virtdlm ] || break; sleep 0.1; done; kill -0 $(cat /run/web-3.pid) 2>/dev/null && echo vm-alive || echo vm-stopped; ls /sys/kernel/dlm | grep -c virtdlm; virtdlm status; journalctl -u virtdlmd --no-pager -o cat | grep -E "sending SIG|lockspace released|Read-only"' \
+  '^vm-stopped$' '^0$' 'VM web-3 pid [0-9]+: poweroff -> terminated' 'sending SIGTERM vm=web-3' 'lockspace released'
+grep -q 'Read-only' "$RES/dlm-lock-loss.txt" && fail "dlm-lock-loss: read-only file system in the daemon's log"
+check dlm-stop 'timeout 30 systemctl stop virtdlmd; echo "stop rc $?"; systemctl is-active virtdlmd; true' '^stop rc 0$' '^inactive$'
 g journal-all 'journalctl -b --no-pager' || true
 finish
