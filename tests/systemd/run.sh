@@ -7,6 +7,9 @@
 # systemctl enable --now / status / restart / kill -s KILL / stop / disable, virtdlm status,
 # journalctl -u virtdlmd and -t virtdlmd. A lock held by a VM stand-in (a sleep, registered
 # through the control socket as the plugin does) survives restart, kill -9 and stop/start.
+# Then backend = dlm behind corosync (one node, on loopback) and dlm_controld started by their
+# own units: After= order, a DLM lock, corosync killed: the hardened daemon stops the VM and
+# releases the lockspace dlm_controld abandoned, and stops cleanly.
 # Outputs are kept in target/systemd-results/. Prints "N passed, N failed"; non-zero on failure.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
