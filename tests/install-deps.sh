@@ -17,7 +17,8 @@ PKGS=(
   # plugin ABI tier: the C harness (gcc), dlm.so's linkage checks (readelf, nm), lockd.so and
   # virtlockd as the reference plugin (libvirt-daemon)
   gcc libc6-dev binutils libvirt-daemon
-  # deb tier and deploy/build-deb.sh: dpkg-shlibdeps, systemd-analyze (binutils above: objdump)
+  # deb tier and deploy/build-deb.sh: dpkg-shlibdeps, systemd-analyze (binutils above: objdump);
+  # systemd tier: systemd as PID 1 of its User-Mode Linux guest
   # (cargo-deb itself is installed by deploy/build-deb.sh with cargo install)
   dpkg-dev systemd
   # fuzz tier: libfuzzer-sys compiles libFuzzer (C++); cargo-fuzz comes from crates.io (tests/fuzz/run.sh)

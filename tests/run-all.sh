@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 LOG=${CARGO_TARGET_DIR:-$ROOT/target}/tier-logs
 mkdir -p "$LOG"
-TIERS=${TIERS:-unit reliability fuzz corosync inventory abi bench libvirt deb cluster pacemaker}
+TIERS=${TIERS:-unit reliability fuzz corosync inventory abi bench libvirt deb systemd cluster pacemaker}
 total_pass=0 total_fail=0 summary=()
 
 # Runs one tier, showing its output, and records its "N passed, N failed" line.
@@ -50,6 +50,7 @@ for t in $TIERS; do
     bench)    tier bench "peer benchmark, short run: nop, dlm.so, lockd.so, sanlock.so rows (no timings asserted)" tests/bench/smoke.sh ;;
     libvirt)  tier libvirt "a real libvirtd 9.0 with qemu TCG domains" tests/libvirt/run.sh ;;
     deb)      tier deb "the Debian package: build, dpkg -i, installed plugin in a real libvirtd, purge" tests/deb/run.sh ;;
+    systemd)  tier systemd "the systemd unit under a real systemd (PID 1 of a UML guest): enable, restart, kill -9, journald, lock loss" tests/systemd/run.sh ;;
     cluster)  tier cluster "3-node corosync + kernel DLM in User-Mode Linux" tests/cluster/run.sh ;;
     pacemaker) tier pacemaker "deploy/cluster's Pacemaker configuration on 3 UML guests" tests/pacemaker/run.sh ;;
     *) echo "unknown tier $t"; total_fail=$((total_fail + 1)) ;;
