@@ -35,7 +35,8 @@ stop_spawned() {
 wait_log() {
   local f=$1 from=$2 re=$3 end=$((SECONDS + WAIT)) n
   while :; do
-    n=$(awk -v s="$from" -v re="$re" 'NR >= s && $0 ~ re {print NR; exit}' "$f" 2>/dev/null)
+    # The pattern goes through the environment: `awk -v` would turn its `\(` into `(` (gawk).
+    n=$(RE=$re awk -v s="$from" 'NR >= s && $0 ~ ENVIRON["RE"] {print NR; exit}' "$f" 2>/dev/null)
     [ -n "$n" ] && { echo "$n"; return 0; }
     if [ $SECONDS -ge $end ]; then
       echo "no line matching /$re/ in $(basename "$f") after line $from within ${WAIT}s; it has:" >&2
