@@ -20,9 +20,11 @@ T=$(mktemp -d /tmp/virt-dlm-lv.XXXXXX)
 chmod 0755 "$T"                    # QEMU runs as libvirt-qemu and must reach the images
 LV_PREFIX=vdlm-t-
 . tests/libvirt/lib.sh
+. tests/libvirt/lockd-switch.sh
+. tests/libvirt/migrate.sh
 PASSED=0
 FAILED=0
-trap 'lv_cleanup' EXIT
+trap 'dst_cleanup; lv_cleanup' EXIT
 
 pass() { echo "PASS $*"; PASSED=$((PASSED + 1)); }
 fail() { echo "FAIL $*"; FAILED=$((FAILED + 1)); }
@@ -57,7 +59,7 @@ lv_build || { fail "build of dlm.so / virtdlmd"; finish; }
 A=$T/hosta B=$T/hostb
 mkdir -p "$A" "$B" "$T/leases"
 chmod 0755 "$A" "$B" "$T/leases"
-for f in a sh base hot own-c own-d; do truncate -s 16M "$A/$f.img" "$B/$f.img"; done
+for f in a sh base hot own-c own-d mig; do truncate -s 16M "$A/$f.img" "$B/$f.img"; done
 
 start_virtdlmd <<EOC || { fail "virtdlmd did not start"; finish; }
 path_map = $B:$A
@@ -71,6 +73,8 @@ lease_xml() { echo "<lease><lockspace>space</lockspace><key>$1</key><target path
 disk_xml "$B/a.img" vda | define_domain vdlm-t-b
 disk_xml "$A/own-c.img" vda | define_domain vdlm-t-c
 disk_xml "$A/own-d.img" vda | define_domain vdlm-t-d
+disk_xml "$A/mig.img" vda | define_domain vdlm-t-m
+disk_xml "$B/mig.img" vda | define_domain vdlm-t-n
 
 # ---- start, and a second VM on the same disk
 ok "start a (lease, exclusive, shareable and read-only disks)" virsh_ start vdlm-t-a
@@ -165,5 +169,10 @@ refused "a now refused, b named" "held exclusively by VM vdlm-t-b" virsh_ start 
 ok "destroy b" virsh_ destroy vdlm-t-b
 ok "destroy d" virsh_ destroy vdlm-t-d
 ok "no lock left in virtdlmd" no_locks
+
+# ---- the operator's guide, README 5 and 6
+test_lockd_switch
+test_migration
+ok "no lock left in virtdlmd after the guide's steps" no_locks
 
 finish
