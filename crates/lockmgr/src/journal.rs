@@ -406,11 +406,35 @@ mod tests {
     use super::*;
     use crate::proto::FailureAction;
 
-    fn tmp(tag: &str) -> PathBuf {
+    /// A journal path in a scratch directory of its own, removed when the test ends.
+    struct Scratch(PathBuf);
+
+    impl std::ops::Deref for Scratch {
+        type Target = PathBuf;
+        fn deref(&self) -> &PathBuf {
+            &self.0
+        }
+    }
+
+    impl AsRef<std::path::Path> for Scratch {
+        fn as_ref(&self) -> &std::path::Path {
+            &self.0
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            if let Some(d) = self.0.parent() {
+                let _ = std::fs::remove_dir_all(d);
+            }
+        }
+    }
+
+    fn tmp(tag: &str) -> Scratch {
         let d = std::env::temp_dir().join(format!("virtdlm-journal-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
-        d.join("journal")
+        Scratch(d.join("journal"))
     }
 
     fn spec(pid: u32) -> OwnerSpec {
