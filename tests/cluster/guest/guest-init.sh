@@ -93,14 +93,4 @@ else
 fi
 st "READY"
 
-# Command loop; a fork-free 50 ms tick keeps an idle guest cheap.
-mkfifo /run/tick; exec 9<>/run/tick
-while :; do
-  for f in /xchg/cmd/*.sh; do
-    [ -e "$f" ] || continue
-    b=${f%.sh}; [ -e "$b.started" ] && continue
-    touch "$b.started"
-    ( bash "$f" > "$b.out" 2>&1; echo $? > "$b.rc.tmp"; mv "$b.rc.tmp" "$b.rc" ) &
-  done
-  read -t 0.05 -u 9 _ || true
-done
+exec "$(dirname "$0")/command-loop.sh"
