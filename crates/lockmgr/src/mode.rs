@@ -51,6 +51,19 @@ impl Mode {
         }
     }
 
+    /// The weakest mode that keeps out everything `self` or `other` keeps out: what one owner
+    /// must hold when it lists one disk twice (read-only and writable, shared and exclusive).
+    /// CW and PR together leave only CR compatible, which none of the four modes is but EX.
+    pub fn strongest(self, other: Mode) -> Mode {
+        use Mode::*;
+        match (self, other) {
+            (a, b) if a == b => a,
+            (Ex, _) | (_, Ex) | (Cw, Pr) | (Pr, Cw) => Ex,
+            (Cr, m) | (m, Cr) => m,
+            _ => Ex,
+        }
+    }
+
     /// The DLM's numeric mode (`LKM_*MODE`).
     pub fn dlm_mode(self) -> u32 {
         self as u32
@@ -118,6 +131,27 @@ mod tests {
                 assert_eq!(a.compatible(*b), b.compatible(*a), "symmetry {a} {b}");
             }
         }
+    }
+
+    #[test]
+    fn strongest_keeps_out_what_either_keeps_out() {
+        for a in Mode::ALL {
+            for b in Mode::ALL {
+                let s = a.strongest(b);
+                assert_eq!(s, b.strongest(a), "symmetry {a} {b}");
+                for x in Mode::ALL {
+                    if !a.compatible(x) || !b.compatible(x) {
+                        assert!(!s.compatible(x), "{a}+{b} gave {s}, which lets {x} in");
+                    }
+                }
+                // And no stronger than needed: the least restrictive such mode of the four.
+                let fits = |m: Mode| Mode::ALL.iter().all(|x| m.compatible(*x) <= (a.compatible(*x) && b.compatible(*x)));
+                let best = Mode::ALL.iter().copied().filter(|m| fits(*m)).max_by_key(|m| Mode::ALL.iter().filter(|x| m.compatible(**x)).count());
+                assert_eq!(Some(s), best, "{a}+{b}");
+            }
+        }
+        assert_eq!(Mode::Pr.strongest(Mode::Ex), Mode::Ex);
+        assert_eq!(Mode::Cw.strongest(Mode::Pr), Mode::Ex);
     }
 
     #[test]

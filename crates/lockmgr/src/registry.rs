@@ -240,11 +240,12 @@ impl Registry {
         let mut out: Vec<Named> = Vec::new();
         for r in resources {
             match self.naming.resolve(r) {
-                Ok(Some(n)) => {
-                    if !out.iter().any(|o| o.name == n.name) {
-                        out.push(n)
-                    }
-                }
+                // One disk listed twice (read-only and writable, shared and exclusive): one
+                // lock, in the mode that keeps out what either listing keeps out.
+                Ok(Some(n)) => match out.iter_mut().find(|o| o.name == n.name) {
+                    Some(o) => o.mode = o.mode.strongest(n.mode),
+                    None => out.push(n),
+                },
                 Ok(None) => {}
                 Err(e) => return Err(err(ErrorCode::BadRequest, e.to_string())),
             }

@@ -28,6 +28,58 @@ fn qemu_exit_releases_every_lock_at_once() {
     assert!(d.log().contains("released: its QEMU process exited"), "release not logged");
 }
 
+/// One disk listed twice in one request (read-only then writable; shared then exclusive) is
+/// locked once, in the mode that keeps out what either listing keeps out: a VM writing a disk
+/// it also lists read-only must not hold it in PR, where another VM's PR would be let in.
+/// Break it: keep the first listing's mode in `Registry::resolve_all` (as before): this test
+/// fails with "PR+EX: held PR, not EX" (checked).
+#[test]
+fn a_disk_listed_twice_is_locked_in_the_strongest_mode() {
+    let dir = tmpdir("twice");
+    let mut d = Daemon::new(&dir, "");
+    d.start(&[]);
+    let (a, b) = (Vm::spawn("vm-a"), Vm::spawn("vm-b"));
+    let flags = |m: Mode| match m {
+        Mode::Ex => (false, false),
+        Mode::Cw => (false, true),
+        Mode::Pr => (true, false),
+        Mode::Cr => (true, true),
+    };
+    for (first, second, want) in [
+        (Mode::Pr, Mode::Ex, Mode::Ex),
+        (Mode::Ex, Mode::Pr, Mode::Ex),
+        (Mode::Cw, Mode::Ex, Mode::Ex),
+        (Mode::Cw, Mode::Pr, Mode::Ex),
+        (Mode::Cr, Mode::Cw, Mode::Cw),
+        (Mode::Cr, Mode::Pr, Mode::Pr),
+    ] {
+        let (r1, s1) = flags(first);
+        let (r2, s2) = flags(second);
+        let both = [disk(&dir, "twice.img", r1, s1), disk(&dir, "twice.img", r2, s2)];
+        expect_ok(a.acquire(&d, &both));
+        let held = a.held(&d);
+        assert_eq!(held.len(), 1, "{first}+{second}: {held:?}");
+        assert_eq!(held[0].mode, want, "{first}+{second}: held {}, not {want}", held[0].mode);
+        // Another VM asking for either listing's mode is refused when the strongest mode says so.
+        for m in [first, second] {
+            let (r, s) = flags(m);
+            let other = disk(&dir, "twice.img", r, s);
+            match b.acquire(&d, std::slice::from_ref(&other)) {
+                Response::Ok { .. } => {
+                    assert!(want.compatible(m), "{first}+{second}: vm-b got {m}");
+                    b.release(&d, &[other]);
+                }
+                r => {
+                    expect_error(r, ErrorCode::Conflict);
+                    assert!(!want.compatible(m), "{first}+{second}: vm-b refused {m}");
+                }
+            }
+        }
+        a.release(&d, &both);
+        assert!(d.locks().is_empty(), "{first}+{second}: leftover {:?}", d.locks());
+    }
+}
+
 #[test]
 fn two_owners_contend_in_every_mode_pair() {
     let dir = tmpdir("modes");
