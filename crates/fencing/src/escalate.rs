@@ -1,13 +1,14 @@
 //! The escalation: what happens to VMs whose locks are lost, and in what order.
 //!
 //! 1. `ignore` VMs are left alone where the configuration allows it.
-//! 2. `pause` VMs are suspended through libvirt; one that cannot be suspended in time joins
-//!    the next step.
+//! 2. `pause` VMs are suspended through libvirt, all at once, each within `pause_timeout`;
+//!    one that cannot be suspended in time joins the next step.
 //! 3. Everything else gets SIGTERM; after `grace`, survivors get SIGKILL.
 //! 4. A process still there `kill_wait` after SIGKILL (stuck in the kernel) cannot be stopped
 //!    from user space: the watchdog fires and the host resets.
 //!
-//! The whole run is bounded by `pause_timeout + grace + kill_wait`; the configuration must
+//! The whole run is bounded by `pause_timeout + grace + kill_wait` however many VMs it stops
+//! (plus the watchdog's own timeout once it fires, see docs/LOCK-LOSS.md); the configuration must
 //! keep that shorter than the time after which other hosts may take the locks.
 
 use rustix::process::Signal;
@@ -91,28 +92,51 @@ impl Fencer {
         let mut done = Vec::new();
         let mut to_stop: Vec<(Target, Option<String>)> = Vec::new();
 
+        let mut to_pause = Vec::new();
         for t in targets {
             match t.action {
                 Action::Ignore if self.config.allow_ignore => {
                     tracing::warn!(vm = %t.name, uuid = %t.uuid, "lock lost: VM left running (on_lockfailure=ignore)");
                     done.push((t.name, t.uuid, t.action, Outcome::Ignored, None));
                 }
-                Action::Pause => {
-                    match libvirt::suspend(&self.config.virsh, t.uri.as_deref(), &t.uuid, self.config.pause_timeout) {
-                        Ok(()) => {
-                            tracing::warn!(vm = %t.name, uuid = %t.uuid, "lock lost: VM suspended through libvirt");
-                            done.push((t.name, t.uuid, t.action, Outcome::Paused, None));
-                        }
-                        Err(e) => {
-                            tracing::error!(vm = %t.name, uuid = %t.uuid, error = %e, "lock lost: could not suspend the VM, stopping it instead");
-                            to_stop.push((t, Some(format!("pause failed: {e}"))));
-                        }
-                    }
-                }
+                Action::Pause => to_pause.push(t),
                 Action::Ignore => {
                     to_stop.push((t, Some("on_lockfailure=ignore is not allowed by configuration".into())));
                 }
                 Action::Poweroff => to_stop.push((t, None)),
+            }
+        }
+        // Every suspend at once, each bounded by `pause_timeout`: one after the other, N VMs
+        // slow to suspend would hold SIGTERM back N times that, past the bound the other
+        // nodes' grant hold assumes.
+        let paused = std::thread::scope(|s| {
+            let runs: Vec<_> = to_pause
+                .into_iter()
+                .map(|t| {
+                    s.spawn(move || {
+                        let r = libvirt::suspend(&self.config.virsh, t.uri.as_deref(), &t.uuid, self.config.pause_timeout);
+                        (t, r)
+                    })
+                })
+                .collect();
+            runs.into_iter().map(|h| h.join()).collect::<Vec<_>>()
+        });
+        for run in paused {
+            // A suspend thread cannot panic short of a bug; its VM is then lost track of, so
+            // the watchdog is the only safe answer.
+            let Ok((t, r)) = run else {
+                self.watchdog.fire("a libvirt suspend thread panicked");
+                continue;
+            };
+            match r {
+                Ok(()) => {
+                    tracing::warn!(vm = %t.name, uuid = %t.uuid, "lock lost: VM suspended through libvirt");
+                    done.push((t.name, t.uuid, t.action, Outcome::Paused, None));
+                }
+                Err(e) => {
+                    tracing::error!(vm = %t.name, uuid = %t.uuid, error = %e, "lock lost: could not suspend the VM, stopping it instead");
+                    to_stop.push((t, Some(format!("pause failed: {e}"))));
+                }
             }
         }
 
@@ -224,6 +248,84 @@ mod tests {
         assert_eq!(r.vms[0].3, Outcome::Terminated);
         assert!(r.vms[0].4.as_deref().unwrap_or("").starts_with("pause failed"), "{:?}", r.vms[0].4);
         c.wait().unwrap();
+    }
+
+    /// A fake `virsh` in a scratch directory: each call records itself, then runs `then`.
+    fn fake_virsh(tag: &str, then: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("fence-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("calls")).unwrap();
+        let virsh = dir.join("virsh");
+        // Arguments: -q -c URI suspend UUID.
+        let script = format!("#!/bin/sh\ncalls={}\ntouch \"$calls/$5\"\n{then}\n", dir.join("calls").display());
+        std::fs::write(&virsh, script).unwrap();
+        std::fs::set_permissions(&virsh, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        virsh
+    }
+
+    const MANY: usize = 12;
+
+    /// `pause` VMs are suspended all at once: a suspend that needs every other one under way
+    /// (a fake virsh that succeeds only once all MANY calls have started, and otherwise hangs)
+    /// pauses every VM. Suspended one after the other, the first call waits alone, times out,
+    /// and every VM is terminated instead.
+    /// Break it: suspend in the `for t in targets` loop as before (one at a time): this test
+    /// fails with "VM vm0: Terminated, not Paused" (checked).
+    #[test]
+    fn pause_vms_are_suspended_all_at_once() {
+        let virsh = fake_virsh(
+            "barrier",
+            &format!("while [ $(ls \"$calls\" | wc -l) -lt {MANY} ]; do sleep 0.05; done"),
+        );
+        let mut children = Vec::new();
+        let mut targets = Vec::new();
+        for i in 0..MANY {
+            let (c, p) = spawn("exec sleep 60");
+            children.push(c);
+            targets.push(target(&format!("vm{i}"), Action::Pause, p));
+        }
+        let cfg = FencerConfig { pause_timeout: Duration::from_secs(5), virsh: virsh.display().to_string(), ..quick() };
+        let r = Fencer::new(cfg, Watchdog::none()).carry_out(targets);
+        assert_eq!(r.vms.len(), MANY);
+        for v in &r.vms {
+            assert_eq!(v.3, Outcome::Paused, "VM {}: {:?}, not Paused ({:?})", v.0, v.3, v.4);
+        }
+        for mut c in children {
+            assert!(c.try_wait().unwrap().is_none(), "a paused VM is not signalled");
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+        let _ = std::fs::remove_dir_all(virsh.parent().unwrap());
+    }
+
+    /// MANY `pause` VMs whose libvirt never answers (a fake virsh that sleeps) are all
+    /// terminated within one `pause_timeout + grace + kill_wait`, not MANY pause timeouts.
+    /// Break it as above: this test fails with "took 12.05s" (checked).
+    #[test]
+    fn many_slow_suspends_keep_the_escalation_bound() {
+        let virsh = fake_virsh("slow", "exec sleep 60");
+        let mut children = Vec::new();
+        let mut targets = Vec::new();
+        for i in 0..MANY {
+            let (c, p) = spawn("exec sleep 60");
+            children.push(c);
+            targets.push(target(&format!("vm{i}"), Action::Pause, p));
+        }
+        let cfg = FencerConfig { pause_timeout: Duration::from_secs(1), virsh: virsh.display().to_string(), ..quick() };
+        let bound = cfg.bound();
+        let r = Fencer::new(cfg, Watchdog::none()).carry_out(targets);
+        for v in &r.vms {
+            assert_eq!(v.3, Outcome::Terminated, "VM {}", v.0);
+            assert!(v.4.as_deref().unwrap_or("").contains("did not suspend"), "{:?}", v.4);
+        }
+        assert_eq!(std::fs::read_dir(virsh.parent().unwrap().join("calls")).unwrap().count(), MANY, "one suspend per VM");
+        // The bound is what the other nodes' grant hold is made of; one-at-a-time suspends
+        // take MANY times `pause_timeout` (12 s here), far past it.
+        assert!(r.elapsed < bound * 2, "took {:?}", r.elapsed);
+        for mut c in children {
+            c.wait().unwrap();
+        }
+        let _ = std::fs::remove_dir_all(virsh.parent().unwrap());
     }
 
     /// A process that no signal stops, as one stuck in uninterruptible sleep would be.
