@@ -33,6 +33,8 @@ pub enum DaemonError {
     Bind(#[from] server::BindError),
     #[error("cannot open the watchdog {path}: {source} (set `watchdog = none` to run without one)")]
     Watchdog { path: String, source: std::io::Error },
+    #[error("the watchdog {0} does not report its timeout: set `watchdog_timeout_ms` (or `grant_hold_ms`) in virtdlmd.conf")]
+    WatchdogTimeout(String),
     #[error("cannot start the runtime: {0}")]
     Runtime(std::io::Error),
     #[error(transparent)]
@@ -117,6 +119,12 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
         Some(p) => fencing::Watchdog::open(p).map_err(|source| DaemonError::Watchdog { path: p.display().to_string(), source })?,
         None => fencing::Watchdog::none(),
     };
+    // A VM that survives SIGKILL writes until the watchdog resets the host: the other nodes'
+    // default hold must cover that too, so its timeout must be known.
+    if config.watchdog.is_some() && config.watchdog_timeout.is_none() && watchdog.timeout().is_none() && config.grant_hold.is_none() {
+        return Err(DaemonError::WatchdogTimeout(config.watchdog.as_ref().map(|p| p.display().to_string()).unwrap_or_default()));
+    }
+    let grant_hold = config.grant_hold.unwrap_or_else(|| config.default_grant_hold(watchdog.timeout()));
     let restored = registry.restore()?;
     if let Some(e) = &restored.journal_unwritable {
         tracing::error!("{e}. Serving with the {} locks taken back; no new lock is granted until the journal can be written", restored.locks_adopted);
@@ -160,7 +168,7 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
                     crate::membership_task::spawn(crate::membership_task::GROUP, Box::new(move || gate.membership_changed()))
                 }
             };
-            let loss = crate::lockloss::start(config.fencing.clone(), watchdog, registry.clone(), verdicts, Some(ls), &config.lockspace, config.grant_hold);
+            let loss = crate::lockloss::start(config.fencing.clone(), watchdog, registry.clone(), verdicts, Some(ls), &config.lockspace, Some(grant_hold));
             if !restored.unconfirmed.is_empty() {
                 let why = crate::lockloss::LossReason::Unconfirmed("a lock could not be taken back after the daemon restart".into());
                 tokio::spawn(async move { loss.fence_owners(why, &restored.unconfirmed).await });

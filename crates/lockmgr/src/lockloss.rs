@@ -358,6 +358,7 @@ pub fn start(
         kill_wait_ms = fencing.kill_wait.as_millis() as u64,
         pause_timeout_ms = fencing.pause_timeout.as_millis() as u64,
         grant_hold_ms = hold.as_millis() as u64,
+        watchdog_timeout_ms = watchdog.timeout().map(|t| t.as_millis() as u64),
         watchdog = %watchdog.device().map(|d| d.display().to_string()).unwrap_or_else(|| "none".into()),
         "lock-loss handling on"
     );
