@@ -157,6 +157,7 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
         };
         let access = Arc::new(Access { allowed_uids: config.allowed_uids.clone(), allowed_gid: config.allowed_gid });
         tokio::spawn(watch_owners(watch_rx, registry.clone()));
+        tokio::spawn(retry_releases(registry.clone()));
         // Lock loss: the membership verdict (and the lockspace) decide when VMs must stop.
         if let Some(ls) = dlm {
             // The inventory's verdict when it runs (it reports ring changes to the loss gate
@@ -205,6 +206,16 @@ async fn wait_for_stop() {
             }
         }
         _ => std::future::pending::<()>().await,
+    }
+}
+
+/// Releases the backend refused are retried (each on its own backoff, crate::unreleased).
+async fn retry_releases(registry: Arc<Registry>) {
+    let mut tick = tokio::time::interval(crate::unreleased::FIRST_DELAY);
+    loop {
+        tick.tick().await;
+        let r = registry.clone();
+        let _ = tokio::task::spawn_blocking(move || r.retry_releases()).await;
     }
 }
 

@@ -10,6 +10,7 @@
 //! - `journal`: the journal format (who owns which lock, across daemon restarts).
 //! - `owner`: recognising a QEMU process (pid + start time) and noticing its exit (pidfd).
 //! - `registry`: owners and their locks; acquire all-or-nothing, release, restore.
+//! - `unreleased`: releases the backend refused, retried until it lets go.
 //! - `conflict`: the message a refused user reads.
 //! - `server`: the sockets (SO_PEERCRED, framing); `daemon`: start-up order and shutdown.
 //! - `cluster`: membership verdict and the cluster-wide lock inventory over CPG.
@@ -46,6 +47,8 @@ pub mod owner;
 pub mod registry;
 #[cfg(feature = "daemon")]
 pub mod server;
+#[cfg(feature = "daemon")]
+pub mod unreleased;
 
 #[cfg(feature = "daemon")]
 pub mod dlm;

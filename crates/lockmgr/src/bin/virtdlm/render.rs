@@ -65,6 +65,14 @@ pub fn status(s: &Value) -> String {
     rows.push(("locks here", text(&s["locks"])));
     rows.push(("journal", format!("{} ({} bytes)", text(&s["journal"]), text(&s["journal_bytes"]))));
     rows.push(("last lock loss", lock_loss(&s["last_lock_loss"])));
+    // Releases the DLM refused: those disks may still be locked, so they show here.
+    if let Some(p) = s["releases_pending"].as_array().filter(|p| !p.is_empty()) {
+        let lines: Vec<String> = p
+            .iter()
+            .map(|r| format!("{} {} of VM {}: {} attempts, last: {}", text(&r["disk"]), text(&r["mode"]), text(&r["vm"]), text(&r["attempts"]), text(&r["error"])))
+            .collect();
+        rows.push(("releases retrying", lines.join("\n")));
+    }
     for (k, v) in rows {
         t.add_row([k.to_string(), v]);
     }
