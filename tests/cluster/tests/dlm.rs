@@ -211,3 +211,21 @@ fn releasing_a_lockspace_that_still_has_locks_reports_busy_until_forced() {
     assert_step(&ev, "lock:a:res:EX:nq", "granted");
     assert_step(&ev, "release-ls", "released");
 }
+
+/// A lockspace joined again numbers its locks afresh: the first lock of the new one gets the
+/// lock id the first lock of the released one had. So a bare DLM lock id kept across a
+/// lockspace's release (a deferred or retried release after `retire`) could name another
+/// VM's lock; the daemon's grant ids carry the lockspace's generation for that reason
+/// (lockmgr::backend::dlm, `grant_ids_of_a_retired_lockspace_never_name_a_new_lock`).
+#[test]
+fn a_lockspace_joined_again_reuses_the_lock_ids_of_the_released_one() {
+    let c = Cluster::get();
+    let ev = c.probe(
+        1,
+        &["create:t_lkid", "lock:a:one:EX:-", "release:a", "release-ls", "create:t_lkid", "lock:b:two:EX:-", "release:b", "release-ls"],
+    );
+    let lkid = |s: &str| ev.iter().find(|v| v["step"] == s).and_then(|v| v["lkid"].as_u64()).unwrap_or_else(|| panic!("no lkid for {s}: {ev:#?}"));
+    assert_step(&ev, "lock:a:one:EX:-", "granted");
+    assert_step(&ev, "lock:b:two:EX:-", "granted");
+    assert_eq!(lkid("lock:a:one:EX:-"), lkid("lock:b:two:EX:-"), "lock ids are per lockspace and start again");
+}

@@ -35,9 +35,11 @@ impl Deferring {
     /// The lockspace was abandoned (this node removed from the cluster): release it, and with
     /// it every lock and every recorded release (see [`DlmBackend::retire`]).
     pub fn retire(&self) -> Result<(), BackendError> {
-        self.inner.retire()?;
-        self.deferred.lock().clear();
-        Ok(())
+        let r = self.inner.retire();
+        // Whatever came of it, a recorded release of a retired lock is dropped (its grant id
+        // is of the old generation and can no longer name a lock, see `DlmBackend::retire`).
+        self.deferred.lock().retain(|g| self.inner.is_current(g));
+        r
     }
 
     /// Joins the lockspace again after [`Deferring::retire`] (blocks until joined).
@@ -54,10 +56,20 @@ impl Deferring {
     }
 
     /// The membership is safe again: releases go to the DLM again; returns those recorded
-    /// meanwhile, to be released once the lockspace is known to run.
+    /// meanwhile, to be released once the lockspace is known to run. Those of a lockspace
+    /// retired since are dropped: their locks went with it (and their ids are another
+    /// lockspace's; [`DlmBackend::is_current`]).
     pub fn resume_releases(&self) -> Vec<Grant> {
         self.deferring.store(false, Ordering::SeqCst);
-        std::mem::take(&mut *self.deferred.lock())
+        let mut pending = std::mem::take(&mut *self.deferred.lock());
+        pending.retain(|g| {
+            let current = self.inner.is_current(g);
+            if !current {
+                tracing::info!(resource = %g.name.0, mode = %g.mode, "deferred release dropped: its lock went with the retired lockspace");
+            }
+            current
+        });
+        pending
     }
 }
 

@@ -28,7 +28,7 @@ use crate::mode::Mode;
 use parking_lot::{Mutex, RwLock};
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 /// The lockspace every virtdlmd of a cluster joins unless configured otherwise.
@@ -45,7 +45,9 @@ pub struct DlmBackend {
     retired: AtomicBool,
     nodeid: u32,
     node_name: String,
-    /// Granted locks by grant id (the DLM lock id).
+    /// Which joining of the lockspace grants belong to (see [`grant_id`]).
+    generation: AtomicU32,
+    /// Granted locks by grant id.
     held: Mutex<HashMap<u64, Lock>>,
     /// Anchors: NL locks kept after a release, at most one per resource.
     idle: Mutex<HashMap<ResName, Lock>>,
@@ -63,6 +65,7 @@ impl DlmBackend {
             retired: AtomicBool::new(false),
             nodeid,
             node_name: node_name.into(),
+            generation: AtomicU32::new(0),
             held: Mutex::new(HashMap::new()),
             idle: Mutex::new(HashMap::new()),
         })
@@ -87,8 +90,14 @@ impl DlmBackend {
         // Closing waits for the recovery just started; with no other node it takes moments.
         let released = self.ls.read().release(true);
         let cleaned = crate::dlm::abandoned::cleanup(name, self.nodeid);
-        // Grants and kept anchors died with the lockspace.
-        self.held.lock().clear();
+        // Grants and kept anchors died with the lockspace; a release of one of them still
+        // coming (deferred, retried, or in flight) must not find a lock of the lockspace joined
+        // again, where its DLM lock id may name another VM's lock.
+        {
+            let mut held = self.held.lock();
+            self.generation.fetch_add(1, Ordering::SeqCst);
+            held.clear();
+        }
         self.idle.lock().clear();
         released.map_err(|e| unavailable(name, e))?;
         self.retired.store(true, Ordering::SeqCst);
@@ -108,9 +117,15 @@ impl DlmBackend {
         self.held.lock().len()
     }
 
+    /// Whether `grant` was made through the lockspace as joined now (not one retired since).
+    pub fn is_current(&self, grant: &Grant) -> bool {
+        generation_of(grant.id) == self.generation.load(Ordering::SeqCst)
+    }
+
     fn keep(&self, name: &ResName, mode: Mode, lock: Lock) -> Grant {
-        let id = u64::from(lock.lkid());
-        self.held.lock().insert(id, lock);
+        let mut held = self.held.lock();
+        let id = grant_id(self.generation.load(Ordering::SeqCst), lock.lkid());
+        held.insert(id, lock);
         Grant { name: name.clone(), mode, id }
     }
 
@@ -145,6 +160,17 @@ impl DlmBackend {
             }
         }
     }
+}
+
+/// A grant's id: the DLM lock id, tagged with the lockspace's generation (bumped by
+/// [`DlmBackend::retire`]). A new lockspace numbers its locks afresh, so an untagged id of a
+/// lock that died with the old one could name another VM's lock in the new one.
+fn grant_id(generation: u32, lkid: u32) -> u64 {
+    (u64::from(generation) << 32) | u64::from(lkid)
+}
+
+fn generation_of(id: u64) -> u32 {
+    (id >> 32) as u32
 }
 
 /// Unlocks an anchor nobody needs (granted at NL, or already ended).
@@ -258,6 +284,20 @@ mod tests {
         assert!(matches!(backend_error(&n, DlmError::NoOrphan("x".into())), BackendError::NoOrphan(_)));
         assert!(matches!(backend_error(&n, DlmError::Released("virtdlm".into())), BackendError::Unavailable(_)));
         assert!(matches!(backend_error(&n, DlmError::Busy("x".into())), BackendError::Failed(_)));
+    }
+
+    /// A lock of a retired lockspace and a lock of the one joined again with the same DLM lock
+    /// id (a new lockspace numbers from scratch) have different grant ids, so a late release
+    /// of the first can never drop the second. Break it: make `grant_id` return `lkid` alone
+    /// (as before): this test fails with "a retired grant's id names a new lock" (checked).
+    #[test]
+    fn grant_ids_of_a_retired_lockspace_never_name_a_new_lock() {
+        let lkid = 0x0001_0003;
+        let old = grant_id(0, lkid);
+        let new = grant_id(1, lkid);
+        assert_ne!(old, new, "a retired grant's id names a new lock");
+        assert_eq!((generation_of(old), generation_of(new)), (0, 1));
+        assert_eq!(grant_id(u32::MAX, u32::MAX), u64::MAX);
     }
 
     #[test]
