@@ -50,6 +50,9 @@ impl Owner {
 struct Table {
     journal: Journal,
     owners: HashMap<OwnerKey, Owner>,
+    /// Backend releases decided under the table lock, made once it is dropped
+    /// ([`Registry::unlock_and_release`]).
+    releases: Vec<(Grant, String, OwnerSpec)>,
 }
 
 pub struct Registry {
@@ -120,7 +123,7 @@ impl Registry {
         Registry {
             backend,
             naming,
-            table: Mutex::new(Table { journal, owners: HashMap::new() }),
+            table: Mutex::new(Table { journal, owners: HashMap::new(), releases: Vec::new() }),
             gates: Mutex::new(HashMap::new()),
             granting: Mutex::new(Vec::new()),
             in_flight: Mutex::new(HashMap::new()),
@@ -312,10 +315,12 @@ impl Registry {
             return r;
         }
         let mut t = self.table.lock();
-        match self.ensure_owner(&mut t, spec) {
+        let r = match self.ensure_owner(&mut t, spec) {
             Ok(_) => Response::Ok { locks: vec![] },
             Err(r) => r,
-        }
+        };
+        self.unlock_and_release(t);
+        r
     }
 
     /// Takes every resource for the owner, all or nothing.
@@ -344,6 +349,8 @@ impl Registry {
             let _serialised = gate.lock();
             self.acquire_gated(spec, named, wait_ms)
         };
+        // A stale owner dropped on the way (its pid reused) leaves releases to make.
+        self.unlock_and_release(self.table.lock());
         let mut gates = self.gates.lock();
         // Only the map and we hold it: nobody else waits on this owner's gate.
         if Arc::strong_count(&gate) == 2 {
@@ -529,7 +536,8 @@ impl Registry {
                 format!("VM {}: the QEMU process itself may not release locks (it was registered restricted)", vm(spec)),
             );
         }
-        let mut t = self.table.lock();
+        let mut guard = self.table.lock();
+        let t = &mut *guard;
         let Some(key) = t.owners.keys().find(|k| k.pid == spec.pid).copied() else {
             return Response::State { state: None };
         };
@@ -548,11 +556,25 @@ impl Registry {
         let o = t.owners.get_mut(&key).expect("present");
         for n in names {
             let h = o.held.remove(&n).expect("filtered above");
-            self.backend_release(&h.grant, &h.readable, &o.spec);
+            t.releases.push((h.grant.clone(), h.readable.clone(), o.spec.clone()));
             self.publish(LockChange::Released { resource: n.0.clone(), pid: key.pid });
             tracing::info!(vm = %o.spec.name, uuid = %o.spec.uuid, disk = %h.readable, mode = %h.grant.mode, resource = %n.0, "released");
         }
-        Response::State { state: state_string(o) }
+        let state = state_string(o);
+        self.unlock_and_release(guard);
+        Response::State { state }
+    }
+
+    /// Drops the table lock, then makes the backend releases decided under it. A DLM release
+    /// blocks while the lockspace is stopped for recovery, possibly for good (this node cut
+    /// off); holding the table meanwhile would stop lock-loss handling, which lists the VMs
+    /// to stop under it.
+    fn unlock_and_release(&self, mut t: parking_lot::MutexGuard<'_, Table>) {
+        let todo = std::mem::take(&mut t.releases);
+        drop(t);
+        for (g, readable, owner) in todo {
+            self.backend_release(&g, &readable, &owner);
+        }
     }
 
     /// A release the backend refuses is kept and retried ([`Registry::retry_releases`]): the
@@ -570,6 +592,7 @@ impl Registry {
     }
 
     fn retry_releases_at(&self, now: std::time::Instant) -> usize {
+        self.unlock_and_release(self.table.lock());
         self.unreleased.retry(self.backend.as_ref(), now)
     }
 
@@ -618,6 +641,7 @@ impl Registry {
     pub fn owner_exited(&self, key: OwnerKey) {
         let mut t = self.table.lock();
         self.drop_owner(&mut t, key, "its QEMU process exited");
+        self.unlock_and_release(t);
     }
 
     fn drop_owner(&self, t: &mut Table, key: OwnerKey, why: &str) -> Vec<LockInfo> {
@@ -630,7 +654,7 @@ impl Registry {
         }
         let o = t.owners.remove(&key).expect("present");
         for (n, h) in o.held {
-            self.backend_release(&h.grant, &h.readable, &o.spec);
+            t.releases.push((h.grant.clone(), h.readable.clone(), o.spec.clone()));
             self.publish(LockChange::Released { resource: n.0.clone(), pid: key.pid });
             tracing::info!(vm = %o.spec.name, uuid = %o.spec.uuid, disk = %h.readable, mode = %h.grant.mode, resource = %n.0,
                 "released: {why}");
@@ -769,6 +793,7 @@ impl Registry {
         for k in keys {
             locks.extend(self.drop_owner(&mut t, k, "released by the administrator"));
         }
+        self.unlock_and_release(t);
         Response::Ok { locks }
     }
 
@@ -785,6 +810,7 @@ impl Registry {
                 locks.extend(self.drop_owner(&mut t, k, "cleanup: its QEMU process is gone"));
             }
         }
+        self.unlock_and_release(t);
         Response::Ok { locks }
     }
 }
@@ -856,6 +882,92 @@ mod tests {
         fn purge_orphans(&self) -> Result<usize, BackendError> {
             Ok(0)
         }
+    }
+
+    /// The local backend whose releases block while `stuck` is set, as a DLM release does
+    /// while the lockspace is stopped for a recovery that may never come.
+    struct Stuck {
+        inner: LocalBackend,
+        stuck: Mutex<bool>,
+        freed: Condvar,
+        entered: AtomicUsize,
+    }
+
+    impl Backend for Stuck {
+        fn kind(&self) -> &'static str {
+            "stuck"
+        }
+        fn node(&self) -> (u32, String) {
+            self.inner.node()
+        }
+        fn acquire(&self, name: &ResName, mode: Mode, wait: Option<Duration>) -> Result<Grant, BackendError> {
+            self.inner.acquire(name, mode, wait)
+        }
+        fn release(&self, grant: &Grant) -> Result<(), BackendError> {
+            self.entered.fetch_add(1, Ordering::SeqCst);
+            let mut s = self.stuck.lock();
+            while *s {
+                self.freed.wait(&mut s);
+            }
+            self.inner.release(grant)
+        }
+        fn adopt(&self, name: &ResName, mode: Mode) -> Result<Grant, BackendError> {
+            self.inner.adopt(name, mode)
+        }
+        fn purge_orphans(&self) -> Result<usize, BackendError> {
+            Ok(0)
+        }
+    }
+
+    /// Lock loss stops the VMs even while a release (or an exited owner's cleanup) is blocked
+    /// in the backend: neither may hold the table lock across the backend call, or the loss
+    /// handler, which lists the holders under it, waits with them and no VM is stopped.
+    /// Break it: call `self.backend.release` in `backend_release` at once, under the table
+    /// lock (as before): this test fails with "lock loss waited on a release blocked in the
+    /// DLM" (checked).
+    #[test]
+    fn lock_loss_does_not_wait_for_a_release_blocked_in_the_dlm() {
+        let dir = std::env::temp_dir().join(format!("registry-stuck-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (journal, _) = Journal::open(&dir.join("journal"), 1 << 20, false).unwrap();
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let backend =
+            Arc::new(Stuck { inner: LocalBackend::new("n1"), stuck: Mutex::new(false), freed: Condvar::new(), entered: AtomicUsize::new(0) });
+        let registry = Arc::new(Registry::new(backend.clone(), Naming::default(), journal, tx));
+        let mut leaving = std::process::Command::new("sleep").arg("60").spawn().unwrap();
+        let mut running = std::process::Command::new("sleep").arg("60").spawn().unwrap();
+        let lease = |k: &str| [Resource::Lease { lockspace: None, key: k.into(), path: None, offset: None }];
+        let ok = |r: Response| assert!(matches!(r, Response::Ok { .. }), "{r:?}");
+        ok(registry.acquire(None, &spec(leaving.id(), 1), &lease("a"), 0));
+        ok(registry.acquire(None, &spec(running.id(), 2), &lease("b"), 0));
+
+        *backend.stuck.lock() = true;
+        let (r, pid) = (registry.clone(), leaving.id());
+        let releasing = std::thread::spawn(move || r.release(None, &spec(pid, 1), &lease("a")));
+        while backend.entered.load(Ordering::SeqCst) == 0 {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let cfg = fencing::FencerConfig { grace: Duration::from_millis(500), kill_wait: Duration::from_millis(500), ..Default::default() };
+        let loss = crate::lockloss::LockLoss::new(registry.clone(), fencing::Fencer::new(cfg, fencing::Watchdog::none()), Duration::ZERO, None);
+        // On a thread of its own: a handler stuck on the table lock blocks its thread.
+        let (done_tx, done) = std::sync::mpsc::channel();
+        let handler = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(loss.on_verdict(&crate::corosync::Verdict::Inquorate));
+            let _ = done_tx.send(());
+        });
+        let handled = done.recv_timeout(Duration::from_secs(60));
+        // Unblock before asserting, so a failure does not hang the test.
+        *backend.stuck.lock() = false;
+        backend.freed.notify_all();
+        handler.join().unwrap();
+        assert!(handled.is_ok(), "lock loss waited on a release blocked in the DLM");
+        assert_eq!(running.wait().unwrap().code(), None, "the VM still holding a lock was stopped by a signal");
+        assert!(matches!(releasing.join().unwrap(), Response::State { state: None }));
+        leaving.kill().unwrap();
+        leaving.wait().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     fn spec(pid: u32, n: u8) -> OwnerSpec {
