@@ -1,10 +1,14 @@
 //! virtdlmd's life: start-up in the one safe order, serving, shutdown.
 //!
 //! Start-up order (why it matters): take the journal's file lock (one daemon per journal) →
-//! replay the journal → open the backend → take back the locks of live owners and drop those
-//! of dead ones → purge leftovers → only then bind the sockets and tell systemd READY. No
-//! request is served before every surviving lock is held again, so there is no moment in
-//! which another VM could take a disk whose owner still runs.
+//! replay the journal → open the backend → register the live owners with their journaled
+//! locks and drop the dead ones → bind the sockets, join the cluster, start lock-loss handling
+//! → take back the live owners' locks in the DLM → purge leftovers → only then serve and tell
+//! systemd READY. No request is served before every surviving lock is held again, so there is
+//! no moment in which another VM could take a disk whose owner still runs; and lock-loss
+//! handling runs before anything that can block on the DLM (taking back and purging block
+//! while the lockspace is stopped, e.g. this node cut off), so the VMs whose locks it is
+//! taking back are stopped if the membership says the locks are lost.
 //!
 //! Stopping virtdlmd (SIGTERM) releases nothing: the journal keeps the locks for the next
 //! start, exactly as after a crash.
@@ -125,18 +129,9 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
         return Err(DaemonError::WatchdogTimeout(config.watchdog.as_ref().map(|p| p.display().to_string()).unwrap_or_default()));
     }
     let grant_hold = config.grant_hold.unwrap_or_else(|| config.default_grant_hold(watchdog.timeout()));
-    let restored = registry.restore()?;
-    if let Some(e) = &restored.journal_unwritable {
-        tracing::error!("{e}. Serving with the {} locks taken back; no new lock is granted until the journal can be written", restored.locks_adopted);
-    }
-    tracing::info!(
-        "journal replayed: {} owners with {} locks taken back, {} owners died meanwhile ({} locks released), {} locks lost; leftover locks purged",
-        restored.owners_adopted,
-        restored.locks_adopted,
-        restored.owners_dead,
-        restored.locks_released,
-        restored.locks_lost,
-    );
+    // Owners only: taking their locks back in the DLM can block (a lockspace stopped while
+    // this node is cut off), so it waits until lock-loss handling runs (below).
+    let mut restored = registry.restore_owners()?;
 
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(DaemonError::Runtime)?;
     rt.block_on(async move {
@@ -159,6 +154,7 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
         tokio::spawn(watch_owners(watch_rx, registry.clone()));
         tokio::spawn(retry_releases(registry.clone()));
         // Lock loss: the membership verdict (and the lockspace) decide when VMs must stop.
+        let mut loss = None;
         if let Some(ls) = dlm {
             // The inventory's verdict when it runs (it reports ring changes to the loss gate
             // itself); otherwise a membership driver of our own.
@@ -169,11 +165,31 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
                     crate::membership_task::spawn(crate::membership_task::GROUP, Box::new(move || gate.membership_changed()))
                 }
             };
-            let loss = crate::lockloss::start(config.fencing.clone(), watchdog, registry.clone(), verdicts, Some(ls), &config.lockspace, Some(grant_hold));
-            if !restored.unconfirmed.is_empty() {
-                let why = crate::lockloss::LossReason::Unconfirmed("a lock could not be taken back after the daemon restart".into());
-                tokio::spawn(async move { loss.fence_owners(why, &restored.unconfirmed).await });
-            }
+            loss = Some(crate::lockloss::start(config.fencing.clone(), watchdog, registry.clone(), verdicts, Some(ls), &config.lockspace, Some(grant_hold)));
+        }
+        // Only now what can block on the DLM: the restored owners' VMs are already covered by
+        // lock-loss handling (a node cut off stops them, however long this blocks).
+        let r = registry.clone();
+        let restored = tokio::task::spawn_blocking(move || {
+            r.adopt_restored(&mut restored);
+            restored
+        })
+        .await
+        .expect("taking the locks back panicked");
+        if let Some(e) = &restored.journal_unwritable {
+            tracing::error!("{e}. Serving with the {} locks taken back; no new lock is granted until the journal can be written", restored.locks_adopted);
+        }
+        tracing::info!(
+            "journal replayed: {} owners with {} locks taken back, {} owners died meanwhile ({} locks released), {} locks lost; leftover locks purged",
+            restored.owners_adopted,
+            restored.locks_adopted,
+            restored.owners_dead,
+            restored.locks_released,
+            restored.locks_lost,
+        );
+        if let Some(loss) = loss.filter(|_| !restored.unconfirmed.is_empty()) {
+            let why = crate::lockloss::LossReason::Unconfirmed("a lock could not be taken back after the daemon restart".into());
+            tokio::spawn(async move { loss.fence_owners(why, &restored.unconfirmed).await });
         }
         tokio::spawn(server::serve(ctl, SocketKind::Control, registry.clone(), access.clone(), config.read_timeout));
         tokio::spawn(server::serve(admin, SocketKind::Admin, registry.clone(), access, config.read_timeout));

@@ -91,11 +91,18 @@ pub struct Restored {
     pub orphans_purged: usize,
     /// Live owners with a lock that could not be taken back: their VMs run unprotected.
     pub unconfirmed: Vec<OwnerKey>,
+    /// Journaled locks of live owners, registered but not taken back yet
+    /// ([`Registry::adopt_restored`] empties it).
+    pub to_adopt: Vec<(OwnerKey, ResName)>,
     /// The journal could not be rewritten (full or read-only filesystem): the locks above
     /// are held, the journal still says what it said before, and nothing new is granted
     /// until it can be written.
     pub journal_unwritable: Option<String>,
 }
+
+/// The grant id of a journaled lock not taken back yet after a restart: no backend holds it,
+/// so releasing it goes nowhere (nor may it: the previous daemon's lock ids can be anyone's).
+const NOT_TAKEN_BACK: u64 = u64::MAX;
 
 fn err(code: ErrorCode, message: impl Into<String>) -> Response {
     Response::error(code, message)
@@ -179,7 +186,18 @@ impl Registry {
 
     /// After a daemon restart, before serving: takes back the journaled locks of owners that
     /// still run, drops those of owners that died meanwhile, purges what nobody claims.
+    /// [`Registry::restore_owners`] then [`Registry::adopt_restored`].
     pub fn restore(&self) -> Result<Restored, JournalError> {
+        let mut r = self.restore_owners()?;
+        self.adopt_restored(&mut r);
+        Ok(r)
+    }
+
+    /// First step of a restore, with no backend call (nothing here can block on the DLM): the
+    /// owners that still run are registered again with their journaled locks, so that lock-loss
+    /// handling, started next, knows which VMs to stop; those that died meanwhile are dropped.
+    /// The locks are taken back by [`Registry::adopt_restored`].
+    pub fn restore_owners(&self) -> Result<Restored, JournalError> {
         let mut t = self.table.lock();
         let mut r = Restored::default();
         let saved = t.journal.state().clone();
@@ -201,25 +219,10 @@ impl Registry {
             }
             let mut held = BTreeMap::new();
             for (name, lock) in o.locks {
-                let res = ResName(name.clone());
-                match self.backend.adopt(&res, lock.mode) {
-                    Ok(grant) => {
-                        r.locks_adopted += 1;
-                        tracing::info!(vm = %spec.name, uuid = %spec.uuid, disk = %lock.identity, mode = %lock.mode, resource = %name,
-                            "adopted after restart");
-                        records.push(Record::Grant { key, name, lock: LockEntry { id: grant.id, ..lock.clone() } });
-                        held.insert(res, Held { grant, readable: lock.identity, since: lock.since });
-                    }
-                    Err(e) => {
-                        r.locks_lost += 1;
-                        if !r.unconfirmed.contains(&key) {
-                            r.unconfirmed.push(key);
-                        }
-                        tracing::error!(vm = %spec.name, uuid = %spec.uuid, disk = %lock.identity, mode = %lock.mode, resource = %name,
-                            "LOCK LOST: could not take back the lock after restart: {e}");
-                        records.push(Record::Release { key, name });
-                    }
-                }
+                let res = ResName(name);
+                let grant = Grant { name: res.clone(), mode: lock.mode, id: NOT_TAKEN_BACK };
+                r.to_adopt.push((key, res.clone()));
+                held.insert(res, Held { grant, readable: lock.identity, since: lock.since });
             }
             r.owners_adopted += 1;
             let pidfd = owner::open_pidfd(key).map(Arc::new);
@@ -227,7 +230,7 @@ impl Registry {
             let _ = self.watch.send(key);
         }
         // The journal as read stays true if it cannot be rewritten now: it names the locks
-        // just taken back (under their old grant ids, which nothing reads back), and dead
+        // being taken back (under their old grant ids, which nothing reads back), and dead
         // owners are found dead again at the next start.
         if let Err(e) = t.journal.append(&records).and_then(|()| t.journal.compact()) {
             match e {
@@ -235,11 +238,66 @@ impl Registry {
                 e => r.journal_unwritable = Some(e.to_string()),
             }
         }
+        Ok(r)
+    }
+
+    /// Second step of a restore: takes back, in the backend, the locks [`Registry::restore_owners`]
+    /// registered, then purges what nobody claimed. The DLM blocks both while the lockspace is
+    /// stopped (this node cut off), so no table lock is held across them, and lock-loss
+    /// handling should be running already. A lock that cannot be taken back leaves the table,
+    /// and its owner is listed in `unconfirmed` (its VM runs unprotected: stop it).
+    pub fn adopt_restored(&self, r: &mut Restored) {
+        for (key, res) in std::mem::take(&mut r.to_adopt) {
+            let mode = {
+                let t = self.table.lock();
+                match t.owners.get(&key).and_then(|o| o.held.get(&res)) {
+                    Some(h) if h.grant.id == NOT_TAKEN_BACK => h.grant.mode,
+                    // Released, or its owner exited, meanwhile: an orphan for the purge.
+                    _ => continue,
+                }
+            };
+            let got = self.backend.adopt(&res, mode);
+            let mut guard = self.table.lock();
+            let t = &mut *guard;
+            let Some(o) = t.owners.get_mut(&key).filter(|o| o.held.get(&res).is_some_and(|h| h.grant.id == NOT_TAKEN_BACK)) else {
+                // Let go of while it was being taken back: give it up again.
+                if let Ok(g) = got {
+                    drop(guard);
+                    self.backend_release(&g, &res.0, "(exited while its lock was taken back)");
+                }
+                continue;
+            };
+            let h = o.held.get_mut(&res).expect("checked above");
+            match got {
+                Ok(grant) => {
+                    r.locks_adopted += 1;
+                    tracing::info!(vm = %o.spec.name, uuid = %o.spec.uuid, disk = %h.readable, mode = %mode, resource = %res.0,
+                        "adopted after restart");
+                    let lock = LockEntry { identity: h.readable.clone(), mode, id: grant.id, since: h.since };
+                    h.grant = grant;
+                    if let Err(e) = t.journal.append(&[Record::Grant { key, name: res.0.clone(), lock }]) {
+                        tracing::warn!("journal: could not record the new grant id of a lock taken back (it keeps the old one, which nothing reads back): {e}");
+                    }
+                }
+                Err(e) => {
+                    r.locks_lost += 1;
+                    if !r.unconfirmed.contains(&key) {
+                        r.unconfirmed.push(key);
+                    }
+                    tracing::error!(vm = %o.spec.name, uuid = %o.spec.uuid, disk = %h.readable, mode = %mode, resource = %res.0,
+                        "LOCK LOST: could not take back the lock after restart: {e}");
+                    o.held.remove(&res);
+                    self.publish(LockChange::Released { resource: res.0.clone(), pid: key.pid });
+                    if let Err(e) = t.journal.append(&[Record::Release { key, name: res.0.clone() }]) {
+                        tracing::error!("journal write failed while dropping a lock not taken back: {e}");
+                    }
+                }
+            }
+        }
         r.orphans_purged = self.backend.purge_orphans().unwrap_or_else(|e| {
             tracing::error!("purging orphan locks failed: {e}");
             0
         });
-        Ok(r)
     }
 
     fn resolve_all(&self, resources: &[Resource]) -> Result<Vec<Named>, Response> {
@@ -502,7 +560,7 @@ impl Registry {
     fn undo(&self, spec: &OwnerSpec, grants: &[(Named, Grant)]) {
         self.granted(spec.pid, &grants.iter().map(|(n, _)| n.name.0.clone()).collect::<Vec<_>>());
         for (n, g) in grants {
-            self.backend_release(g, &n.readable, spec);
+            self.backend_release(g, &n.readable, &vm(spec));
         }
     }
 
@@ -573,15 +631,18 @@ impl Registry {
         let todo = std::mem::take(&mut t.releases);
         drop(t);
         for (g, readable, owner) in todo {
-            self.backend_release(&g, &readable, &owner);
+            self.backend_release(&g, &readable, &vm(&owner));
         }
     }
 
     /// A release the backend refuses is kept and retried ([`Registry::retry_releases`]): the
     /// DLM may still hold the lock, and nothing else would ever let it go.
-    fn backend_release(&self, g: &Grant, readable: &str, owner: &OwnerSpec) {
+    fn backend_release(&self, g: &Grant, readable: &str, owner: &str) {
+        if g.id == NOT_TAKEN_BACK {
+            return;
+        }
         if let Err(e) = self.backend.release(g) {
-            self.unreleased.add(g.clone(), readable, &vm(owner), e.to_string());
+            self.unreleased.add(g.clone(), readable, owner, e.to_string());
         }
     }
 
