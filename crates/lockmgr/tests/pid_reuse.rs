@@ -62,7 +62,7 @@ fn a_restarted_daemon_does_not_take_a_process_on_a_dead_vms_pid_for_the_vm() {
     d.start(&[]);
     assert!(d.locks().is_empty(), "the impostor on pid {pid} was taken for the dead VM: {:?}", d.locks());
     assert!(
-        d.log().contains(&format!("exited while virtdlmd was down")),
+        d.log().contains(&format!("(pid {pid}) exited while virtdlmd was down")),
         "the dead VM's lock is released as such:\n{}",
         d.log()
     );
