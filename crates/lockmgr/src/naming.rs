@@ -3,11 +3,15 @@
 //! place where names are decided.
 //!
 //! Disk identity, in order of preference:
-//! 1. a block device with a stable id: `dev:<id>`, where `<id>` is, in order: the
-//!    device-mapper uuid of a multipath map or LVM volume (`dm:mpath-…`, `dm:LVM-…`), the
-//!    kernel's WWID (`wwid:…` from `/sys/dev/block/M:m/device/wwid`; a partition gets its
-//!    disk's WWID + `-partN`), or the preferred `/dev/disk/by-id` link to the same device
-//!    (`by-id:wwn-…` first, see `BY_ID_PREFERENCE`);
+//! 1. a block device: `dev:<id>`, where `<id>` is, in order: for a multipath map, the WWID of
+//!    its paths (`wwid:…`, so the map and each raw path under it name one lock; the map's dm
+//!    uuid `dm:mpath-…` if no path reports a WWID), for a partition of one (`partN-mpath-…`)
+//!    the map's id + `-partN`; an LVM volume's dm uuid (`dm:LVM-…`); the kernel's WWID
+//!    (`wwid:…` from `/sys/dev/block/M:m/device/wwid`; a partition gets its disk's WWID +
+//!    `-partN`); or the preferred `/dev/disk/by-id` name the storage reports
+//!    (`by-id:wwn-…` first, see `BY_ID_PREFERENCE`, then `BY_ID_STORAGE`; names made on the
+//!    host such as `dm-name-…` are not used). A block device with none of these is refused
+//!    ([`NamingError::NoStableId`]): its path (`/dev/rbd0`, `/dev/loop0`) is numbered per host;
 //! 2. anything else: `path:<canonical path>`, where the canonical path is the realpath of the
 //!    disk (symlinks and `..` resolved by the kernel) rewritten by the configured path map
 //!    (`path_map = /mnt/nfs-a:/shared`: hosts that mount one share at different places agree).
@@ -61,6 +65,13 @@ pub enum NamingError {
     LeaseNul(String),
     #[error("lease key is empty")]
     EmptyKey,
+    #[error(
+        "block device {0} has no cluster-wide id (no WWID, no multipath or LVM device-mapper uuid, no /dev/disk/by-id \
+         name reported by the storage): another host could reach the same storage under another name, or another \
+         disk under this one (/dev/rbd0, /dev/loop0 are numbered per host), so it cannot be locked safely; refused. \
+         Give the VM storage with such an id, or protect the disk with a <lease>"
+    )]
+    NoStableId(String),
 }
 
 /// Prefix rewrites applied to canonical paths, longest prefix first.
@@ -173,8 +184,9 @@ impl Naming {
         }
         let canonical = resolve_path(p).ok_or_else(|| NamingError::SymlinkLoop(path.to_owned()))?;
         if let Some(id) = self.block_device_id(&canonical) {
-            let readable = format!("{} ({id})", escape_bytes(canonical.as_os_str().as_bytes()));
-            return Ok((IdentityBytes(format!("dev:{id}").into_bytes()), readable));
+            let shown = escape_bytes(canonical.as_os_str().as_bytes());
+            let id = id.ok_or(NamingError::NoStableId(shown.clone()))?;
+            return Ok((IdentityBytes(format!("dev:{id}").into_bytes()), format!("{shown} ({id})")));
         }
         let mapped = self.path_map.apply(&canonical);
         let mut bytes = b"path:".to_vec();
@@ -182,15 +194,15 @@ impl Naming {
         Ok((IdentityBytes(bytes), escape_bytes(mapped.as_os_str().as_bytes())))
     }
 
-    /// The stable id of a block device, if `path` is one and it has one.
-    fn block_device_id(&self, path: &Path) -> Option<String> {
+    /// `None` if `path` is no block device; else its cluster-wide id (`Some(None)`: it has none).
+    fn block_device_id(&self, path: &Path) -> Option<Option<String>> {
         let meta = std::fs::metadata(path).ok()?;
         if !meta.file_type().is_block_device() {
             return None;
         }
         let rdev = meta.rdev();
         let sys = self.sys_block_dir.join(format!("{}:{}", libc::major(rdev), libc::minor(rdev)));
-        sysfs_id(&sys).or_else(|| self.by_id_link(rdev))
+        Some(sysfs_id(&sys).or_else(|| self.by_id_link(rdev)))
     }
 
     /// The preferred `/dev/disk/by-id` name of device `rdev`.
@@ -203,9 +215,11 @@ impl Naming {
             })
             .filter_map(|e| e.file_name().to_str().map(str::to_owned))
             .collect();
-        // Names the storage itself reports first (WWN, NVMe EUI/UUID, SCSI page 83), then the
-        // rest; sorted within a class, so every host that sees the same links picks the same.
-        let class = |l: &str| BY_ID_PREFERENCE.iter().position(|p| l.starts_with(p)).unwrap_or(BY_ID_PREFERENCE.len());
+        // Only names the storage itself reports (WWN, NVMe EUI/UUID, SCSI page 83, then model
+        // and serial); sorted within a class, so every host that sees the same links picks the
+        // same. Names made on this host (`dm-name-…`, `md-name-…`, `dm-uuid-CRYPT-…`) are not ids.
+        let class = |l: &str| BY_ID_PREFERENCE.iter().chain(BY_ID_STORAGE).position(|p| l.starts_with(p));
+        links.retain(|l| class(l).is_some());
         links.sort_by_key(|l| (class(l), l.clone()));
         links.into_iter().next().map(|l| format!("by-id:{l}"))
     }
@@ -214,13 +228,25 @@ impl Naming {
 /// `/dev/disk/by-id` prefixes in order of preference.
 const BY_ID_PREFERENCE: &[&str] = &["wwn-", "nvme-eui.", "nvme-uuid.", "scsi-3", "dm-uuid-mpath-", "dm-uuid-LVM-"];
 
+/// Further `/dev/disk/by-id` names the storage reports (bus + model + serial), after those above.
+const BY_ID_STORAGE: &[&str] = &["scsi-", "nvme-", "ata-", "virtio-", "usb-", "mmc-"];
+
 /// An id from sysfs (`sys` = `/sys/dev/block/M:m`): a multipath map's or LVM volume's
 /// device-mapper uuid (the same on every host that sees the storage), the disk's WWID, or
 /// for a partition its disk's WWID plus the partition number.
 fn sysfs_id(sys: &Path) -> Option<String> {
     let read = |p: PathBuf| std::fs::read_to_string(p).ok().map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
     if let Some(uuid) = read(sys.join("dm/uuid")) {
-        if uuid.starts_with("mpath-") || uuid.starts_with("LVM-") {
+        // A multipath map is named by its paths' WWID, as each path is (a host without
+        // multipath opens the path itself); its dm uuid only if no path reports one.
+        if uuid.starts_with("mpath-") {
+            return slaves_id(sys).filter(|id| id.starts_with("wwid:")).or(Some(format!("dm:{uuid}")));
+        }
+        // A partition of a multipath map (kpartx: `partN-mpath-…`): like that partition of a path.
+        if let Some((n, _)) = uuid.strip_prefix("part").and_then(|r| r.split_once("-mpath-")).filter(|(n, _)| n.parse::<u32>().is_ok()) {
+            return slaves_id(sys).map(|id| format!("{id}-part{n}"));
+        }
+        if uuid.starts_with("LVM-") {
             return Some(format!("dm:{uuid}"));
         }
     }
@@ -232,6 +258,13 @@ fn sysfs_id(sys: &Path) -> Option<String> {
     let disk = std::fs::canonicalize(sys).ok()?.parent()?.to_path_buf();
     let wwid = read(disk.join("device/wwid"))?;
     Some(format!("wwid:{wwid}-part{part}"))
+}
+
+/// The id of the first device under a device-mapper device (`slaves/`, sorted) that has one.
+fn slaves_id(sys: &Path) -> Option<String> {
+    let mut slaves: Vec<PathBuf> = std::fs::read_dir(sys.join("slaves")).ok()?.filter_map(|e| e.ok()).map(|e| e.path()).collect();
+    slaves.sort();
+    slaves.iter().find_map(|s| sysfs_id(s))
 }
 
 /// Identity as raw bytes (a realpath need not be UTF-8).
@@ -552,9 +585,8 @@ mod tests {
         };
         let rdev = std::fs::metadata(dev).unwrap().rdev();
         let sys = n.sys_block_dir.join(format!("{}:{}/device", libc::major(rdev), libc::minor(rdev)));
-        // No wwid, no by-id link: the canonical path.
-        let plain = n.resolve(&disk(dev, false, false)).unwrap().unwrap();
-        assert!(plain.identity.starts_with("path:"), "{}", plain.identity);
+        // No wwid, no by-id link: refused (host_local_block_device_names_are_refused).
+        assert!(n.resolve(&disk(dev, false, false)).is_err());
         // A by-id link: wwn- preferred over others.
         std::os::unix::fs::symlink(dev, n.by_id_dir.join("ata-DISK_123")).unwrap();
         std::os::unix::fs::symlink(dev, n.by_id_dir.join("wwn-0x5000")).unwrap();
@@ -572,6 +604,87 @@ mod tests {
         assert_eq!(dm.identity, "dev:dm:mpath-3600a0b80");
         std::fs::remove_dir_all(&n.sys_block_dir).unwrap();
         std::fs::remove_dir_all(&n.by_id_dir).unwrap();
+    }
+
+    /// A fake /sys/dev/block: `M:m` links to device directories under `devices/`.
+    fn fake_sys(root: &Path, dev: &str, majmin: &str) -> PathBuf {
+        let d = root.join("devices").join(dev);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::create_dir_all(root.join("block")).unwrap();
+        std::os::unix::fs::symlink(&d, root.join("block").join(majmin)).unwrap();
+        d
+    }
+
+    /// A multipath map and each raw path under it name one lock: the map by its paths' WWID,
+    /// so a host that opens /dev/mapper/mpatha and a host that opens /dev/sdb (no multipath
+    /// there) lock the same disk; a partition of the map like the same partition of a path.
+    /// Break it: name a map by its dm uuid (`dm:mpath-…`, as before): this test fails with
+    /// "left: Some(\"dm:mpath-3600a0b80\")" (checked).
+    #[test]
+    fn a_multipath_map_and_its_paths_name_one_lock() {
+        let root = tmpdir("mpath");
+        for (dev, mm) in [("sdb", "8:16"), ("sdc", "8:32")] {
+            let d = fake_sys(&root, dev, mm);
+            std::fs::create_dir_all(d.join("device")).unwrap();
+            std::fs::write(d.join("device/wwid"), "naa.600a0b80\n").unwrap();
+        }
+        let map = fake_sys(&root, "dm-0", "253:0");
+        std::fs::create_dir_all(map.join("dm")).unwrap();
+        std::fs::write(map.join("dm/uuid"), "mpath-3600a0b80\n").unwrap();
+        std::fs::create_dir_all(map.join("slaves")).unwrap();
+        std::os::unix::fs::symlink(root.join("devices/sdc"), map.join("slaves/sdc")).unwrap();
+        std::os::unix::fs::symlink(root.join("devices/sdb"), map.join("slaves/sdb")).unwrap();
+        let part = fake_sys(&root, "dm-1", "253:1");
+        std::fs::create_dir_all(part.join("dm")).unwrap();
+        std::fs::write(part.join("dm/uuid"), "part2-mpath-3600a0b80\n").unwrap();
+        std::fs::create_dir_all(part.join("slaves")).unwrap();
+        std::os::unix::fs::symlink(&map, part.join("slaves/dm-0")).unwrap();
+        let raw_part = root.join("devices/sdb/sdb2");
+        std::fs::create_dir_all(&raw_part).unwrap();
+        std::fs::write(raw_part.join("partition"), "2\n").unwrap();
+        std::os::unix::fs::symlink(&raw_part, root.join("block/8:18")).unwrap();
+        let id = |mm: &str| sysfs_id(&root.join("block").join(mm));
+        assert_eq!(id("253:0").as_deref(), Some("wwid:naa.600a0b80"));
+        assert_eq!(id("253:0"), id("8:16"), "the map and a path");
+        assert_eq!(id("8:16"), id("8:32"), "two paths");
+        assert_eq!(id("253:1").as_deref(), Some("wwid:naa.600a0b80-part2"));
+        assert_eq!(id("253:1"), id("8:18"), "a partition of the map and of a path");
+        // A map whose paths report no WWID keeps its dm uuid (the same on every host).
+        std::fs::remove_file(root.join("devices/sdb/device/wwid")).unwrap();
+        std::fs::remove_file(root.join("devices/sdc/device/wwid")).unwrap();
+        assert_eq!(id("253:0").as_deref(), Some("dm:mpath-3600a0b80"));
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    /// Only `/dev/disk/by-id` names the storage itself reports are taken; names this host
+    /// made up (`dm-name-…`, the device-mapper name chosen here) are not, and a block device
+    /// with no cluster-wide id is refused, never named by its host-local path (`/dev/rbd0`,
+    /// `/dev/loop0` are numbered per host).
+    /// Break it: accept every by-id link (drop the `links.retain` in `by_id_link`, as before):
+    /// this test fails with `Ok("dev:by-id:dm-name-vg-data")` (checked); the refusal replaces
+    /// the former `path:` fallback (`block_devices_use_their_stable_id` asserted it).
+    #[test]
+    fn host_local_block_device_names_are_refused() {
+        let n = Naming { sys_block_dir: tmpdir("sys-local"), by_id_dir: tmpdir("byid-local"), ..Naming::default() };
+        let dev = a_block_device();
+        let id = || n.resolve(&disk(dev, false, false)).map(|r| r.unwrap().identity);
+        assert!(matches!(id(), Err(NamingError::NoStableId(_))), "{:?}", id());
+        let e = id().unwrap_err().to_string();
+        assert!(e.contains(dev) && e.contains("no cluster-wide id") && e.contains("by-id"), "{e}");
+        std::os::unix::fs::symlink(dev, n.by_id_dir.join("dm-name-vg-data")).unwrap();
+        std::os::unix::fs::symlink(dev, n.by_id_dir.join("dm-uuid-CRYPT-LUKS2-0f1e-data")).unwrap();
+        assert!(matches!(id(), Err(NamingError::NoStableId(_))), "{:?}", id());
+        std::os::unix::fs::symlink(dev, n.by_id_dir.join("scsi-SATA_DISK_123")).unwrap();
+        assert_eq!(id(), Ok("dev:by-id:scsi-SATA_DISK_123".to_string()));
+        std::fs::remove_dir_all(&n.sys_block_dir).unwrap();
+        std::fs::remove_dir_all(&n.by_id_dir).unwrap();
+    }
+
+    fn a_block_device() -> &'static str {
+        ["/dev/loop0", "/dev/sda", "/dev/vda", "/dev/nvme0n1", "/dev/xvda", "/dev/ram0"]
+            .into_iter()
+            .find(|p| std::fs::metadata(p).map(|m| m.file_type().is_block_device()).unwrap_or(false))
+            .expect("no block device on this machine to test with (looked for loop0, sda, vda, ram0)")
     }
 
     #[test]
