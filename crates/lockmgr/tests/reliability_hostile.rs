@@ -78,6 +78,7 @@ fn every_op(victim: &OwnerSpec, own: &OwnerSpec, res: &Resource) -> Vec<(&'stati
         ("release-vm", Op::ReleaseVm { uuid: victim.uuid.clone(), force: true }, false),
         ("release-vm-on", Op::ReleaseVmOn { node: 0, uuid: victim.uuid.clone(), force: true }, false),
         ("cleanup", Op::Cleanup { dry_run: false }, false),
+        ("confirm-down", Op::ConfirmDown { node: "1".into() }, false),
         ("status", Op::Status, true),
         ("locks", Op::Locks, true),
         ("inspect", Op::Inspect { resource: res.clone() }, true),
