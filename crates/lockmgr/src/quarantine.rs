@@ -378,10 +378,12 @@ mod tests {
         Shape { dlm_fencing: dlm, two_node, wait_for_all: two_node, pacemaker: pcmk.map(|(e, d)| PacemakerFencing { stonith_enabled: e, stonith_devices: d }) }
     }
 
+    /// (dlm enable_fencing, two_node, Pacemaker (stonith-enabled, devices), quarantine).
+    type Row = (Option<bool>, bool, Option<(bool, usize)>, bool);
+
     #[test]
     fn decision_table() {
-        // (dlm enable_fencing, two_node, pacemaker (stonith-enabled, devices)) -> quarantine
-        let rows: &[(Option<bool>, bool, Option<(bool, usize)>, bool)] = &[
+        let rows: &[Row] = &[
             (Some(false), true, None, true),
             (None, true, None, true),
             (Some(true), true, None, false),

@@ -64,6 +64,7 @@ fn answer_kind(r: &Result<Response, proto::FrameError>) -> String {
         Ok(Response::ResourceName { .. }) => "resource_name".into(),
         Ok(Response::State { .. }) => "state".into(),
         Ok(Response::Ok { .. }) => "ok".into(),
+        Ok(Response::ConfirmedDown { .. }) => "confirmed_down".into(),
         Err(e) => format!("io:{e}"),
     }
 }
