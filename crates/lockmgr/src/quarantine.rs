@@ -106,9 +106,13 @@ impl fmt::Display for Shape {
     }
 }
 
-/// `enable_fencing` from `dlm_tool dump_config` output (`name=value` lines).
+/// `enable_fencing` from `dlm_tool dump_config` output (`name=value` lines, the value
+/// followed by its source when not the default: `enable_fencing=0 (dlm.conf)`).
 pub fn parse_dump_config(out: &str) -> Option<bool> {
-    out.lines().find_map(|l| l.trim().strip_prefix("enable_fencing=")).and_then(|v| v.trim().parse::<u32>().ok()).map(|v| v != 0)
+    out.lines()
+        .find_map(|l| l.trim().strip_prefix("enable_fencing="))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u32>().ok())
+        .map(|v| v != 0)
 }
 
 /// Stonith resources in `cibadmin --query --scope resources` output.
@@ -406,6 +410,8 @@ mod tests {
     fn dump_config_and_cib_are_parsed() {
         assert_eq!(parse_dump_config("daemon_debug=0\nenable_fencing=0\nenable_quorum_fencing=1\n"), Some(false));
         assert_eq!(parse_dump_config("enable_fencing=1\n"), Some(true));
+        // As dlm_controld 4.2 prints it when dlm.conf sets it.
+        assert_eq!(parse_dump_config("post_join_delay=0 (dlm.conf)\nenable_fencing=0 (dlm.conf)\n"), Some(false));
         assert_eq!(parse_dump_config("enable_fencing_x\n"), None);
         assert_eq!(count_stonith(r#"<resources><primitive id="f" class="stonith" type="fence_x"/><primitive class="ocf"/></resources>"#), 1);
     }
