@@ -6,10 +6,10 @@
 //! Runs against a 2-node cluster only (`tests/cluster/run.sh` starts one after the 3-node
 //! tests and runs this with `--ignored`).
 //!
-//! Shown to fail without the guard: with `Quarantine::refusal` patched to return `None`, node2's
-//! request for the fresh disk after the partition is granted (`outcome ok` instead of
-//! `quarantined`) and the request for node1's disk is granted as soon as node2's DLM recovered
-//! without node1 — the VM then runs on both nodes, the failure this test exists for.
+//! Shown to fail without the guard (done): with `Quarantine::refusal` patched to return `None`,
+//! this test fails with "node2 was granted /srv/virtdlm-two/a.img while node1's VM holds it"
+//! as soon as node2's DLM recovered without node1 (~10 s after the cut): the VM would then run
+//! on both nodes, the failure this test exists for.
 
 use cluster_tests::checker::{self, Event};
 use cluster_tests::daemon::{outcome_of, Daemon, Vm};
