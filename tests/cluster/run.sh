@@ -1,7 +1,8 @@
 #!/bin/bash
 # The cluster tier: builds the cluster tests, virtdlmd, dlm.so and the ABI harness, boots one 3-node UML cluster
 # (corosync + kernel DLM + dlm_controld), runs every test of the cluster-tests crate against it,
-# then the corosync tier's scenarios in the same guests (tests/corosync/run.sh --guests), keeps
+# then the corosync tier's scenarios in the same guests (tests/corosync/run.sh --guests), then
+# boots a 2-node cluster for the two-node tests (tests/two_node.rs), keeps
 # the guests' logs, and always tears the cluster down. Prints "N passed, N failed" over both;
 # exits non-zero on any failure, or when the cluster cannot be built or started (saying why).
 #
@@ -9,7 +10,8 @@
 # Settings: CL_NS, CL_BASE, CL_NET (see cluster.sh) to run beside another cluster on this host,
 # CL_VM=qemu for qemu TCG guests instead of User-Mode Linux;
 # extra arguments are passed to the test binaries (e.g. a test name filter; the corosync
-# scenarios then do not run). CL_COROSYNC=0 leaves the corosync scenarios out.
+# scenarios then do not run). CL_COROSYNC=0 leaves the corosync scenarios out, CL_TWO_NODE=0
+# the two-node cluster (started after the 3-node one, for tests/two_node.rs).
 set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
@@ -94,6 +96,28 @@ if [ "${CL_COROSYNC:-1}" = 1 ] && [ $# = 0 ]; then
   passed=$((passed + cs_passed)); failed=$((failed + cs_failed))
 else
   echo "== cluster tier: corosync scenarios not run (${CL_COROSYNC:+CL_COROSYNC=$CL_COROSYNC, }test filter: ${*:-none})"
+fi
+# A two-node cluster (corosync two_node: 1, dlm_controld enable_fencing=0) needs a cluster of
+# its own: the 3-node one is stopped and 2 nodes boot under the same names (~40 s), then the
+# tests marked for it run (two_node.rs, ~2 min).
+if [ "${CL_TWO_NODE:-1}" = 1 ] && [ $# = 0 ]; then
+  T3=$(date +%s)
+  echo "== cluster tier: two-node cluster"
+  collect; "$CL" stop >/dev/null 2>&1
+  if "$CL" start 2; then
+    cargo test -p cluster-tests --locked --test two_node -- --ignored --test-threads=1 2>&1 | tee "$RESULTS/two_node.log"
+    tn_rc=${PIPESTATUS[0]}
+    tn_passed=$(awk '/^test result:/{for(i=1;i<=NF;i++){if($i=="passed;")p+=$(i-1)}} END{print p+0}' "$RESULTS/two_node.log")
+    tn_failed=$(awk '/^test result:/{for(i=1;i<=NF;i++){if($i=="failed;")f+=$(i-1)}} END{print f+0}' "$RESULTS/two_node.log")
+    if [ "$tn_rc" != 0 ] && [ "$tn_failed" = 0 ]; then tn_failed=1; echo "two-node tests exited $tn_rc without a test failure" >&2; fi
+    if [ "$tn_passed" = 0 ] && [ "$tn_failed" = 0 ]; then tn_failed=1; echo "no two-node test ran" >&2; fi
+  else
+    tn_passed=0; tn_failed=1; echo "the two-node cluster did not start (logs in $CL_BASE)" >&2
+  fi
+  echo "== cluster tier: two-node tests: $tn_passed passed, $tn_failed failed in $(( $(date +%s) - T3 )) s"
+  passed=$((passed + tn_passed)); failed=$((failed + tn_failed))
+else
+  echo "== cluster tier: two-node tests not run (${CL_TWO_NODE:+CL_TWO_NODE=$CL_TWO_NODE, }test filter: ${*:-none})"
 fi
 echo "== cluster tier: tests took $(( $(date +%s) - T1 )) s, whole tier $(elapsed); results in $RESULTS"
 echo "$passed passed, $failed failed"

@@ -133,6 +133,13 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
     // this node is cut off), so it waits until lock-loss handling runs (below).
     let mut restored = registry.restore_owners()?;
 
+    // How the cluster is fenced decides whether grants wait for a lost node (quarantine):
+    // read before serving, so that no grant is answered under a shape not yet known.
+    if config.backend == BackendKind::Dlm {
+        let (shape, nodes) = crate::quarantine::detect();
+        registry.quarantine().set_shape(shape, nodes);
+    }
+
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(DaemonError::Runtime)?;
     rt.block_on(async move {
         let ctl_mode = if config.allowed_uids.iter().any(|u| *u != 0) {
@@ -162,7 +169,16 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
                 Some(c) => c.verdict.clone(),
                 None => {
                     let gate = registry.loss_gate().clone();
-                    crate::membership_task::spawn(crate::membership_task::GROUP, Box::new(move || gate.membership_changed()))
+                    let q = registry.quarantine().clone();
+                    let q2 = q.clone();
+                    crate::membership_task::spawn(
+                        crate::membership_task::GROUP,
+                        Box::new(move || {
+                            gate.membership_changed();
+                            q.membership_changed();
+                        }),
+                        Box::new(move |m| q2.set_members(m)),
+                    )
                 }
             };
             loss = Some(crate::lockloss::start(config.fencing.clone(), watchdog, registry.clone(), verdicts, Some(ls), &config.lockspace, Some(grant_hold)));

@@ -44,6 +44,8 @@ pub mod naming;
 #[cfg(feature = "daemon")]
 pub mod owner;
 #[cfg(feature = "daemon")]
+pub mod quarantine;
+#[cfg(feature = "daemon")]
 pub mod registry;
 #[cfg(feature = "daemon")]
 pub mod server;

@@ -14,11 +14,13 @@ pub const GROUP: &str = "virtdlm-membership";
 
 /// A hook run for every totem membership change after the first one seen.
 pub type OnChange = Box<dyn Fn() + Send + Sync>;
+/// A hook run with the quorum membership (node ids) each time quorum reports it.
+pub type OnMembers = Box<dyn Fn(&[u32]) + Send + Sync>;
 
 /// Starts the driver on the current tokio runtime; the receiver sees the latest verdict (a
 /// `watch` keeps only the latest, so a short `Settling` can be missed: `on_change` is called
 /// for every membership change, uncoalesced).
-pub fn spawn(group: &str, on_change: OnChange) -> watch::Receiver<Verdict> {
+pub fn spawn(group: &str, on_change: OnChange, on_members: OnMembers) -> watch::Receiver<Verdict> {
     let (tx, rx) = watch::channel(Verdict::NotJoined);
     let group = group.to_owned();
     tokio::spawn(async move {
@@ -26,7 +28,7 @@ pub fn spawn(group: &str, on_change: OnChange) -> watch::Receiver<Verdict> {
         // are joined (and quorate) again.
         let mut was_joined = false;
         loop {
-            match drive(&group, &tx, &mut was_joined, &on_change).await {
+            match drive(&group, &tx, &mut was_joined, &on_change, &on_members).await {
                 Ok(()) => return, // every receiver is gone
                 Err(e) => {
                     if was_joined {
@@ -48,7 +50,7 @@ pub fn spawn(group: &str, on_change: OnChange) -> watch::Receiver<Verdict> {
 
 /// One connection's life: returns `Ok` when nobody listens any more, `Err` when corosync
 /// is unreachable or went away.
-async fn drive(group: &str, tx: &watch::Sender<Verdict>, was_joined: &mut bool, on_change: &OnChange) -> Result<(), Error> {
+async fn drive(group: &str, tx: &watch::Sender<Verdict>, was_joined: &mut bool, on_change: &OnChange, on_members: &OnMembers) -> Result<(), Error> {
     let mut cpg = Cpg::new(group)?;
     let quorum = Quorum::new()?;
     if !quorum.has_provider() {
@@ -92,6 +94,9 @@ async fn drive(group: &str, tx: &watch::Sender<Verdict>, was_joined: &mut bool, 
                         break;
                     }
                     for ev in &events {
+                        if let crate::corosync::QuorumEvent::Quorum { members, .. } = ev {
+                            on_members(members);
+                        }
                         view.on_quorum(ev);
                     }
                 }

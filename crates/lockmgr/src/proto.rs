@@ -150,6 +150,10 @@ pub enum Op {
     ReleaseVmOn { node: u32, uuid: String, #[serde(default)] force: bool },
     /// Release locks of owners whose process is gone (admin). `dry_run` only reports.
     Cleanup { #[serde(default)] dry_run: bool },
+    /// The operator confirms that cluster node `node` (name or corosync node id) is down: in a
+    /// cluster that cannot fence, grants held back for it resume until it is seen again
+    /// (admin; answered with [`Response::ConfirmedDown`]).
+    ConfirmDown { node: String },
 }
 
 impl Op {
@@ -230,6 +234,9 @@ pub enum ErrorCode {
     Busy,
     /// The node a request was forwarded to is not in the cluster group, left, or did not answer.
     NodeUnreachable,
+    /// Refused while a cluster node is unaccounted for in a cluster that cannot fence it
+    /// (`virtdlm confirm-down` lifts it).
+    Quarantined,
     Internal,
 }
 
@@ -257,6 +264,8 @@ pub enum Response {
     Locks { locks: Vec<LockInfo> },
     Inspect { identity: String, resource: String, holders: Vec<LockInfo> },
     ResourceName { identity: String, resource: String },
+    /// ConfirmDown: who confirmed which node, when.
+    ConfirmedDown { confirmation: serde_json::Value },
     Error(ErrorReply),
 }
 
@@ -377,6 +386,10 @@ mod tests {
         let frame = encode(&req).unwrap();
         let body = read_frame(&mut &frame[..]).unwrap();
         assert_eq!(decode_request(&body).unwrap(), req);
+        let req = Request::new(Op::ConfirmDown { node: "node1".into() });
+        let frame = encode(&req).unwrap();
+        assert_eq!(decode_request(&read_frame(&mut &frame[..]).unwrap()).unwrap(), req);
+        assert_eq!(serde_json::to_string(&req).unwrap(), r#"{"v":1,"op":"confirm_down","node":"node1"}"#);
     }
 
     #[test]
@@ -431,5 +444,6 @@ mod tests {
         assert!(!Op::Release { owner: owner(), resources: vec![] }.is_read_only());
         assert!(!Op::ReleaseVm { uuid: "x".into(), force: false }.is_read_only());
         assert!(!Op::ReleaseVmOn { node: 2, uuid: "x".into(), force: false }.is_read_only());
+        assert!(!Op::ConfirmDown { node: "node2".into() }.is_read_only());
     }
 }

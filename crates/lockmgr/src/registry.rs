@@ -74,6 +74,9 @@ pub struct Registry {
     loss: Arc<LossGate>,
     /// Releases the backend refused, retried until it lets go (crate::unreleased).
     unreleased: crate::unreleased::Unreleased,
+    /// Grants held while a lost node is unaccounted for, in clusters that cannot fence it
+    /// (crate::quarantine).
+    quarantine: Arc<crate::quarantine::Quarantine>,
     /// The cluster inventory, when the daemon runs one: lock changes are published to it
     /// (under the table lock, so in table order) and answers include other nodes' locks.
     cluster: std::sync::OnceLock<cluster::Link>,
@@ -138,8 +141,14 @@ impl Registry {
             watch,
             loss: Arc::default(),
             unreleased: Default::default(),
+            quarantine: Arc::default(),
             cluster: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The quarantine rule this registry obeys.
+    pub fn quarantine(&self) -> &Arc<crate::quarantine::Quarantine> {
+        &self.quarantine
     }
 
     /// The lock-loss state this registry obeys.
@@ -396,6 +405,9 @@ impl Registry {
                 format!("VM {}: this node lost its locks (cluster membership); no lock is granted until the membership is safe again", vm(spec)),
             );
         }
+        if let Some(r) = self.quarantined(spec, &named) {
+            return r;
+        }
         if peer_pid == Some(spec.pid) {
             return err(
                 ErrorCode::OutOfOrder,
@@ -483,6 +495,14 @@ impl Registry {
             drop(t);
             self.undo(spec, &grants);
             return err(ErrorCode::Backend, format!("VM {}: this node lost its locks while they were being taken; nothing was locked", vm(spec)));
+        }
+        // A node may have dropped out while these were taken (the DLM granted them after
+        // recovering without it): checked again after the hold.
+        let names: Vec<Named> = grants.iter().map(|(n, _)| n.clone()).collect();
+        if let Some(r) = self.quarantined(spec, &names) {
+            drop(t);
+            self.undo(spec, &grants);
+            return r;
         }
         if !t.owners.get(&key).is_some_and(|o| o.alive(key)) {
             drop(t);
@@ -831,7 +851,27 @@ impl Registry {
             "lock_loss": self.loss.status(),
             // Releases the backend refused, being retried: the DLM may still hold these.
             "releases_pending": self.unreleased.list(),
+            // How the cluster is fenced and whether grants wait for a lost node.
+            "fencing": serde_json::to_value(self.quarantine.status()).unwrap_or_default(),
         })
+    }
+
+    /// The refusal when a grant must wait for a lost node (crate::quarantine), naming the
+    /// first disk asked for.
+    fn quarantined(&self, spec: &OwnerSpec, named: &[Named]) -> Option<Response> {
+        let first = named.first()?;
+        let msg = self.quarantine.refusal(&vm(spec), &conflict::subject(&first.readable))?;
+        tracing::warn!(vm = %spec.name, disk = %first.readable, "grant refused: {msg}");
+        Some(err(ErrorCode::Quarantined, msg))
+    }
+
+    /// Admin: an operator confirms a node is down (crate::quarantine).
+    pub fn confirm_down(&self, node: &str, uid: u32) -> Response {
+        match self.quarantine.confirm_down(node, uid) {
+            Ok(c) => Response::ConfirmedDown { confirmation: serde_json::to_value(c).unwrap_or_default() },
+            Err(e @ crate::quarantine::ConfirmError::UnknownNode(_)) => err(ErrorCode::BadRequest, e.to_string()),
+            Err(e) => err(ErrorCode::Busy, e.to_string()),
+        }
     }
 
     /// Admin: release every lock of a VM. Refused while its QEMU runs unless `force`.

@@ -185,10 +185,10 @@ enum Incoming {
 
 /// Who is at the other end (SO_PEERCRED, taken at accept).
 #[derive(Debug, Clone, Copy)]
-struct Peer {
-    uid: u32,
-    gid: u32,
-    pid: u32,
+pub struct Peer {
+    pub uid: u32,
+    pub gid: u32,
+    pub pid: u32,
 }
 
 async fn read_request(stream: &mut UnixStream, trusted: bool, read_timeout: Duration) -> Incoming {
@@ -274,7 +274,7 @@ async fn connection(mut stream: UnixStream, kind: SocketKind, peer: Peer, truste
         let resp = if kind == SocketKind::Admin && !req.op.is_read_only() {
             Response::error(ErrorCode::Unauthorized, "the admin socket is read-only; this request needs the control socket (root)")
         } else {
-            run_blocking(&registry, pid, req.op).await
+            run_blocking(&registry, peer, req.op).await
         };
         if !send(&mut stream, &resp).await {
             return;
@@ -289,14 +289,14 @@ async fn connection(mut stream: UnixStream, kind: SocketKind, peer: Peer, truste
 /// which were most of a short request's time. The worker's other tasks move to another
 /// thread meanwhile, so a request that blocks (journal sync, a bounded DLM wait) still
 /// stops nobody else. A current-thread runtime cannot do that: there it goes to the pool.
-async fn run_blocking(registry: &Arc<Registry>, pid: u32, op: Op) -> Response {
+async fn run_blocking(registry: &Arc<Registry>, peer: Peer, op: Op) -> Response {
     let internal = |e: String| Response::error(ErrorCode::Internal, format!("request handler failed: {e}"));
     if tokio::runtime::Handle::current().runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread {
-        let run = std::panic::AssertUnwindSafe(|| dispatch(registry, Some(pid), op));
+        let run = std::panic::AssertUnwindSafe(|| dispatch(registry, Some(peer), op));
         tokio::task::block_in_place(|| std::panic::catch_unwind(run)).unwrap_or_else(|p| internal(panic_text(&p)))
     } else {
         let registry = registry.clone();
-        tokio::task::spawn_blocking(move || dispatch(&registry, Some(pid), op)).await.unwrap_or_else(|e| internal(e.to_string()))
+        tokio::task::spawn_blocking(move || dispatch(&registry, Some(peer), op)).await.unwrap_or_else(|e| internal(e.to_string()))
     }
 }
 
@@ -304,8 +304,9 @@ fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
     p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_else(|| "panic".into())
 }
 
-/// Runs one request against the registry (blocking).
-pub fn dispatch(reg: &Registry, peer_pid: Option<u32>, op: Op) -> Response {
+/// Runs one request against the registry (blocking). `peer`: who asks (SO_PEERCRED).
+pub fn dispatch(reg: &Registry, peer: Option<Peer>, op: Op) -> Response {
+    let peer_pid = peer.map(|p| p.pid);
     match op {
         Op::Register { owner, resources } => reg.register(&owner, &resources),
         Op::Acquire { owner, resources, state: _, wait_ms } => reg.acquire(peer_pid, &owner, &resources, wait_ms),
@@ -325,6 +326,10 @@ pub fn dispatch(reg: &Registry, peer_pid: Option<u32>, op: Op) -> Response {
             ),
         },
         Op::Cleanup { dry_run } => reg.cleanup(dry_run),
+        Op::ConfirmDown { node } => match peer {
+            Some(p) => reg.confirm_down(&node, p.uid),
+            None => Response::error(ErrorCode::Unauthorized, "confirm-down needs a peer whose uid is known"),
+        },
     }
 }
 

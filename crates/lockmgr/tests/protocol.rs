@@ -120,6 +120,7 @@ fn admin_socket_is_read_only() {
         Op::Acquire { owner: a.spec.clone(), resources: vec![img.clone()], state: None, wait_ms: 0 },
         Op::ReleaseVm { uuid: a.spec.uuid.clone(), force: true },
         Op::Cleanup { dry_run: false },
+        Op::ConfirmDown { node: "node2".into() },
     ] {
         expect_error(admin(op), ErrorCode::Unauthorized);
     }

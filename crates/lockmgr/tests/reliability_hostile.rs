@@ -64,6 +64,7 @@ fn answer_kind(r: &Result<Response, proto::FrameError>) -> String {
         Ok(Response::ResourceName { .. }) => "resource_name".into(),
         Ok(Response::State { .. }) => "state".into(),
         Ok(Response::Ok { .. }) => "ok".into(),
+        Ok(Response::ConfirmedDown { .. }) => "confirmed_down".into(),
         Err(e) => format!("io:{e}"),
     }
 }
@@ -78,6 +79,7 @@ fn every_op(victim: &OwnerSpec, own: &OwnerSpec, res: &Resource) -> Vec<(&'stati
         ("release-vm", Op::ReleaseVm { uuid: victim.uuid.clone(), force: true }, false),
         ("release-vm-on", Op::ReleaseVmOn { node: 0, uuid: victim.uuid.clone(), force: true }, false),
         ("cleanup", Op::Cleanup { dry_run: false }, false),
+        ("confirm-down", Op::ConfirmDown { node: "1".into() }, false),
         ("status", Op::Status, true),
         ("locks", Op::Locks, true),
         ("inspect", Op::Inspect { resource: res.clone() }, true),

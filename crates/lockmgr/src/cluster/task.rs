@@ -72,6 +72,7 @@ async fn serve(
                                 if matches!(ev, CpgEvent::TotemConfChg { .. }) {
                                     if seen_ring {
                                         loss_gate.membership_changed();
+                                        registry.quarantine().membership_changed();
                                     }
                                     seen_ring = true;
                                 }
@@ -92,8 +93,9 @@ async fn serve(
                         }
                         Ok(evs) => {
                             for ev in evs {
-                                if let QuorumEvent::Quorum { quorate, .. } = &ev {
+                                if let QuorumEvent::Quorum { quorate, members, .. } = &ev {
                                     t.state.lock().quorate = Some(*quorate);
+                                    registry.quarantine().set_members(members);
                                 }
                                 if let Some(v) = view.on_quorum(&ev) {
                                     publish(t, v);

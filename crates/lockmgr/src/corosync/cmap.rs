@@ -1,4 +1,4 @@
-//! cmap: corosync's configuration map, read for the cluster's node names.
+//! cmap: corosync's configuration map, read for the cluster's node names and quorum options.
 
 use super::error::{check, CsError, Error, Result};
 use cpg_sys as sys;
@@ -45,6 +45,15 @@ impl Cmap {
         // SAFETY: valid handle, NUL-terminated key, valid out-pointer.
         let rc = unsafe { sys::cmap_get_uint32(self.handle, k.as_ptr(), &mut v) };
         not_exist_is_none(check("cmap_get_uint32", rc).map(|()| v))
+    }
+
+    /// A u8 key (`cmap_get_uint8`, e.g. `quorum.two_node`); `None` if the key does not exist.
+    pub fn get_u8(&self, k: &str) -> Result<Option<u8>> {
+        let k = key(k)?;
+        let mut v: u8 = 0;
+        // SAFETY: valid handle, NUL-terminated key, valid out-pointer.
+        let rc = unsafe { sys::cmap_get_uint8(self.handle, k.as_ptr(), &mut v) };
+        not_exist_is_none(check("cmap_get_uint8", rc).map(|()| v))
     }
 
     /// A string key (`cmap_get_string`); `None` if the key does not exist.

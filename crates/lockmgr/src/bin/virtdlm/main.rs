@@ -88,6 +88,12 @@ enum Cmd {
         #[arg(long)]
         force: bool,
     },
+    /// Tell this node's virtdlmd that cluster node NODE (name or node id) is down (root), as
+    /// `stonith_admin --confirm` does for Pacemaker. In a cluster that cannot fence (e.g.
+    /// two_node with enable_fencing=0), no lock is granted while a node is unaccounted for;
+    /// this lifts that for NODE until it is seen again. Confirm only a node you have powered
+    /// off or whose VMs you know are stopped: a wrong confirmation lets two hosts write one disk.
+    ConfirmDown { node: String },
 }
 
 fn main() -> ExitCode {
@@ -162,6 +168,22 @@ fn run(args: &Args) -> Result<(), Failure> {
             }
         }
         Cmd::Release { vm, force } => release(args, admin, control, vm, *force)?,
+        Cmd::ConfirmDown { node } => {
+            if node.is_empty() || node.len() > 1024 {
+                return Err(Failure::bad_input(format!("node name or id of {} bytes (must be 1..=1024)", node.len())));
+            }
+            let Response::ConfirmedDown { confirmation } = ask(control, Op::ConfirmDown { node: node.clone() })? else { return unexpected() };
+            if args.json {
+                print_json(&confirmation);
+            } else {
+                out!(
+                    "node {} (id {}) confirmed down by {}: locks may be granted on this node until it is seen again",
+                    render::text(&confirmation["node_name"]),
+                    render::text(&confirmation["node_id"]),
+                    render::text(&confirmation["by_user"])
+                );
+            }
+        }
     }
     Ok(())
 }

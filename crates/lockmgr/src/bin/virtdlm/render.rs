@@ -33,7 +33,7 @@ pub fn locks(locks: &[LockInfo]) -> String {
     t.to_string()
 }
 
-fn text(v: &Value) -> String {
+pub fn text(v: &Value) -> String {
     match v {
         Value::Null => "-".into(),
         Value::String(s) => s.clone(),
@@ -64,6 +64,9 @@ pub fn status(s: &Value) -> String {
     rows.push(("VMs (owners)", text(&s["owners"])));
     rows.push(("locks here", text(&s["locks"])));
     rows.push(("journal", format!("{} ({} bytes)", text(&s["journal"]), text(&s["journal_bytes"]))));
+    if !s["fencing"].is_null() {
+        rows.push(("fencing", fencing(&s["fencing"])));
+    }
     rows.push(("last lock loss", lock_loss(&s["last_lock_loss"])));
     // Releases the DLM refused: those disks may still be locked, so they show here.
     if let Some(p) = s["releases_pending"].as_array().filter(|p| !p.is_empty()) {
@@ -77,6 +80,23 @@ pub fn status(s: &Value) -> String {
         t.add_row([k.to_string(), v]);
     }
     t.to_string()
+}
+
+/// The fencing shape and, when grants wait for a lost node, which ones and who confirmed what.
+fn fencing(f: &Value) -> String {
+    let mut lines = vec![text(&f["summary"])];
+    let nodes = |v: &Value| -> Vec<String> {
+        v.as_array().map(|a| a.iter().map(|n| format!("{} (id {})", text(&n["node_name"]), text(&n["node_id"]))).collect()).unwrap_or_default()
+    };
+    let missing = nodes(&f["unaccounted"]);
+    if !missing.is_empty() {
+        lines.push(format!("QUARANTINE: no lock is granted; unaccounted for: {} (`virtdlm confirm-down NODE` once it is down)", missing.join(", ")));
+    }
+    for c in f["confirmed_down"].as_array().into_iter().flatten() {
+        let at = c["at"].as_f64().map(|t| clock(t as u64)).unwrap_or_else(|| "-".into());
+        lines.push(format!("{} (id {}) confirmed down by {} (uid {}) at {at}", text(&c["node_name"]), text(&c["node_id"]), text(&c["by_user"]), text(&c["by_uid"])));
+    }
+    lines.join("\n")
 }
 
 /// The last lock-loss event in a few lines: when and why, what became of each VM, whether
