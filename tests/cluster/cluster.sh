@@ -148,7 +148,7 @@ boot_node() {
   rm -rf "$BASE/uml/n$i"
   # One host CPU per guest: unpinned guests migrating between CPUs start 3x slower.
   cpu=$(( (i - 1) % $(nproc) ))
-  args="quiet panic=-1 cl.node=$i cl.nodes=$n cl.token=$TOKEN cl.net=$NET cl.pcmk=${CL_PCMK:-0} cl.base=$BASE cl.init=$HERE/guest/guest-init.sh"
+  args="quiet panic=-1 cl.node=$i cl.nodes=$n cl.token=$TOKEN cl.net=$NET cl.pcmk=${CL_PCMK:-0} cl.base=$BASE cl.init=$HERE/guest/guest-init.sh cl.keep=$ROOT:${CARGO_TARGET_DIR:-$ROOT/target}:$BIN_DIR:$BASE"
   if [ "$VM" = uml ]; then
     # setsid: the guest is several host processes; its own process group lets kill/stop reach
     # all of them. UML keeps guest memory in a file under TMPDIR: /dev/shm is tmpfs.
