@@ -62,7 +62,8 @@ truncate -s 1M "$W/a.img" "$W/b.img"
 
 echo "== no backend written on a node of a 3-node corosync: virtdlmd refuses to start, saying what to write"
 # Break it: make backend_guard::check ignore the cluster it found: virtdlmd starts on `local`
-# and this check fails. Done (the check failed with "exit 124").
+# (runs until `timeout`, exit 124) and this check fails. Done on the unit test of the same
+# decision (backend_guard::tests::default_local_is_refused_in_a_multi_node_cluster fails).
 mkdir -p "$W/guard"; printf 'node_name = node1\n' > "$W/guard/virtdlmd.conf"
 timeout 20 "$HERE/netns.sh" exec 1 "$T/virtdlmd" --config "$W/guard/virtdlmd.conf" --socket "$W/guard/ctl.sock" \
   --admin-socket "$W/guard/admin.sock" --journal "$W/guard/journal" > "$W/guard/log" 2>&1; rc=$?
