@@ -2,7 +2,7 @@
 # Plugin ABI tier: the harness loads dlm.so exactly as libvirt does and drives every lifecycle
 # against a virtdlmd (local backend) on temporary paths; then the same harness loads libvirt's
 # own lockd.so (with a virtlockd of its own) to prove the harness against a plugin written
-# elsewhere. Prints "N passed, N failed"; exits non-zero if anything failed or could not run.
+# elsewhere. Prints "peer: …" (lockd.so), "setup: …" and "N passed, N failed" (dlm.so only); exits non-zero if anything failed or could not run.
 #   VIRTDLMD=/path/to/virtdlmd tests/abi/run.sh    use that daemon instead of building one
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -22,27 +22,41 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# The "N passed, N failed" line counts dlm.so's assertions only; lockd.so's run (a peer, for
+# comparison) and setup failures (build, daemons) are counted apart, and still fail the tier.
+PEER_PASSED=0 PEER_FAILED=0 SETUP_FAILED=0
 fail() { echo "FAIL $*"; FAILED=$((FAILED + 1)); }
+setup_fail() { echo "FAIL (setup) $*"; SETUP_FAILED=$((SETUP_FAILED + 1)); }
+result() {
+    echo "peer: $PEER_PASSED passed, $PEER_FAILED failed"
+    echo "setup: 0 passed, $SETUP_FAILED failed"
+    echo "$PASSED passed, $FAILED failed"
+}
 
-# Adds the harness's own "N passed, N failed" line to the totals.
+# Adds the harness's own "N passed, N failed" line to the totals (PEER for a peer's run).
 count() {
     local line p f
     line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$1" | tail -n 1)
-    if [ -z "$line" ]; then fail "$2: the harness printed no result (crashed?)"; return; fi
+    if [ -z "$line" ]; then
+        if [ "${3:-}" = peer ]; then PEER_FAILED=$((PEER_FAILED + 1)); echo "FAIL $2: the harness printed no result (crashed?)"
+        else fail "$2: the harness printed no result (crashed?)"; fi
+        return
+    fi
     p=${line%% passed*}; f=${line#*, }; f=${f%% failed}
-    PASSED=$((PASSED + p)); FAILED=$((FAILED + f))
+    if [ "${3:-}" = peer ]; then PEER_PASSED=$((PEER_PASSED + p)); PEER_FAILED=$((PEER_FAILED + f))
+    else PASSED=$((PASSED + p)); FAILED=$((FAILED + f)); fi
 }
 
 wait_socket() { for _ in $(seq 100); do [ -S "$1" ] && return 0; sleep 0.1; done; return 1; }
 
 # ---- build: the plugin on its own, so that the daemon's features never leak into dlm.so
-if ! cargo build -q -p plugin; then fail "cargo build -p plugin"; echo "$PASSED passed, $FAILED failed"; exit 1; fi
+if ! cargo build -q -p plugin; then setup_fail "cargo build -p plugin"; result; exit 1; fi
 install -m 0755 "${CARGO_TARGET_DIR:-target}"/debug/libdlm.so "$T/dlm.so"
 if [ -z "${VIRTDLMD:-}" ]; then
-    cargo build -q -p lockmgr --bin virtdlmd || fail "cargo build -p lockmgr --bin virtdlmd"
+    cargo build -q -p lockmgr --bin virtdlmd || setup_fail "cargo build -p lockmgr --bin virtdlmd"
     VIRTDLMD=${CARGO_TARGET_DIR:-$TOP/target}/debug/virtdlmd
 fi
-gcc -O1 -Wall -Wextra -Werror -o "$T/harness" tests/abi/harness.c tests/abi/script.c -ldl || fail "gcc harness.c"
+gcc -O1 -Wall -Wextra -Werror -o "$T/harness" tests/abi/harness.c tests/abi/script.c -ldl || setup_fail "gcc harness.c"
 
 mkdir -p "$T/dlm-disks/leases" "$T/lockd-disks/leases"
 for d in dlm-disks lockd-disks; do
@@ -65,11 +79,11 @@ EOC
             | tee "$T/dlm.out"
         count "$T/dlm.out" dlm.so
     else
-        fail "virtdlmd ($VIRTDLMD) did not create $T/virtdlmd.sock within 10 s; its log:"
+        setup_fail "virtdlmd ($VIRTDLMD) did not create $T/virtdlmd.sock within 10 s; its log:"
         sed 's/^/    /' "$T/virtdlmd.log"
     fi
 else
-    fail "dlm.so cannot be run: no harness or no virtdlmd binary at $VIRTDLMD"
+    setup_fail "dlm.so cannot be run: no harness or no virtdlmd binary at $VIRTDLMD"
 fi
 
 # ---- lockd.so against a virtlockd of our own
@@ -78,12 +92,12 @@ fi
 exec 9>/run/lock/virt-dlm-libvirtd.lock
 if ! flock -n 9; then
     echo "waiting for another run that starts libvirt daemons to finish (/run/lock/virt-dlm-libvirtd.lock)"
-    flock -w 1200 9 || fail "/run/lock/virt-dlm-libvirtd.lock is still held after 20 min"
+    flock -w 1200 9 || setup_fail "/run/lock/virt-dlm-libvirtd.lock is still held after 20 min"
 fi
 if [ ! -r "$LOCKD_SO" ]; then
-    fail "$LOCKD_SO is missing (package libvirt-daemon); run tests/install-deps.sh"
+    setup_fail "$LOCKD_SO is missing (package libvirt-daemon); run tests/install-deps.sh"
 elif [ -S "$VIRTLOCKD_SOCK" ] || pgrep -x virtlockd >/dev/null; then
-    fail "a virtlockd is already running ($VIRTLOCKD_SOCK): the lockd comparison needs its own; stop it first"
+    setup_fail "a virtlockd is already running ($VIRTLOCKD_SOCK): the lockd comparison needs its own; stop it first"
 else
     cat > "$T/virtlockd.conf" <<EOC
 log_outputs = "3:file:$T/virtlockd.log"
@@ -95,11 +109,11 @@ EOC
         echo "== lockd.so (virtlockd pid ${PIDS[-1]})"
         timeout 120 "$T/harness" -p "$LOCKD_SO" -c "$T/qemu-lockd.conf" -b "$T/bad.conf" -d "$T/lockd-disks" -k lockd \
             | tee "$T/lockd.out"
-        count "$T/lockd.out" lockd.so
+        count "$T/lockd.out" lockd.so peer
     else
-        fail "virtlockd did not start"
+        setup_fail "virtlockd did not start"
     fi
 fi
 
-echo "$PASSED passed, $FAILED failed"
-[ "$FAILED" -eq 0 ] && [ "$PASSED" -gt 0 ]
+result
+[ "$FAILED" -eq 0 ] && [ "$PEER_FAILED" -eq 0 ] && [ "$SETUP_FAILED" -eq 0 ] && [ "$PASSED" -gt 0 ]

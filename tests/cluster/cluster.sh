@@ -146,9 +146,12 @@ boot_node() {
   [ "$VM" = uml ] && mods=$(uml_modules)
   d=$BASE/n$i; mkdir -p "$d/xchg/cmd"; mac=52:54:00:99:00:$(printf %02x "$i")
   rm -rf "$BASE/uml/n$i"
+  # Exists before the guest boots: a directory the guest looked up while it was missing stays
+  # missing in its overlay (negative dentry), and cl.keep binds it when it lives under /tmp.
+  mkdir -p "$BIN_DIR"
   # One host CPU per guest: unpinned guests migrating between CPUs start 3x slower.
   cpu=$(( (i - 1) % $(nproc) ))
-  args="quiet panic=-1 cl.node=$i cl.nodes=$n cl.token=$TOKEN cl.net=$NET cl.pcmk=${CL_PCMK:-0} cl.base=$BASE cl.init=$HERE/guest/guest-init.sh"
+  args="quiet panic=-1 cl.node=$i cl.nodes=$n cl.token=$TOKEN cl.net=$NET cl.pcmk=${CL_PCMK:-0} cl.base=$BASE cl.init=$HERE/guest/guest-init.sh cl.keep=$ROOT:${CARGO_TARGET_DIR:-$ROOT/target}:$BIN_DIR:$BASE"
   if [ "$VM" = uml ]; then
     # setsid: the guest is several host processes; its own process group lets kill/stop reach
     # all of them. UML keeps guest memory in a file under TMPDIR: /dev/shm is tmpfs.

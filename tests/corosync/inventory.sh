@@ -59,6 +59,21 @@ acquire() {
 echo "== starting 3 corosync nodes ($CS_PREFIX, $CS_SUBNET.0/24)"
 "$HERE/netns.sh" start 3 || cannot_run "the netns cluster did not start"
 truncate -s 1M "$W/a.img" "$W/b.img"
+
+echo "== no backend written on a node of a 3-node corosync: virtdlmd refuses to start, saying what to write"
+# Break it: make backend_guard::check ignore the cluster it found: virtdlmd starts on `local`
+# (runs until `timeout`, exit 124) and this check fails. Done on the unit test of the same
+# decision (backend_guard::tests::default_local_is_refused_in_a_multi_node_cluster fails).
+mkdir -p "$W/guard"; printf 'node_name = node1\n' > "$W/guard/virtdlmd.conf"
+timeout 20 "$HERE/netns.sh" exec 1 "$T/virtdlmd" --config "$W/guard/virtdlmd.conf" --socket "$W/guard/ctl.sock" \
+  --admin-socket "$W/guard/admin.sock" --journal "$W/guard/journal" > "$W/guard/log" 2>&1; rc=$?
+echo "   exit $rc: $(tail -1 "$W/guard/log")"
+[ "$rc" = 1 ] && grep -q "one of 3 nodes of a corosync cluster (the running corosync's nodelist)" "$W/guard/log" &&
+  grep -q 'Write `backend = dlm`' "$W/guard/log" && grep -q '`backend = local` if' "$W/guard/log" && [ ! -e "$W/guard/ctl.sock" ]
+result unset_backend_refused_in_cluster $?
+"$HERE/netns.sh" exec 1 "$T/virtdlmd" --config "$W/guard/virtdlmd.conf" --check-config > "$W/guard/check" 2>&1; rc=$?
+[ "$rc" = 2 ] && grep -q 'no lock backend is configured' "$W/guard/check"; result unset_backend_check_config_fails $?
+
 for i in 1 2 3; do
   mkdir -p "$W/n$i"
   printf 'backend = local\nnode_name = node%s\ncluster = true\ncluster_group = virtdlm-inv\n' "$i" > "$W/n$i/virtdlmd.conf"
@@ -70,6 +85,12 @@ for i in 1 2 3; do
   for _ in $(seq 100); do vdlm "$i" status --json >/dev/null 2>&1 && break; sleep 0.1; done
   vdlm "$i" status --json >/dev/null || cannot_run "virtdlmd on node$i did not come up: $(tail -5 "$W/n$i/log")"
 done
+
+echo "== backend = local with cluster = true: warned in the log, in status and above the lock table"
+W1='NO cross-host exclusion'
+grep -q "WARN.*$W1" "$W/n1/log" && vdlm 1 status | grep -q "WARNING .*$W1" && vdlm 1 locks | head -1 | grep -q "^WARNING: .*$W1" &&
+  vdlm 1 status --json | jq -e '.warnings | length == 1' >/dev/null
+result local_with_cluster_warned $?
 
 echo "== a lock taken on node1 shows on nodes 2 and 3"
 acquire 1 web-1 0c0ffee0-0000-4000-8000-000000000001 "$W/a.img"

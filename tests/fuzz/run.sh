@@ -6,7 +6,8 @@
 # Works with the stable toolchain alone: RUSTC_BOOTSTRAP=1 lets stable rustc take the -Z
 # flags cargo-fuzz passes. cargo-fuzz is installed with cargo install (from crates.io) when
 # neither PATH, ~/.cargo/bin nor target/tools/bin has it.
-# Knobs: FUZZ_SECONDS per target (default 12), FUZZ_TARGETS (default: all).
+# Knobs: FUZZ_SECONDS per target (default 12), FUZZ_TARGETS (default: all), FUZZ_MIN_RUNS
+# (default 1000: a target that ran fewer inputs fails).
 # A longer run: docs/RELIABILITY.md, "Fuzzing".
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -15,6 +16,9 @@ TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 TOOLS=$TARGET_DIR/tools
 OUT=$TARGET_DIR/fuzz-out
 SECONDS_EACH=${FUZZ_SECONDS:-12}
+# Fewest inputs a target must have run to pass (FUZZ_MIN_RUNS); the targets run tens of
+# thousands in 12 s even on a loaded 2-core machine.
+MIN_RUNS=${FUZZ_MIN_RUNS:-1000}
 CARGO_FUZZ_VERSION=0.13.2
 export RUSTC_BOOTSTRAP=1
 # The stable toolchain explicitly where rustup manages toolchains (CI has no other).
@@ -59,7 +63,12 @@ for t in "${TARGETS[@]}"; do
   rc=$?
   runs=$(grep -oE '^stat::number_of_executed_units: *[0-9]+' "$log" | grep -oE '[0-9]+$')
   crash=$(find "$work/artifacts" -type f | head -1)
-  if [ "$rc" = 0 ] && [ -z "$crash" ]; then
+  # A target that ran (almost) nothing proves nothing: a start-up failure or a build that
+  # panics on every input before libFuzzer counts it would otherwise pass as "no crash".
+  if [ "$rc" = 0 ] && [ -z "$crash" ] && [ "${runs:-0}" -lt "$MIN_RUNS" ]; then
+    echo "FAIL  $t: only ${runs:-no} inputs run in ${SECONDS_EACH}s (minimum $MIN_RUNS; libFuzzer's stat::number_of_executed_units); log: $log"
+    failed=$((failed + 1))
+  elif [ "$rc" = 0 ] && [ -z "$crash" ]; then
     echo "ok    $t: ${runs:-?} inputs in ${SECONDS_EACH}s, no crash"
     pass=$((pass + 1))
   else

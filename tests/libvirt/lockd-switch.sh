@@ -27,31 +27,31 @@ virtlockd_holds() { # a POSIX lock of virtlockd's on FILE's inode
 test_lockd_switch() {
     echo "---- moving from lockd (README 5)"
     if [ ! -r "$LOCKD_SO" ]; then
-        fail "lockd: $LOCKD_SO is missing (package libvirt-daemon); run tests/install-deps.sh"; return
+        as setup fail "lockd: $LOCKD_SO is missing (package libvirt-daemon); run tests/install-deps.sh"; return
     fi
     if [ -S "$VIRTLOCKD_SOCK" ] || pgrep -x virtlockd >/dev/null; then
-        fail "lockd: a virtlockd is already running ($VIRTLOCKD_SOCK): this test needs its own; stop it first"; return
+        as setup fail "lockd: a virtlockd is already running ($VIRTLOCKD_SOCK): this test needs its own; stop it first"; return
     fi
     # libvirtd on lockd: lockd.so next to dlm.so in the plugin dir, leases on the disks themselves
     stop_libvirtd
     ln -sf "$LOCKD_SO" "$T/plugin/lockd.so"
     echo 'auto_disk_leases = 1' >> "$T/etc-libvirt/qemu-lockd.conf"
     set_lock_manager lockd
-    start_virtlockd || { fail "lockd: virtlockd did not start"; return; }
-    start_libvirtd || { fail "lockd: libvirtd with lock_manager = \"lockd\" did not start"; return; }
-    ok "lockd: m starts under lockd" virsh_ start vdlm-t-m
-    ok "lockd: virtlockd holds m's disk (a POSIX lock of its pid in /proc/locks)" virtlockd_holds "$A/mig.img"
+    start_virtlockd || { as setup fail "lockd: virtlockd did not start"; return; }
+    start_libvirtd || { as setup fail "lockd: libvirtd with lock_manager = \"lockd\" did not start"; return; }
+    as peer ok "lockd: m starts under lockd" virsh_ start vdlm-t-m
+    as peer ok "lockd: virtlockd holds m's disk (a POSIX lock of its pid in /proc/locks)" virtlockd_holds "$A/mig.img"
     ok "lockd: virt-dlm does not see a disk locked by lockd (mixing managers is unsafe)" lacks vdlm-t-m
 
     # the guide's steps 2-5; step 2 is `virsh destroy`: these guests have no OS to answer
     # the ACPI request that `virsh shutdown` sends
-    ok "step 2: destroy m" virsh_ destroy vdlm-t-m
+    as setup ok "step 2: destroy m" virsh_ destroy vdlm-t-m
     set_lock_manager dlm
     stop_libvirtd
-    start_libvirtd || { fail "step 3: libvirtd did not restart with lock_manager = \"dlm\""; return; }
-    pass "step 3: libvirtd restarted with lock_manager = \"dlm\" (pid $LIBVIRTD_PID)"
+    start_libvirtd || { as setup fail "step 3: libvirtd did not restart with lock_manager = \"dlm\""; return; }
+    as setup pass "step 3: libvirtd restarted with lock_manager = \"dlm\" (pid $LIBVIRTD_PID)"
     stop_pid "$VIRTLOCKD_PID"
-    ok "step 4: virtlockd stopped" bash -c "! kill -0 $VIRTLOCKD_PID 2>/dev/null"
+    as setup ok "step 4: virtlockd stopped" bash -c "! kill -0 $VIRTLOCKD_PID 2>/dev/null"
     ok "step 5: m starts under virt-dlm" virsh_ start vdlm-t-m
     ok "step 5: virtdlm locks lists m's disk" holds_disk vdlm-t-m "$A/mig.img"
     locks > "$T/lockd-switch-locks.txt" 2>&1

@@ -28,7 +28,23 @@ trap 'dst_cleanup; lv_cleanup' EXIT
 
 pass() { echo "PASS $*"; PASSED=$((PASSED + 1)); }
 fail() { echo "FAIL $*"; FAILED=$((FAILED + 1)); }
-finish() { echo "$PASSED passed, $FAILED failed"; [ "$FAILED" -eq 0 ] && [ "$PASSED" -gt 0 ]; exit $?; }
+# Checks of a peer (lockd) and setup steps are counted apart from virt-dlm's own: the tier's
+# "N passed, N failed" line counts virt-dlm assertions only; any failure still fails the tier.
+PEER_PASSED=0 PEER_FAILED=0 SETUP_PASSED=0 SETUP_FAILED=0
+# as peer|setup CMD...: runs a check (ok, refused, pass, fail) and moves what it counted.
+as() {
+    local kind=${1^^} p=$PASSED f=$FAILED; shift
+    "$@"; local rc=$?
+    eval "${kind}_PASSED=\$((${kind}_PASSED + PASSED - p)); ${kind}_FAILED=\$((${kind}_FAILED + FAILED - f))"
+    PASSED=$p FAILED=$f
+    return $rc
+}
+finish() {
+    echo "peer: $PEER_PASSED passed, $PEER_FAILED failed"
+    echo "setup: $SETUP_PASSED passed, $SETUP_FAILED failed"
+    echo "$PASSED passed, $FAILED failed"
+    [ "$FAILED" -eq 0 ] && [ "$PEER_FAILED" -eq 0 ] && [ "$SETUP_FAILED" -eq 0 ] && [ "$PASSED" -gt 0 ]; exit $?
+}
 
 # ok NAME CMD...: CMD must succeed
 ok() {
@@ -52,19 +68,19 @@ lacks() { ! holds "$1"; }
 no_locks() { ! locks --json | grep -q '"vm_name"'; }
 holds_disk() { locks --json | tr -d '\n ' | grep -q "\"identity\":\"$2\"[^}]*\"vm_name\":\"$1\""; }
 
-lv_preflight || { fail "preflight: see above"; finish; }
-lv_build || { fail "build of dlm.so / virtdlmd"; finish; }
-[ -x "$VIRTDLM" ] || { fail "no virtdlm CLI at $VIRTDLM (needed to read the lock table)"; finish; }
+lv_preflight || { as setup fail "preflight: see above"; finish; }
+lv_build || { as setup fail "build of dlm.so / virtdlmd"; finish; }
+[ -x "$VIRTDLM" ] || { as setup fail "no virtdlm CLI at $VIRTDLM (needed to read the lock table)"; finish; }
 
 A=$T/hosta B=$T/hostb
 mkdir -p "$A" "$B" "$T/leases"
 chmod 0755 "$A" "$B" "$T/leases"
 for f in a sh base hot own-c own-d mig; do truncate -s 16M "$A/$f.img" "$B/$f.img"; done
 
-start_virtdlmd <<EOC || { fail "virtdlmd did not start"; finish; }
+start_virtdlmd <<EOC || { as setup fail "virtdlmd did not start"; finish; }
 path_map = $B:$A
 EOC
-start_libvirtd || { fail "libvirtd with dlm.so did not start"; finish; }
+start_libvirtd || { as setup fail "libvirtd with dlm.so did not start"; finish; }
 pass "libvirtd $(virsh_ version | sed -n 's/.*Running hypervisor: //p' | head -n 1) started with dlm.so (pid $LIBVIRTD_PID)"
 
 lease_xml() { echo "<lease><lockspace>space</lockspace><key>$1</key><target path='$T/leases/$1'/></lease>"; }
@@ -125,8 +141,11 @@ try_combo() { # try_combo granted|refused WHAT FILE FLAGS...
     local want=$1 what=$2; shift 2
     combo "$@"
     if [ "$want" = granted ]; then
-        ok "c: $what granted" virsh_ attach-device vdlm-t-c "$T/combo.xml" --live &&
-            virsh_ detach-device vdlm-t-c "$T/combo.xml" --live >/dev/null 2>&1
+        # The detach is asserted too: a disk left attached would hold its lock into the next
+        # combination and make its outcome mean something else.
+        local before=$FAILED
+        ok "c: $what granted" virsh_ attach-device vdlm-t-c "$T/combo.xml" --live
+        [ "$FAILED" = "$before" ] && ok "c: $what detached" virsh_ detach-device vdlm-t-c "$T/combo.xml" --live
     else
         refused "c: $what refused" "resource busy" virsh_ attach-device vdlm-t-c "$T/combo.xml" --live
     fi
@@ -148,7 +167,7 @@ table() { locks --json | grep -E '"(identity|mode|vm_name|pid|since)"' | sort; }
 before=$(table)
 stop_libvirtd
 ok "a's QEMU survives libvirtd stopping" kill -0 "$(qemu_pid vdlm-t-a)"
-start_libvirtd || { fail "libvirtd did not come back"; finish; }
+start_libvirtd || { as setup fail "libvirtd did not come back"; finish; }
 ok "a is still running after libvirtd restart" state_is vdlm-t-a running
 after=$(table)
 if [ "$before" = "$after" ] && [ -n "$before" ]; then pass "lock table unchanged by the restart ($(echo "$after" | grep -c vm_name) locks)"

@@ -61,6 +61,9 @@ impl std::str::FromStr for BackendKind {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub backend: BackendKind,
+    /// The operator wrote `backend` (file or `--backend`). An unset backend is `local`, which
+    /// virtdlmd refuses on a multi-node corosync host (crate::backend_guard).
+    pub backend_explicit: bool,
     pub socket: PathBuf,
     pub admin_socket: PathBuf,
     pub journal: PathBuf,
@@ -119,6 +122,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             backend: BackendKind::Local,
+            backend_explicit: false,
             socket: DEFAULT_SOCKET.into(),
             admin_socket: DEFAULT_ADMIN_SOCKET.into(),
             journal: DEFAULT_JOURNAL.into(),
@@ -178,7 +182,10 @@ impl Config {
                 return Err(err(format!("{key} is set twice")));
             }
             match key {
-                "backend" => c.backend = value.parse().map_err(err)?,
+                "backend" => {
+                    c.backend = value.parse().map_err(err)?;
+                    c.backend_explicit = true;
+                }
                 "socket" => c.socket = abs_path(value).map_err(err)?,
                 "admin_socket" => c.admin_socket = abs_path(value).map_err(err)?,
                 "journal" => c.journal = abs_path(value).map_err(err)?,

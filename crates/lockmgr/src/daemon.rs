@@ -25,12 +25,17 @@ use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 
+/// Read when corosync is not running (yet) to tell whether this host is in a cluster.
+const COROSYNC_CONF: &str = "/etc/corosync/corosync.conf";
+
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
     #[error(transparent)]
     Journal(#[from] JournalError),
     #[error("another virtdlmd uses the journal {0} (its lock file is taken)")]
     JournalInUse(String),
+    #[error(transparent)]
+    UnsafeDefault(#[from] crate::backend_guard::UnsafeDefault),
     #[error("cannot start the {backend} backend: {reason}")]
     Backend { backend: &'static str, reason: String },
     #[error(transparent)]
@@ -92,6 +97,14 @@ fn raise_fd_limit() {
 /// Runs the daemon until SIGTERM/SIGINT.
 pub fn run(config: Config) -> Result<(), DaemonError> {
     raise_fd_limit();
+    // Before anything is opened: never serve a silent `local` on a cluster host.
+    let cluster_seen = match (config.backend, config.backend_explicit) {
+        (BackendKind::Local, false) => crate::backend_guard::probe(Path::new(COROSYNC_CONF)),
+        _ => None,
+    };
+    for w in crate::backend_guard::check(&config, cluster_seen.as_ref())? {
+        tracing::warn!("{w}");
+    }
     let _journal_lock = lock_journal(&config.journal)?;
     let (journal, salvaged) = Journal::open(&config.journal, config.journal_compact_bytes, config.recover_journal)?;
     if let Some(s) = salvaged {

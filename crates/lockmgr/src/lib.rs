@@ -16,7 +16,7 @@
 //! - `cluster`: membership verdict and the cluster-wide lock inventory over CPG.
 //! - `lockloss`: stopping VMs whose locks are lost, refusing grants until membership is safe.
 //! - `membership_task`: the CPG + quorum driver publishing this node's membership verdict.
-//! - `backend`: where a lock lives (`local`, `dlm`).
+//! - `backend`: where a lock lives (`local`, `dlm`); `backend_guard`: no silent `local` in a cluster.
 //! - `dlm`, `corosync`: the only modules with `unsafe`: safe wrappers over libdlm and corosync.
 #![deny(unsafe_op_in_unsafe_fn)]
 
@@ -25,6 +25,8 @@ pub mod proto;
 
 #[cfg(feature = "daemon")]
 pub mod backend;
+#[cfg(feature = "daemon")]
+pub mod backend_guard;
 #[cfg(feature = "daemon")]
 pub mod cluster;
 #[cfg(feature = "formats")]

@@ -841,6 +841,11 @@ impl Registry {
             "node_name": node_name,
             "node_id": node_id,
             "backend": self.backend.kind(),
+            // Setups that run but do not protect (crate::backend_guard).
+            "warnings": crate::backend_guard::warnings(
+                if self.backend.kind() == "local" { crate::config::BackendKind::Local } else { crate::config::BackendKind::Dlm },
+                self.cluster.get().is_some(),
+            ),
             "owners": t.owners.len(),
             "locks": t.owners.values().map(|o| o.held.len()).sum::<usize>(),
             "journal": t.journal.path(),

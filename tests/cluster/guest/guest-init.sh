@@ -12,7 +12,21 @@ mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t configfs none /sys/kernel/config
 mkdir -p /dev/pts /dev/shm; mount -t devpts devpts /dev/pts; mount -t tmpfs tmpfs /dev/shm
-mount -t tmpfs tmpfs /run; mount -t tmpfs tmpfs /tmp
+mount -t tmpfs tmpfs /run
+# The guest's /tmp is a fresh tmpfs, but the harness (this checkout), the cargo target dir and
+# $CL_BASE may live under the host's /tmp (cl.keep=<dir>:<dir>…): keep them visible at their
+# host paths by holding binds of them across the tmpfs mount, then moving them back.
+KEEP=$(sed -n 's/.*cl\.keep=\([^ ]*\).*/\1/p' /proc/cmdline); kept=""
+k=0; mkdir -p /run/.keep
+for d in $(echo "$KEEP" | tr : ' '); do
+  case $d in /tmp/*) ;; *) continue;; esac
+  [ -d "$d" ] || continue
+  in=0; for e in $kept; do case $d/ in "${e%:*}"/*) in=1;; esac; done   # inside a kept dir already
+  [ $in = 0 ] || continue
+  mkdir -p /run/.keep/$k && mount --bind "$d" /run/.keep/$k && kept="$kept $d:$k" && k=$((k + 1))
+done
+mount -t tmpfs tmpfs /tmp
+for e in $kept; do mkdir -p "${e%:*}" && mount --move "/run/.keep/${e##*:}" "${e%:*}"; done
 umount -l /.oldroot 2>/dev/null
 # libdlm and dlm_controld open /dev/misc/<name>; without udev these links must exist by hand.
 ln -s . /dev/misc

@@ -58,6 +58,7 @@ fn main() -> ExitCode {
     };
     if let Some(b) = args.backend {
         config.backend = if b == "dlm" { BackendKind::Dlm } else { BackendKind::Local };
+        config.backend_explicit = true;
     }
     if let Some(p) = args.socket {
         config.socket = p;
@@ -74,7 +75,17 @@ fn main() -> ExitCode {
     config.recover_journal |= args.recover_journal;
     if args.check_config {
         println!("{config:#?}");
-        return ExitCode::SUCCESS;
+        let seen = lockmgr::backend_guard::probe(std::path::Path::new("/etc/corosync/corosync.conf"));
+        return match lockmgr::backend_guard::check(&config, seen.as_ref()) {
+            Ok(warnings) => {
+                warnings.iter().for_each(|w| eprintln!("virtdlmd: warning: {w}"));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("virtdlmd: {e}");
+                ExitCode::from(2)
+            }
+        };
     }
     match lockmgr::daemon::run(config) {
         Ok(()) => ExitCode::SUCCESS,

@@ -130,6 +130,12 @@ fn run(args: &Args) -> Result<(), Failure> {
             if args.json {
                 print_json(&json!(locks));
             } else {
+                // A table that looks cluster-wide but protects nothing across hosts says so.
+                if let Ok(Response::Status { status }) = ask(admin, Op::Status) {
+                    for w in render::warnings(&status) {
+                        out!("WARNING: {w}");
+                    }
+                }
                 out!("{}", render::locks(&locks));
             }
         }

@@ -33,6 +33,11 @@ pub fn locks(locks: &[LockInfo]) -> String {
     t.to_string()
 }
 
+/// The daemon's warnings about its setup (`status` JSON `warnings`), e.g. local + cluster.
+pub fn warnings(status: &Value) -> Vec<String> {
+    status["warnings"].as_array().map(|w| w.iter().map(text).collect()).unwrap_or_default()
+}
+
 pub fn text(v: &Value) -> String {
     match v {
         Value::Null => "-".into(),
@@ -47,6 +52,9 @@ pub fn status(s: &Value) -> String {
     let c = &s["cluster"];
     let node = format!("{} (id {})", text(&s["node_name"]), text(&s["node_id"]));
     let mut rows: Vec<(&str, String)> = vec![("node", node), ("backend", text(&s["backend"]))];
+    for w in warnings(s) {
+        rows.push(("WARNING", w));
+    }
     if c.is_null() {
         rows.push(("cluster", "off (this node's locks only)".into()));
     } else {
