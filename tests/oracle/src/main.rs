@@ -75,17 +75,31 @@ struct Hold {
     owner: String,
     disk: String,
     mode: String,
-    uses: Vec<f64>,
+    /// (host time, uncertainty) of each use.
+    uses: Vec<(f64, f64)>,
 }
 
+/// Per node, the measures of its clock against the host's: (host time, offset, uncertainty).
 struct Clocks {
-    eps: HashMap<u64, f64>,
+    measures: HashMap<u64, Vec<(f64, f64, f64)>>,
 }
 
 impl Clocks {
+    /// A guest stamp on the host's time line, and its uncertainty: corrected by the measure
+    /// nearest in time, widened by that measure's uncertainty and by how much the offset moved
+    /// to the measures on either side (drift; a reboot resets the clock). A node never measured
+    /// gets no correction and a 0.5 s margin.
+    fn host(&self, node: u64, t: f64) -> (f64, f64) {
+        let Some(m) = self.measures.get(&node).filter(|m| !m.is_empty()) else { return (t, 0.5) };
+        let i = (0..m.len()).min_by(|&a, &b| (m[a].0 - t).abs().total_cmp(&(m[b].0 - t).abs())).unwrap_or(0);
+        let (_, off, unc) = m[i];
+        let before = if i > 0 { (off - m[i - 1].1).abs() } else { 0.0 };
+        let after = if i + 1 < m.len() { (m[i + 1].1 - off).abs() } else { 0.0 };
+        (t - off, unc + before.max(after))
+    }
+
     fn eps(&self, node: u64) -> f64 {
-        // A node never measured gets the widest margin seen (at least 0.25 s).
-        self.eps.get(&node).copied().unwrap_or_else(|| self.eps.values().copied().fold(0.25, f64::max))
+        self.measures.get(&node).map(|m| m.iter().map(|x| x.1.abs() + x.2).fold(0.0, f64::max)).unwrap_or(0.5)
     }
 }
 
@@ -100,13 +114,15 @@ fn main() {
         eprintln!("oracle-check: no logs/*.jsonl or images/*.img in {}", dir.display());
         std::process::exit(2);
     }
-    let mut eps: HashMap<u64, f64> = HashMap::new();
+    let mut measures: HashMap<u64, Vec<(f64, f64, f64)>> = HashMap::new();
     for c in jsonl(&dir.join("clocks.jsonl")) {
-        let (Some(n), Some(off), Some(unc)) = (c["node"].as_u64(), c["off"].as_f64(), c["unc"].as_f64()) else { continue };
-        let e = eps.entry(n).or_insert(0.0);
-        *e = e.max(off.abs() + unc);
+        let (Some(n), Some(at), Some(off), Some(unc)) = (c["node"].as_u64(), c["at"].as_f64(), c["off"].as_f64(), c["unc"].as_f64()) else { continue };
+        measures.entry(n).or_default().push((at, off, unc));
     }
-    let clocks = Clocks { eps };
+    for m in measures.values_mut() {
+        m.sort_by(|a, b| a.0.total_cmp(&b.0));
+    }
+    let clocks = Clocks { measures };
 
     let events: Vec<Value> = logs.iter().flat_map(|p| jsonl(p)).collect();
     let mut holds: BTreeMap<String, Hold> = BTreeMap::new();
@@ -134,11 +150,11 @@ fn main() {
                 if h.mode.is_empty() {
                     h.mode = "EX".into();
                 }
-                h.uses.push(e["rec_real"].as_f64().unwrap_or(0.0));
+                h.uses.push(clocks.host(node, e["rec_real"].as_f64().unwrap_or(0.0)));
             }
             "read" => {
                 reads += 1;
-                holds.entry(hold).or_default().uses.push(e["real"].as_f64().unwrap_or(0.0));
+                holds.entry(hold).or_default().uses.push(clocks.host(node, e["real"].as_f64().unwrap_or(0.0)));
             }
             "mismatch" => mismatches.push(e.clone()),
             _ => {}
@@ -162,19 +178,23 @@ fn main() {
             if h.mode.is_empty() {
                 h.mode = "EX".into();
             }
-            h.uses.push(r["real"].as_f64().unwrap_or(0.0));
+            h.uses.push(clocks.host(key.0, r["real"].as_f64().unwrap_or(0.0)));
         }
     }
 
     // Certain overlaps in time, per image.
-    let mut by_disk: BTreeMap<&str, Vec<(&String, &Hold, f64, f64)>> = BTreeMap::new();
+    // Each hold's span: first and last use on the host's time line, with the uncertainty of
+    // those two stamps.
+    type Span<'a> = (&'a String, &'a Hold, f64, f64, f64, f64);
+    let mut by_disk: BTreeMap<&str, Vec<Span>> = BTreeMap::new();
     for (id, h) in &holds {
-        if h.uses.is_empty() {
+        let (Some(first), Some(last)) = (
+            h.uses.iter().min_by(|a, b| a.0.total_cmp(&b.0)),
+            h.uses.iter().max_by(|a, b| a.0.total_cmp(&b.0)),
+        ) else {
             continue;
-        }
-        let first = h.uses.iter().copied().fold(f64::INFINITY, f64::min);
-        let last = h.uses.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        by_disk.entry(h.disk.as_str()).or_default().push((id, h, first, last));
+        };
+        by_disk.entry(h.disk.as_str()).or_default().push((id, h, first.0, first.1, last.0, last.1));
     }
     let mut overlaps = Vec::new();
     for (disk, hs) in &by_disk {
@@ -183,16 +203,14 @@ fn main() {
                 if a.1.owner == b.1.owner || modes::compatible(&a.1.mode, &b.1.mode) {
                     continue;
                 }
-                let (ea, eb) = (clocks.eps(a.1.node), clocks.eps(b.1.node));
-                let meets = |x: &(&String, &Hold, f64, f64), ex: f64, y: &(&String, &Hold, f64, f64), ey: f64| {
-                    x.2 + ex < x.3 - ex && y.2 + ey < x.3 - ex && y.3 - ey > x.2 + ex
+                // x is surely in use over [first + e, last - e]; y surely meets that span.
+                let meets = |x: &Span, y: &Span| {
+                    let (core0, core1) = (x.2 + x.3, x.4 - x.5);
+                    core0 < core1 && y.2 + y.3 < core1 && y.4 - y.5 > core0
                 };
-                if meets(a, ea, b, eb) || meets(b, eb, a, ea) {
-                    overlaps.push(json!({
-                        "disk": disk,
-                        "a": { "hold": a.0, "node": a.1.node, "owner": a.1.owner, "mode": a.1.mode, "first": a.2, "last": a.3, "eps": ea },
-                        "b": { "hold": b.0, "node": b.1.node, "owner": b.1.owner, "mode": b.1.mode, "first": b.2, "last": b.3, "eps": eb },
-                    }));
+                if meets(a, b) || meets(b, a) {
+                    let show = |x: &Span| json!({ "hold": x.0, "node": x.1.node, "owner": x.1.owner, "mode": x.1.mode, "first": x.2, "last": x.4, "eps": x.3.max(x.5) });
+                    overlaps.push(json!({ "disk": disk, "a": show(a), "b": show(b) }));
                 }
             }
         }
@@ -220,7 +238,10 @@ fn main() {
             let next = acquires
                 .iter()
                 .filter(|b| b["disk"] == disk && b["answered"].as_f64().is_some_and(|t| t > at))
-                .filter_map(|b| Some(b["answered"].as_f64()? + clocks.eps(b["node"].as_u64()?)))
+                .filter_map(|b| {
+                    let (t, e) = clocks.host(b["node"].as_u64()?, b["answered"].as_f64()?);
+                    Some(t + e)
+                })
                 .fold(f64::INFINITY, f64::min);
             if next.is_finite() {
                 unusable.push(json!({ "kind": g["kind"], "node": node, "disk": base(disk), "seconds": next - at }));
@@ -239,7 +260,7 @@ fn main() {
         "records_on_disk": disk_records,
         "records_only_on_disk": disk_only,
         "requests_cut_by_daemon_death": io_kills,
-        "clock_eps": clocks.eps.iter().map(|(n, e)| (format!("node{n}"), json!(e))).collect::<serde_json::Map<_, _>>(),
+        "clock_worst_offset_plus_uncertainty": clocks.measures.keys().map(|n| (format!("node{n}"), json!(clocks.eps(*n)))).collect::<serde_json::Map<_, _>>(),
         "mismatches": mismatches.len(),
         "time_overlaps": overlaps.len(),
         "overlaps": overlaps.len() + mismatches.len(),
