@@ -165,11 +165,18 @@ echo "virtdlmd not serving after 120 s:"; since | tail -20; exit 1"#,
         false
     }
 
-    fn kill_daemon(&self, node: u32) {
+    /// kill -9 of the daemon; waits (at most 30 s) until it is gone. False if it is not (a
+    /// process stuck in the kernel survives SIGKILL).
+    fn kill_daemon(&self, node: u32) -> bool {
         self.exec(
             node,
-            &format!("p=$(cat {DIR}/pid); kill -9 $p; while [ -e /proc/$p ] && ! grep -q '^State:.*Z' /proc/$p/status 2>/dev/null; do sleep 0.05; done"),
-        );
+            &format!(
+                "p=$(cat {DIR}/pid); kill -9 $p; for i in $(seq 1 600); do [ -e /proc/$p ] && ! grep -q '^State:.*Z' /proc/$p/status 2>/dev/null || exit 0; sleep 0.05; done; \
+                 echo \"virtdlmd $p survives kill -9:\"; ps -eLo pid,lwp,stat,wchan:32,args | grep '[v]irtdlmd'; exit 1"
+            ),
+        )
+        .code
+            == 0
     }
 
     fn status(&self, node: u32) -> Value {
@@ -275,7 +282,9 @@ echo "virtdlmd not serving after 120 s:"; since | tail -20; exit 1"#,
     fn kill_daemon_round(&mut self, rng: &mut Rng, late: bool) {
         let node = 1 + rng.below(3) as u32;
         std::thread::sleep(Duration::from_millis(rng.below(400)));
-        self.kill_daemon(node);
+        if !self.kill_daemon(node) {
+            self.failures.push(format!("virtdlmd on node{node} survived kill -9"));
+        }
         if late {
             std::thread::sleep(Duration::from_millis(500 + rng.below(1500)));
         }
@@ -296,7 +305,9 @@ echo "virtdlmd not serving after 120 s:"; since | tail -20; exit 1"#,
         self.say(&format!("partition node{v}{}", if restart_while_cut { " (its daemon restarted while cut off)" } else { "" }));
         if restart_while_cut {
             std::thread::sleep(Duration::from_millis(1000 + rng.below(2000)));
-            self.kill_daemon(v);
+            if !self.kill_daemon(v) {
+                self.failures.push(format!("virtdlmd on node{v} survived kill -9 while the node was cut off"));
+            }
             self.start_daemon(v, false);
             self.fault("daemon_restart_while_partitioned");
         }
@@ -338,13 +349,25 @@ echo "virtdlmd not serving after 120 s:"; since | tail -20; exit 1"#,
                 let log = self.exec(v, &format!("tail -15 {DIR}/log; grep -v '^$' /var/log/dlm_controld/dlm_controld.log | tail -4")).text;
                 self.failures.push(format!("node{v} did not rejoin after the heal (virtdlmd not serving with a safe membership):\n{log}"));
                 self.say(&format!("node{v} did not rejoin after the heal: restarting its virtdlmd and stack"));
-                self.kill_daemon(v);
+                let _ = self.kill_daemon(v);
                 self.start_daemon(v, false);
             }
         }
         if !serving {
-            let log = self.exec(v, &format!("tail -30 {DIR}/log")).text;
+            let log = self.exec(v, &format!("tail -30 {DIR}/log; ps -eLo pid,lwp,stat,wchan:32,args | grep '[v]irtdlmd'")).text;
             self.failures.push(format!("virtdlmd on node{v} not serving with a safe membership after a restart either:\n{log}"));
+            // A virtdlmd stuck in the kernel (D state) survives kill -9; only a reboot (what
+            // fencing would do) brings the node back.
+            self.say(&format!("node{v} still out: rebooting it"));
+            self.c.node_action("kill", v);
+            self.gone(v, None, "node-reboot-after-stuck-rejoin", host_now());
+            self.c.node_action("start-node", v);
+            self.prepare_node(v);
+            if !self.start_daemon(v, true) || !self.wait_serving(v, 120) {
+                self.failures.push(format!("virtdlmd on node{v} not serving after the reboot"));
+            }
+            self.start_writers(v);
+            self.measure_clocks();
         }
     }
 
