@@ -7,8 +7,9 @@
 //! is; they write records into the images they hold in EX (and read them back), read only in
 //! PR. Per node: 2 writers with the default failure action over the shared images `d0`..`d3`
 //! and every node's "pause" images, and 2 writers with action `pause`, each over its own image
-//! `p<node><k>`, held nearly all the time (so a cut-off node always has VMs to pause, and the
-//! others want their disks). `virsh` is a fake that sleeps `SLOW_VIRSH` before stopping the
+//! `p<node><k>`, held nearly all the time in holds of 10-30 s (so a cut-off node always has VMs to pause,
+//! the others want their disks, and a VM its node fails to stop still writes when the others
+//! get its disk: a real QEMU writes without asking anyone). `virsh` is a fake that sleeps `SLOW_VIRSH` before stopping the
 //! writer (SIGSTOP): a slow-to-suspend libvirt.
 //!
 //! Faults, one per round, drawn from the seed: kill -9 of a writer; kill -9 of virtdlmd and
@@ -210,7 +211,7 @@ echo "virtdlmd not serving after 120 s:"; since | tail -20; exit 1"#,
             specs.push(format!("vm=w{node}{k} images={} pr=20 hold_ms=600 idle_ms=400", pool.join(",")));
         }
         for k in 0..PAUSERS {
-            specs.push(format!("vm=pw{node}{k} action=pause images=/oracle/images/p{node}{k}.img pr=0 hold_ms=2500 idle_ms=100"));
+            specs.push(format!("vm=pw{node}{k} action=pause images=/oracle/images/p{node}{k}.img pr=0 hold_ms=20000 idle_ms=100"));
         }
         let mut script = String::from("set -u\n");
         for s in specs {
