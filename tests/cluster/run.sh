@@ -8,7 +8,8 @@
 #
 # Needs root (network namespace, taps) and the packages of tests/install-deps.sh.
 # Settings: CL_NS, CL_BASE, CL_NET (see cluster.sh) to run beside another cluster on this host,
-# CL_VM=qemu for qemu TCG guests instead of User-Mode Linux;
+# CL_VM=qemu for qemu TCG guests instead of User-Mode Linux; VIRTDLM_NEMESIS_ROUNDS (default 50)
+# and VIRTDLM_NEMESIS_SEED for the nemesis test (tests/nemesis.rs; a longer soak: more rounds);
 # extra arguments are passed to the test binaries (e.g. a test name filter; the corosync
 # scenarios then do not run). CL_COROSYNC=0 leaves the corosync scenarios out, CL_TWO_NODE=0
 # the two-node cluster (started after the 3-node one, for tests/two_node.rs).
@@ -35,6 +36,8 @@ cd "$ROOT" || fail "no $ROOT"
 
 echo "== cluster tier: building the tests"
 cargo build -p cluster-tests --bins --locked || fail "cargo build -p cluster-tests failed"
+# The nemesis test runs the corruption oracle (tests/oracle, no code shared with the daemon) on the host.
+cargo build -p oracle --locked || fail "cargo build -p oracle (oracle-check) failed"
 # The daemon tests run virtdlmd in the guests; cargo test does not build another crate's binaries.
 cargo build -p lockmgr --bins --locked || fail "cargo build -p lockmgr (virtdlmd) failed"
 # The plugin tests load dlm.so in the guests through the ABI harness (tests/abi), built beside it.
@@ -71,6 +74,8 @@ cargo test -p cluster-tests --locked -- --test-threads=1 "$@" 2>&1 | tee "$RESUL
 rc=${PIPESTATUS[0]}
 # Figures the lock-loss test measured (timings, checked grants and overlaps).
 [ -f "$RESULTS/lockloss.txt" ] && sed 's/^/   lockloss: /' "$RESULTS/lockloss.txt"
+# Figures of the nemesis and its oracle (raw JSON in $RESULTS/nemesis.json).
+[ -f "$RESULTS/nemesis.txt" ] && sed 's/^/   nemesis: /' "$RESULTS/nemesis.txt"
 passed=$(awk '/^test result:/{for(i=1;i<=NF;i++){if($i=="passed;")p+=$(i-1)}} END{print p+0}' "$RESULTS/tests.log")
 failed=$(awk '/^test result:/{for(i=1;i<=NF;i++){if($i=="failed;")f+=$(i-1)}} END{print f+0}' "$RESULTS/tests.log")
 if [ "$rc" != 0 ] && [ "$failed" = 0 ]; then failed=1; echo "cargo test exited $rc without a test failure (build or harness error)" >&2; fi
