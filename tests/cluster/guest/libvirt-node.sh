@@ -20,7 +20,12 @@ wait_for() { # wait_for SECONDS CMD...: polls CMD every 0.1 s
 }
 
 setup() {
-  local node=$1 virtdlmd=$2 plugin=$3
+  local node=$1 virtdlmd=$2 plugin=$3 p
+  # Nothing of an earlier run may answer in this one's place (a libvirtd still shutting down
+  # keeps its socket until it exits).
+  teardown >/dev/null 2>&1
+  for p in $(pgrep -x libvirtd) $(pgrep -f 'virtdlmd.* --config /run/vms/'); do kill -9 "$p" 2>/dev/null; done
+  wait_for 30 sh -c '! pgrep -x libvirtd' || { echo "an earlier libvirtd survives SIGKILL"; return 1; }
   # A fresh start each time (a rerun in the same guests): no journal, the stock configuration.
   rm -rf $D/journal $D/*.log $D/*.sock; mkdir -p $D/plugin
   cp "$plugin" $D/plugin/dlm.so
@@ -95,7 +100,7 @@ stop_libvirtd() {
 teardown() {
   local d p
   for d in $(virsh_ list --all --name 2>/dev/null); do virsh_ destroy "$d" >/dev/null 2>&1; virsh_ undefine "$d" >/dev/null 2>&1; done
-  stop_libvirtd
+  stop_libvirtd || kill -9 "$(cat $D/libvirtd.pid)" 2>/dev/null
   for p in /run/libvirt/qemu/*.pid; do [ -e "$p" ] && kill -9 "$(cat "$p")" 2>/dev/null; done
   if p=$(cat $D/virtdlmd.pid 2>/dev/null) && kill -TERM "$p" 2>/dev/null; then
     for _ in $(seq 100); do [ -e /proc/$p ] || break; sleep 0.1; done
