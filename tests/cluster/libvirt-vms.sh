@@ -74,10 +74,15 @@ refused() {
 
 # Guest clock minus host clock, in s, and its uncertainty (half the round trip): UML guest
 # clocks drift from the host's, so times logged in two guests are compared on the host's.
+# The best of three tries (the shortest round trip).
 offset() {
-  local h0 g h1
-  h0=$(date +%s.%N); g=$(gx "$1" 'date +%s.%N'); h1=$(date +%s.%N)
-  echo "$(echo "$g - ($h0 + $h1) / 2" | bc -l) $(echo "($h1 - $h0) / 2" | bc -l)"
+  local h0 g h1 best="" try
+  for _ in 1 2 3; do
+    h0=$(date +%s.%N); g=$(gx "$1" 'date +%s.%N'); h1=$(date +%s.%N)
+    try="$(echo "$g - ($h0 + $h1) / 2" | bc -l) $(echo "($h1 - $h0) / 2" | bc -l)"
+    if [ -z "$best" ] || [ "$(echo "${try#* } < ${best#* }" | bc -l)" = 1 ]; then best=$try; fi
+  done
+  echo "$best"
 }
 # Epoch seconds of an RFC 3339 log stamp.
 epoch() { date -d "$1" +%s.%N; }
@@ -163,7 +168,7 @@ refused "node2: virsh start vmx-a refused, naming the VM and node1" \
 ok "node2: vmx-a stayed shut off" state_is 2 vmx-a "shut off"
 ok "node1: virsh destroy vmx-a" vsh 1 destroy vmx-a
 ok "node2: virsh start vmx-a after node1 destroyed it (handover)" vsh 2 start vmx-a
-refused "node1: virsh start vmx-a now refused, naming node2" "held exclusively by VM vmx-a .* on node node2" vsh 1 start vmx-a
+ok "node1 sees vmx-a@node2 holding a.img after the handover" test "$(holder 1 /shared/a.img)" = vmx-a@node2
 
 # ---- hotplug: a disk and a <lease>, between vmx-a on node2 and vmx-b on node1.
 # SCSI bus: its unplug completes without a guest OS (a PCI unplug waits for the guest's ACPI).
@@ -250,7 +255,7 @@ vsh 2 destroy vmx-m >/dev/null || setup_failed "destroy vmx-m on node2"
 echo "---- partition of node3: <on_lockfailure> pause and poweroff"
 ok "node3: virsh start vmx-p (on_lockfailure pause)" vsh 3 start vmx-p
 ok "node3: virsh start vmx-q (on_lockfailure poweroff)" vsh 3 start vmx-q
-refused "node1: vmx-p refused while node3 holds p.img" "held exclusively by VM vmx-p .* on node node3" vsh 1 start vmx-p
+ok "node1 sees vmx-p@node3 holding p.img before the cut" test "$(holder 1 /shared/p.img)" = vmx-p@node3
 k1=$(offset 1); k3=$(offset 3)
 cut=$(date +%s.%N)
 "$CL" partition 3 >/dev/null || setup_failed "cluster.sh partition 3"
