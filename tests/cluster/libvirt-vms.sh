@@ -24,7 +24,7 @@ ROOT=$(cd "$HERE/../.." && pwd)
 CL=$HERE/cluster.sh
 NODE_SH=$HERE/guest/libvirt-node.sh
 export CL_NS=${CL_NS:-virtdlmcl} CL_BASE=${CL_BASE:-/tmp/virtdlm-cluster} CL_NET=${CL_NET:-10.99.0}
-export CL_EXEC_TIMEOUT=${CL_EXEC_TIMEOUT:-300}
+export CL_EXEC_TIMEOUT=${CL_EXEC_TIMEOUT:-600}
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/debug
 SH=$CL_BASE/shared                     # /shared in the guests
 OUT=${VIRTDLM_RESULTS:-$CL_BASE}/libvirt-vms

@@ -83,12 +83,14 @@ EOC
   start_libvirtd
 }
 
+# libvirtd probes QEMU's capabilities before it answers: minutes in a UML guest on a loaded host
+# (4+ min seen at a load average of 40).
 start_libvirtd() {
   rm -f $D/libvirtd.pid
   LIBVIRT_LOCK_MANAGER_PLUGIN_DIR=$D/plugin LIBVIRT_LOG_FILTERS='1:locking 3:*' \
     LIBVIRT_LOG_OUTPUTS="1:file:$D/libvirtd.log" libvirtd --listen --daemon --pid-file $D/libvirtd.pid </dev/null || return 1
   wait_for 60 test -s $D/libvirtd.pid || { echo "libvirtd wrote no pid file"; tail -20 $D/libvirtd.log; return 1; }
-  wait_for 120 virsh_ version || { echo "libvirtd does not answer"; tail -20 $D/libvirtd.log; return 1; }
+  wait_for 400 virsh_ version || { echo "libvirtd does not answer"; tail -20 $D/libvirtd.log; return 1; }
 }
 
 stop_libvirtd() {
