@@ -15,7 +15,8 @@
 #                               (a running guest can keep serving a stale copy of a rebuilt file)
 #
 # Each guest's root is the host's / read-only (hostfs) under a tmpfs overlay, so binaries built on
-# the host run inside at the same paths. Networking: one tap per guest on a bridge inside a private
+# the host run inside at the same paths. $CL_BASE/shared is mounted writable at /shared in every
+# guest: shared storage (one host directory, the same files on every node). Networking: one tap per guest on a bridge inside a private
 # network namespace; nothing is added to the host's own network namespace.
 #
 # Environment (two clusters coexist when CL_NS, CL_BASE and CL_NET differ):
@@ -144,7 +145,7 @@ uml_modules() {
 boot_node() {
   local i=$1 n=$2 d mac cpu args mods=""
   [ "$VM" = uml ] && mods=$(uml_modules)
-  d=$BASE/n$i; mkdir -p "$d/xchg/cmd"; mac=52:54:00:99:00:$(printf %02x "$i")
+  d=$BASE/n$i; mkdir -p "$d/xchg/cmd" "$BASE/shared"; mac=52:54:00:99:00:$(printf %02x "$i")
   rm -rf "$BASE/uml/n$i"
   # Exists before the guest boots: a directory the guest looked up while it was missing stays
   # missing in its overlay (negative dentry), and cl.keep binds it when it lives under /tmp.
@@ -159,7 +160,7 @@ boot_node() {
     TMPDIR=/dev/shm ip netns exec "$NS" taskset -c $cpu setsid "$UML" mem="${MEM}M" \
       root=/dev/root rootfstype=hostfs rootflags=/ ro init="$HERE/guest/uml-init.sh" \
       con=null con0=null,fd:1 ssl=null "eth0=tuntap,tap$i,$mac" "umid=n$i" uml_dir="$BASE/uml" \
-      $args "cl.umlmods=$mods" "cl.hostfs_xchg=$d/xchg" </dev/null >"$d/console.log" 2>&1 &
+      $args "cl.umlmods=$mods" "cl.hostfs_xchg=$d/xchg" "cl.hostfs_shared=$BASE/shared" </dev/null >"$d/console.log" 2>&1 &
     echo $! > "$d/vm.pid"
   else
     # -daemonize: qemu forks into its own session and writes the pid of that session leader.
@@ -171,6 +172,7 @@ boot_node() {
       -append "console=ttyS0 $args" -serial "file:$d/console.log" \
       -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
       -virtfs "local,path=$d/xchg,mount_tag=xchg,security_model=none" \
+      -virtfs "local,path=$BASE/shared,mount_tag=shared,security_model=none" \
       -netdev "tap,id=n0,ifname=tap$i,script=no,downscript=no" -device "virtio-net-pci,netdev=n0,mac=$mac" \
       -daemonize -pidfile "$d/vm.pid" 2>"$d/vm.stderr" ||
       { echo "qemu for node$i failed:" >&2; cat "$d/vm.stderr" >&2; cmd_stop >/dev/null; exit 1; }

@@ -1,19 +1,25 @@
 #!/bin/bash
 # The cluster tier: builds the cluster tests, virtdlmd, dlm.so and the ABI harness, boots one 3-node UML cluster
 # (corosync + kernel DLM + dlm_controld), runs every test of the cluster-tests crate against it,
-# then the corosync tier's scenarios in the same guests (tests/corosync/run.sh --guests), then
-# boots a 2-node cluster for the two-node tests (tests/two_node.rs), keeps
+# then real libvirtd + QEMU VMs on the DLM in the same guests (libvirt-vms.sh, when
+# CL_LIBVIRT=1), then the corosync tier's scenarios in the same guests (tests/corosync/run.sh
+# --guests), then boots a 2-node cluster for the two-node tests (tests/two_node.rs), keeps
 # the guests' logs, and always tears the cluster down. Prints "N passed, N failed" over both;
 # exits non-zero on any failure, or when the cluster cannot be built or started (saying why).
 #
 # Needs root (network namespace, taps) and the packages of tests/install-deps.sh.
 # Settings: CL_NS, CL_BASE, CL_NET (see cluster.sh) to run beside another cluster on this host,
-# CL_VM=qemu for qemu TCG guests instead of User-Mode Linux; VIRTDLM_NEMESIS_ROUNDS (default 50)
+# CL_VM=qemu for qemu TCG guests instead of User-Mode Linux; VIRTDLM_NEMESIS_ROUNDS (default here 10)
 # and VIRTDLM_NEMESIS_SEED for the nemesis test (tests/nemesis.rs; a longer soak: more rounds);
 # extra arguments are passed to the test binaries (e.g. a test name filter; the corosync
-# scenarios then do not run). CL_COROSYNC=0 leaves the corosync scenarios out, CL_TWO_NODE=0
-# the two-node cluster (started after the 3-node one, for tests/two_node.rs).
+# scenarios, the libvirt VMs and the two-node cluster then do not run). CL_COROSYNC=0 leaves
+# the corosync scenarios out, CL_TWO_NODE=0 the two-node cluster (started after the 3-node
+# one, for tests/two_node.rs). CL_LIBVIRT=1 adds the real libvirtd + QEMU VMs (about 25 min
+# on 2 cores, so not part of the default run: see tests/cluster/README.md).
 set -uo pipefail
+# The nemesis's default in this tier: 10 rounds of kill -9 (daemons mid-request, owners) on the
+# DLM; partitions and node crashes start at round 12 (a soak: VIRTDLM_NEMESIS_ROUNDS=50 or more).
+export VIRTDLM_NEMESIS_ROUNDS=${VIRTDLM_NEMESIS_ROUNDS:-10}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 CL=$HERE/cluster.sh
@@ -29,7 +35,7 @@ fail() {
 elapsed() { echo "$(( $(date +%s) - T0 )) s"; }
 
 [ "$(id -u)" = 0 ] || fail "needs root (network namespace, taps, UML hostfs root)"
-for tool in corosync dlm_controld dlm_tool ip taskset bc gcc; do
+for tool in corosync dlm_controld dlm_tool ip taskset bc gcc jq libvirtd virsh qemu-system-x86_64; do
   command -v "$tool" >/dev/null || fail "$tool is missing: run tests/install-deps.sh"
 done
 cd "$ROOT" || fail "no $ROOT"
@@ -81,6 +87,27 @@ failed=$(awk '/^test result:/{for(i=1;i<=NF;i++){if($i=="failed;")f+=$(i-1)}} EN
 if [ "$rc" != 0 ] && [ "$failed" = 0 ]; then failed=1; echo "cargo test exited $rc without a test failure (build or harness error)" >&2; fi
 if [ "$passed" = 0 ] && [ "$failed" = 0 ]; then failed=1; echo "no cluster test ran" >&2; fi
 echo "== cluster tier: cargo tests: $passed passed, $failed failed in $(( $(date +%s) - T1 )) s"
+
+# Real libvirtd + QEMU on the DLM in the same guests (tests/cluster/libvirt-vms.sh). Before the
+# corosync scenarios: it restarts node 3's stack after its own partition, leaving three
+# quorate nodes behind.
+if [ "${CL_LIBVIRT:-0}" = 1 ] && [ $# = 0 ]; then
+  T3=$(date +%s)
+  echo "== cluster tier: real libvirtd + QEMU VMs on the DLM in the guests"
+  "$HERE/libvirt-vms.sh" 2>&1 | tee "$RESULTS/libvirt-vms.log"
+  lv_rc=${PIPESTATUS[0]}
+  summary=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$RESULTS/libvirt-vms.log" | tail -1)
+  if [ -n "$summary" ]; then
+    lv_passed=${summary%% passed*}; lv_failed=${summary#*, }; lv_failed=${lv_failed%% failed}
+  else
+    lv_passed=0; lv_failed=1; echo "tests/cluster/libvirt-vms.sh ended without a summary" >&2
+  fi
+  if [ "$lv_rc" != 0 ] && [ "$lv_failed" = 0 ]; then lv_failed=1; echo "tests/cluster/libvirt-vms.sh exited $lv_rc without a failed check" >&2; fi
+  echo "== cluster tier: libvirt VMs: $lv_passed passed, $lv_failed failed in $(( $(date +%s) - T3 )) s"
+  passed=$((passed + lv_passed)); failed=$((failed + lv_failed))
+else
+  echo "== cluster tier: real libvirtd + QEMU VMs not run: they are opt-in (CL_LIBVIRT=1, about 25 min on 2 cores; test filter: ${*:-none})"
+fi
 
 # The corosync tier's scenarios on this cluster (CPG total order and confchg, quorum loss of
 # a node cut off). Last: its partition scenario leaves the DLM to recover, which no later test

@@ -34,11 +34,16 @@ for kv in $(cat /proc/cmdline); do
   case $kv in
     cl.node=*) NODE=${kv#*=};; cl.nodes=*) NODES=${kv#*=};; cl.token=*) TOKEN=${kv#*=};;
     cl.net=*) NET=${kv#*=};; cl.hostfs_xchg=*) HXCHG=${kv#*=};; cl.pcmk=*) PCMK=${kv#*=};;
+    cl.hostfs_shared=*) HSHARED=${kv#*=};;
   esac
 done
 mkdir -p /xchg
 if [ -n "${HXCHG:-}" ]; then mount -t hostfs -o "$HXCHG" none /xchg                                   # UML
 else mount -t 9p -o trans=virtio,version=9p2000.L,cache=none,msize=262144 xchg /xchg; fi     # qemu
+# /shared: one host directory, writable, the same in every guest (shared storage for VM images).
+mkdir -p /shared
+if [ -n "${HSHARED:-}" ]; then mount -t hostfs -o "$HSHARED" none /shared                          # UML
+else mount -t 9p -o trans=virtio,version=9p2000.L,cache=none,msize=262144 shared /shared 2>/dev/null; fi  # qemu
 st() { echo "$(up) $*" >> /xchg/status; }
 st "init node=$NODE nodes=$NODES"
 hostname "node$NODE"
