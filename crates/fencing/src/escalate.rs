@@ -265,6 +265,16 @@ mod tests {
 
     const MANY: usize = 12;
 
+    /// `n` running processes, each a VM whose `<on_lockfailure>` is `pause`.
+    fn pause_vms(n: usize) -> (Vec<Child>, Vec<Target>) {
+        (0..n)
+            .map(|i| {
+                let (c, p) = spawn("exec sleep 60");
+                (c, target(&format!("vm{i}"), Action::Pause, p))
+            })
+            .unzip()
+    }
+
     /// `pause` VMs are suspended all at once: a suspend that needs every other one under way
     /// (a fake virsh that succeeds only once all MANY calls have started, and otherwise hangs)
     /// pauses every VM. Suspended one after the other, the first call waits alone, times out,
@@ -277,13 +287,7 @@ mod tests {
             "barrier",
             &format!("while [ $(ls \"$calls\" | wc -l) -lt {MANY} ]; do sleep 0.05; done"),
         );
-        let mut children = Vec::new();
-        let mut targets = Vec::new();
-        for i in 0..MANY {
-            let (c, p) = spawn("exec sleep 60");
-            children.push(c);
-            targets.push(target(&format!("vm{i}"), Action::Pause, p));
-        }
+        let (children, targets) = pause_vms(MANY);
         let cfg = FencerConfig { pause_timeout: Duration::from_secs(5), virsh: virsh.display().to_string(), ..quick() };
         let r = Fencer::new(cfg, Watchdog::none()).carry_out(targets);
         assert_eq!(r.vms.len(), MANY);
@@ -304,13 +308,7 @@ mod tests {
     #[test]
     fn many_slow_suspends_keep_the_escalation_bound() {
         let virsh = fake_virsh("slow", "exec sleep 60");
-        let mut children = Vec::new();
-        let mut targets = Vec::new();
-        for i in 0..MANY {
-            let (c, p) = spawn("exec sleep 60");
-            children.push(c);
-            targets.push(target(&format!("vm{i}"), Action::Pause, p));
-        }
+        let (children, targets) = pause_vms(MANY);
         let cfg = FencerConfig { pause_timeout: Duration::from_secs(1), virsh: virsh.display().to_string(), ..quick() };
         let bound = cfg.bound();
         let r = Fencer::new(cfg, Watchdog::none()).carry_out(targets);

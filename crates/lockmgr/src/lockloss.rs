@@ -518,7 +518,7 @@ fn targets(holders: Vec<(OwnerKey, OwnerSpec)>) -> (Vec<Target>, Vec<VmOutcome>)
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::corosync::RingId;
 
@@ -556,7 +556,8 @@ mod tests {
         crate::proto::Resource::Lease { lockspace: None, key: key.into(), path: None, offset: None }
     }
 
-    fn spec(pid: u32, n: u8) -> OwnerSpec {
+    /// The owner spec of test VM `n` (uuid and name derived from `n`); the registry's tests use it too.
+    pub(crate) fn spec(pid: u32, n: u8) -> OwnerSpec {
         OwnerSpec {
             uuid: format!("00000000-0000-0000-0000-0000000000{n:02x}"),
             name: format!("vm{n}"),

@@ -955,8 +955,9 @@ fn state_string(o: &Owner) -> Option<String> {
 mod tests {
     use super::*;
     use crate::backend::local::LocalBackend;
+    use crate::lockloss::tests::spec;
     use crate::mode::Mode;
-    use crate::proto::{FailureAction, Resource};
+    use crate::proto::Resource;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// The local backend, refusing the next `fail` releases as a DLM in recovery may.
@@ -1074,17 +1075,6 @@ mod tests {
         leaving.kill().unwrap();
         leaving.wait().unwrap();
         let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    fn spec(pid: u32, n: u8) -> OwnerSpec {
-        OwnerSpec {
-            uuid: format!("00000000-0000-0000-0000-0000000000{n:02x}"),
-            name: format!("vm{n}"),
-            pid,
-            id: n.into(),
-            uri: None,
-            action: FailureAction::Default,
-        }
     }
 
     /// A release the backend refuses is retried, with backoff, until the lock is free, and is
