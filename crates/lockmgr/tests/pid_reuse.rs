@@ -28,7 +28,14 @@ impl Drop for Impostor {
 
 /// Starts `sleep` on exactly `pid` (free by now): the kernel hands out `ns_last_pid + 1`
 /// next, unless another process of this busy host forks in between; then try again.
+///
+/// A process's start time (`/proc/PID/stat` field 22) counts clock ticks (10 ms at
+/// USER_HZ 100). A pid is reused naturally only after the pid space wrapped, never within
+/// the tick its first process started in; forcing it here could otherwise put the impostor
+/// in the VM's own tick, where no kernel-visible identity tells the two apart. So wait until
+/// at least two ticks have passed since the VM started.
 fn impostor_on(pid: u32) -> Impostor {
+    std::thread::sleep(std::time::Duration::from_millis(30));
     for _ in 0..500 {
         std::fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string())
             .expect("writing /proc/sys/kernel/ns_last_pid (needs root, as the test tiers run)");
