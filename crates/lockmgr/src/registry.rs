@@ -825,19 +825,16 @@ impl Registry {
     }
 
     pub fn status(&self) -> serde_json::Value {
-        let (cluster, last_lock_loss) = match self.cluster.get() {
-            Some(l) => {
-                let s = l.state.lock();
-                (s.status(), s.last_lock_loss.clone().unwrap_or(serde_json::Value::Null))
-            }
-            None => (serde_json::Value::Null, serde_json::Value::Null),
+        let cluster = match self.cluster.get() {
+            Some(l) => l.state.lock().status(),
+            None => serde_json::Value::Null,
         };
         let t = self.table.lock();
         let (node_id, node_name) = self.node();
         serde_json::json!({
             "cluster": cluster,
             // The lock-loss handler's last event (crate::lockloss) when there is one.
-            "last_lock_loss": self.loss.last().and_then(|e| serde_json::to_value(e).ok()).unwrap_or(last_lock_loss),
+            "last_lock_loss": self.loss.last().and_then(|e| serde_json::to_value(e).ok()).unwrap_or(serde_json::Value::Null),
             "node_name": node_name,
             "node_id": node_id,
             "backend": self.backend.kind(),

@@ -31,9 +31,6 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
-/// The lockspace every virtdlmd of a cluster joins unless configured otherwise.
-pub const DEFAULT_LOCKSPACE: &str = "virtdlm";
-
 /// How long the NL anchor may take: it conflicts with nothing, so only a lockspace stopped for
 /// recovery delays it.
 const ANCHOR_WAIT: Duration = Duration::from_secs(30);

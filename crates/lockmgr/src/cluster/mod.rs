@@ -47,8 +47,6 @@ pub struct ClusterState {
     pub quorate: Option<bool>,
     pub verdict: Verdict,
     pub inventory: Inventory,
-    /// The last lock-loss event, for `virtdlm status`; set by lock-loss handling.
-    pub last_lock_loss: Option<serde_json::Value>,
     /// Forwarded `release --vm` requests awaiting the owning node's answer.
     pub release: release::Pending,
 }
@@ -113,11 +111,6 @@ impl ClusterHandle {
     pub fn node_names(&self) -> BTreeMap<u32, String> {
         self.state.lock().node_names.clone()
     }
-
-    /// Records a lock-loss event for `virtdlm status`.
-    pub fn record_lock_loss(&self, event: serde_json::Value) {
-        self.state.lock().last_lock_loss = Some(event);
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -155,7 +148,6 @@ pub fn start(group: &str, lockspace: &str, registry: Arc<Registry>) -> Result<Cl
         quorate: None,
         verdict,
         inventory: Inventory::new(),
-        last_lock_loss: None,
         release: release::Pending::default(),
     }));
     let (verdict_tx, verdict_rx) = watch::channel(verdict);

@@ -241,7 +241,6 @@ mod tests {
             quorate: Some(true),
             verdict: Verdict::Safe,
             inventory: super::super::inventory::Inventory::new(),
-            last_lock_loss: None,
             release: Pending::default(),
         };
         let (changes, _) = tokio::sync::mpsc::unbounded_channel();
