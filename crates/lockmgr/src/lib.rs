@@ -2,8 +2,8 @@
 //!
 //! The layers it stands on are crates of their own: `proto` (the wire protocol the plugin and
 //! the `virtdlm` CLI speak, and the lock-mode table), `dlm` and `corosync` (the safe wrappers
-//! over libdlm and corosync, the only code with `unsafe` besides the plugin's ABI), `fencing`
-//! (acting on QEMU processes).
+//! over libdlm and corosync, where the daemon's `unsafe` lives), `fencing` (acting on QEMU
+//! processes). This crate has no `unsafe` of its own.
 //!
 //! Where things live:
 //! - `naming`: disk and lease identities, and the DLM resource names made from them.
@@ -17,7 +17,7 @@
 //! - `lockloss`: stopping VMs whose locks are lost, refusing grants until membership is safe.
 //! - `membership_task`: the CPG + quorum driver publishing this node's membership verdict.
 //! - `backend`: where a lock lives (`local`, `dlm`); `backend_guard`: no silent `local` in a cluster.
-#![deny(unsafe_op_in_unsafe_fn)]
+#![forbid(unsafe_code)]
 
 pub mod backend;
 pub mod backend_guard;

@@ -16,6 +16,8 @@
 //! - [`mode`]: the lock-mode table (libvirt disk flags -> DLM mode, which modes coexist);
 //! - [`conflict`]: the sentence a refused user reads, and the clock format of lock times.
 
+#![forbid(unsafe_code)]
+
 pub mod conflict;
 pub mod mode;
 
