@@ -1,7 +1,7 @@
 #!/bin/bash
 # Builds the Debian package virt-dlm from this workspace and prints the .deb's path.
 #   deploy/build-deb.sh            -> target/debian/virt-dlm_<version>-1_amd64.deb
-# The package holds virtdlmd (/usr/sbin), virtdlm (/usr/bin), dlm.so in libvirt's lock-driver
+# The package holds virtdlmd (/usr/sbin), virtdlm (/usr/bin), dlm.so (crates/plugin) in libvirt's lock-driver
 # directory, the Pacemaker resource agent ocf:virt-dlm:virtdlmd, the systemd unit (installed
 # disabled, never started by the package), and the two
 # configuration files as conffiles. Metadata: [package.metadata.deb] in crates/lockmgr/Cargo.toml.
@@ -17,12 +17,12 @@ if ! cargo deb --version >/dev/null 2>&1; then
 fi
 command -v dpkg-shlibdeps >/dev/null || { echo "build-deb: dpkg-shlibdeps missing: install dpkg-dev" >&2; exit 1; }
 
-# dlm.so is built on its own so that the daemon's features (libdlm, corosync) never reach it.
-cargo build --release --locked -p plugin >&2
-cargo build --release --locked -p lockmgr --bin virtdlmd --bin virtdlm >&2
+# dlm.so comes out of cargo as libvirtdlm_plugin.so (never as libdlm.so, the system libdlm's
+# name); the package installs it as dlm.so.
+cargo build --release --locked -p plugin -p lockmgr -p cli >&2
 TARGET=${CARGO_TARGET_DIR:-target}
-if ldd "$TARGET/release/libdlm.so" | grep -Eq 'libdlm|libcpg|libquorum|libcmap|libcfg'; then
-    echo "build-deb: $TARGET/release/libdlm.so links the cluster libraries; it must not" >&2
+if ldd "$TARGET/release/libvirtdlm_plugin.so" | grep -Eq 'libdlm|libcpg|libquorum|libcmap|libcfg'; then
+    echo "build-deb: $TARGET/release/libvirtdlm_plugin.so links the cluster libraries; it must not" >&2
     exit 1
 fi
 cargo deb -p lockmgr --no-build --locked --strip --output "$TARGET/debian/" >&2

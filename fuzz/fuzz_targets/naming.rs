@@ -6,7 +6,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use lockmgr::naming::{Naming, DLM_RESNAME_MAX};
-use lockmgr::proto::Resource;
+use proto::Resource;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(path) = std::str::from_utf8(data) else { return };

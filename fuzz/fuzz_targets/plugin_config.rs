@@ -3,7 +3,7 @@
 //! back in the canonical form, parses to the same settings.
 #![no_main]
 
-use dlm::config::{Config, ConfigError};
+use virtdlm_plugin::config::{Config, ConfigError};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

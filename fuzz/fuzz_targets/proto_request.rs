@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use lockmgr::proto::{self, FrameError};
+use proto::{self, FrameError};
 
 fuzz_target!(|data: &[u8]| {
     match proto::read_frame(&mut &data[..]) {

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use lockmgr::proto::{self, FrameError};
+use proto::{self, FrameError};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(resp) = proto::decode_response(data) else { return };

@@ -49,9 +49,9 @@ count() {
 
 wait_socket() { for _ in $(seq 100); do [ -S "$1" ] && return 0; sleep 0.1; done; return 1; }
 
-# ---- build: the plugin on its own, so that the daemon's features never leak into dlm.so
+# ---- build: dlm.so (cargo names it libvirtdlm_plugin.so), installed under its real name
 if ! cargo build -q -p plugin; then setup_fail "cargo build -p plugin"; result; exit 1; fi
-install -m 0755 "${CARGO_TARGET_DIR:-target}"/debug/libdlm.so "$T/dlm.so"
+install -m 0755 "${CARGO_TARGET_DIR:-target}"/debug/libvirtdlm_plugin.so "$T/dlm.so"
 if [ -z "${VIRTDLMD:-}" ]; then
     cargo build -q -p lockmgr --bin virtdlmd || setup_fail "cargo build -p lockmgr --bin virtdlmd"
     VIRTDLMD=${CARGO_TARGET_DIR:-$TOP/target}/debug/virtdlmd

@@ -127,7 +127,7 @@ peer_dlm() {
     pid=$!
     PIDS+=("$pid")
     if wait_for 10 test -S "$sock"; then
-        bench dlm "$TARGET/release/libdlm.so" "$T/qemu-dlm.conf"
+        bench dlm "$TARGET/release/libvirtdlm_plugin.so" "$T/qemu-dlm.conf"
     else
         FAILED+=("dlm: virtdlmd did not start: $(tail -3 "$T/virtdlmd.log")")
     fi

@@ -122,8 +122,8 @@ image() {
 # ---- setup
 [ -d "$SH" ] || setup_failed "no $SH: the cluster was started without shared storage (cluster.sh start)"
 [ "$(cat "$CL_BASE/nodes" 2>/dev/null)" = 3 ] || setup_failed "needs a running 3-node cluster in $CL_BASE"
-for f in virtdlmd virtdlm libdlm.so; do [ -f "$BIN/$f" ] || setup_failed "$BIN/$f is not built"; done
-VIRTDLMD=$("$CL" bin "$BIN/virtdlmd") && VIRTDLM=$("$CL" bin "$BIN/virtdlm") && PLUGIN=$("$CL" bin "$BIN/libdlm.so") ||
+for f in virtdlmd virtdlm libvirtdlm_plugin.so; do [ -f "$BIN/$f" ] || setup_failed "$BIN/$f is not built"; done
+VIRTDLMD=$("$CL" bin "$BIN/virtdlmd") && VIRTDLM=$("$CL" bin "$BIN/virtdlm") && PLUGIN=$("$CL" bin "$BIN/libvirtdlm_plugin.so") ||
   setup_failed "cluster.sh bin"
 rm -rf "$OUT"; mkdir -p "$OUT" "$SH/leases"; chmod 0777 "$SH" "$SH/leases"
 for f in a b hot mig p q; do image "$f.img"; done

@@ -44,8 +44,8 @@ echo "== cluster tier: building the tests"
 cargo build -p cluster-tests --bins --locked || fail "cargo build -p cluster-tests failed"
 # The nemesis test runs the corruption oracle (tests/oracle, no code shared with the daemon) on the host.
 cargo build -p oracle --locked || fail "cargo build -p oracle (oracle-check) failed"
-# The daemon tests run virtdlmd in the guests; cargo test does not build another crate's binaries.
-cargo build -p lockmgr --bins --locked || fail "cargo build -p lockmgr (virtdlmd) failed"
+# The daemon tests run virtdlmd (and virtdlm) in the guests; cargo test does not build another crate's binaries.
+cargo build -p lockmgr -p cli --bins --locked || fail "cargo build -p lockmgr -p cli (virtdlmd, virtdlm) failed"
 # The plugin tests load dlm.so in the guests through the ABI harness (tests/abi), built beside it.
 cargo build -p plugin --locked || fail "cargo build -p plugin (dlm.so) failed"
 gcc -O1 -Wall -Wextra -Werror -o "${CARGO_TARGET_DIR:-$ROOT/target}/debug/abi-harness" \

@@ -19,7 +19,7 @@ cannot_run() { echo "inventory tier cannot run: $*"; echo "0 passed, 1 failed"; 
 for tool in corosync ip jq perl cargo; do
   command -v "$tool" >/dev/null || cannot_run "'$tool' not found (tests/install-deps.sh installs it)"
 done
-cargo build -p lockmgr --bins --locked 2>&1 | tail -1
+cargo build -p lockmgr -p cli --bins --locked 2>&1 | tail -1
 T=${CARGO_TARGET_DIR:-$ROOT/target}/debug
 [ -x "$T/virtdlmd" ] && [ -x "$T/virtdlm" ] || cannot_run "build failed"
 W=$(mktemp -d /tmp/virtdlm-inventory.XXXXXX)

@@ -1,5 +1,5 @@
 #!/bin/bash
-# The corosync tier: lockmgr::corosync against real corosync, no guests. Starts a 3-node
+# The corosync tier: the corosync crate (crates/corosync) against real corosync, no guests. Starts a 3-node
 # cluster with netns.sh (one corosync per network namespace), runs scenarios.sh, tears it
 # all down (also on failure or interrupt), prints "N passed, N failed".
 #
@@ -25,7 +25,7 @@ for tool in corosync corosync-cmapctl corosync-quorumtool ip cargo; do
 done
 
 echo "== building the probe"
-cargo build -p lockmgr --example corosync_probe --locked 2>&1 | tail -1
+cargo build -p corosync --features tokio --example corosync_probe --locked 2>&1 | tail -1
 BUILT=${CARGO_TARGET_DIR:-$ROOT/target}/debug/examples/corosync_probe
 [ -x "$BUILT" ] || cannot_run "build failed"
 # A content-addressed copy: a running guest may keep serving a stale copy of a rebuilt file.

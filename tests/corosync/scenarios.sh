@@ -1,4 +1,4 @@
-# Corosync scenarios for lockmgr::corosync on a real 3-node cluster, independent of how the
+# Corosync scenarios for the corosync crate (crates/corosync) on a real 3-node cluster, independent of how the
 # nodes are made. Sourced by run.sh, which first defines:
 #   node_run I 'cmd'        run a shell command on node I, in the foreground; its exit code
 #   node_spawn I LOG 'cmd'  run it in the background (a child of this shell), output to LOG;

@@ -103,6 +103,10 @@ ok "conffiles are exactly /etc/virt-dlm/virtdlmd.conf and /etc/libvirt/qemu-dlm.
 plugin_clean() { ! dpkg-deb --fsys-tarfile "$DEB" | tar -xOf - ".$LOCKDIR/dlm.so" > "$T/dlm.so.pkg" ||
                  ! ldd "$T/dlm.so.pkg" | grep -E 'libdlm|libcpg|libquorum|libcmap|libcfg'; }
 ok "the packaged dlm.so links no cluster library (libvirtd loads it)" plugin_clean
+# Nothing in the package bears the system libdlm's file name (cargo builds dlm.so as
+# libvirtdlm_plugin.so; the package renames it).
+no_libdlm_name() { ! dpkg-deb -c "$DEB" | grep -E '/libdlm[^/]*\.so'; }
+ok "the package ships no file named like the system libdlm (libdlm*.so)" no_libdlm_name
 
 # ---- install
 if out=$(dpkg -i "$DEB" 2>&1); then

@@ -52,16 +52,16 @@ lv_preflight() {
     if [ -n "$why" ]; then echo "cannot run: $why" >&2; return 1; fi
 }
 
-# Builds dlm.so (on its own, so that the daemon's features never leak into it) and virtdlmd.
+# Builds dlm.so (cargo names it libvirtdlm_plugin.so), virtdlmd and virtdlm.
 # PROFILE=release uses (and builds) release binaries; default debug.
 lv_build() {
     local profile=${PROFILE:-debug} flag="" out=${CARGO_TARGET_DIR:-$TOP/target}
     [ "$profile" = release ] && flag=--release
     ( cd "$TOP" && cargo build -q $flag -p plugin ) || return 1
     mkdir -p "$T/plugin"
-    install -m 0755 "$out/$profile/libdlm.so" "$T/plugin/dlm.so"   # new inode, never in place
+    install -m 0755 "$out/$profile/libvirtdlm_plugin.so" "$T/plugin/dlm.so"   # new inode, never in place
     if [ -z "${VIRTDLMD:-}" ]; then
-        ( cd "$TOP" && cargo build -q $flag -p lockmgr --bin virtdlmd --bin virtdlm ) || return 1
+        ( cd "$TOP" && cargo build -q $flag -p lockmgr -p cli --bin virtdlmd --bin virtdlm ) || return 1
         VIRTDLMD=$out/$profile/virtdlmd
     fi
     VIRTDLM=${VIRTDLM:-$(dirname "$VIRTDLMD")/virtdlm}

@@ -64,7 +64,7 @@ done
 if [ -n "$why" ]; then fail "preflight: cannot run: $why"; finish; fi
 rm -rf "$RES"; mkdir -p "$RES"
 
-if ! { cargo build --release --locked -p lockmgr --bins && cargo build --release --locked -p cluster-tests --bin daemon-client; } >"$RES/build.log" 2>&1; then
+if ! { cargo build --release --locked -p lockmgr -p cli --bins && cargo build --release --locked -p cluster-tests --bin daemon-client; } >"$RES/build.log" 2>&1; then
     fail "cargo build --release: $(tail -n 10 "$RES/build.log" | tr '\n' ' ')"; finish
 fi
 "$CL" prepare >/dev/null || { fail "cluster.sh prepare"; finish; }

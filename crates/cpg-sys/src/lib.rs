@@ -1,6 +1,6 @@
 //! Raw FFI to corosync's client libraries: CPG, quorum, cmap and cfg.
 //!
-//! Generated at build time; no safe wrappers live here (see `lockmgr::corosync`).
+//! Generated at build time; no safe wrappers live here (see the `corosync` crate).
 #![allow(non_camel_case_types, non_upper_case_globals, non_snake_case, dead_code)]
 #![allow(clippy::all, clippy::undocumented_unsafe_blocks)]
 

@@ -16,18 +16,6 @@ pub enum Action {
     Ignore,
 }
 
-impl Action {
-    /// From libvirt's action names (`default`, `poweroff`, `restart`, `pause`, `ignore`).
-    pub fn from_libvirt_name(name: &str) -> Option<Action> {
-        Some(match name {
-            "default" | "poweroff" | "restart" => Action::Poweroff,
-            "pause" => Action::Pause,
-            "ignore" => Action::Ignore,
-            _ => return None,
-        })
-    }
-}
-
 impl fmt::Display for Action {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -35,19 +23,5 @@ impl fmt::Display for Action {
             Action::Pause => "pause",
             Action::Ignore => "ignore",
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn libvirt_names_map_to_actions() {
-        assert_eq!(Action::from_libvirt_name("default"), Some(Action::Poweroff));
-        assert_eq!(Action::from_libvirt_name("restart"), Some(Action::Poweroff));
-        assert_eq!(Action::from_libvirt_name("pause"), Some(Action::Pause));
-        assert_eq!(Action::from_libvirt_name("ignore"), Some(Action::Ignore));
-        assert_eq!(Action::from_libvirt_name("reboot"), None);
     }
 }

@@ -29,13 +29,8 @@ impl PidProcess {
     /// the pidfd is taken first, so the check cannot race with a reuse of the pid.
     /// `Ok(None)` means the process is gone.
     pub fn open(pid: u32, start_time: Option<u64>) -> io::Result<Option<PidProcess>> {
-        let Some(raw) = Pid::from_raw(pid as i32) else {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "pid 0 names no process"));
-        };
-        let fd = match pidfd_open(raw, PidfdFlags::empty()) {
-            Ok(fd) => fd,
-            Err(rustix::io::Errno::SRCH) => return Ok(None),
-            Err(e) => return Err(e.into()),
+        let Some(fd) = pidfd(pid)? else {
+            return Ok(None);
         };
         if let Some(expected) = start_time {
             match proc_start_time(pid) {
@@ -76,12 +71,49 @@ impl Process for PidProcess {
     }
 }
 
+/// A pidfd for `pid` (`pidfd_open`). `Ok(None)`: there is no such process.
+pub fn pidfd(pid: u32) -> io::Result<Option<OwnedFd>> {
+    let Some(raw) = i32::try_from(pid).ok().and_then(Pid::from_raw) else {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("pid {pid} names no process")));
+    };
+    match pidfd_open(raw, PidfdFlags::empty()) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(rustix::io::Errno::SRCH) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// What /proc/PID/stat says of a process: the two fields virt-dlm reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcStat {
+    /// Field 3: `R`, `S`, `D`, `Z` (zombie), `X` (being reaped), …
+    pub state: char,
+    /// Field 22: clock ticks since boot. With the pid, it names one process for good.
+    pub start_time: u64,
+}
+
+impl ProcStat {
+    /// Reads /proc/PID/stat; `None` when there is no such process.
+    pub fn read(pid: u32) -> Option<ProcStat> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // The command name (field 2) is in parentheses and may contain spaces and ')': the
+        // fields we want follow the *last* ')'.
+        let rest = &stat[stat.rfind(')')? + 1..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // rest starts at field 3 (state); field 22 is index 19.
+        let state = fields.first()?.chars().next()?;
+        Some(ProcStat { state, start_time: fields.get(19)?.parse().ok()? })
+    }
+
+    /// Exited: a zombie (or a process being reaped) holds no file open any more.
+    pub fn exited(&self) -> bool {
+        matches!(self.state, 'Z' | 'X' | 'x')
+    }
+}
+
 /// The start time of `pid` in clock ticks since boot (field 22 of /proc/PID/stat).
 pub fn proc_start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may contain spaces and parentheses: split after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(19)?.parse().ok()
+    ProcStat::read(pid).map(|s| s.start_time)
 }
 
 /// A VM whose locks are lost, and what its configuration says to do.

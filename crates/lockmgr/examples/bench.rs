@@ -10,7 +10,7 @@
 //! 3. kill -9 of virtdlmd and restart: time until all 10,000 are taken back and it serves.
 //!
 //! `--json` also writes the figures there (tests/bench/peers.sh stores them in docs/bench/).
-use lockmgr::proto::{self, FailureAction, Op, OwnerSpec, Resource, Response};
+use proto::{self, FailureAction, Op, OwnerSpec, Resource, Response};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

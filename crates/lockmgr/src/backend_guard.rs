@@ -58,7 +58,7 @@ pub fn warnings(backend: BackendKind, cluster: bool) -> Vec<&'static str> {
 /// The multi-node cluster this host is in, if any: the running corosync's nodelist, or, when
 /// corosync is not running (yet: virtdlmd may start before it), `corosync_conf`'s.
 pub fn probe(corosync_conf: &std::path::Path) -> Option<ClusterSeen> {
-    match crate::corosync::Cmap::new().and_then(|c| c.node_names()) {
+    match corosync::Cmap::new().and_then(|c| c.node_names()) {
         Ok(names) => Some(ClusterSeen { nodes: names.len(), seen_in: "the running corosync's nodelist".into() }),
         Err(e) => {
             tracing::debug!("corosync cmap not readable ({e}); reading {}", corosync_conf.display());

@@ -4,14 +4,13 @@
 //! with the line number and the reason: a typo must never silently leave a default in force.
 
 use crate::naming::{parse_path_map_rule, PathMap};
-use crate::proto::{DEFAULT_ADMIN_SOCKET, DEFAULT_SOCKET};
+use proto::{DEFAULT_ADMIN_SOCKET, DEFAULT_SOCKET};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub const DEFAULT_CONFIG: &str = "/etc/virt-dlm/virtdlmd.conf";
 pub const DEFAULT_JOURNAL: &str = "/run/virt-dlm/journal";
-/// The inventory's CPG group (`cluster::DEFAULT_GROUP`; spelled here so that the config parser
-/// builds without the daemon).
+/// The CPG group of the cluster-wide lock inventory (`cluster`).
 pub const DEFAULT_CLUSTER_GROUP: &str = "virtdlm";
 
 /// Every key the file may set.
@@ -439,12 +438,6 @@ mod tests {
         let known: std::collections::BTreeSet<String> = KEYS.iter().map(|k| k.to_string()).collect();
         assert_eq!(documented, known);
         parse(&uncommented).unwrap();
-    }
-
-    #[cfg(feature = "daemon")]
-    #[test]
-    fn the_default_cluster_group_is_the_inventorys() {
-        assert_eq!(DEFAULT_CLUSTER_GROUP, crate::cluster::DEFAULT_GROUP);
     }
 
     #[test]

@@ -50,21 +50,6 @@ pub enum DaemonError {
     Cluster(#[from] crate::cluster::ClusterError),
 }
 
-/// Opens the configured backend.
-pub fn open_backend(config: &Config) -> Result<Arc<dyn Backend>, DaemonError> {
-    match config.backend {
-        BackendKind::Local => Ok(Arc::new(LocalBackend::new(config.node_name.clone()))),
-        BackendKind::Dlm => open_dlm(config),
-    }
-}
-
-/// The kernel DLM backend: joins (or creates) the configured lockspace.
-fn open_dlm(config: &Config) -> Result<Arc<dyn Backend>, DaemonError> {
-    crate::backend::dlm::DlmBackend::new(&config.lockspace, config.node_name.clone())
-        .map(|b| Arc::new(b) as Arc<dyn Backend>)
-        .map_err(|e| DaemonError::Backend { backend: "dlm", reason: e.to_string() })
-}
-
 /// An exclusive flock on `<journal>.lock`, held for the daemon's life. The file is held open
 /// read-only (flock needs no more), so that the filesystem can still be remounted read-only.
 fn lock_journal(journal: &Path) -> Result<File, DaemonError> {
@@ -127,7 +112,7 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
     };
     let backend = match &dlm {
         Some(r) => r.clone() as Arc<dyn Backend>,
-        None => open_backend(&config)?,
+        None => Arc::new(LocalBackend::new(config.node_name.clone())),
     };
     let naming = Naming { path_map: config.path_map.clone(), lock_readonly: config.lock_readonly, ..Naming::default() };
     let (watch_tx, watch_rx) = tokio::sync::mpsc::unbounded_channel();

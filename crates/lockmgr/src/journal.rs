@@ -33,8 +33,8 @@
 //! file aside. Salvage is safe for a torn tail (that write was never acknowledged), and is
 //! an operator's decision otherwise.
 
-use crate::mode::Mode;
-use crate::proto::OwnerSpec;
+use proto::mode::Mode;
+use proto::OwnerSpec;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -404,7 +404,7 @@ pub fn read_all(path: &Path) -> std::io::Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::FailureAction;
+    use proto::FailureAction;
 
     /// A journal path in a scratch directory of its own, removed when the test ends.
     struct Scratch(PathBuf);

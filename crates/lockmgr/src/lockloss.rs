@@ -17,9 +17,9 @@
 
 use crate::backend::deferring::Deferring;
 use crate::backend::Backend;
-use crate::corosync::Verdict;
+use corosync::Verdict;
 use crate::journal::OwnerKey;
-use crate::proto::{FailureAction, OwnerSpec};
+use proto::{FailureAction, OwnerSpec};
 use crate::registry::Registry;
 use fencing::{Action, Fencer, Outcome, PidProcess, Target};
 use parking_lot::Mutex;
@@ -422,7 +422,7 @@ async fn watch_lockspace(ls: &str, loss: Arc<LockLoss>) {
 /// After this node was removed from the cluster (the others' dlm_controld kills its corosync
 /// when a partition heals), dlm_controld here exits and leaves the lockspace stopped for good.
 /// While locks are lost, this releases such an abandoned lockspace (recovered with this node
-/// alone, see [`crate::dlm::abandoned`]) and drops the locks still listed, so the node holds no
+/// alone, see [`dlm::abandoned`]) and drops the locks still listed, so the node holds no
 /// DLM state and a new dlm_controld may start. Once corosync and dlm_controld are back and the
 /// membership is safe, the lockspace is joined again and grants resume: no daemon restart.
 async fn rejoin_lockspace(ls: Arc<Deferring>, loss: Arc<LockLoss>, verdicts: tokio::sync::watch::Receiver<Verdict>) {
@@ -433,7 +433,7 @@ async fn rejoin_lockspace(ls: Arc<Deferring>, loss: Arc<LockLoss>, verdicts: tok
             continue;
         }
         if !ls.is_retired() {
-            if !crate::dlm::abandoned::is_abandoned(ls.lockspace_name()) {
+            if !dlm::abandoned::is_abandoned(ls.lockspace_name()) {
                 continue;
             }
             tracing::warn!(
@@ -520,7 +520,7 @@ fn targets(holders: Vec<(OwnerKey, OwnerSpec)>) -> (Vec<Target>, Vec<VmOutcome>)
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::corosync::RingId;
+    use corosync::RingId;
 
     #[test]
     fn only_inquorate_and_lost_are_losses() {
@@ -552,8 +552,8 @@ pub(crate) mod tests {
         assert_eq!(action_of(FailureAction::Ignore), Action::Ignore);
     }
 
-    fn lease(key: &str) -> crate::proto::Resource {
-        crate::proto::Resource::Lease { lockspace: None, key: key.into(), path: None, offset: None }
+    fn lease(key: &str) -> proto::Resource {
+        proto::Resource::Lease { lockspace: None, key: key.into(), path: None, offset: None }
     }
 
     /// The owner spec of test VM `n` (uuid and name derived from `n`); the registry's tests use it too.
@@ -579,7 +579,7 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn a_loss_stops_every_holder_and_refuses_grants_until_recovery() {
-        use crate::proto::Response;
+        use proto::Response;
         let dir = std::env::temp_dir().join(format!("lockloss-test-{}", std::process::id()));
         let (registry, _rx) = local_registry(&dir);
         let mut holder = std::process::Command::new("sleep").arg("60").spawn().unwrap();
@@ -601,8 +601,8 @@ pub(crate) mod tests {
         assert_eq!(registry.status()["lock_loss"]["last"]["vms"][0]["outcome"], "terminated");
 
         let refused = registry.acquire(None, &spec(idle.id(), 2), &[lease("b")], 0);
-        assert!(matches!(&refused, Response::Error(e) if e.code == crate::proto::ErrorCode::Backend), "{refused:?}");
-        loss.on_verdict(&Verdict::Settling { cpg: None, quorum: crate::corosync::RingId { nodeid: 1, seq: 9 } }).await;
+        assert!(matches!(&refused, Response::Error(e) if e.code == proto::ErrorCode::Backend), "{refused:?}");
+        loss.on_verdict(&Verdict::Settling { cpg: None, quorum: corosync::RingId { nodeid: 1, seq: 9 } }).await;
         assert!(loss.gate().is_lost(), "settling is not safe");
         loss.on_verdict(&Verdict::Safe).await;
         assert!(!loss.gate().is_lost());
@@ -619,8 +619,8 @@ pub(crate) mod tests {
         let (registry, _rx) = local_registry(&dir);
         let mut a = std::process::Command::new("sleep").arg("60").spawn().unwrap();
         let mut b = std::process::Command::new("sleep").arg("60").spawn().unwrap();
-        assert!(matches!(registry.acquire(None, &spec(a.id(), 1), &[lease("a")], 0), crate::proto::Response::Ok { .. }));
-        assert!(matches!(registry.acquire(None, &spec(b.id(), 2), &[lease("b")], 0), crate::proto::Response::Ok { .. }));
+        assert!(matches!(registry.acquire(None, &spec(a.id(), 1), &[lease("a")], 0), proto::Response::Ok { .. }));
+        assert!(matches!(registry.acquire(None, &spec(b.id(), 2), &[lease("b")], 0), proto::Response::Ok { .. }));
         let loss = LockLoss::new(registry.clone(), Fencer::new(Default::default(), fencing::Watchdog::none()), Duration::ZERO, None);
         let key = crate::owner::key_of(a.id()).unwrap();
         loss.fence_owners(LossReason::Unconfirmed("test".into()), &[key]).await;
@@ -639,7 +639,7 @@ pub(crate) mod tests {
         let (registry, _rx) = local_registry(&dir);
         let mut paused = std::process::Command::new("sleep").arg("60").spawn().unwrap();
         let a = spec(paused.id(), 1);
-        assert!(matches!(registry.acquire(None, &a, &[lease("a"), lease("b")], 0), crate::proto::Response::Ok { .. }));
+        assert!(matches!(registry.acquire(None, &a, &[lease("a"), lease("b")], 0), proto::Response::Ok { .. }));
         assert_eq!(registry.local_locks().len(), 2);
         let dropped = registry.forget_lost_locks();
         assert_eq!(dropped.iter().map(|l| l.vm_name.as_str()).collect::<Vec<_>>(), ["vm1", "vm1"]);
@@ -669,7 +669,7 @@ pub(crate) mod tests {
         loss.gate().wait_hold();
         assert!(t.elapsed() < hold, "no hold before any change");
         loss.on_verdict(&Verdict::Safe).await;
-        loss.on_verdict(&Verdict::Settling { cpg: None, quorum: crate::corosync::RingId { nodeid: 1, seq: 2 } }).await;
+        loss.on_verdict(&Verdict::Settling { cpg: None, quorum: corosync::RingId { nodeid: 1, seq: 2 } }).await;
         loss.on_verdict(&Verdict::Safe).await;
         assert!(!loss.gate().is_lost(), "a settling membership is no loss");
         let t = Instant::now();

@@ -5,7 +5,7 @@
 //! reconnects every second, so a corosync that comes back is joined again without a daemon
 //! restart.
 
-use crate::corosync::{reactor, Cpg, CpgEvent, Error, MembershipView, Quorum, Verdict};
+use corosync::{reactor, Cpg, CpgEvent, Error, MembershipView, Quorum, Verdict};
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -94,7 +94,7 @@ async fn drive(group: &str, tx: &watch::Sender<Verdict>, was_joined: &mut bool, 
                         break;
                     }
                     for ev in &events {
-                        if let crate::corosync::QuorumEvent::Quorum { members, .. } = ev {
+                        if let corosync::QuorumEvent::Quorum { members, .. } = ev {
                             on_members(members);
                         }
                         view.on_quorum(ev);

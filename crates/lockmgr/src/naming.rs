@@ -36,8 +36,8 @@
 //! SHA-256(identity) for disks, `l1:` + the same for leases. The digit after the letter is
 //! the naming version: a change to the rules above must bump it.
 
-use crate::mode::Mode;
-use crate::proto::Resource;
+use proto::mode::Mode;
+use proto::Resource;
 use sha2::{Digest, Sha256};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};

@@ -2,7 +2,7 @@
 //! the moment it exits (pidfd).
 
 use crate::journal::OwnerKey;
-use rustix::process::{pidfd_open, Pid, PidfdFlags};
+use fencing::process::{pidfd, ProcStat};
 use std::os::fd::OwnedFd;
 use tokio::io::unix::AsyncFd;
 
@@ -10,16 +10,7 @@ use tokio::io::unix::AsyncFd;
 /// when there is no such process or it already exited (a zombie is dead for our purposes:
 /// it holds no disk open).
 pub fn start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) is in parentheses and may contain spaces and ')': the
-    // fields we want follow the *last* ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // rest starts at field 3 (state); field 22 is index 19.
-    if matches!(fields.first(), Some(&"Z") | Some(&"X") | Some(&"x")) {
-        return None;
-    }
-    fields.get(19)?.parse().ok()
+    ProcStat::read(pid).filter(|s| !s.exited()).map(|s| s.start_time)
 }
 
 /// The key of the live process `pid`, if it is alive.
@@ -35,8 +26,7 @@ pub fn is_alive(key: OwnerKey) -> bool {
 /// A pidfd for the process `key`, checked against the start time after opening (so a pid
 /// reused between our check and `pidfd_open` is caught). `None`: the process is gone.
 pub fn open_pidfd(key: OwnerKey) -> Option<OwnedFd> {
-    let pid = Pid::from_raw(i32::try_from(key.pid).ok()?)?;
-    let fd = pidfd_open(pid, PidfdFlags::empty()).ok()?;
+    let fd = pidfd(key.pid).ok().flatten()?;
     is_alive(key).then_some(fd)
 }
 
@@ -46,10 +36,9 @@ pub fn open_pidfd(key: OwnerKey) -> Option<OwnedFd> {
 /// exited meanwhile. The pidfd is `None` where pidfd_open itself fails for another reason
 /// (out of file descriptors): the key is then read alone, as [`key_of`] does.
 pub fn open(pid: u32) -> Option<(OwnerKey, Option<OwnedFd>)> {
-    let raw = Pid::from_raw(i32::try_from(pid).ok()?)?;
-    let fd = match pidfd_open(raw, PidfdFlags::empty()) {
-        Ok(fd) => fd,
-        Err(rustix::io::Errno::SRCH) => return None,
+    let fd = match pidfd(pid) {
+        Ok(Some(fd)) => fd,
+        Ok(None) => return None,
         Err(_) => return key_of(pid).map(|k| (k, None)),
     };
     let key = key_of(pid)?;

@@ -15,7 +15,7 @@
 //! `quorum.two_node` / `quorum.wait_for_all` (cmap), and where Pacemaker runs, its
 //! `stonith-enabled` and whether a stonith device is configured.
 
-use crate::corosync::Cmap;
+use corosync::Cmap;
 use parking_lot::Mutex;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};

@@ -9,12 +9,12 @@
 
 use crate::backend::{Backend, BackendError, Grant, ResName};
 use crate::cluster::{self, LockChange};
-use crate::conflict;
+use proto::conflict;
 use crate::lockloss::LossGate;
 use crate::journal::{now_secs, Journal, JournalError, LockEntry, OwnerKey, Record};
 use crate::naming::{Named, Naming};
 use crate::owner;
-use crate::proto::{Conflict, ErrorCode, ErrorReply, LockInfo, OwnerSpec, Resource, Response};
+use proto::{Conflict, ErrorCode, ErrorReply, LockInfo, OwnerSpec, Resource, Response};
 use parking_lot::{Condvar, Mutex};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
@@ -557,7 +557,7 @@ impl Registry {
     /// be between the backend and `granting`, so wait for the acquisitions under way (a
     /// remote holder on the DLM shows nowhere: then this returns what it has once they are
     /// done, or after a short bound).
-    fn refusal_holders(&self, name: &ResName, wanted: crate::mode::Mode, except_pid: Option<u32>) -> Vec<LockInfo> {
+    fn refusal_holders(&self, name: &ResName, wanted: proto::mode::Mode, except_pid: Option<u32>) -> Vec<LockInfo> {
         let deadline = std::time::Instant::now() + Duration::from_millis(200);
         loop {
             let h = self.holders(name, except_pid);
@@ -825,19 +825,16 @@ impl Registry {
     }
 
     pub fn status(&self) -> serde_json::Value {
-        let (cluster, last_lock_loss) = match self.cluster.get() {
-            Some(l) => {
-                let s = l.state.lock();
-                (s.status(), s.last_lock_loss.clone().unwrap_or(serde_json::Value::Null))
-            }
-            None => (serde_json::Value::Null, serde_json::Value::Null),
+        let cluster = match self.cluster.get() {
+            Some(l) => l.state.lock().status(),
+            None => serde_json::Value::Null,
         };
         let t = self.table.lock();
         let (node_id, node_name) = self.node();
         serde_json::json!({
             "cluster": cluster,
             // The lock-loss handler's last event (crate::lockloss) when there is one.
-            "last_lock_loss": self.loss.last().and_then(|e| serde_json::to_value(e).ok()).unwrap_or(last_lock_loss),
+            "last_lock_loss": self.loss.last().and_then(|e| serde_json::to_value(e).ok()).unwrap_or(serde_json::Value::Null),
             "node_name": node_name,
             "node_id": node_id,
             "backend": self.backend.kind(),
@@ -852,7 +849,7 @@ impl Registry {
             "journal_bytes": t.journal.size(),
             "lock_readonly": self.naming.lock_readonly,
             "pid": std::process::id(),
-            "protocol": crate::proto::PROTOCOL_VERSION,
+            "protocol": proto::PROTOCOL_VERSION,
             "lock_loss": self.loss.status(),
             // Releases the backend refused, being retried: the DLM may still hold these.
             "releases_pending": self.unreleased.list(),
@@ -956,8 +953,8 @@ mod tests {
     use super::*;
     use crate::backend::local::LocalBackend;
     use crate::lockloss::tests::spec;
-    use crate::mode::Mode;
-    use crate::proto::Resource;
+    use proto::mode::Mode;
+    use proto::Resource;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// The local backend, refusing the next `fail` releases as a DLM in recovery may.
@@ -1061,7 +1058,7 @@ mod tests {
         let (done_tx, done) = std::sync::mpsc::channel();
         let handler = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(loss.on_verdict(&crate::corosync::Verdict::Inquorate));
+            rt.block_on(loss.on_verdict(&corosync::Verdict::Inquorate));
             let _ = done_tx.send(());
         });
         let handled = done.recv_timeout(Duration::from_secs(60));

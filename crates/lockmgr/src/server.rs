@@ -15,7 +15,7 @@
 //! the stream can no longer be trusted to be in step. Each connection has its own task, so a
 //! slow client delays nobody else.
 
-use crate::proto::{self, ErrorCode, FrameError, Op, Request, Response};
+use proto::{self, ErrorCode, FrameError, Op, Request, Response};
 use crate::registry::Registry;
 use rustix::net::sockopt::socket_peercred;
 use std::path::Path;

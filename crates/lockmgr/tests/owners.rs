@@ -2,8 +2,8 @@
 //! the VMs' QEMUs.
 mod support;
 
-use lockmgr::mode::Mode;
-use lockmgr::proto::{ErrorCode, Response};
+use proto::mode::Mode;
+use proto::{ErrorCode, Response};
 use support::*;
 
 #[test]
@@ -163,7 +163,7 @@ fn hotplug_adds_and_removes_one_resource() {
     let a = Vm::spawn("vm-a");
     let base = disk(&dir, "a.img", false, false);
     let hot = disk(&dir, "hot.img", false, false);
-    let lease = lockmgr::proto::Resource::Lease { lockspace: Some("space".into()), key: "k1".into(), path: Some("/x".into()), offset: Some(0) };
+    let lease = proto::Resource::Lease { lockspace: Some("space".into()), key: "k1".into(), path: Some("/x".into()), offset: Some(0) };
     expect_ok(a.register(&d, std::slice::from_ref(&base)));
     expect_ok(a.acquire(&d, std::slice::from_ref(&base)));
     expect_ok(a.acquire(&d, std::slice::from_ref(&hot)));
@@ -242,9 +242,9 @@ fn a_pid_belongs_to_one_vm() {
     expect_ok(a.register(&d, std::slice::from_ref(&img)));
     let mut impostor = a.spec.clone();
     impostor.uuid = "99999999-9999-4999-8999-999999999999".into();
-    let r = d.call(lockmgr::proto::Op::Acquire { owner: impostor.clone(), resources: vec![img.clone()], state: None, wait_ms: 0 });
+    let r = d.call(proto::Op::Acquire { owner: impostor.clone(), resources: vec![img.clone()], state: None, wait_ms: 0 });
     expect_error(r, ErrorCode::OutOfOrder);
-    expect_error(d.call(lockmgr::proto::Op::Release { owner: impostor, resources: vec![img] }), ErrorCode::UnknownOwner);
+    expect_error(d.call(proto::Op::Release { owner: impostor, resources: vec![img] }), ErrorCode::UnknownOwner);
     assert!(d.locks().is_empty());
 }
 
@@ -260,7 +260,7 @@ fn bounded_wait_gets_the_lock_when_the_holder_exits() {
     let (sock, spec, res) = (d.socket.clone(), b.spec.clone(), img.clone());
     let waiter = std::thread::spawn(move || {
         let mut s = std::os::unix::net::UnixStream::connect(sock).unwrap();
-        lockmgr::proto::call(&mut s, lockmgr::proto::Op::Acquire { owner: spec, resources: vec![res], state: None, wait_ms: 30_000 })
+        proto::call(&mut s, proto::Op::Acquire { owner: spec, resources: vec![res], state: None, wait_ms: 30_000 })
             .unwrap()
     });
     std::thread::sleep(std::time::Duration::from_millis(200));

@@ -3,7 +3,7 @@
 //! refused with a sentence that names it (docs/RELIABILITY.md, "Paths").
 mod support;
 
-use lockmgr::proto::{ErrorCode, Op, Resource, Response};
+use proto::{ErrorCode, Op, Resource, Response};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use support::*;

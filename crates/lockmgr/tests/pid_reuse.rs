@@ -11,7 +11,7 @@
 mod support;
 
 use lockmgr::lockloss::{LockLoss, LossReason};
-use lockmgr::proto::{FailureAction, OwnerSpec, Resource, Response};
+use proto::{FailureAction, OwnerSpec, Resource, Response};
 use std::process::{Child, Command};
 use std::sync::Arc;
 use support::*;
@@ -77,7 +77,7 @@ fn a_restarted_daemon_does_not_take_a_process_on_a_dead_vms_pid_for_the_vm() {
     expect_ok(b.acquire(&d, std::slice::from_ref(&img)));
     assert!(alive(&mut impostor), "the impostor on pid {pid} was signalled");
     // The impostor cannot act as the VM either: its start time is not the VM's.
-    let r = d.call(lockmgr::proto::Op::Release { owner: a.spec.clone(), resources: vec![img] });
+    let r = d.call(proto::Op::Release { owner: a.spec.clone(), resources: vec![img] });
     assert!(matches!(r, Response::State { state: None }), "{r:?}");
     assert_eq!(b.held(&d).len(), 1, "vm-b keeps the disk");
 }

@@ -1,7 +1,7 @@
 //! The sockets: typed errors for bad input, the read-only admin socket, admin requests.
 mod support;
 
-use lockmgr::proto::{self, ErrorCode, Op, Resource, Response, MAX_FRAME};
+use proto::{self, ErrorCode, Op, Resource, Response, MAX_FRAME};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use support::*;
@@ -159,7 +159,7 @@ fn the_qemu_process_itself_may_not_take_locks() {
     let mut d = Daemon::new(&dir, "");
     d.start(&[]);
     let img = disk(&dir, "a.img", false, false);
-    let me = lockmgr::proto::OwnerSpec {
+    let me = proto::OwnerSpec {
         uuid: "12345678-1234-4234-8234-123456789abc".into(),
         name: "self".into(),
         pid: std::process::id(),
@@ -236,26 +236,6 @@ fn owner_details_are_checked() {
     let rel = Resource::Disk { path: "relative/a.img".into(), readonly: false, shared: false };
     expect_error(a.acquire(&d, &[img, rel]), ErrorCode::BadRequest);
     assert!(d.locks().is_empty());
-}
-
-#[test]
-fn the_cli_reads_the_admin_socket() {
-    let dir = tmpdir("cli");
-    let mut d = Daemon::new(&dir, "");
-    d.start(&[]);
-    let a = Vm::spawn("web-7");
-    expect_ok(a.acquire(&d, &[disk(&dir, "a.img", false, true)]));
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_virtdlm")).arg("--admin-socket").arg(&d.admin).args(args).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).unwrap()
-    };
-    let locks = run(&["locks"]);
-    assert!(locks.contains("a.img") && locks.contains("web-7") && locks.contains("CW"), "{locks}");
-    let name = run(&["resource-name", dir.join("a.img").to_str().unwrap()]);
-    assert!(name.starts_with("d1:"), "{name}");
-    let status: serde_json::Value = serde_json::from_str(&run(&["status", "--json"])).unwrap();
-    assert_eq!(status["locks"], 1);
 }
 
 #[test]

@@ -6,7 +6,7 @@
 //! Run by tests/reliability/run.sh (it prints its figures); see docs/RELIABILITY.md.
 mod support;
 
-use lockmgr::proto::{ErrorCode, Response};
+use proto::{ErrorCode, Response};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::Instant;
@@ -177,7 +177,7 @@ fn mixed_modes_follow_the_model() {
                     // Now and then, before anyone lets go: the daemon's table is the winners.
                     if round % 50 == 0 {
                         if i == 0 {
-                            let Response::Locks { locks } = c.call(lockmgr::proto::Op::Locks).unwrap() else { panic!("locks") };
+                            let Response::Locks { locks } = c.call(proto::Op::Locks).unwrap() else { panic!("locks") };
                             let mut held: Vec<u32> = locks.iter().map(|l| l.pid).collect();
                             let mut want: Vec<u32> =
                                 (0..CLIENTS).filter(|j| granted[round][*j].load(Ordering::SeqCst) == 1).map(|j| pids[j]).collect();
@@ -246,7 +246,7 @@ fn mixed_modes_follow_the_model() {
 fn the_model_agrees_with_the_mode_table() {
     // The model above and mode.rs are written apart; they must say the same for all 16 pairs,
     // or the contention tests check against the wrong thing.
-    use lockmgr::mode::Mode;
+    use proto::mode::Mode;
     for a in FLAVOURS {
         for b in FLAVOURS {
             let (ma, mb) = (Mode::for_disk(a.0, a.1), Mode::for_disk(b.0, b.1));

@@ -8,7 +8,7 @@
 mod support;
 
 use lockmgr::journal;
-use lockmgr::proto::{ErrorCode, Resource, Response};
+use proto::{ErrorCode, Resource, Response};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -52,7 +52,7 @@ fn daemon_table(d: &Daemon) -> Table {
 
 /// Hammers the daemon with acquire/release of random disks until the connection dies;
 /// returns what it was told last about each disk.
-fn client(sock: std::path::PathBuf, spec: lockmgr::proto::OwnerSpec, disks: Vec<(String, Resource)>, mut told: Vec<Told>, seed: u64) -> (Vec<Told>, usize) {
+fn client(sock: std::path::PathBuf, spec: proto::OwnerSpec, disks: Vec<(String, Resource)>, mut told: Vec<Told>, seed: u64) -> (Vec<Told>, usize) {
     let mut rng = Rng::new(seed);
     let Ok(mut c) = Conn::open(&sock) else { return (told, 0) };
     let mut answered = 0;
@@ -209,12 +209,12 @@ fn kill9_of_owners_under_load_frees_their_locks() {
     for vm in vms.iter_mut() {
         std::thread::sleep(Duration::from_millis(5 + rng.below(30)));
         let pid = vm.spec.pid;
-        let Response::Locks { locks } = c.call(lockmgr::proto::Op::Locks).unwrap() else { panic!() };
+        let Response::Locks { locks } = c.call(proto::Op::Locks).unwrap() else { panic!() };
         holding_when_killed += locks.iter().filter(|l| l.pid == pid).count();
         let t0 = Instant::now();
         vm.kill9();
         loop {
-            let Response::Locks { locks } = c.call(lockmgr::proto::Op::Locks).unwrap() else { panic!() };
+            let Response::Locks { locks } = c.call(proto::Op::Locks).unwrap() else { panic!() };
             if !locks.iter().any(|l| l.pid == pid) {
                 break;
             }

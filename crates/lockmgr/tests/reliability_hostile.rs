@@ -9,7 +9,7 @@
 //! rule one request at a time; this file attacks in bulk and measures.)
 mod support;
 
-use lockmgr::proto::{self, ErrorCode, Op, OwnerSpec, Resource, Response, MAX_FRAME};
+use proto::{self, ErrorCode, Op, OwnerSpec, Resource, Response, MAX_FRAME};
 use std::io::{BufRead, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;

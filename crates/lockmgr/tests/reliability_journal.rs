@@ -8,7 +8,7 @@
 //! Run by tests/reliability/run.sh (it prints what the clients read); see docs/RELIABILITY.md.
 mod support;
 
-use lockmgr::proto::{ErrorCode, Op, Response};
+use proto::{ErrorCode, Op, Response};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -2,7 +2,7 @@
 //! a damaged journal stops the start.
 mod support;
 
-use lockmgr::proto::{ErrorCode, Op, Response};
+use proto::{ErrorCode, Op, Response};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use support::*;
@@ -26,8 +26,8 @@ fn kill9_and_restart_keeps_live_owners_locks_and_drops_dead_ones() {
     let (sock, spec, res, stop2, counts2) = (d.socket.clone(), c.spec.clone(), ia.clone(), stop.clone(), counts.clone());
     let competitor = std::thread::spawn(move || {
         while !stop2.load(Ordering::Relaxed) {
-            let r = std::os::unix::net::UnixStream::connect(&sock).map_err(lockmgr::proto::FrameError::from).and_then(|mut s| {
-                lockmgr::proto::call(&mut s, Op::Acquire { owner: spec.clone(), resources: vec![res.clone()], state: None, wait_ms: 0 })
+            let r = std::os::unix::net::UnixStream::connect(&sock).map_err(proto::FrameError::from).and_then(|mut s| {
+                proto::call(&mut s, Op::Acquire { owner: spec.clone(), resources: vec![res.clone()], state: None, wait_ms: 0 })
             });
             let i = match r {
                 Ok(Response::Error(e)) if e.code == ErrorCode::Conflict => 0,

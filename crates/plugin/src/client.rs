@@ -7,7 +7,7 @@
 
 use crate::config::Config;
 use crate::error::PluginError;
-use lockmgr::proto::{self, FrameError, Op, Response};
+use proto::{self, FrameError, Op, Response};
 use std::io;
 use std::os::unix::net::UnixStream;
 

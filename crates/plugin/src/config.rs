@@ -5,7 +5,7 @@
 //! every default. Any other line is an error naming its line number, so a typo never passes
 //! silently (libvirtd then refuses to start, which is what a broken lock setup must do).
 
-use lockmgr::proto::DEFAULT_SOCKET;
+use proto::DEFAULT_SOCKET;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

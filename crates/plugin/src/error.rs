@@ -4,7 +4,7 @@
 //! the message is the whole explanation, so it names the disk, the holder or the socket.
 
 use crate::config::ConfigError;
-use lockmgr::proto::ErrorCode;
+use proto::ErrorCode;
 
 /// libvirt's error domain for lock drivers (`VIR_FROM_LOCKING`, shown as "Lock Driver error").
 pub const VIR_FROM_LOCKING: i32 = 42;

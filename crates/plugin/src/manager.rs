@@ -4,7 +4,7 @@
 //! Acquire/Release/Inquire, Free), so nothing here outlives a call sequence.
 
 use crate::error::PluginError;
-use lockmgr::proto::{OwnerSpec, Resource};
+use proto::{OwnerSpec, Resource};
 use std::ffi::CStr;
 
 /// `VIR_LOCK_MANAGER_OBJECT_TYPE_DOMAIN`.

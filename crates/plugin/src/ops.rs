@@ -15,7 +15,7 @@ use crate::client;
 use crate::config::Config;
 use crate::error::PluginError;
 use crate::manager::Manager;
-use lockmgr::proto::{ErrorCode, FailureAction, Op, Response};
+use proto::{ErrorCode, FailureAction, Op, Response};
 
 /// `VIR_LOCK_MANAGER_ACQUIRE_REGISTER_ONLY` / `_RESTRICT`.
 pub const ACQUIRE_REGISTER_ONLY: u32 = 1 << 0;
@@ -95,7 +95,7 @@ pub fn is_xml_safe(s: &str) -> bool {
 mod tests {
     use super::*;
     use crate::manager::Manager;
-    use lockmgr::proto::{self, ErrorReply, OwnerSpec, Request, Resource};
+    use proto::{self, ErrorReply, OwnerSpec, Request, Resource};
     use std::os::unix::net::UnixListener;
     use std::path::PathBuf;
     use std::time::Duration;

@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use std::process::Command;
 
 fn cdylib() -> PathBuf {
-    // target/<profile>/deps/linkage-<hash> -> target/<profile>/libdlm.so
+    // target/<profile>/deps/linkage-<hash> -> target/<profile>/libvirtdlm_plugin.so
     let exe = std::env::current_exe().unwrap();
-    let so = exe.parent().unwrap().parent().unwrap().join("libdlm.so");
+    let so = exe.parent().unwrap().parent().unwrap().join("libvirtdlm_plugin.so");
     assert!(so.exists(), "{} not built (cargo builds the cdylib before integration tests)", so.display());
     so
 }

@@ -7,7 +7,7 @@
 //! (its release was answered, or its process was seen dead). So a history the checker passes
 //! had no overlap, whatever happened inside those bounds.
 
-use lockmgr::mode::Mode;
+use proto::mode::Mode;
 use std::collections::HashMap;
 
 /// One event of a lock's life, as a node reported it.

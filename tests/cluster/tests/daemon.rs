@@ -1,10 +1,10 @@
 //! virtdlmd on the real kernel DLM: one daemon per guest (`--backend dlm`), real processes as
-//! the VMs' QEMU, requests through the control socket (lockmgr::proto) from `daemon-client`.
+//! the VMs' QEMU, requests through the control socket (proto) from `daemon-client`.
 //! Each test joins a lockspace of its own.
 
 use cluster_tests::daemon::{event, outcome_of, Daemon, Vm};
 use cluster_tests::Cluster;
-use lockmgr::mode::Mode;
+use proto::mode::Mode;
 use serde_json::Value;
 
 /// A disk path both nodes name alike (it need not exist: the name is made from its text).

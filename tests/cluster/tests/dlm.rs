@@ -1,4 +1,4 @@
-//! The DLM wrapper (lockmgr::dlm) on the real kernel DLM of the test cluster.
+//! The DLM wrapper (the `dlm` crate) on the real kernel DLM of the test cluster.
 //! Each test uses its own lockspace, so a failed test leaves nothing in the next one's way.
 
 use cluster_tests::{outcome, Cluster};

@@ -26,7 +26,7 @@
 
 use cluster_tests::checker::{self, Event};
 use cluster_tests::{Cluster, Output};
-use lockmgr::mode::Mode;
+use proto::mode::Mode;
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

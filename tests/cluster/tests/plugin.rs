@@ -5,7 +5,7 @@
 
 use cluster_tests::daemon::Daemon;
 use cluster_tests::{built_binary, Cluster, Running};
-use lockmgr::mode::Mode;
+use proto::mode::Mode;
 use serde_json::Value;
 use std::time::Duration;
 
@@ -29,7 +29,7 @@ fn harness_cmd(c: &Cluster, d: &Daemon, steps: &[String]) -> String {
     let out = c.exec(d.node, &setup);
     assert_eq!(out.code, 0, "writing {conf} on node{}: {}", d.node, out.text);
     let harness = c.guest_binary(&built_binary("abi-harness", "VIRTDLM_ABI_HARNESS"));
-    let plugin = c.guest_binary(&built_binary("libdlm.so", "VIRTDLM_PLUGIN"));
+    let plugin = c.guest_binary(&built_binary("libvirtdlm_plugin.so", "VIRTDLM_PLUGIN"));
     let mut cmd = format!("{harness} -p {plugin} -c {conf} -s");
     for s in steps {
         assert!(!s.contains('\''), "step {s:?} must not contain a quote");

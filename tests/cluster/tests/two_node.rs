@@ -14,7 +14,7 @@
 use cluster_tests::checker::{self, Event};
 use cluster_tests::daemon::{outcome_of, Daemon, Vm};
 use cluster_tests::{built_binary, Cluster};
-use lockmgr::mode::Mode;
+use proto::mode::Mode;
 use serde_json::Value;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 

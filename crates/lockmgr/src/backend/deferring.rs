@@ -11,7 +11,7 @@
 
 use super::dlm::DlmBackend;
 use super::{Backend, BackendError, Grant, ResName};
-use crate::mode::Mode;
+use proto::mode::Mode;
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;

@@ -16,23 +16,20 @@
 //! - purge: frees every orphan of this node nobody adopted.
 //!
 //! - retire / reopen: after this node was removed from the cluster, its abandoned lockspace
-//!   is recovered alone and released ([`crate::dlm::abandoned`]); once the cluster is back,
+//!   is recovered alone and released ([`dlm::abandoned`]); once the cluster is back,
 //!   the lockspace is joined again.
 //!
 //! Every call may block while the lockspace is stopped for recovery: call from blocking
 //! threads only.
 
 use super::{Backend, BackendError, Grant, ResName};
-use crate::dlm::{local_nodeid, DlmError, Lock, LockFlags, LockMode, Lockspace, ResourceName};
-use crate::mode::Mode;
+use dlm::{local_nodeid, DlmError, Lock, LockFlags, LockMode, Lockspace, ResourceName};
+use proto::mode::Mode;
 use parking_lot::{Mutex, RwLock};
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
-
-/// The lockspace every virtdlmd of a cluster joins unless configured otherwise.
-pub const DEFAULT_LOCKSPACE: &str = "virtdlm";
 
 /// How long the NL anchor may take: it conflicts with nothing, so only a lockspace stopped for
 /// recovery delays it.
@@ -86,10 +83,10 @@ impl DlmBackend {
     /// is gone (the rest of the cluster recovered them long before). Blocks until done.
     pub fn retire(&self) -> Result<(), BackendError> {
         let name = &self.name;
-        crate::dlm::abandoned::run_alone(name, self.nodeid).map_err(|e| unavailable(name, e))?;
+        dlm::abandoned::run_alone(name, self.nodeid).map_err(|e| unavailable(name, e))?;
         // Closing waits for the recovery just started; with no other node it takes moments.
         let released = self.ls.read().release(true);
-        let cleaned = crate::dlm::abandoned::cleanup(name, self.nodeid);
+        let cleaned = dlm::abandoned::cleanup(name, self.nodeid);
         // Grants and kept anchors died with the lockspace; a release of one of them still
         // coming (deferred, retried, or in flight) must not find a lock of the lockspace joined
         // again, where its DLM lock id may name another VM's lock.
@@ -148,7 +145,7 @@ impl DlmBackend {
             None => LockFlags::NOQUEUE | LockFlags::PERSISTENT,
             Some(_) => LockFlags::PERSISTENT,
         };
-        match anchor.convert_wait(mode.into(), flags, wait) {
+        match anchor.convert_wait(lock_mode(mode), flags, wait) {
             Ok(()) => Ok(self.keep(name, mode, anchor)),
             Err(e @ (DlmError::WouldBlock(_) | DlmError::TimedOut(_))) => {
                 self.park(name, anchor);
@@ -254,7 +251,7 @@ impl Backend for DlmBackend {
 
     fn adopt(&self, name: &ResName, mode: Mode) -> Result<Grant, BackendError> {
         let res = resource(name)?;
-        let lock = self.ls.read().adopt(&res, mode.into(), LockFlags::PERSISTENT).map_err(|e| match e {
+        let lock = self.ls.read().adopt(&res, lock_mode(mode), LockFlags::PERSISTENT).map_err(|e| match e {
             DlmError::OrphanModeMismatch { .. } => {
                 BackendError::OrphanModeMismatch { name: name.0.clone(), wanted: mode }
             }
@@ -270,9 +267,26 @@ impl Backend for DlmBackend {
     }
 }
 
+/// The DLM mode a disk's lock is taken in (the mode table, `proto::mode`, chose it).
+fn lock_mode(m: Mode) -> LockMode {
+    match m {
+        Mode::Cr => LockMode::Cr,
+        Mode::Cw => LockMode::Cw,
+        Mode::Pr => LockMode::Pr,
+        Mode::Ex => LockMode::Ex,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn modes_keep_the_kernel_numbers_of_the_mode_table() {
+        for m in Mode::ALL {
+            assert_eq!(lock_mode(m) as u32, m.dlm_mode(), "{m}");
+        }
+    }
 
     #[test]
     fn wrapper_errors_map_to_backend_errors() {

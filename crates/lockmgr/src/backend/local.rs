@@ -3,7 +3,7 @@
 //! lock of a live owner before it serves anyone). Same modes and compatibility as the DLM.
 
 use super::{Backend, BackendError, Grant, ResName};
-use crate::mode::Mode;
+use proto::mode::Mode;
 use parking_lot::{Condvar, Mutex};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

@@ -13,7 +13,7 @@ pub mod deferring;
 pub mod dlm;
 pub mod local;
 
-use crate::mode::Mode;
+use proto::mode::Mode;
 use std::time::Duration;
 
 pub use crate::naming::ResName;

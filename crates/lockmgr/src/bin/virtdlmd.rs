@@ -1,4 +1,6 @@
 //! virtdlmd: the per-host lock daemon. Runs in the foreground (systemd `Type=notify`).
+#![forbid(unsafe_code)]
+
 use clap::Parser;
 use lockmgr::config::{BackendKind, Config, DEFAULT_CONFIG};
 use std::path::PathBuf;

@@ -14,8 +14,8 @@
 //! - Entries carry the node id the sender has in the group, not the one it wrote.
 
 use super::wire::Body;
-use crate::corosync::Address;
-use crate::proto::LockInfo;
+use corosync::Address;
+use proto::LockInfo;
 use std::collections::{BTreeMap, HashMap};
 
 /// `state` of an entry whose member left the group.

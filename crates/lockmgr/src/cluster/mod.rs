@@ -2,7 +2,7 @@
 //! default) and one quorum handle, driven by tokio. It gives the rest of the daemon
 //!
 //! - the membership verdict ([`ClusterHandle::verdict`], a `watch` channel: "may this node
-//!   act?", see [`crate::corosync::membership`]), our node id and the cluster's node names;
+//!   act?", see [`corosync::membership`]), our node id and the cluster's node names;
 //! - the cluster-wide lock inventory ([`inventory`]): every daemon multicasts its lock
 //!   changes ([`wire`]) in agreed order and re-sends its whole table after each membership
 //!   change, so each member knows who holds what on every node.
@@ -22,8 +22,8 @@ pub mod release;
 mod task;
 pub mod wire;
 
-use crate::corosync::{self, Address, Verdict};
-use crate::proto::LockInfo;
+use corosync::{self, Address, Verdict};
+use proto::LockInfo;
 use crate::registry::Registry;
 use inventory::Inventory;
 use parking_lot::Mutex;
@@ -31,9 +31,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 pub use wire::LockChange;
-
-/// Default CPG group of the inventory.
-pub const DEFAULT_GROUP: &str = "virtdlm";
 
 /// What the daemon knows of the cluster right now.
 #[derive(Debug)]
@@ -50,8 +47,6 @@ pub struct ClusterState {
     pub quorate: Option<bool>,
     pub verdict: Verdict,
     pub inventory: Inventory,
-    /// The last lock-loss event, for `virtdlm status`; set by lock-loss handling.
-    pub last_lock_loss: Option<serde_json::Value>,
     /// Forwarded `release --vm` requests awaiting the owning node's answer.
     pub release: release::Pending,
 }
@@ -116,11 +111,6 @@ impl ClusterHandle {
     pub fn node_names(&self) -> BTreeMap<u32, String> {
         self.state.lock().node_names.clone()
     }
-
-    /// Records a lock-loss event for `virtdlm status`.
-    pub fn record_lock_loss(&self, event: serde_json::Value) {
-        self.state.lock().last_lock_loss = Some(event);
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -158,7 +148,6 @@ pub fn start(group: &str, lockspace: &str, registry: Arc<Registry>) -> Result<Cl
         quorate: None,
         verdict,
         inventory: Inventory::new(),
-        last_lock_loss: None,
         release: release::Pending::default(),
     }));
     let (verdict_tx, verdict_rx) = watch::channel(verdict);

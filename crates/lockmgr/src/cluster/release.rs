@@ -15,8 +15,8 @@
 
 use super::wire::{Body, ReleaseOutcome};
 use super::Link;
-use crate::corosync::Address;
-use crate::proto::{ErrorCode, Response};
+use corosync::Address;
+use proto::{ErrorCode, Response};
 use crate::registry::Registry;
 use std::collections::HashMap;
 use std::sync::mpsc;
@@ -230,7 +230,7 @@ mod tests {
 
     /// A link as the cluster task would hand out, with node 1 and node 2 in the group.
     fn link() -> (Link, tokio::sync::mpsc::UnboundedReceiver<Body>) {
-        use crate::corosync::Verdict;
+        use corosync::Verdict;
         let me = Address { nodeid: 1, pid: 100 };
         let state = super::super::ClusterState {
             group: "g".into(),
@@ -241,7 +241,6 @@ mod tests {
             quorate: Some(true),
             verdict: Verdict::Safe,
             inventory: super::super::inventory::Inventory::new(),
-            last_lock_loss: None,
             release: Pending::default(),
         };
         let (changes, _) = tokio::sync::mpsc::unbounded_channel();

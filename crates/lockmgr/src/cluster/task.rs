@@ -4,7 +4,7 @@
 use super::release;
 use super::wire::{self, Body, LockChange, ReleaseOutcome};
 use super::ClusterState;
-use crate::corosync::{Cpg, CpgEvent, MembershipView, Quorum, QuorumEvent, Verdict};
+use corosync::{Cpg, CpgEvent, MembershipView, Quorum, QuorumEvent, Verdict};
 use crate::registry::Registry;
 use parking_lot::Mutex;
 use std::sync::Arc;
@@ -177,8 +177,8 @@ fn connect(group: &str) -> Result<(AsyncFd<Cpg>, AsyncFd<Quorum>), String> {
     let mut cpg = Cpg::new(group).map_err(|e| e.to_string())?;
     cpg.join().map_err(|e| e.to_string())?;
     let quorum = Quorum::new().map_err(|e| e.to_string())?;
-    let cpg = crate::corosync::reactor::register(cpg).map_err(|e| e.to_string())?;
-    let quorum = crate::corosync::reactor::register(quorum).map_err(|e| e.to_string())?;
+    let cpg = corosync::reactor::register(cpg).map_err(|e| e.to_string())?;
+    let quorum = corosync::reactor::register(quorum).map_err(|e| e.to_string())?;
     Ok((cpg, quorum))
 }
 

@@ -6,7 +6,7 @@
 //! `release_vm` addressed to that node, answered by a `release_vm_reply` to the asker.
 //! Everything a node says about its locks is in this one place.
 
-use crate::proto::LockInfo;
+use proto::LockInfo;
 use serde::{Deserialize, Serialize};
 
 /// Bumped on any incompatible change; messages of another version are ignored (and logged).
@@ -173,7 +173,7 @@ pub(crate) fn lock(resource: &str, pid: u32, vm: &str) -> LockInfo {
     LockInfo {
         resource: resource.into(),
         identity: format!("/images/{resource}.img"),
-        mode: crate::mode::Mode::Ex,
+        mode: proto::mode::Mode::Ex,
         vm_name: vm.into(),
         vm_uuid: "11111111-2222-3333-4444-555555555555".into(),
         pid,

@@ -1,7 +1,7 @@
 //! Shared by the daemon tests: a real virtdlmd on private paths, real processes as owners.
 #![allow(dead_code)]
 
-use lockmgr::proto::{self, ErrorCode, ErrorReply, FailureAction, LockInfo, Op, OwnerSpec, Resource, Response};
+use proto::{self, ErrorCode, ErrorReply, FailureAction, LockInfo, Op, OwnerSpec, Resource, Response};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -15,6 +15,20 @@ pub fn tmpdir(tag: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
+}
+
+/// virtdlmd's path. The daemon crate's own tests get it from cargo; the CLI's tests
+/// (crates/cli) run the one built beside them in target/<profile>/, which
+/// `cargo test --workspace` (and `cargo build --workspace`) builds first.
+pub fn virtdlmd() -> PathBuf {
+    if let Some(built) = option_env!("CARGO_BIN_EXE_virtdlmd") {
+        return built.into();
+    }
+    // target/<profile>/deps/<test>-<hash> -> target/<profile>/virtdlmd
+    let exe = std::env::current_exe().unwrap();
+    let beside = exe.parent().unwrap().parent().unwrap().join("virtdlmd");
+    assert!(beside.exists(), "{} is not built: cargo build -p lockmgr --bin virtdlmd", beside.display());
+    beside
 }
 
 pub struct Daemon {
@@ -42,7 +56,7 @@ impl Daemon {
     }
 
     pub fn command(&self, extra: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_virtdlmd"));
+        let mut c = Command::new(virtdlmd());
         c.arg("--config").arg(&self.config);
         c.arg("--socket").arg(&self.socket);
         c.arg("--admin-socket").arg(&self.admin);

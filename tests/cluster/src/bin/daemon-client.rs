@@ -1,5 +1,5 @@
 //! daemon-client: runs inside a cluster guest and talks to that guest's virtdlmd over its
-//! control socket with `lockmgr::proto`, as the libvirt plugin does, printing one JSON object
+//! control socket with the `proto` crate, as the libvirt plugin does, printing one JSON object
 //! per line for each step so host-side tests can assert on them.
 //!
 //! Usage: daemon-client SOCKET STEP...   (steps run in order, each on a new connection)
@@ -21,8 +21,8 @@
 //! error code of a refusal (`conflict`, `owner_gone`, ...), or `io` when the daemon could not
 //! be reached; plus "response" (the daemon's answer as sent) where there is one.
 
-use lockmgr::mode::Mode;
-use lockmgr::proto::{self, Op, OwnerSpec, Resource, Response};
+use proto::mode::Mode;
+use proto::{self, Op, OwnerSpec, Resource, Response};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::io::Write;

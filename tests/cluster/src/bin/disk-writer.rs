@@ -26,7 +26,7 @@
 //!   [pr=PERCENT (20)] [hold_ms=MS (600)] [idle_ms=MS (300)] [action=default|pause]
 //!   [uuid_dir=DIR: writes DIR/<uuid> = pid, for a fake `virsh suspend`]
 
-use lockmgr::proto::{self, FailureAction, Op, OwnerSpec, Resource, Response};
+use proto::{self, FailureAction, Op, OwnerSpec, Resource, Response};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};

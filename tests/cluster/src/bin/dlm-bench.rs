@@ -20,9 +20,9 @@
 //! "release_p99_us":..} (the first four of acquire + release, then each half). A warm-up of N/10
 //! samples is not counted.
 
-use lockmgr::dlm::{LockFlags, LockMode, Lockspace, ResourceName};
+use dlm::{LockFlags, LockMode, Lockspace, ResourceName};
 use lockmgr::naming::Naming;
-use lockmgr::proto::{self, Op, OwnerSpec, Resource, Response};
+use proto::{self, Op, OwnerSpec, Resource, Response};
 use serde_json::json;
 use std::os::unix::net::UnixStream;
 use std::path::Path;

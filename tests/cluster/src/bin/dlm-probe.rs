@@ -1,4 +1,4 @@
-//! dlm-probe: runs inside a cluster guest and drives lockmgr's DLM wrapper step by step,
+//! dlm-probe: runs inside a cluster guest and drives the DLM wrapper (the `dlm` crate) step by step,
 //! printing one JSON object per line for each event, so host-side tests can assert on them.
 //!
 //! Usage: dlm-probe STEP...   (steps run in order; a failing step prints an error and the next
@@ -32,8 +32,8 @@
 
 use lockmgr::backend::dlm::DlmBackend;
 use lockmgr::backend::{Backend, BackendError, Grant, ResName};
-use lockmgr::dlm::{Completion, DlmError, Lock, LockFlags, LockMode, Lockspace, ResourceName};
-use lockmgr::mode::Mode;
+use dlm::{Completion, DlmError, Lock, LockFlags, LockMode, Lockspace, ResourceName};
+use proto::mode::Mode;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::io::Write;

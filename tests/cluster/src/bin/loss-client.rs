@@ -14,8 +14,8 @@
 //! "sent" and "answered" (seconds since the epoch) of the request that decided the outcome,
 //! "response" where there is one. MODE is EX, CW, PR or CR (the libvirt disk flags it stands for).
 
-use lockmgr::mode::Mode;
-use lockmgr::proto::{self, Op, OwnerSpec, Resource, Response};
+use proto::mode::Mode;
+use proto::{self, Op, OwnerSpec, Resource, Response};
 use serde_json::{json, Value};
 use std::os::unix::net::UnixStream;
 use std::path::Path;

@@ -1,11 +1,10 @@
 //! Lock modes and request flags, as the DLM numbers them.
 
-use crate::mode::Mode;
 use std::fmt;
 use std::ops::BitOr;
 
-/// A DLM lock mode (`LKM_*MODE`). NL and PW exist here for anchors and completeness; disks use
-/// CR, CW, PR and EX (`crate::mode::Mode`).
+/// A DLM lock mode (`LKM_*MODE`). NL and PW exist here for anchors and completeness; virt-dlm's
+/// disks use CR, CW, PR and EX (the mode table, `proto::mode`, maps them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum LockMode {
     Nl = 0,
@@ -24,17 +23,6 @@ impl LockMode {
     /// Whether an unlock from this mode may write the lock value block (PW, EX).
     pub fn writes_lvb_on_unlock(self) -> bool {
         matches!(self, LockMode::Pw | LockMode::Ex)
-    }
-}
-
-impl From<Mode> for LockMode {
-    fn from(m: Mode) -> Self {
-        match m {
-            Mode::Cr => LockMode::Cr,
-            Mode::Cw => LockMode::Cw,
-            Mode::Pr => LockMode::Pr,
-            Mode::Ex => LockMode::Ex,
-        }
     }
 }
 
@@ -109,9 +97,6 @@ mod tests {
         assert_eq!(LockMode::Pr.raw(), dlm_sys::LKM_PRMODE);
         assert_eq!(LockMode::Pw.raw(), dlm_sys::LKM_PWMODE);
         assert_eq!(LockMode::Ex.raw(), dlm_sys::LKM_EXMODE);
-        for m in Mode::ALL {
-            assert_eq!(LockMode::from(m).raw(), m.dlm_mode());
-        }
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Exit codes and the one-line failures the CLI prints.
 
-use lockmgr::proto::{ErrorCode, ErrorReply};
+use proto::{ErrorCode, ErrorReply};
 use std::process::ExitCode;
 
 /// Exit codes (also in `--help` and docs/CLI.md).

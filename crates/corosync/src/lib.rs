@@ -1,5 +1,6 @@
-//! Safe wrappers over corosync: CPG (group membership and ordered messages), quorum, cmap
-//! (node names) and cfg (our node id), plus the membership rule built on them.
+//! Safe wrappers over corosync (the raw bindings of `cpg-sys`): CPG (group membership and
+//! ordered messages), quorum, cmap (node names) and cfg (our node id), plus the membership rule
+//! built on them. Nothing here knows of VMs or the daemon.
 //!
 //! Every `unsafe` call into corosync lives in these files; each wrapper method names the C
 //! call it makes. C callbacks only copy data into queues owned by the handle and never unwind.
@@ -9,7 +10,7 @@
 //! - `cmap`: [`Cmap::node_names`].
 //! - `cfg`: [`Cfg::local_nodeid`].
 //! - `membership`: [`MembershipView`], "safe to act" = quorate and CPG ring == quorum ring.
-//! - `reactor`: [`reactor::register`] a `Cpg`/`Quorum` with tokio (`AsyncFd`).
+//! - `reactor` (feature `tokio`): `reactor::register` a `Cpg`/`Quorum` with tokio (`AsyncFd`).
 //! - `ring`: [`RingId`]; `error`: [`Error`], [`CsError`]; `retry`: `CS_ERR_TRY_AGAIN` backoff.
 
 pub mod cfg;
@@ -18,6 +19,7 @@ pub mod cpg;
 pub mod error;
 pub mod membership;
 pub mod quorum;
+#[cfg(feature = "tokio")]
 pub mod reactor;
 mod retry;
 pub mod ring;

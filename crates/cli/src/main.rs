@@ -1,8 +1,10 @@
 //! virtdlm: the admin CLI of virt-dlm. Read-only requests go to the world-readable admin
 //! socket, so any user may inspect; changes go to the control socket (root).
+#![forbid(unsafe_code)]
+
 use clap::{Parser, Subcommand};
-use lockmgr::mode::Mode;
-use lockmgr::proto::{LockInfo, Op, Resource, Response, DEFAULT_ADMIN_SOCKET, DEFAULT_SOCKET};
+use proto::mode::Mode;
+use proto::{LockInfo, Op, Resource, Response, DEFAULT_ADMIN_SOCKET, DEFAULT_SOCKET};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -1,5 +1,7 @@
 //! `virtdlm` against a real virtdlmd (local backend): tables, JSON, filters, exit codes,
 //! and bad input answered with one line and a non-zero exit (never a panic or a debug dump).
+// The daemon tests' harness (a real virtdlmd on private paths, real processes as owners).
+#[path = "../../lockmgr/tests/support/mod.rs"]
 mod support;
 
 use serde_json::Value;
@@ -217,4 +219,24 @@ fn status_shows_no_lock_loss_as_none() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     let line = r.stdout.lines().find(|l| l.contains("last lock loss")).expect("a lock-loss row");
     assert!(line.trim_end().ends_with("none"), "{line}");
+}
+
+#[test]
+fn the_cli_reads_the_admin_socket() {
+    let dir = tmpdir("cli");
+    let mut d = Daemon::new(&dir, "");
+    d.start(&[]);
+    let a = Vm::spawn("web-7");
+    expect_ok(a.acquire(&d, &[disk(&dir, "a.img", false, true)]));
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_virtdlm")).arg("--admin-socket").arg(&d.admin).args(args).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let locks = run(&["locks"]);
+    assert!(locks.contains("a.img") && locks.contains("web-7") && locks.contains("CW"), "{locks}");
+    let name = run(&["resource-name", dir.join("a.img").to_str().unwrap()]);
+    assert!(name.starts_with("d1:"), "{name}");
+    let status: serde_json::Value = serde_json::from_str(&run(&["status", "--json"])).unwrap();
+    assert_eq!(status["locks"], 1);
 }

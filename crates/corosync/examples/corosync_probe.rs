@@ -1,4 +1,4 @@
-//! corosync-probe: drives `lockmgr::corosync` against a real corosync and prints what it sees,
+//! corosync-probe: drives the `corosync` crate against a real corosync and prints what it sees,
 //! one event per line, for the corosync test tier (tests/corosync). Runs on a cluster node
 //! (a network namespace or a guest) and talks to that node's corosync.
 //!
@@ -12,7 +12,7 @@
 //!   verdict <safe|inquorate|settling(..)|lost|..>
 //! `order` prints `seq <payload>` per delivered message and `order ok ...` at the end.
 use clap::{Parser, Subcommand};
-use lockmgr::corosync::{
+use corosync::{
     reactor, Cfg, Cmap, Cpg, CpgEvent, Error, MembershipView, Quorum, QuorumEvent,
 };
 use std::collections::BTreeMap;

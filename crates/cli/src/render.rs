@@ -1,8 +1,8 @@
 //! Tables for people (comfy-table); scripts use `--json`.
 
 use comfy_table::{presets, Table};
-use lockmgr::conflict::clock;
-use lockmgr::proto::LockInfo;
+use proto::conflict::clock;
+use proto::LockInfo;
 use serde_json::Value;
 
 fn table() -> Table {

@@ -1,7 +1,7 @@
 //! One request to virtdlmd, over the admin socket (read-only) or the control socket.
 
 use super::exit::{Code, Failure};
-use lockmgr::proto::{self, FrameError, Op, Response};
+use proto::{self, FrameError, Op, Response};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;

@@ -11,9 +11,17 @@
 //! - the admin socket (`/run/virt-dlm/virtdlmd-admin.sock`, world-connectable) accepts only the
 //!   read-only ones ([`Op::is_read_only`]).
 //!
-//! This module has no dependency on the daemon: the plugin links it with default features off.
+//! This crate is what dlm.so, the `virtdlm` CLI and virtdlmd share, and it knows nothing of the
+//! daemon: the plugin links it and nothing heavier. Beside the messages (this file):
+//! - [`mode`]: the lock-mode table (libvirt disk flags -> DLM mode, which modes coexist);
+//! - [`conflict`]: the sentence a refused user reads, and the clock format of lock times.
 
-use crate::mode::Mode;
+#![forbid(unsafe_code)]
+
+pub mod conflict;
+pub mod mode;
+
+use mode::Mode;
 use serde::{Deserialize, Serialize};
 use std::io::{self, Read, Write};
 

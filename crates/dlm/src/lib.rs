@@ -1,4 +1,6 @@
-//! Safe wrapper over libdlm (the `libdlm_lt` flavour: no library threads).
+//! Safe wrapper over libdlm (the `libdlm_lt` flavour: no library threads), over the raw
+//! bindings of `dlm-sys`. It knows nothing of VMs, disks or the daemon: virtdlmd's DLM backend
+//! (`lockmgr::backend::dlm`) is its user.
 //!
 //! Only the asynchronous calls are used (`dlm_ls_lock`, `dlm_ls_lockx`, `dlm_ls_unlock`,
 //! `dlm_ls_purge`); their completions (ASTs) are read by one dispatcher thread per lockspace that

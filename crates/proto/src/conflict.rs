@@ -2,9 +2,9 @@
 //! when, and what to do about it.
 
 use crate::mode::Mode;
-use crate::proto::Conflict;
+use crate::Conflict;
 #[cfg(test)]
-use crate::proto::LockInfo;
+use crate::LockInfo;
 
 /// "disk /a.img" or "lease space/key".
 pub fn subject(readable: &str) -> String {
