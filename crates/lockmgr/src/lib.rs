@@ -34,6 +34,8 @@ pub mod config;
 #[cfg(feature = "daemon")]
 pub mod conflict;
 #[cfg(feature = "daemon")]
+pub mod controld;
+#[cfg(feature = "daemon")]
 pub mod daemon;
 #[cfg(feature = "formats")]
 pub mod journal;
