@@ -147,7 +147,11 @@ fn a_killed_dlm_controld_stops_the_nodes_vms_before_the_others_get_their_disks()
     // corosync killed by node 1's dlm_controld (which removes a node whose dlm_controld left a
     // lockspace group while it stayed in the cluster: `kick_node_from_cluster` in cpg.c).
     assert!(s.log3.contains("LOCK LOSS"), "node 3 handled a lock loss:\n{ctx}");
-    let first = if s.log3.contains("LOCK LOSS: dlm_controld on this node") { "its dlm_controld gone" } else { "its corosync removed" };
+    let at = |m: &str| s.log3.find(m).unwrap_or(usize::MAX);
+    let first = match at("LOCK LOSS: dlm_controld on this node") < at("LOCK LOSS: this node left") {
+        true => "its dlm_controld gone",
+        false => "its corosync removed",
+    };
     eprintln!("controld killed: node 3 stopped its VM on {first}");
     assert!(s.log1.contains("node(s) left the lockspace"), "node 1 held its grant for the lockspace change:\n{ctx}");
 }
