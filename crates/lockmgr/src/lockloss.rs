@@ -181,6 +181,11 @@ impl LossGate {
     /// membership change. dlm_controld sets the kernel's members in configfs before it lets
     /// the lockspace recover, so a grant the recovery made is answered after this saw it.
     pub fn check_lockspace_members(&self) {
+        // While lost, grants are refused anyway, and the lockspace may be being released
+        // (`rejoin_lockspace` rewrites its configfs tree): nothing to read.
+        if self.is_lost() {
+            return;
+        }
         let left = match self.ls_members.lock().as_mut() {
             Some(m) => m.refresh(),
             None => return,
