@@ -23,6 +23,7 @@ pub mod backend;
 pub mod backend_guard;
 pub mod cluster;
 pub mod config;
+pub mod controld;
 pub mod daemon;
 pub mod journal;
 pub mod lockloss;

@@ -43,6 +43,8 @@ pub enum LossReason {
     LockspaceFailed(String),
     /// The daemon cannot confirm a lock it recorded (e.g. adopting it after a restart failed).
     Unconfirmed(String),
+    /// dlm_controld on this node died or hangs while corosync runs on (see [`crate::controld`]).
+    ControldLost(String),
 }
 
 impl fmt::Display for LossReason {
@@ -53,6 +55,7 @@ impl fmt::Display for LossReason {
             LossReason::CorosyncLost => f.write_str("the connection to corosync was lost"),
             LossReason::LockspaceFailed(d) => write!(f, "the DLM lockspace failed: {d}"),
             LossReason::Unconfirmed(d) => write!(f, "a lock could not be confirmed: {d}"),
+            LossReason::ControldLost(d) => write!(f, "dlm_controld on this node {d}"),
         }
     }
 }
@@ -136,6 +139,9 @@ pub struct LossGate {
     hold_until: Mutex<Option<Instant>>,
     /// The hold applied by [`LossGate::membership_changed`].
     hold: Mutex<Duration>,
+    /// The lockspace's members as dlm_controld last set them in configfs (see
+    /// [`LossGate::check_lockspace_members`]).
+    ls_members: Mutex<Option<crate::controld::Members>>,
 }
 
 impl LossGate {
@@ -145,6 +151,9 @@ impl LossGate {
 
     /// Blocks until the grant hold (if any) has passed. Called before a grant is answered.
     pub fn wait_hold(&self) {
+        // Read now, not only on the next tick: the grant being answered may be the one the
+        // DLM made right after it recovered without a node.
+        self.check_lockspace_members();
         let until = *self.hold_until.lock();
         if let Some(until) = until {
             let left = until.saturating_duration_since(Instant::now());
@@ -160,6 +169,33 @@ impl LossGate {
     pub fn membership_changed(&self) {
         let d = *self.hold.lock();
         self.hold_for(d);
+    }
+
+    /// Watches the members of lockspace `ls` from now on (called once it is joined).
+    pub fn watch_lockspace_members(&self, ls: &str) {
+        *self.ls_members.lock() = Some(crate::controld::Members::new(ls));
+    }
+
+    /// A node left the lockspace while corosync kept it (its dlm_controld died: no totem
+    /// change, so [`LossGate::membership_changed`] is not called): hold grants back as for a
+    /// membership change. dlm_controld sets the kernel's members in configfs before it lets
+    /// the lockspace recover, so a grant the recovery made is answered after this saw it.
+    pub fn check_lockspace_members(&self) {
+        // While lost, grants are refused anyway, and the lockspace may be being released
+        // (`rejoin_lockspace` rewrites its configfs tree): nothing to read.
+        if self.is_lost() {
+            return;
+        }
+        let left = match self.ls_members.lock().as_mut() {
+            Some(m) => m.refresh(),
+            None => return,
+        };
+        if !left.is_empty() {
+            let d = *self.hold.lock();
+            tracing::warn!(nodes = ?left, hold_ms = d.as_millis() as u64,
+                "lockspace membership changed: node(s) left the lockspace; holding grants back while they may still stop their VMs");
+            self.hold_for(d);
+        }
     }
 
     fn hold_for(&self, d: Duration) {
@@ -207,6 +243,10 @@ pub struct LockLoss {
     hold: Duration,
     lockspace: Option<Arc<Deferring>>,
     was_safe: AtomicBool,
+    /// The loss came from dlm_controld (see [`crate::controld`]): the lockspace here can no
+    /// longer be trusted, so a `safe` verdict does not end it; only releasing the lockspace
+    /// and joining it again does (`rejoin_lockspace`).
+    controld_lost: AtomicBool,
 }
 
 impl LockLoss {
@@ -214,7 +254,15 @@ impl LockLoss {
     pub fn new(registry: Arc<Registry>, fencer: Fencer, hold: Duration, lockspace: Option<Arc<Deferring>>) -> Self {
         let gate = registry.loss_gate().clone();
         *gate.hold.lock() = hold;
-        LockLoss { registry, fencer: Arc::new(fencer), gate, hold, lockspace, was_safe: AtomicBool::new(false) }
+        LockLoss {
+            registry,
+            fencer: Arc::new(fencer),
+            gate,
+            hold,
+            lockspace,
+            was_safe: AtomicBool::new(false),
+            controld_lost: AtomicBool::new(false),
+        }
     }
 
     pub fn gate(&self) -> &Arc<LossGate> {
@@ -237,6 +285,7 @@ impl LockLoss {
             Decision::Lose(reason) => self.trigger(reason).await,
             // A retired lockspace is joined again first (`rejoin_lockspace`), then this recovers.
             Decision::Recover if self.lockspace.as_ref().is_some_and(|l| l.is_retired()) => {}
+            Decision::Recover if self.controld_lost.load(Ordering::SeqCst) => {}
             Decision::Recover => self.recover(),
         }
     }
@@ -380,8 +429,11 @@ pub fn start(
         }
     });
     if let Some(ls) = ls_name {
+        loss.gate.watch_lockspace_members(&ls);
         let l = loss.clone();
         tokio::spawn(async move { watch_lockspace(&ls, l).await });
+        let l = loss.clone();
+        tokio::spawn(async move { watch_controld(l).await });
     }
     let l = loss.clone();
     tokio::spawn(async move {
@@ -410,12 +462,57 @@ async fn watch_lockspace(ls: &str, loss: Arc<LockLoss>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
+        loss.gate.check_lockspace_members();
         let now = path.exists();
         // Already lost: the lockspace goes when it is retired (`rejoin_lockspace`).
         if present && !now && !loss.gate.is_lost() {
             loss.trigger(LossReason::LockspaceFailed(format!("{} disappeared", path.display()))).await;
         }
         present = now;
+    }
+}
+
+/// dlm_controld died or hangs here while corosync runs on: the other nodes' dlm_controld
+/// recovers the lockspace without this node (at once for a death; with `enable_fencing=0`
+/// nothing fences it) while the kernel here still lets our VMs believe they hold their locks.
+/// Checked every [`crate::controld::CHECK_EVERY`]; the VMs are stopped as for any loss.
+async fn watch_controld(loss: Arc<LockLoss>) {
+    let mut watch = match crate::controld::Watch::start() {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::warn!("dlm_controld is not watched: {e}");
+            return;
+        }
+    };
+    let mut tick = tokio::time::interval(crate::controld::CHECK_EVERY);
+    loop {
+        tick.tick().await;
+        // Already lost (e.g. the node was removed from the cluster, which ends dlm_controld):
+        // recovery goes through `rejoin_lockspace`, nothing to add.
+        if loss.gate.is_lost() {
+            continue;
+        }
+        let problem = match tokio::task::spawn_blocking(move || {
+            let p = watch.check();
+            (watch, p)
+        })
+        .await
+        {
+            Ok((w, p)) => {
+                watch = w;
+                p
+            }
+            Err(e) => {
+                tracing::error!("the dlm_controld check panicked: {e}");
+                return;
+            }
+        };
+        // The check may have run while another trigger declared the loss (the others remove
+        // a node whose dlm_controld died from corosync within a second): one event is enough.
+        if let Some(why) = problem.filter(|_| !loss.gate.is_lost()) {
+            loss.controld_lost.store(true, Ordering::SeqCst);
+            loss.trigger(LossReason::ControldLost(why)).await;
+        }
     }
 }
 
@@ -461,6 +558,7 @@ async fn rejoin_lockspace(ls: Arc<Deferring>, loss: Arc<LockLoss>, verdicts: tok
             match tokio::task::spawn_blocking(move || l.reopen()).await {
                 Ok(Ok(())) => {
                     tracing::info!(lockspace = ls.lockspace_name(), "lockspace joined again");
+                    loss.controld_lost.store(false, Ordering::SeqCst);
                     loss.recover();
                 }
                 Ok(Err(e)) => tracing::error!("joining the lockspace again failed (retrying): {e}"),

@@ -121,7 +121,7 @@ pub fn count_stonith(cib: &str) -> usize {
 }
 
 /// Runs a command with a bound; its stdout if it exited 0.
-fn run(prog: &str, args: &[&str]) -> Result<String, Option<i32>> {
+pub(crate) fn run(prog: &str, args: &[&str]) -> Result<String, Option<i32>> {
     let mut child = Command::new(prog).args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().map_err(|_| None)?;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
