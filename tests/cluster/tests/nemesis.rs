@@ -110,11 +110,16 @@ impl Nemesis<'_> {
     }
 
     /// The shared directory, the fake virsh and the daemon's directory in a (re)booted guest.
+    /// What an earlier, interrupted run left in a guest kept up goes first: its virtdlmd (by
+    /// its pid file) and its writers. A daemon left running beside the new one, its journal's
+    /// directory wiped under it, once wrote into the new daemon's journal (docs/RELIABILITY.md).
     fn prepare_node(&self, node: u32) {
         let out = self.exec(
             node,
             &format!(
-                r#"set -e; mkdir -p /oracle /run/oracle-uuid; ! mountpoint -q /oracle || umount -l /oracle; mount -t hostfs -o {rd} none /oracle
+                r#"p=$(cat {DIR}/pid 2>/dev/null) && kill -9 $p 2>/dev/null
+for w in $(ps -eo pid=,args= | grep '[d]isk-writer-' | awk '{{print $1}}'); do kill -9 $w 2>/dev/null; done
+set -e; mkdir -p /oracle /run/oracle-uuid; ! mountpoint -q /oracle || umount -l /oracle; mount -t hostfs -o {rd} none /oracle
 printf '#!/bin/sh\n# A libvirt slow to suspend: waits, then stops the VM (SIGSTOP).\nsleep {SLOW_VIRSH}\nfor a; do u=$a; done\np=$(cat /run/oracle-uuid/$u) && kill -STOP $p\n' > /run/oracle-virsh
 chmod +x /run/oracle-virsh; rm -rf {DIR}; mkdir -p {DIR}; printf '{CONFIG}' > {DIR}/conf"#,
                 rd = self.guest_dir()
