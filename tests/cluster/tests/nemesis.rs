@@ -85,6 +85,16 @@ struct Nemesis<'c> {
     cuts: Vec<(u32, f64)>,
 }
 
+/// Whether (and when) a partition round kills and restarts the cut-off node's virtdlmd.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum CutRestart {
+    No,
+    /// 1-3 s after the cut, before the membership changes.
+    Early,
+    /// Once the daemon reports its locks lost (its lockspace stopped).
+    AfterLoss,
+}
+
 fn append(path: &Path, v: &Value) {
     if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
         let _ = writeln!(f, "{v}");
@@ -302,20 +312,36 @@ echo "virtdlmd not serving after 120 s:"; since | tail -20; exit 1"#,
         self.say(&format!("kill -9 virtdlmd on node{node}, restarted {}", if late { "later" } else { "at once" }));
     }
 
-    fn partition_round(&mut self, rng: &mut Rng, restart_while_cut: bool) {
+    fn partition_round(&mut self, rng: &mut Rng, restart: CutRestart) {
         let v = 1 + rng.below(3) as u32;
         let cut = host_now();
         self.c.node_action("partition", v);
         self.cuts.push((v, cut));
         self.fault("partition");
-        self.say(&format!("partition node{v}{}", if restart_while_cut { " (its daemon restarted while cut off)" } else { "" }));
-        if restart_while_cut {
-            std::thread::sleep(Duration::from_millis(1000 + rng.below(2000)));
+        let how = match restart {
+            CutRestart::No => "",
+            CutRestart::Early => " (its daemon restarted while cut off, early)",
+            CutRestart::AfterLoss => " (its daemon restarted while cut off, once it saw its locks lost)",
+        };
+        self.say(&format!("partition node{v}{how}"));
+        if restart != CutRestart::No {
+            if restart == CutRestart::Early {
+                // Before the membership changes (token 3 s): the restart races the loss.
+                std::thread::sleep(Duration::from_millis(1000 + rng.below(2000)));
+            } else {
+                // Once the daemon reports the loss, the lockspace is stopped: the new daemon
+                // starts on a stopped lockspace (taking back and purging block there).
+                let end = Instant::now() + Duration::from_secs(30);
+                while self.status(v)["lock_loss"]["lost"] != true && Instant::now() < end {
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                std::thread::sleep(Duration::from_millis(rng.below(1000)));
+            }
             if !self.kill_daemon(v) {
                 self.failures.push(format!("virtdlmd on node{v} survived kill -9 while the node was cut off"));
             }
             self.start_daemon(v, false);
-            self.fault("daemon_restart_while_partitioned");
+            self.fault(if restart == CutRestart::Early { "daemon_restart_while_partitioned_early" } else { "daemon_restart_while_partitioned_after_loss" });
         }
         // The others recover the lockspace without it and their writers take its disks.
         std::thread::sleep(Duration::from_secs(15));
@@ -541,7 +567,9 @@ fn no_two_incompatible_writers_ever_write_one_image_under_the_nemesis() {
         n.say(&format!("round {r}"));
         if r % 25 == 12 {
             partitions += 1;
-            n.partition_round(&mut rng, partitions == 1);
+            // Round 12: a restart on the stopped lockspace; 37: none; 62: an early one; ...
+            let restart = [CutRestart::AfterLoss, CutRestart::No, CutRestart::Early][(partitions - 1) % 3];
+            n.partition_round(&mut rng, restart);
         } else if r % 50 == 25 {
             n.crash_round(&mut rng);
         } else {
@@ -607,6 +635,8 @@ fn no_two_incompatible_writers_ever_write_one_image_under_the_nemesis() {
         "faults": n.faults,
         "releases_in_flight_at_a_cut": in_flight,
         "requests_cut_by_daemon_death": report["requests_cut_by_daemon_death"],
+        "acquires_cut_by_daemon_death": report["acquires_cut_by_daemon_death"],
+        "releases_cut_by_daemon_death": report["releases_cut_by_daemon_death"],
         "grants": report["grants"],
         "writes": report["writes_logged"],
         "records_on_disk": report["records_on_disk"],

@@ -7,6 +7,14 @@
 //! Break it: start lock-loss handling after `Registry::restore` again (virtdlmd blocked in the
 //! adoption before it watched the membership, as it did): this test fails with "node 3's VM
 //! still runs 120 s after its virtdlmd restarted cut off" (checked against that build).
+//!
+//! After the heal node 3 is removed from the cluster and its virtdlmd must leave no lockspace
+//! behind, though two virtdlmd processes joined it there (the kernel counts one creator
+//! reference per join, and the killed one never released its own). Break it: drop only this
+//! daemon's reference at the retire (`drop_leftover_creators` in crates/lockmgr/src/backend/
+//! dlm.rs doing nothing, as before): this test fails with "node 3 still lists the lockspace"
+//! (done; a new dlm_controld there then says "found uncontrolled lockspace" and has corosync
+//! remove the node again).
 
 use cluster_tests::daemon::{outcome_of, Daemon, Vm};
 use cluster_tests::Cluster;
@@ -46,12 +54,19 @@ fn a_daemon_restarted_while_cut_off_stops_the_vms_it_cannot_vouch_for() {
     // Leave the cluster as found: heal (dlm_controld on node 1 then removes node 3, a stateful
     // merge), and start the cluster again, as the inventory tests do.
     c.node_action("heal", 3);
+    let clean = c.exec(
+        3,
+        "for i in $(seq 1 360); do corosync-cmapctl -g totem.cluster_name >/dev/null 2>&1 || dlm_tool status 2>/dev/null | grep -q '^cluster nodeid' || \
+         [ -e /sys/kernel/dlm/vd_rcut ] || { echo CLEAN; exit 0; }; sleep 0.25; done; ls /sys/kernel/dlm; exit 1",
+    );
+    let log_after = d3.log();
     drop(restart);
     drop(d1);
     drop(d3);
     restart_cluster();
     assert!(!still, "node 3's VM still runs 120 s after its virtdlmd restarted cut off:\n{log}");
     assert!(log.contains("LOCK LOSS"), "the loss is logged:\n{log}");
+    assert_eq!(clean.code, 0, "node 3 still lists the lockspace 90 s after the heal (removed from the cluster?): {}\n{log_after}", clean.text);
 }
 
 fn restart_cluster() {
