@@ -295,7 +295,10 @@ impl Journal {
         let unwritable = |source| JournalError::Unwritable { path: self.path.clone(), source };
         let f = OpenOptions::new().write(true).open(&self.path).map_err(unwritable)?;
         // Held until `f` is dropped: a second writer's check and write wait for ours.
-        rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive).map_err(|e| unwritable(e.into()))?;
+        // SAFETY: `f` is an open file for the whole call; flock(2) takes no pointer.
+        if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&f), libc::LOCK_EX) } != 0 {
+            return Err(unwritable(std::io::Error::last_os_error()));
+        }
         let m = f.metadata().map_err(unwritable)?;
         let what = if self.file_id.is_some_and(|id| id != (m.dev(), m.ino())) {
             "the file was replaced".to_string()

@@ -38,6 +38,8 @@ pub mod daemon;
 #[cfg(feature = "formats")]
 pub mod journal;
 #[cfg(feature = "daemon")]
+pub mod journal_lock;
+#[cfg(feature = "daemon")]
 pub mod lockloss;
 #[cfg(feature = "daemon")]
 pub mod membership_task;

@@ -6,7 +6,7 @@
 //! Writers (`disk-writer`) are lock owners registered through each node's virtdlmd as a QEMU
 //! is; they write records into the images they hold in EX (and read them back), read only in
 //! PR. Per node: 2 writers with the default failure action over the shared images `d0`..`d3`
-//! and every node's "pause" images, and 2 writers with action `pause`, each over its own image
+//! and every node's "pause" images, and `PAUSERS` (3) writers with action `pause`, each over its own image
 //! `p<node><k>`, held nearly all the time in holds of 10-30 s (so a cut-off node always has VMs to pause,
 //! the others want their disks, and a VM its node fails to stop still writes when the others
 //! get its disk: a real QEMU writes without asking anyone). `virsh` is a fake that sleeps `SLOW_VIRSH` before stopping the
@@ -15,9 +15,10 @@
 //! Faults, one per round, drawn from the seed: kill -9 of a writer; kill -9 of virtdlmd and
 //! an immediate restart (landing in the middle of requests: the writers count the requests a
 //! death cut); kill -9 of virtdlmd and a restart a little later (releases and acquires pile up
-//! meanwhile); a quiet round. Every 25th round (12, 37, ...) a partition of a random node (the
-//! first one with its daemon killed and restarted while cut off), healed after the others took
-//! its disks; every 50th (25, 75, ...) a crash of a random node (cluster.sh kill) and its
+//! meanwhile); a quiet round. Every 25th round (12, 37, ...) a partition of a random node,
+//! healed after the others took its disks: the first one with its daemon killed and restarted
+//! once it reported its locks lost (on a stopped lockspace), the second with no restart, the
+//! third with a restart 1-3 s after the cut (racing the membership change), and so on; every 50th (25, 75, ...) a crash of a random node (cluster.sh kill) and its
 //! reboot. After the last round the writers stop, the run settles, and:
 //! - every image must be grantable EX on every node by a fresh owner (asked of the DLM through
 //!   the daemon), and every daemon's lock table must be empty: no lock left held without an
@@ -47,7 +48,7 @@ const CONFIG: &str = "lockspace = vl_nem\\nwatchdog = none\\nfence_grace_ms = 10
 /// The fake virsh's delay before it suspends (fence_pause_timeout_ms above is 1500).
 const SLOW_VIRSH: &str = "1.0";
 const SHARED: [&str; 4] = ["d0", "d1", "d2", "d3"];
-const PAUSERS: u32 = 2;
+const PAUSERS: u32 = 3;
 /// Image size: block 0 plus 16384 slots of 512 bytes (disk-writer's layout), sparse.
 const IMAGE_BYTES: u64 = 512 * (1 + 16384);
 
