@@ -88,7 +88,7 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
     for w in crate::backend_guard::check(&config, cluster_seen.as_ref())? {
         tracing::warn!("{w}");
     }
-    let _journal_lock = crate::journal_lock::lock(&config.journal).map_err(|e| match e {
+    let journal_lock = crate::journal_lock::lock(&config.journal).map_err(|e| match e {
         crate::journal_lock::LockError::InUse(j) => DaemonError::JournalInUse(j),
         crate::journal_lock::LockError::Io { path, source } => DaemonError::Journal(JournalError::Io { path, source }),
     })?;
@@ -139,6 +139,8 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
         registry.quarantine().set_shape(shape, nodes);
     }
 
+    // Held until run() returns, past the runtime's shutdown.
+    let taken_from = journal_lock.taken_from;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(DaemonError::Runtime)?;
     rt.block_on(async move {
         let ctl_mode = if config.allowed_uids.iter().any(|u| *u != 0) {
@@ -148,6 +150,12 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
         } else {
             0o600
         };
+        if let Some(pid) = taken_from {
+            // The dying daemon's sockets still accept (into a queue no one reads): replaced.
+            tracing::warn!("replacing the sockets of virtdlmd pid {pid}, which is stuck exiting");
+            let _ = std::fs::remove_file(&config.socket);
+            let _ = std::fs::remove_file(&config.admin_socket);
+        }
         let ctl = server::bind(&config.socket, ctl_mode, config.allowed_gid)?;
         let admin = server::bind(&config.admin_socket, 0o666, None)?;
         // Joined before serving, so our restored table is re-sent on our join. The handle's

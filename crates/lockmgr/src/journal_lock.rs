@@ -35,14 +35,28 @@ pub enum LockError {
 /// `PF_EXITING` in the flags of /proc/<pid>/task/<tid>/stat: the thread is in `do_exit`.
 const PF_EXITING: u64 = 0x4;
 
-/// Takes the journal's lock for the life of the returned file.
-pub fn lock(journal: &Path) -> Result<File, LockError> {
+/// The journal's lock, held while this lives.
+pub struct JournalLock {
+    _file: File,
+    /// The pid of the dying virtdlmd it was taken over from: its sockets are still bound (their
+    /// files are released only when it finishes exiting) and answer no one, so the new daemon
+    /// replaces them instead of refusing to start beside "another daemon".
+    pub taken_from: Option<u32>,
+}
+
+/// Takes the journal's lock.
+pub fn lock(journal: &Path) -> Result<JournalLock, LockError> {
+    let (file, taken_from) = lock_file(journal)?;
+    Ok(JournalLock { _file: file, taken_from })
+}
+
+fn lock_file(journal: &Path) -> Result<(File, Option<u32>), LockError> {
     let path = journal.with_extension("lock");
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|source| LockError::Io { path: dir.into(), source })?;
     }
     if let Some(f) = try_lock(&path)? {
-        return Ok(f);
+        return Ok((f, None));
     }
     let in_use = || LockError::InUse(journal.display().to_string());
     let guard_path = journal.with_extension("lock-takeover");
@@ -50,7 +64,7 @@ pub fn lock(journal: &Path) -> Result<File, LockError> {
     rustix::fs::flock(&guard, rustix::fs::FlockOperation::LockExclusive).map_err(|e| LockError::Io { path: guard_path, source: e.into() })?;
     // Again under the take-over lock: the file at the path now, and who holds it.
     if let Some(f) = try_lock(&path)? {
-        return Ok(f);
+        return Ok((f, None));
     }
     let f = File::open(&path).map_err(|source| LockError::Io { path: path.clone(), source })?;
     let m = f.metadata().map_err(|source| LockError::Io { path: path.clone(), source })?;
@@ -67,7 +81,7 @@ pub fn lock(journal: &Path) -> Result<File, LockError> {
          it can no longer write: taking over (its lock file moved to {})",
         aside.display()
     );
-    try_lock(&path)?.ok_or_else(in_use)
+    try_lock(&path)?.map(|f| (f, Some(pid))).ok_or_else(in_use)
 }
 
 fn open_or_create(path: &Path) -> Result<File, LockError> {
