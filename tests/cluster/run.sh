@@ -9,7 +9,7 @@
 #
 # Needs root (network namespace, taps) and the packages of tests/install-deps.sh.
 # Settings: CL_NS, CL_BASE, CL_NET (see cluster.sh) to run beside another cluster on this host,
-# CL_VM=qemu for qemu TCG guests instead of User-Mode Linux; VIRTDLM_NEMESIS_ROUNDS (default here 10)
+# CL_VM=qemu for qemu TCG guests instead of User-Mode Linux; VIRTDLM_NEMESIS_ROUNDS (default 50)
 # and VIRTDLM_NEMESIS_SEED for the nemesis test (tests/nemesis.rs; a longer soak: more rounds);
 # extra arguments are passed to the test binaries (e.g. a test name filter; the corosync
 # scenarios, the libvirt VMs and the two-node cluster then do not run). CL_COROSYNC=0 leaves
@@ -17,9 +17,10 @@
 # one, for tests/two_node.rs). CL_LIBVIRT=1 adds the real libvirtd + QEMU VMs (about 25 min
 # on 2 cores, so not part of the default run: see tests/cluster/README.md).
 set -uo pipefail
-# The nemesis's default in this tier: 10 rounds of kill -9 (daemons mid-request, owners) on the
-# DLM; partitions and node crashes start at round 12 (a soak: VIRTDLM_NEMESIS_ROUNDS=50 or more).
-export VIRTDLM_NEMESIS_ROUNDS=${VIRTDLM_NEMESIS_ROUNDS:-10}
+# The nemesis's default in this tier: 50 rounds on the DLM (kill -9 of daemons mid-request and of
+# owners, partitions at rounds 12 and 37, the first with a daemon restart while cut off, a node
+# crash at round 25). A soak: VIRTDLM_NEMESIS_ROUNDS=500 (docs/RELIABILITY.md).
+export VIRTDLM_NEMESIS_ROUNDS=${VIRTDLM_NEMESIS_ROUNDS:-50}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 CL=$HERE/cluster.sh

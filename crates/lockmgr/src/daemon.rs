@@ -21,7 +21,6 @@ use crate::naming::Naming;
 use crate::owner;
 use crate::registry::Registry;
 use crate::server::{self, Access, SocketKind};
-use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -50,22 +49,6 @@ pub enum DaemonError {
     Cluster(#[from] crate::cluster::ClusterError),
 }
 
-/// An exclusive flock on `<journal>.lock`, held for the daemon's life. The file is held open
-/// read-only (flock needs no more), so that the filesystem can still be remounted read-only.
-fn lock_journal(journal: &Path) -> Result<File, DaemonError> {
-    use rustix::fs::{flock, FlockOperation};
-    let path = journal.with_extension("lock");
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|source| JournalError::Io { path: dir.into(), source })?;
-    }
-    if !path.exists() {
-        File::create(&path).map_err(|source| JournalError::Io { path: path.clone(), source })?;
-    }
-    let f = File::open(&path).map_err(|source| JournalError::Io { path: path.clone(), source })?;
-    flock(&f, FlockOperation::NonBlockingLockExclusive).map_err(|_| DaemonError::JournalInUse(journal.display().to_string()))?;
-    Ok(f)
-}
-
 /// Raises the soft limit on open files to the hard one: every client connection is a file,
 /// and the usual soft limit (1024) would let a few hundred idle clients stop new ones.
 fn raise_fd_limit() {
@@ -90,7 +73,10 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
     for w in crate::backend_guard::check(&config, cluster_seen.as_ref())? {
         tracing::warn!("{w}");
     }
-    let _journal_lock = lock_journal(&config.journal)?;
+    let journal_lock = crate::journal_lock::lock(&config.journal).map_err(|e| match e {
+        crate::journal_lock::LockError::InUse(j) => DaemonError::JournalInUse(j),
+        crate::journal_lock::LockError::Io { path, source } => DaemonError::Journal(JournalError::Io { path, source }),
+    })?;
     let (journal, salvaged) = Journal::open(&config.journal, config.journal_compact_bytes, config.recover_journal)?;
     if let Some(s) = salvaged {
         tracing::error!(
@@ -138,6 +124,8 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
         registry.quarantine().set_shape(shape, nodes);
     }
 
+    // Held until run() returns, past the runtime's shutdown.
+    let taken_from = journal_lock.taken_from;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(DaemonError::Runtime)?;
     rt.block_on(async move {
         let ctl_mode = if config.allowed_uids.iter().any(|u| *u != 0) {
@@ -147,6 +135,12 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
         } else {
             0o600
         };
+        if let Some(pid) = taken_from {
+            // The dying daemon's sockets still accept (into a queue no one reads): replaced.
+            tracing::warn!("replacing the sockets of virtdlmd pid {pid}, which is stuck exiting");
+            let _ = std::fs::remove_file(&config.socket);
+            let _ = std::fs::remove_file(&config.admin_socket);
+        }
         let ctl = server::bind(&config.socket, ctl_mode, config.allowed_gid)?;
         let admin = server::bind(&config.admin_socket, 0o666, None)?;
         // Joined before serving, so our restored table is re-sent on our join. The handle's

@@ -27,6 +27,16 @@
 //! journal's filesystem, which can therefore be remounted read-only under it (new grants are
 //! then refused, see [`JournalError::Unwritable`]).
 //!
+//! One writer only: the daemon's lock file (daemon.rs) keeps a second virtdlmd off the
+//! journal, but not if that file was removed under a running one (its directory wiped, as a
+//! test harness or a cleanup script may do): the second daemon then starts on its own new
+//! journal, while the first one, which opens the journal by path for every append, would
+//! write its records at its own idea of the end of the file, in the middle of the other's
+//! records. So every append and compaction takes an flock on the journal file itself and
+//! checks, under it, that the file is still the one this daemon last wrote (same inode, same
+//! length); if not, it refuses with [`JournalError::TakenOver`] and never writes that journal
+//! again: the other daemon's journal stays whole.
+//!
 //! Damage (bad magic or version, a record whose checksum or JSON is wrong, a length running
 //! past the end of the file) is never skipped: [`Journal::open`] refuses, naming the byte
 //! offset, unless salvage is asked for, which keeps the valid prefix and moves the damaged
@@ -40,6 +50,7 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 8] = b"virtdlmj";
@@ -137,6 +148,13 @@ pub enum JournalError {
     /// A change could not be made durable; nothing of it is kept.
     #[error("journal {path} cannot be written ({source}): {}", unwritable_hint(.source))]
     Unwritable { path: PathBuf, source: std::io::Error },
+    /// The file at the journal's path is no longer the one this daemon wrote: another process
+    /// (a second virtdlmd) replaced or extended it. This daemon never writes it again.
+    #[error(
+        "journal {path} was changed by another process ({what}): is a second virtdlmd running on it (its lock file removed)? \
+         This virtdlmd no longer writes that journal and grants nothing more; stop the virtdlmd that should not run"
+    )]
+    TakenOver { path: PathBuf, what: String },
 }
 
 /// What an operator does about a journal write failure.
@@ -168,6 +186,10 @@ pub struct Journal {
     /// Size right after the last compaction: the journal is compacted again only once it
     /// has doubled, so a large live state is not rewritten on every append.
     live_size: u64,
+    /// (device, inode) of the file this daemon last wrote (or read at open).
+    file_id: Option<(u64, u64)>,
+    /// Set once another process was found writing the journal: nothing is written any more.
+    taken_over: Option<String>,
 }
 
 impl Journal {
@@ -177,9 +199,15 @@ impl Journal {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
-        let bytes = match std::fs::read(path) {
-            Ok(b) => Some(b),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        // Read through one handle, so that the file identity kept is the one read.
+        let (bytes, file_id) = match File::open(path) {
+            Ok(mut f) => {
+                let mut b = Vec::new();
+                f.read_to_end(&mut b).map_err(io)?;
+                let m = f.metadata().map_err(io)?;
+                (Some(b), Some((m.dev(), m.ino())))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (None, None),
             Err(e) => return Err(io(e)),
         };
         // An empty file is the creation below interrupted before its header was written: it
@@ -201,7 +229,8 @@ impl Journal {
             std::fs::rename(path, &moved_to).map_err(io)?;
             salvaged = Some(Salvaged { offset, reason, moved_to });
         }
-        let mut j = Journal { path: path.into(), size: 0, dirty: false, state, compact_bytes, live_size: 0 };
+        let file_id = if salvaged.is_some() { None } else { file_id };
+        let mut j = Journal { path: path.into(), size: 0, dirty: false, state, compact_bytes, live_size: 0, file_id, taken_over: None };
         // A fresh file, or one just salvaged, is rewritten from the state (header included).
         if fresh || salvaged.is_some() {
             j.compact()?;
@@ -236,11 +265,14 @@ impl Journal {
         for r in records {
             encode_record(&mut buf, r);
         }
-        if let Err(source) = self.write_durably(&buf) {
+        let f = self.open_own()?;
+        if let Err(source) = self.write_durably(&f, &buf) {
             self.dirty = true;
-            self.roll_back();
+            self.roll_back(&f);
             return Err(JournalError::Unwritable { path: self.path.clone(), source });
         }
+        // Unlocked only now: a second writer checks the length this append left.
+        drop(f);
         self.size += buf.len() as u64;
         for r in records {
             self.state.apply(r).expect("checked before writing");
@@ -253,8 +285,32 @@ impl Journal {
         Ok(())
     }
 
-    fn write_durably(&mut self, buf: &[u8]) -> std::io::Result<()> {
-        let mut f = OpenOptions::new().write(true).open(&self.path)?;
+    /// The journal file opened for writing and flocked, once it is shown to be the file this
+    /// daemon last wrote, at the length it left (longer only by a tail of its own failed write).
+    /// Anything else is another writer's file: refused, now and for every later change.
+    fn open_own(&mut self) -> Result<File, JournalError> {
+        if let Some(what) = &self.taken_over {
+            return Err(JournalError::TakenOver { path: self.path.clone(), what: what.clone() });
+        }
+        let unwritable = |source| JournalError::Unwritable { path: self.path.clone(), source };
+        let f = OpenOptions::new().write(true).open(&self.path).map_err(unwritable)?;
+        // Held until `f` is dropped: a second writer's check and write wait for ours.
+        rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive).map_err(|e| unwritable(e.into()))?;
+        let m = f.metadata().map_err(unwritable)?;
+        let what = if self.file_id.is_some_and(|id| id != (m.dev(), m.ino())) {
+            "the file was replaced".to_string()
+        } else if m.len() < self.size || (m.len() > self.size && !self.dirty) {
+            format!("its length is {} bytes, this virtdlmd wrote {}", m.len(), self.size)
+        } else {
+            self.file_id = Some((m.dev(), m.ino()));
+            return Ok(f);
+        };
+        tracing::error!("journal {} was changed by another process ({what}): no longer writing it", self.path.display());
+        self.taken_over = Some(what.clone());
+        Err(JournalError::TakenOver { path: self.path.clone(), what })
+    }
+
+    fn write_durably(&mut self, mut f: &File, buf: &[u8]) -> std::io::Result<()> {
         if self.dirty {
             f.set_len(self.size)?;
             self.dirty = false;
@@ -266,11 +322,8 @@ impl Journal {
     }
 
     /// Cuts the file back to `size` after a failed write, if the filesystem lets us now.
-    fn roll_back(&mut self) {
-        let cut = OpenOptions::new().write(true).open(&self.path).and_then(|f| {
-            f.set_len(self.size)?;
-            f.sync_data()
-        });
+    fn roll_back(&mut self, f: &File) {
+        let cut = f.set_len(self.size).and_then(|()| f.sync_data());
         if cut.is_ok() {
             self.dirty = false;
         }
@@ -293,18 +346,28 @@ impl Journal {
 
     /// Rewrites the journal as the live state: temp file, fsync, rename, fsync directory.
     pub fn compact(&mut self) -> Result<(), JournalError> {
+        // Not over another writer's journal: the file replaced is ours, locked until the rename.
+        let _own = match self.file_id {
+            Some(_) => Some(self.open_own()?),
+            None => None,
+        };
         let io = |source| JournalError::Io { path: self.path.clone(), source };
         let tmp = self.path.with_extension("tmp");
         let buf = encode(&self.state);
         let written = File::create(&tmp).and_then(|mut f| {
             f.write_all(&buf)?;
-            f.sync_all()
+            f.sync_all()?;
+            f.metadata()
         });
-        if let Err(e) = written {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(io(e));
-        }
+        let m = match written {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(io(e));
+            }
+        };
         std::fs::rename(&tmp, &self.path).map_err(io)?;
+        self.file_id = Some((m.dev(), m.ino()));
         // The new file is in place: whatever the directory sync says, it is the journal now.
         self.size = buf.len() as u64;
         self.live_size = self.size;
@@ -601,6 +664,69 @@ mod tests {
         let p = tmp("hdr");
         std::fs::write(&p, b"something else entirely").unwrap();
         assert!(matches!(Journal::open(&p, 1 << 20, false), Err(JournalError::Damaged { offset: 0, .. })));
+    }
+
+    /// A second daemon on the same journal path: what happens when the directory holding the
+    /// journal and its lock file is wiped under a running virtdlmd and another one starts there
+    /// (seen under the nemesis: a journal damaged mid-file, a `gone` record of the first
+    /// daemon's written at its own end-of-file offset inside the second's records). The first
+    /// daemon's later changes must be refused and the second's journal stay whole.
+    /// Broken build (done): make `open_own` return `Ok(f)` without its checks: this test
+    /// fails with "the second journal was damaged: Some((790, \"checksum mismatch\"))".
+    #[test]
+    fn a_daemon_whose_journal_was_replaced_never_writes_into_the_new_one() {
+        let p = tmp("replaced");
+        let (mut old, _) = Journal::open(&p, 1 << 20, false).unwrap();
+        fill(&mut old);
+        // The directory is wiped; a second daemon starts on a new journal at the same path
+        // and records more than the first one had (so a stale offset lands mid-file).
+        std::fs::remove_file(&p).unwrap();
+        let (mut new, _) = Journal::open(&p, 1 << 20, false).unwrap();
+        for pid in 100..110 {
+            let key = OwnerKey { pid, start: 1 };
+            new.append(&[Record::Owner { key, spec: spec(pid) }, grant(key, &format!("d1:{pid}"))]).unwrap();
+        }
+        let want = new.state().clone();
+        // The first daemon sees one of its owners exit, then compacts.
+        let appended = old.append(&[Record::Gone { key: OwnerKey { pid: 20, start: 200 } }]);
+        let (state, damage) = parse(&read_all(&p).unwrap());
+        assert!(damage.is_none(), "the second journal was damaged: {damage:?}");
+        assert_eq!(state, want);
+        let e = appended.unwrap_err();
+        assert!(matches!(e, JournalError::TakenOver { .. }), "{e}");
+        assert!(e.to_string().contains(&p.display().to_string()), "{e}");
+        assert!(matches!(old.compact(), Err(JournalError::TakenOver { .. })));
+        assert_eq!(parse(&read_all(&p).unwrap()).0, want, "the first daemon's compaction replaced the second's journal");
+        // The second daemon goes on as if nothing happened.
+        new.append(&[Record::Gone { key: OwnerKey { pid: 100, start: 1 } }]).unwrap();
+        drop(new);
+        assert_eq!(Journal::open(&p, 1 << 20, false).unwrap().0.state().owners.len(), 9);
+    }
+
+    /// The same with both daemons on one file (no wipe) and the second one compacting: the
+    /// first one's appends and compaction are refused, whichever file it finds at the path.
+    /// Broken build (done): `open_own` without its checks: "the journal was damaged: ...
+    /// record length 808464432 is implausible".
+    #[test]
+    fn a_second_writer_on_the_same_file_is_detected_before_anything_is_written() {
+        let p = tmp("second");
+        let (mut a, _) = Journal::open(&p, 1 << 20, false).unwrap();
+        fill(&mut a);
+        let (mut b, _) = Journal::open(&p, 1 << 20, false).unwrap();
+        let key = OwnerKey { pid: 30, start: 300 };
+        b.append(&[Record::Owner { key, spec: spec(30) }, grant(key, "d1:x")]).unwrap();
+        let appended = a.append(&[Record::Release { key: OwnerKey { pid: 10, start: 100 }, name: "d1:b".into() }]);
+        let (state, damage) = parse(&read_all(&p).unwrap());
+        assert!(damage.is_none(), "the journal was damaged: {damage:?}");
+        assert_eq!(&state, b.state());
+        let e = appended.unwrap_err();
+        assert!(matches!(e, JournalError::TakenOver { .. }), "{e}");
+        // The second compacts (a new file at the path): the first still writes nothing.
+        b.compact().unwrap();
+        let before = read_all(&p).unwrap();
+        assert!(a.append(&[Record::Gone { key: OwnerKey { pid: 10, start: 100 } }]).is_err());
+        assert!(a.compact().is_err());
+        assert_eq!(read_all(&p).unwrap(), before, "the first daemon changed the second's journal");
     }
 
     #[test]

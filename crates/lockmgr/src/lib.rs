@@ -26,6 +26,7 @@ pub mod config;
 pub mod controld;
 pub mod daemon;
 pub mod journal;
+pub mod journal_lock;
 pub mod lockloss;
 pub mod membership_task;
 pub mod naming;

@@ -6,7 +6,7 @@
 //! Writers (`disk-writer`) are lock owners registered through each node's virtdlmd as a QEMU
 //! is; they write records into the images they hold in EX (and read them back), read only in
 //! PR. Per node: 2 writers with the default failure action over the shared images `d0`..`d3`
-//! and every node's "pause" images, and 2 writers with action `pause`, each over its own image
+//! and every node's "pause" images, and `PAUSERS` (3) writers with action `pause`, each over its own image
 //! `p<node><k>`, held nearly all the time in holds of 10-30 s (so a cut-off node always has VMs to pause,
 //! the others want their disks, and a VM its node fails to stop still writes when the others
 //! get its disk: a real QEMU writes without asking anyone). `virsh` is a fake that sleeps `SLOW_VIRSH` before stopping the
@@ -15,9 +15,10 @@
 //! Faults, one per round, drawn from the seed: kill -9 of a writer; kill -9 of virtdlmd and
 //! an immediate restart (landing in the middle of requests: the writers count the requests a
 //! death cut); kill -9 of virtdlmd and a restart a little later (releases and acquires pile up
-//! meanwhile); a quiet round. Every 25th round (12, 37, ...) a partition of a random node (the
-//! first one with its daemon killed and restarted while cut off), healed after the others took
-//! its disks; every 50th (25, 75, ...) a crash of a random node (cluster.sh kill) and its
+//! meanwhile); a quiet round. Every 25th round (12, 37, ...) a partition of a random node,
+//! healed after the others took its disks: the first one with its daemon killed and restarted
+//! once it reported its locks lost (on a stopped lockspace), the second with no restart, the
+//! third with a restart 1-3 s after the cut (racing the membership change), and so on; every 50th (25, 75, ...) a crash of a random node (cluster.sh kill) and its
 //! reboot. After the last round the writers stop, the run settles, and:
 //! - every image must be grantable EX on every node by a fresh owner (asked of the DLM through
 //!   the daemon), and every daemon's lock table must be empty: no lock left held without an
@@ -47,7 +48,7 @@ const CONFIG: &str = "lockspace = vl_nem\\nwatchdog = none\\nfence_grace_ms = 10
 /// The fake virsh's delay before it suspends (fence_pause_timeout_ms above is 1500).
 const SLOW_VIRSH: &str = "1.0";
 const SHARED: [&str; 4] = ["d0", "d1", "d2", "d3"];
-const PAUSERS: u32 = 2;
+const PAUSERS: u32 = 3;
 /// Image size: block 0 plus 16384 slots of 512 bytes (disk-writer's layout), sparse.
 const IMAGE_BYTES: u64 = 512 * (1 + 16384);
 
@@ -85,6 +86,16 @@ struct Nemesis<'c> {
     cuts: Vec<(u32, f64)>,
 }
 
+/// Whether (and when) a partition round kills and restarts the cut-off node's virtdlmd.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum CutRestart {
+    No,
+    /// 1-3 s after the cut, before the membership changes.
+    Early,
+    /// Once the daemon reports its locks lost (its lockspace stopped).
+    AfterLoss,
+}
+
 fn append(path: &Path, v: &Value) {
     if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
         let _ = writeln!(f, "{v}");
@@ -110,11 +121,16 @@ impl Nemesis<'_> {
     }
 
     /// The shared directory, the fake virsh and the daemon's directory in a (re)booted guest.
+    /// What an earlier, interrupted run left in a guest kept up goes first: its virtdlmd (by
+    /// its pid file) and its writers. A daemon left running beside the new one, its journal's
+    /// directory wiped under it, once wrote into the new daemon's journal (docs/RELIABILITY.md).
     fn prepare_node(&self, node: u32) {
         let out = self.exec(
             node,
             &format!(
-                r#"set -e; mkdir -p /oracle /run/oracle-uuid; ! mountpoint -q /oracle || umount -l /oracle; mount -t hostfs -o {rd} none /oracle
+                r#"p=$(cat {DIR}/pid 2>/dev/null) && kill -9 $p 2>/dev/null
+for w in $(ps -eo pid=,args= | grep '[d]isk-writer-' | awk '{{print $1}}'); do kill -9 $w 2>/dev/null; done
+set -e; mkdir -p /oracle /run/oracle-uuid; ! mountpoint -q /oracle || umount -l /oracle; mount -t hostfs -o {rd} none /oracle
 printf '#!/bin/sh\n# A libvirt slow to suspend: waits, then stops the VM (SIGSTOP).\nsleep {SLOW_VIRSH}\nfor a; do u=$a; done\np=$(cat /run/oracle-uuid/$u) && kill -STOP $p\n' > /run/oracle-virsh
 chmod +x /run/oracle-virsh; rm -rf {DIR}; mkdir -p {DIR}; printf '{CONFIG}' > {DIR}/conf"#,
                 rd = self.guest_dir()
@@ -297,20 +313,36 @@ echo "virtdlmd not serving after 120 s:"; since | tail -20; exit 1"#,
         self.say(&format!("kill -9 virtdlmd on node{node}, restarted {}", if late { "later" } else { "at once" }));
     }
 
-    fn partition_round(&mut self, rng: &mut Rng, restart_while_cut: bool) {
+    fn partition_round(&mut self, rng: &mut Rng, restart: CutRestart) {
         let v = 1 + rng.below(3) as u32;
         let cut = host_now();
         self.c.node_action("partition", v);
         self.cuts.push((v, cut));
         self.fault("partition");
-        self.say(&format!("partition node{v}{}", if restart_while_cut { " (its daemon restarted while cut off)" } else { "" }));
-        if restart_while_cut {
-            std::thread::sleep(Duration::from_millis(1000 + rng.below(2000)));
+        let how = match restart {
+            CutRestart::No => "",
+            CutRestart::Early => " (its daemon restarted while cut off, early)",
+            CutRestart::AfterLoss => " (its daemon restarted while cut off, once it saw its locks lost)",
+        };
+        self.say(&format!("partition node{v}{how}"));
+        if restart != CutRestart::No {
+            if restart == CutRestart::Early {
+                // Before the membership changes (token 3 s): the restart races the loss.
+                std::thread::sleep(Duration::from_millis(1000 + rng.below(2000)));
+            } else {
+                // Once the daemon reports the loss, the lockspace is stopped: the new daemon
+                // starts on a stopped lockspace (taking back and purging block there).
+                let end = Instant::now() + Duration::from_secs(30);
+                while self.status(v)["lock_loss"]["lost"] != true && Instant::now() < end {
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                std::thread::sleep(Duration::from_millis(rng.below(1000)));
+            }
             if !self.kill_daemon(v) {
                 self.failures.push(format!("virtdlmd on node{v} survived kill -9 while the node was cut off"));
             }
             self.start_daemon(v, false);
-            self.fault("daemon_restart_while_partitioned");
+            self.fault(if restart == CutRestart::Early { "daemon_restart_while_partitioned_early" } else { "daemon_restart_while_partitioned_after_loss" });
         }
         // The others recover the lockspace without it and their writers take its disks.
         std::thread::sleep(Duration::from_secs(15));
@@ -536,7 +568,9 @@ fn no_two_incompatible_writers_ever_write_one_image_under_the_nemesis() {
         n.say(&format!("round {r}"));
         if r % 25 == 12 {
             partitions += 1;
-            n.partition_round(&mut rng, partitions == 1);
+            // Round 12: a restart on the stopped lockspace; 37: none; 62: an early one; ...
+            let restart = [CutRestart::AfterLoss, CutRestart::No, CutRestart::Early][(partitions - 1) % 3];
+            n.partition_round(&mut rng, restart);
         } else if r % 50 == 25 {
             n.crash_round(&mut rng);
         } else {
@@ -602,6 +636,8 @@ fn no_two_incompatible_writers_ever_write_one_image_under_the_nemesis() {
         "faults": n.faults,
         "releases_in_flight_at_a_cut": in_flight,
         "requests_cut_by_daemon_death": report["requests_cut_by_daemon_death"],
+        "acquires_cut_by_daemon_death": report["acquires_cut_by_daemon_death"],
+        "releases_cut_by_daemon_death": report["releases_cut_by_daemon_death"],
         "grants": report["grants"],
         "writes": report["writes_logged"],
         "records_on_disk": report["records_on_disk"],

@@ -128,6 +128,8 @@ fn main() {
     let mut holds: BTreeMap<String, Hold> = BTreeMap::new();
     let mut seen_writes: HashSet<(u64, u64, u64)> = HashSet::new();
     let (mut grants, mut writes, mut reads, mut io_kills) = (0u64, 0u64, 0u64, 0u64);
+    // Of which acquires and releases (a daemon killed in the middle of one).
+    let (mut acquires_cut, mut releases_cut) = (0u64, 0u64);
     let mut mismatches = Vec::new();
     for e in &events {
         let hold = e["hold"].as_str().unwrap_or("").to_string();
@@ -140,7 +142,10 @@ fn main() {
                 h.mode = e["mode"].as_str().unwrap_or("?").to_string();
                 (h.node, h.owner, h.disk) = (node, e["vm"].as_str().unwrap_or("?").to_string(), disk);
             }
-            "acquire" | "release" if e["outcome"] == "io" => io_kills += 1,
+            k @ ("acquire" | "release") if e["outcome"] == "io" => {
+                io_kills += 1;
+                *(if k == "acquire" { &mut acquires_cut } else { &mut releases_cut }) += 1;
+            }
             "write" => {
                 writes += 1;
                 let key = (node, e["pid"].as_u64().unwrap_or(0), e["seq"].as_u64().unwrap_or(0));
@@ -260,6 +265,8 @@ fn main() {
         "records_on_disk": disk_records,
         "records_only_on_disk": disk_only,
         "requests_cut_by_daemon_death": io_kills,
+        "acquires_cut_by_daemon_death": acquires_cut,
+        "releases_cut_by_daemon_death": releases_cut,
         "clock_worst_offset_plus_uncertainty": clocks.measures.keys().map(|n| (format!("node{n}"), json!(clocks.eps(*n)))).collect::<serde_json::Map<_, _>>(),
         "mismatches": mismatches.len(),
         "time_overlaps": overlaps.len(),

@@ -34,6 +34,36 @@ use std::time::Duration;
 /// How long the NL anchor may take: it conflicts with nothing, so only a lockspace stopped for
 /// recovery delays it.
 const ANCHOR_WAIT: Duration = Duration::from_secs(30);
+/// At most this many creator references left by earlier daemons are dropped at a retire.
+const MAX_LEFTOVER_CREATORS: u32 = 1000;
+
+/// After this daemon released its own creator reference to a retired lockspace: drops those
+/// every earlier virtdlmd on this node left. The kernel counts creators and removes the
+/// lockspace only at the last release (and tells no one which release was the last); a
+/// virtdlmd killed (-9) or stopped never releases its own, since the locks it leaves orphaned
+/// must outlive it. A lockspace left behind keeps the node out of the cluster: the next
+/// dlm_controld says "found uncontrolled lockspace" and has corosync remove the node again.
+/// Each release goes through a handle opened for it (an open takes no creator reference).
+/// Returns how many were dropped.
+fn drop_leftover_creators(name: &str) -> Result<u32, DlmError> {
+    let listed = std::path::Path::new("/sys/kernel/dlm").join(name);
+    let mut dropped = 0;
+    while listed.exists() && dropped < MAX_LEFTOVER_CREATORS {
+        match Lockspace::open(name).and_then(|ls| ls.release(true)) {
+            Ok(_) => dropped += 1,
+            // Gone meanwhile: the release before was the last.
+            Err(_) if !listed.exists() => break,
+            Err(e) => return Err(e),
+        }
+    }
+    if dropped > 0 {
+        tracing::info!(lockspace = name, dropped, "released the lockspace for the virtdlmd processes before this one (killed or stopped without releasing it)");
+    }
+    if listed.exists() {
+        tracing::error!(lockspace = name, "the kernel still lists the lockspace after {dropped} releases: it stays until a reboot");
+    }
+    Ok(dropped)
+}
 
 pub struct DlmBackend {
     ls: RwLock<Lockspace>,
@@ -85,7 +115,7 @@ impl DlmBackend {
         let name = &self.name;
         dlm::abandoned::run_alone(name, self.nodeid).map_err(|e| unavailable(name, e))?;
         // Closing waits for the recovery just started; with no other node it takes moments.
-        let released = self.ls.read().release(true);
+        let released = self.ls.read().release(true).and_then(|_| drop_leftover_creators(name));
         let cleaned = dlm::abandoned::cleanup(name, self.nodeid);
         // Grants and kept anchors died with the lockspace; a release of one of them still
         // coming (deferred, retried, or in flight) must not find a lock of the lockspace joined
