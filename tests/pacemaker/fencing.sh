@@ -38,7 +38,7 @@ clock_offset() {
 # rejoins. Appends a benchmark record to $RES/fencing-bench.jsonl.
 fencing_failure() {
     local name=$1 n=$2 nodes=$3 how=$4 s=${5:-1} img=/var/lib/libvirt/images/$1.img
-    local out pid sw0 tfail off unc grantline tgrant toff okline
+    local out pid sw0 tfail off unc grantline tgrant toff okline hv
     out=$(gx "$n" "mkdir -p /var/lib/libvirt/images && truncate -s 1M $img
         setsid $VM 3600 </dev/null >/dev/null 2>&1 & echo \$! > /run/vm-$name.pid
         $DC /run/virt-dlm/virtdlmd.sock acquire:$name-a:\$(cat /run/vm-$name.pid):EX=$img" 2>&1)
@@ -84,6 +84,40 @@ fencing_failure() {
     if [ "$1" = after ]; then
         pass "$name: node$s's grant came $2 s after node$n was powered off (clock offset ${off}s +-${unc}s)"
     else fail "$name: node$s's grant came BEFORE node$n was powered off ($2 s): $grantline"; fi
+    # The fence completed (the survivor's fencer history, guest clock like the grant) before
+    # the grant. Only the completion is compared: the history gives no start.
+    gx "$s" "stonith_admin --history node$n --verbose" >"$RES/$name.history.txt" 2>&1
+    hv=$(python3 - "$RES/$name.history.txt" "$tgrant" <<'PY'
+import re, sys, datetime as d
+txt, g = open(sys.argv[1]).read(), float(sys.argv[2])
+last = None
+for m in re.finditer(r"(?:reboot|off) of \S+ successful[^\n]*?completed='([^']+)'", txt):
+    s = m.group(1).strip()
+    for f in ("%Y-%m-%d %H:%M:%S.%f %z", "%Y-%m-%d %H:%M:%S %z", "%Y-%m-%d %H:%M:%S.%fZ", "%Y-%m-%d %H:%M:%SZ", "%Y-%m-%d %H:%M:%S"):
+        try:
+            t = d.datetime.strptime(s, f)
+            break
+        except ValueError:
+            t = None
+    if t is None:
+        continue
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=d.timezone.utc)
+    # A stamp without fractions means "some time within that second".
+    last = (t.timestamp() + (0 if "." in s else 1), s)
+if last is None:
+    print("none")
+else:
+    print("%s %.3f %s" % ("after" if g >= last[0] else "BEFORE", g - last[0], last[1].replace(" ", "_")))
+PY
+)
+    local hk hd hc
+    read -r hk hd hc <<<"$hv"
+    case $hk in
+        after) pass "$name: node$s's grant came $hd s after the fencer completed the fence of node$n (completed $hc, stonith_admin --history)" ;;
+        BEFORE) fail "$name: node$s's grant came before the fence of node$n completed ($hd s; completed $hc)" ;;
+        *) fail "$name: no completed fence of node$n in node$s's fencer history: $(tr '\n' ' ' <"$RES/$name.history.txt" | cut -c1-400)" ;;
+    esac
     printf '{"scenario":"%s","nodes":%s,"failure":"%s","failure_host":%s,"powered_off_host":%s,"grant_guest":%s,"clock_offset":%s,"clock_uncertainty":%s,"failure_to_grant_s":%s}\n' \
         "$name" "$nodes" "$how" "$tfail" "$toff" "$tgrant" "$off" "$unc" "$3" >>"$RES/fencing-bench.jsonl"
     echo "--- $name: switch log (host clock)"; sed 's/^[0-9.]* /  | /' "$RES/$name.switch.log"
