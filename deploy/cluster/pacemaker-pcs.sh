@@ -6,7 +6,8 @@
 # running only where the previous one runs; stopping goes the other way round.
 # Pacemaker starts all three here: leave the virtdlmd and libvirtd units disabled in systemd
 # (`systemctl disable --now virtdlmd libvirtd`), as a daemon started by both is started twice.
-# Tested: tests/pacemaker/run.sh applies this file on 3 nodes (without the fence devices).
+# Tested: tests/pacemaker/run.sh applies this file on 3 nodes, fencing included (fence_uml,
+# the test guests' power switch, in place of fence_ipmilan), and crashes and partitions nodes.
 set -e
 
 # 1. Fencing first: the DLM recovers a failed node's locks only once it is fenced.
