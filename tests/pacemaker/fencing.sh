@@ -84,40 +84,48 @@ fencing_failure() {
     if [ "$1" = after ]; then
         pass "$name: node$s's grant came $2 s after node$n was powered off (clock offset ${off}s +-${unc}s)"
     else fail "$name: node$s's grant came BEFORE node$n was powered off ($2 s): $grantline"; fi
-    # The fence completed (the survivor's fencer history, guest clock like the grant) before
-    # the grant. Only the completion is compared: the history gives no start.
+    # The fence completed before the grant: the fencer's "Operation 'reboot' targeting nodeN
+    # ...: OK (complete)" (finalize_op, millisecond stamps), the first after the failure, in
+    # the survivor's pacemaker.log (the same guest clock as the grant) and in every other
+    # surviving node's (put on the survivor's clock through the host's). The fenced node's own
+    # logs went with its power-off; the switch log above speaks for it.
     gx "$s" "stonith_admin --history node$n --verbose" >"$RES/$name.history.txt" 2>&1
-    hv=$(python3 - "$RES/$name.history.txt" "$tgrant" <<'PY'
-import re, sys, datetime as d
-txt, g = open(sys.argv[1]).read(), float(sys.argv[2])
-last = None
-for m in re.finditer(r"(?:reboot|off) of \S+ successful[^\n]*?completed='([^']+)'", txt):
-    s = m.group(1).strip()
-    for f in ("%Y-%m-%d %H:%M:%S.%f %z", "%Y-%m-%d %H:%M:%S %z", "%Y-%m-%d %H:%M:%S.%fZ", "%Y-%m-%d %H:%M:%SZ", "%Y-%m-%d %H:%M:%S"):
-        try:
-            t = d.datetime.strptime(s, f)
-            break
-        except ValueError:
-            t = None
-    if t is None:
+    local o oo ou hk hd hc
+    for o in $ONLINE; do
+        [ "$o" = "node$n" ] && continue
+        o=${o#node}
+        gx "$o" "grep -a 'finalize_op' /var/log/pacemaker/pacemaker.log | grep -a \"targeting node$n \" | grep -a ': OK'" >"$RES/$name.finalize.node$o.txt" 2>&1
+        if [ "$o" = "$s" ]; then oo=$off ou=$unc; else read -r oo ou <<<"$(clock_offset "$o")"; fi
+        read -r hk hd hc <<<"$(python3 - "$RES/$name.finalize.node$o.txt" "$tgrant" "$off" "$unc" "$oo" "$ou" "$tfail" <<'PY'
+import re, sys, time, datetime as d
+path, g, so, su, oo, ou, fail = sys.argv[1], *map(float, sys.argv[2:])
+year = time.gmtime().tm_year
+done = None
+for line in open(path, errors="replace"):
+    m = re.match(r"(\w{3} +\d+ \d\d:\d\d:\d\d\.\d+) ", line)
+    if not m:
         continue
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=d.timezone.utc)
-    # A stamp without fractions means "some time within that second".
-    last = (t.timestamp() + (0 if "." in s else 1), s)
-if last is None:
-    print("none")
+    t = d.datetime.strptime("%d %s" % (year, m.group(1)), "%Y %b %d %H:%M:%S.%f").replace(tzinfo=d.timezone.utc).timestamp()
+    host = t - oo  # on the host's time line
+    if host >= fail - ou - 0.05:
+        done = (t, host, m.group(1).replace(" ", "_"))
+        break
+if done is None:
+    print("none 0 -")
 else:
-    print("%s %.3f %s" % ("after" if g >= last[0] else "BEFORE", g - last[0], last[1].replace(" ", "_")))
+    # The grant on the host's time line as early as it can be, the completion as late.
+    margin = (g - so - su) - (done[1] + ou)
+    if oo == so:  # the same guest clock: no uncertainty between the two stamps
+        margin = g - done[0]
+    print("%s %.3f %s" % ("after" if margin > 0 else "BEFORE", margin, done[2]))
 PY
-)
-    local hk hd hc
-    read -r hk hd hc <<<"$hv"
-    case $hk in
-        after) pass "$name: node$s's grant came $hd s after the fencer completed the fence of node$n (completed $hc, stonith_admin --history)" ;;
-        BEFORE) fail "$name: node$s's grant came before the fence of node$n completed ($hd s; completed $hc)" ;;
-        *) fail "$name: no completed fence of node$n in node$s's fencer history: $(tr '\n' ' ' <"$RES/$name.history.txt" | cut -c1-400)" ;;
-    esac
+)"
+        case $hk in
+            after) pass "$name: node$s's grant came $hd s after node$o's fencer logged the fence of node$n complete ($hc, finalize_op)" ;;
+            BEFORE) fail "$name: node$s's grant came before node$o's fencer logged the fence of node$n complete ($hd s; $hc)" ;;
+            *) fail "$name: no completed fence of node$n after the failure in node$o's pacemaker.log: $(tr '\n' ' ' <"$RES/$name.finalize.node$o.txt" | cut -c1-400)" ;;
+        esac
+    done
     printf '{"scenario":"%s","nodes":%s,"failure":"%s","failure_host":%s,"powered_off_host":%s,"grant_guest":%s,"clock_offset":%s,"clock_uncertainty":%s,"failure_to_grant_s":%s}\n' \
         "$name" "$nodes" "$how" "$tfail" "$toff" "$tgrant" "$off" "$unc" "$3" >>"$RES/fencing-bench.jsonl"
     echo "--- $name: switch log (host clock)"; sed 's/^[0-9.]* /  | /' "$RES/$name.switch.log"
