@@ -111,6 +111,8 @@ all_started() {
 test_edits() {
     sed -e 's/fence-hv\([0-9]\) fence_ipmilan .*pcmk_host_list=hv[0-9]/fence-node\1 fence_uml pcmk_host_list=node\1/' \
         -e 's/fence-hv\([0-9]\) stonith:fence_ipmilan params .*pcmk_host_list=hv[0-9]/fence-node\1 stonith:fence_uml params pcmk_host_list=node\1/' \
+        -e 's/location fence-hv\([0-9]\) avoids hv[0-9]/location fence-node\1 avoids node\1/' \
+        -e 's/location fence-hv\([0-9]\)-avoids-hv[0-9] fence-hv[0-9] -inf: hv[0-9]/location fence-node\1-avoids-node\1 fence-node\1 -inf: node\1/' \
         -e 's#systemd:libvirtd#ocf:pacemaker:Dummy#' "$1"
 }
 
@@ -159,6 +161,8 @@ for o in c.iter("rsc_order"):
     out.add("order %s then %s" % (o.get("first"), o.get("then")))
 for o in c.iter("rsc_colocation"):
     out.add("colocation %s with %s" % (o.get("rsc"), o.get("with-rsc")))
+for l in c.iter("rsc_location"):
+    out.add("location %s %s %s" % (l.get("rsc"), l.get("score"), l.get("node")))
 for n in c.find("crm_config").iter("nvpair"):
     if n.get("name") in ("stonith-enabled", "no-quorum-policy"):
         out.add("property %s=%s" % (n.get("name"), n.get("value")))
