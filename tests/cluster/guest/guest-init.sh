@@ -118,4 +118,11 @@ else
 fi
 st "READY"
 
-exec "$(dirname "$0")/command-loop.sh"
+# This shell is PID 1: it reaps every orphan the moment it exits, as an init does, by
+# blocking in `wait` (waitpid(-1)) while the command runner runs as its child. Daemons that
+# fork away from their starter (dlm_controld) end up here. Left to the runner's own loop,
+# dlm_controld's zombie was seen to stay for seconds after it exited, and
+# ocf:pacemaker:controld's stop waits until `killall -0 dlm_controld` fails, which a zombie
+# never does: a stop that times out gets the node fenced (stonith-enabled=true).
+"$(dirname "$0")/command-loop.sh" &
+while :; do wait; sleep 1; done
