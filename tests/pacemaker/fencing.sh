@@ -133,7 +133,7 @@ PY
     echo "--- $name: node$s virtdlmd grant (/var/log/messages)"; echo "$grantline" | cut -c1-260 | sed 's/^/  | /'
     echo "--- $name: failure to grant: $3 s"
     # The fenced node boots again (the reboot's on) and rejoins: Pacemaker runs everything there.
-    if gwait 240 "$s" "crm_mon -1 | grep -q 'Online: \[ $ONLINE \]'" && all_started 240 "$s"; then
+    if gwait 600 "$s" "crm_mon -1 | grep -q 'Online: \[ $ONLINE \]'" && all_started 600 "$s"; then
         pass "$name: node$n rebooted by the fence and rejoined; dlm, virtdlmd, libvirtd Started on $ONLINE"
     else fail "$name: node$n did not rejoin: $(gx "$s" 'crm_mon -1 -r' 2>&1 | tr '\n' ' ')"; fi
     gx "$s" "kill \$(cat /run/vm-$name.pid)" >/dev/null 2>&1
@@ -167,7 +167,7 @@ fencing_two_node() {
        out=$(gx 1 "pcs cluster cib-push $("$CL" bin "$T/live2.xml") --config 2>&1"); then
         pass "two_node: pcs form (fence-node2 with pcmk_delay_base=5s) pushed: $out"
     else fail "two_node: pcs: $(echo "$out" | tr '\n' ' ' | cut -c1-600)"; return; fi
-    if all_started 150; then pass "two_node: dlm, virtdlmd and libvirtd clones Started on node1 node2"
+    if all_started 600; then pass "two_node: dlm, virtdlmd and libvirtd clones Started on node1 node2"
     else fail "two_node: not all started: $(gx 1 'crm_mon -1 -r' 2>&1 | tr '\n' ' ')"; return; fi
     gx 1 "crm_mon -1 -r" >"$RES/crm_mon.two-node.txt" 2>&1
     fencing_failure two-node 1 2 partition 2

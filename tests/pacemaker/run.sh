@@ -42,10 +42,11 @@ fail() { echo "FAIL $*"; FAILED=$((FAILED + 1)); }
 finish() { echo "$PASSED passed, $FAILED failed"; [ "$FAILED" -eq 0 ] && [ "$PASSED" -gt 0 ]; exit $?; }
 # Runs a command in a guest, output to stdout.
 gx() { CL_EXEC_TIMEOUT=${T_EXEC:-150} "$CL" exec "$@"; }
-# Waits up to $1 seconds for the shell condition $3 to hold in guest $2.
+# Waits up to $1 seconds (the guest's clock, however slow each try is) for the shell
+# condition $3 to hold in guest $2.
 gwait() {
     local secs=$1 node=$2 cond=$3
-    gx "$node" "for i in \$(seq 1 $((secs * 2))); do if $cond; then exit 0; fi; sleep 0.5; done; exit 1" >/dev/null
+    T_EXEC=$((secs + 60)) gx "$node" "end=\$((\$(date +%s) + $secs)); while :; do if $cond; then exit 0; fi; [ \$(date +%s) -lt \$end ] || exit 1; sleep 0.5; done" >/dev/null
 }
 collect() {
     local i
@@ -182,7 +183,7 @@ for i in 1 2 3; do MARK[$i]=$(gx "$i" "wc -l < /var/log/pacemaker/pacemaker.log"
 P=$("$CL" bin "$T/pcs.xml")
 if out=$(gx 1 "pcs cluster cib-push $P --config 2>&1"); then pass "pcs cluster cib-push --config on node1: $out"; echo "$out" >"$RES/cibpush.txt"
 else fail "pcs cluster cib-push: $out"; fi
-if all_started 150; then pass "dlm, virtdlmd and libvirtd clones Started on node1 node2 node3"
+if all_started 600; then pass "dlm, virtdlmd and libvirtd clones Started on node1 node2 node3"
 else fail "not all started: $(gx 1 'crm_mon -1 -r' 2>&1 | tr '\n' ' ')"; fi
 echo "--- crm_mon -1 -r"
 gx 1 "crm_mon -1 -r" 2>&1 | tee "$RES/crm_mon.txt"
@@ -233,7 +234,7 @@ fi
 # ---- stopping the dlm clone on node3 stops virtdlmd there first
 MARK[3]=$(gx 3 "wc -l < /var/log/pacemaker/pacemaker.log")
 gx 1 "pcs resource ban dlm-clone node3" >/dev/null 2>&1
-if gwait 120 3 "! pgrep -x dlm_controld >/dev/null && ! pgrep -x virtdlmd >/dev/null"; then
+if gwait 300 3 "! pgrep -x dlm_controld >/dev/null && ! pgrep -x virtdlmd >/dev/null"; then
     pass "pcs resource ban dlm-clone node3: dlm_controld and virtdlmd stopped on node3"
 else fail "ban dlm-clone node3: $(gx 1 'crm_mon -1 -r' 2>&1 | tr '\n' ' ')"; fi
 if before 3 stop libvirtd stop virtdlmd && before 3 stop virtdlmd stop dlm; then
@@ -249,7 +250,7 @@ else fail "node1 virtdlm status after ban"; fi
 echo "--- crm_mon -1 -r (dlm banned from node3)"
 gx 1 "crm_mon -1 -r" 2>&1 | tee "$RES/crm_mon.ban.txt"
 gx 1 "pcs resource clear dlm-clone node3" >/dev/null 2>&1
-if all_started 120 && gwait 30 3 "virtdlm status >/dev/null"; then
+if all_started 600 && gwait 60 3 "virtdlm status >/dev/null"; then
     pass "pcs resource clear dlm-clone: dlm and virtdlmd started again on node3, virtdlm status answers"
 else fail "clear: $(gx 1 'crm_mon -1 -r' 2>&1 | tr '\n' ' ')"; fi
 
