@@ -6,7 +6,8 @@
 # running only where the previous one runs; stopping goes the other way round.
 # Pacemaker starts all three here: leave the virtdlmd and libvirtd units disabled in systemd
 # (`systemctl disable --now virtdlmd libvirtd`), as a daemon started by both is started twice.
-# Tested: tests/pacemaker/run.sh applies this file on 3 nodes (without the fence devices).
+# Tested: tests/pacemaker/run.sh applies this file on 3 nodes, fencing included (fence_uml,
+# the test guests' power switch, in place of fence_ipmilan), and crashes and partitions nodes.
 set -e
 
 # 1. Fencing first: the DLM recovers a failed node's locks only once it is fenced.
@@ -15,6 +16,11 @@ set -e
 pcs stonith create fence-hv1 fence_ipmilan ip=10.0.0.11 username=admin password=secret lanplus=1 pcmk_host_list=hv1
 pcs stonith create fence-hv2 fence_ipmilan ip=10.0.0.12 username=admin password=secret lanplus=1 pcmk_host_list=hv2
 pcs stonith create fence-hv3 fence_ipmilan ip=10.0.0.13 username=admin password=secret lanplus=1 pcmk_host_list=hv3
+# Each device runs (is monitored) on another node than the one it fences: a node does not
+# watch its own power switch. Any node's fencer can use any device wherever it runs.
+pcs constraint location fence-hv1 avoids hv1
+pcs constraint location fence-hv2 avoids hv2
+pcs constraint location fence-hv3 avoids hv3
 pcs property set stonith-enabled=true
 # A partition without quorum freezes its resources (VMs keep running until fenced) rather
 # than stopping them; virtdlmd stops VMs that lose their locks on its own.

@@ -10,6 +10,8 @@
 #   cluster.sh start-node NODE  boot a killed guest again into the running cluster (a crashed node
 #                               rebooting); returns once it is READY
 #   cluster.sh stop             kill every guest, delete the network namespace (never leaves anything behind)
+#   (start also runs the guests' power switch, fence/switch.sh: fence/fence_uml inside a guest
+#   powers guests off and on through it, as a fence agent does; log in $CL_BASE/switch.log)
 #   cluster.sh status           one line per node
 #   cluster.sh bin PATH         copy a host binary to target/cluster-bin/<name>-<sha256:12>, print that path
 #                               (a running guest can keep serving a stale copy of a rebuilt file)
@@ -145,7 +147,7 @@ uml_modules() {
 boot_node() {
   local i=$1 n=$2 d mac cpu args mods=""
   [ "$VM" = uml ] && mods=$(uml_modules)
-  d=$BASE/n$i; mkdir -p "$d/xchg/cmd" "$BASE/shared"; mac=52:54:00:99:00:$(printf %02x "$i")
+  d=$BASE/n$i; mkdir -p "$d/xchg/cmd" "$d/xchg/fence" "$BASE/shared"; mac=52:54:00:99:00:$(printf %02x "$i")
   rm -rf "$BASE/uml/n$i"
   # Exists before the guest boots: a directory the guest looked up while it was missing stays
   # missing in its overlay (negative dentry), and cl.keep binds it when it lives under /tmp.
@@ -232,6 +234,7 @@ cmd_start() {
   ip -n "$NS" link set lo up
   ip -n "$NS" link add br0 type bridge
   ip -n "$NS" link set br0 up
+  start_switch
   for i in $(seq 1 "$n"); do
     ip -n "$NS" tuntap add dev "tap$i" mode tap
     ip -n "$NS" link set "tap$i" master br0 up
@@ -285,8 +288,22 @@ cmd_kill() {
   echo "node$1 killed"
 }
 
+# The power switch fence_uml presses (fence/switch.sh): one per cluster, in its own session.
+start_switch() {
+  CL_BASE=$BASE setsid "$HERE/fence/switch.sh" </dev/null >"$BASE/switch.stdout" 2>&1 &
+  echo $! > "$BASE/switch.pid"
+}
+stop_switch() {
+  local pid
+  [ -f "$BASE/switch.pid" ] || return 0
+  pid=$(cat "$BASE/switch.pid"); rm -f "$BASE/switch.pid"
+  # Only if that pid still is the switch of this cluster (pids are reused).
+  if tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -q "fence/switch.sh"; then kill -TERM "$pid" 2>/dev/null; fi
+}
+
 cmd_stop() {
   local d pg pgs="" alive
+  stop_switch
   for d in "$BASE"/n*; do
     [ -f "$d/vm.pid" ] || continue
     pg=$(guest_pgid "${d##*/n}"); rm -f "$d/vm.pid"
@@ -340,5 +357,5 @@ case ${1:-} in
   stop) cmd_stop ;;
   status) cmd_status ;;
   bin) [ $# -eq 2 ] || die "usage: bin PATH"; cmd_bin "$2" ;;
-  *) sed -n '2,31s/^# \{0,1\}//p' "$0"; exit 2 ;;
+  *) sed -n '2,35s/^# \{0,1\}//p' "$0"; exit 2 ;;
 esac

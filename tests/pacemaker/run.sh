@@ -12,11 +12,17 @@
 #    banning the dlm clone from node3 stops virtdlmd there before dlm_controld, and the
 #    lockspace is left so dlm_controld can stop; a virtdlmd killed with kill -9 is started again
 #    by Pacemaker's monitor.
-# What differs from the shipped files (shown in the output): no fence devices and
-# stonith-enabled=false and no on-fail=fence (the guests have nothing to fence with;
-# production needs fencing),
-# the controld resource's allow_stonith_disabled=true (it refuses to start otherwise), and
-# libvirtd as ocf:pacemaker:Dummy (systemd:libvirtd needs systemd as PID 1).
+# 3. fencing for real (fencing.sh): stonith-enabled=true, one fence_uml device per node (the
+#    guests' power switch, tests/cluster/fence/), dlm_controld with enable_fencing=1
+#    (deploy/cluster/dlm.conf as shipped) fencing through dlm_stonith. node3 crashes
+#    (cluster.sh kill), then node2's link is cut; each time a VM of the failed node holds EX and
+#    node1's VM asks for the same disk: the logs show node1's grant only after the failed node
+#    was powered off and Pacemaker's fence completed; the fenced node reboots and rejoins.
+#    Then a 2-node cluster (two_node: 1): a partition ends in a fence race with one survivor
+#    (pcmk_delay_base=5s on fence-node2). Failure-to-grant times: $RES/fencing-bench.json.
+# What differs from the shipped files (shown in the output): fence_uml instead of
+# fence_ipmilan (node1..3 instead of hv1..3), and libvirtd as ocf:pacemaker:Dummy
+# (systemd:libvirtd needs systemd as PID 1).
 #
 # Prints "N passed, N failed"; non-zero on any failure. Results (the configurations applied,
 # crm_mon output, each node's pacemaker and virtdlmd logs) go to target/pacemaker-results/.
@@ -25,6 +31,7 @@ cd "$(dirname "$0")/../.."
 TOP=$PWD
 export CL_NS=${CL_NS:-virtdlmpcmk} CL_BASE=${CL_BASE:-/tmp/virtdlm-pcmk} CL_NET=${CL_NET:-10.99.4} CL_PCMK=1
 CL=$TOP/tests/cluster/cluster.sh
+. "$TOP/tests/pacemaker/fencing.sh"
 RES=${CARGO_TARGET_DIR:-$TOP/target}/pacemaker-results
 PASSED=0
 FAILED=0
@@ -35,10 +42,11 @@ fail() { echo "FAIL $*"; FAILED=$((FAILED + 1)); }
 finish() { echo "$PASSED passed, $FAILED failed"; [ "$FAILED" -eq 0 ] && [ "$PASSED" -gt 0 ]; exit $?; }
 # Runs a command in a guest, output to stdout.
 gx() { CL_EXEC_TIMEOUT=${T_EXEC:-150} "$CL" exec "$@"; }
-# Waits up to $1 seconds for the shell condition $3 to hold in guest $2.
+# Waits up to $1 seconds (the guest's clock, however slow each try is) for the shell
+# condition $3 to hold in guest $2.
 gwait() {
     local secs=$1 node=$2 cond=$3
-    gx "$node" "for i in \$(seq 1 $((secs * 2))); do if $cond; then exit 0; fi; sleep 0.5; done; exit 1" >/dev/null
+    T_EXEC=$((secs + 60)) gx "$node" "end=\$((\$(date +%s) + $secs)); while :; do if $cond; then exit 0; fi; [ \$(date +%s) -lt \$end ] || exit 1; sleep 0.5; done" >/dev/null
 }
 collect() {
     local i
@@ -77,12 +85,13 @@ if out=$("$CL" start 3 2>&1); then pass "3 guests with corosync and pacemakerd: 
 D=$("$CL" bin target/release/virtdlmd); C=$("$CL" bin target/release/virtdlm)
 A=$("$CL" bin deploy/ocf/virtdlmd); F=$("$CL" bin deploy/cluster/virtdlmd.conf)
 VM=$("$CL" bin /bin/sleep)
+FA=$("$CL" bin tests/cluster/fence/fence_uml); DLMCONF=$("$CL" bin deploy/cluster/dlm.conf)
+DC=$("$CL" bin target/release/daemon-client)
 # syslog (busybox) so that virtdlmd's log reaches /var/log/messages, as on a real host.
-for i in 1 2 3; do
-    gx "$i" "busybox syslogd -O /var/log/messages && install -m755 $D /usr/sbin/virtdlmd && install -m755 $C /usr/bin/virtdlm &&
-        install -D -m755 $A /usr/lib/ocf/resource.d/virt-dlm/virtdlmd && install -D -m644 $F /etc/virt-dlm/virtdlmd.conf" ||
-        fail "install on node$i"
-done
+for i in 1 2 3; do fencing_provision "$i" || fail "install on node$i"; done
+if out=$(gx 1 "stonith_admin --metadata -a fence_uml" 2>&1) && echo "$out" | grep -q '<resource-agent name="fence_uml"'; then
+    pass "the fencer reads fence_uml's metadata (stonith_admin --metadata -a fence_uml)"
+else fail "stonith_admin --metadata -a fence_uml: $(echo "$out" | head -c 300)"; fi
 if gx 1 "crm_resource --show-metadata ocf:virt-dlm:virtdlmd" >"$RES/virtdlmd-meta-data.xml" 2>&1; then
     pass "pacemaker reads the agent's meta-data (crm_resource --show-metadata ocf:virt-dlm:virtdlmd)"
 else fail "crm_resource --show-metadata: $(head -c 300 "$RES/virtdlmd-meta-data.xml")"; fi
@@ -93,18 +102,19 @@ if gwait 90 1 "crm_mon -1 | grep -q 'Current DC: node.*partition with quorum' &&
 else fail "no DC with 3 nodes online: $(gx 1 'crm_mon -1' 2>&1 | tr '\n' ' ')"; finish; fi
 
 # Every resource Started on every node (crm_mon's clone lines).
+ONLINE="node1 node2 node3"
 all_started() {
-    gwait "$1" 1 "m=\$(crm_mon -1 -r 2>/dev/null); n=0; for r in dlm virtdlmd libvirtd; do echo \"\$m\" | grep -A3 \"Clone Set: \$r-clone\" | grep -q 'Started: \[ node1 node2 node3 \]' && n=\$((n + 1)); done; [ \$n = 3 ]"
+    gwait "$1" "${2:-1}" "m=\$(crm_mon -1 -r 2>/dev/null); n=0; for r in dlm virtdlmd libvirtd; do echo \"\$m\" | grep -A3 \"Clone Set: \$r-clone\" | grep -q 'Started: \[ $ONLINE \]' && n=\$((n + 1)); done; [ \$n = 3 ]"
 }
-# The test's edits (the output shows them as a diff): no fence devices, stonith off, controld
-# allowed to run without stonith, libvirtd as a Dummy. $2: pcs or crm.
+# The test's edits (the output shows them as a diff): the fence devices are fence_uml (the
+# guests' power switch) instead of fence_ipmilan, the nodes are node1..3 instead of hv1..3,
+# libvirtd is a Dummy. Fencing stays as shipped (stonith-enabled=true, on-fail=fence).
 test_edits() {
-    local dlm_param='allow_stonith_disabled=true'
-    [ "$2" = crm ] && dlm_param='params allow_stonith_disabled=true'
-    sed -e '/stonith:fence_\|pcs stonith create/d' \
-        -e 's/stonith-enabled=true/stonith-enabled=false/' -e 's/ on-fail=fence//' \
-        -e 's#systemd:libvirtd#ocf:pacemaker:Dummy#' \
-        -e "s#\(dlm ocf:pacemaker:controld\)#\1 $dlm_param#" "$1"
+    sed -e 's/fence-hv\([0-9]\) fence_ipmilan .*pcmk_host_list=hv[0-9]/fence-node\1 fence_uml pcmk_host_list=node\1/' \
+        -e 's/fence-hv\([0-9]\) stonith:fence_ipmilan params .*pcmk_host_list=hv[0-9]/fence-node\1 stonith:fence_uml params pcmk_host_list=node\1/' \
+        -e 's/location fence-hv\([0-9]\) avoids hv[0-9]/location fence-node\1 avoids node\1/' \
+        -e 's/location fence-hv\([0-9]\)-avoids-hv[0-9] fence-hv[0-9] -inf: hv[0-9]/location fence-node\1-avoids-node\1 fence-node\1 -inf: node\1/' \
+        -e 's#systemd:libvirtd#ocf:pacemaker:Dummy#' "$1"
 }
 
 # ---- both forms, applied to a copy of the live CIB on this host (pcs -f, crmsh with CIB_file):
@@ -123,7 +133,9 @@ diff deploy/cluster/pacemaker-crm.txt "$RES/pacemaker-crm.test.txt"
 in_ocf_ns() {
     unshare -m sh -c 'mount --make-rprivate / && mkdir -p "$0/rd" && cp -a /usr/lib/ocf/resource.d/. "$0/rd/" &&
         install -D -m755 deploy/ocf/virtdlmd "$0/rd/virt-dlm/virtdlmd" &&
-        mount --bind "$0/rd" /usr/lib/ocf/resource.d && exec "$@"' "$T" "$@"
+        mount --bind "$0/rd" /usr/lib/ocf/resource.d &&
+        mkdir -p "$0/sbin" && install -m755 tests/cluster/fence/fence_uml "$0/sbin/fence_uml" &&
+        mount -t overlay overlay -o "lowerdir=$0/sbin:/usr/sbin" /usr/sbin && exec "$@"' "$T" "$@"
 }
 # The pcs script unchanged but for `pcs` itself, which writes the file CIB.
 if out=$(in_ocf_ns sh -c 'pcs() { command pcs -f "$0" "$@"; }; . "$1"' "$T/pcs.xml" "$RES/pacemaker-pcs.test.sh" 2>&1) &&
@@ -150,6 +162,8 @@ for o in c.iter("rsc_order"):
     out.add("order %s then %s" % (o.get("first"), o.get("then")))
 for o in c.iter("rsc_colocation"):
     out.add("colocation %s with %s" % (o.get("rsc"), o.get("with-rsc")))
+for l in c.iter("rsc_location"):
+    out.add("location %s %s %s" % (l.get("rsc"), l.get("score"), l.get("node")))
 for n in c.find("crm_config").iter("nvpair"):
     if n.get("name") in ("stonith-enabled", "no-quorum-policy"):
         out.add("property %s=%s" % (n.get("name"), n.get("value")))
@@ -169,7 +183,7 @@ for i in 1 2 3; do MARK[$i]=$(gx "$i" "wc -l < /var/log/pacemaker/pacemaker.log"
 P=$("$CL" bin "$T/pcs.xml")
 if out=$(gx 1 "pcs cluster cib-push $P --config 2>&1"); then pass "pcs cluster cib-push --config on node1: $out"; echo "$out" >"$RES/cibpush.txt"
 else fail "pcs cluster cib-push: $out"; fi
-if all_started 150; then pass "dlm, virtdlmd and libvirtd clones Started on node1 node2 node3"
+if all_started 600; then pass "dlm, virtdlmd and libvirtd clones Started on node1 node2 node3"
 else fail "not all started: $(gx 1 'crm_mon -1 -r' 2>&1 | tr '\n' ' ')"; fi
 echo "--- crm_mon -1 -r"
 gx 1 "crm_mon -1 -r" 2>&1 | tee "$RES/crm_mon.txt"
@@ -200,7 +214,6 @@ done
 # ---- a VM's lock, seen from every node (a sleep stands in for QEMU; daemon-client speaks
 # the plugin's protocol)
 if [ -x target/release/daemon-client ]; then
-    DC=$("$CL" bin target/release/daemon-client)
     out=$(gx 1 "mkdir -p /var/lib/libvirt/images && truncate -s 1M /var/lib/libvirt/images/web-1.img
         setsid $VM 3600 </dev/null >/dev/null 2>&1 & echo \$! > /run/vm-web-1.pid
         $DC /run/virt-dlm/virtdlmd.sock acquire:web-1:\$(cat /run/vm-web-1.pid):EX=/var/lib/libvirt/images/web-1.img" 2>&1)
@@ -221,7 +234,7 @@ fi
 # ---- stopping the dlm clone on node3 stops virtdlmd there first
 MARK[3]=$(gx 3 "wc -l < /var/log/pacemaker/pacemaker.log")
 gx 1 "pcs resource ban dlm-clone node3" >/dev/null 2>&1
-if gwait 120 3 "! pgrep -x dlm_controld >/dev/null && ! pgrep -x virtdlmd >/dev/null"; then
+if gwait 300 3 "! pgrep -x dlm_controld >/dev/null && ! pgrep -x virtdlmd >/dev/null"; then
     pass "pcs resource ban dlm-clone node3: dlm_controld and virtdlmd stopped on node3"
 else fail "ban dlm-clone node3: $(gx 1 'crm_mon -1 -r' 2>&1 | tr '\n' ' ')"; fi
 if before 3 stop libvirtd stop virtdlmd && before 3 stop virtdlmd stop dlm; then
@@ -237,7 +250,7 @@ else fail "node1 virtdlm status after ban"; fi
 echo "--- crm_mon -1 -r (dlm banned from node3)"
 gx 1 "crm_mon -1 -r" 2>&1 | tee "$RES/crm_mon.ban.txt"
 gx 1 "pcs resource clear dlm-clone node3" >/dev/null 2>&1
-if all_started 120 && gwait 30 3 "virtdlm status >/dev/null"; then
+if all_started 600 && gwait 60 3 "virtdlm status >/dev/null"; then
     pass "pcs resource clear dlm-clone: dlm and virtdlmd started again on node3, virtdlm status answers"
 else fail "clear: $(gx 1 'crm_mon -1 -r' 2>&1 | tr '\n' ' ')"; fi
 
@@ -263,5 +276,12 @@ if out=$(gx 1 "crm_resource --cleanup -r virtdlmd -N node2 2>&1 && crm_mon -1 --
 else fail "crm_resource --cleanup: $(echo "$out" | tr '\n' ' ')"; fi
 echo "--- /var/log/messages (node2), from the failed monitor on"
 cat "$RES/messages-node2.txt"
+
+# ---- fencing for real (fencing.sh): a crash and a partition, each fenced through fence_uml
+fencing_failure crash-3 3 3 kill
+fencing_show node3
+fencing_failure part-2 2 3 partition
+fencing_two_node
+fencing_bench
 
 finish

@@ -93,6 +93,12 @@ protocol=tcp
 post_join_delay=0
 EOC
 . "$(dirname "$0")/cluster-stack.sh"
+# What a test installs into this guest's overlay (binaries, agents, configuration) is lost when
+# the guest is powered off; a test that wants it back after a reboot leaves /xchg/provision.sh.
+if [ -f /xchg/provision.sh ]; then
+  bash /xchg/provision.sh > /xchg/provision.log 2>&1 || { st "FAILED: /xchg/provision.sh: $(tail -c 300 /xchg/provision.log)"; sleep infinity; }
+  st "provisioned (/xchg/provision.sh)"
+fi
 st "starting corosync; quorate with $NODES nodes before anything else starts"
 start_corosync "$NODES" 2>/tmp/stack.err || { st "FAILED: $(cat /tmp/stack.err)"; sleep infinity; }
 st "quorate with $NODES nodes"
