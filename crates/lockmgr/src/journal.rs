@@ -99,7 +99,10 @@ impl State {
         match r {
             Record::Owner { key, spec } => self.owners.entry(*key).or_default().spec = Some(spec.clone()),
             Record::Grant { key, name, lock } => {
-                let o = self.owners.get_mut(key).ok_or_else(|| format!("grant of {name} to unregistered pid {}", key.pid))?;
+                let o = self
+                    .owners
+                    .get_mut(key)
+                    .ok_or_else(|| format!("grant of {name} to unregistered pid {}", key.pid))?;
                 o.locks.insert(name.clone(), lock.clone());
             }
             Record::Release { key, name } => {
@@ -186,7 +189,10 @@ impl Journal {
         // never held a grant.
         let fresh = bytes.as_ref().is_none_or(|b| b.is_empty());
         if bytes.as_ref().is_some_and(|b| b.is_empty()) {
-            tracing::warn!("journal {} is empty (its creation was interrupted?): starting with no locks", path.display());
+            tracing::warn!(
+                "journal {} is empty (its creation was interrupted?): starting with no locks",
+                path.display()
+            );
         }
         let (state, damage) = match &bytes {
             Some(b) if !fresh => parse(b),
@@ -231,7 +237,11 @@ impl Journal {
         if records.is_empty() {
             return Ok(());
         }
-        self.check(records).map_err(|reason| JournalError::Damaged { path: self.path.clone(), offset: self.size, reason })?;
+        self.check(records).map_err(|reason| JournalError::Damaged {
+            path: self.path.clone(),
+            offset: self.size,
+            reason,
+        })?;
         let mut buf = Vec::new();
         for r in records {
             encode_record(&mut buf, r);

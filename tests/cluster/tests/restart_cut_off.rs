@@ -13,7 +13,8 @@ use cluster_tests::Cluster;
 use std::time::{Duration, Instant};
 
 fn alive(c: &Cluster, node: u32, pid: u32) -> bool {
-    let out = c.exec(node, &format!("[ -e /proc/{pid} ] && ! grep -q '^State:.*Z' /proc/{pid}/status && echo ALIVE; true"));
+    let out =
+        c.exec(node, &format!("[ -e /proc/{pid} ] && ! grep -q '^State:.*Z' /proc/{pid}/status && echo ALIVE; true"));
     out.text.contains("ALIVE")
 }
 

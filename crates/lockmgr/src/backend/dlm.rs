@@ -24,8 +24,8 @@
 
 use super::{Backend, BackendError, Grant, ResName};
 use dlm::{local_nodeid, DlmError, Lock, LockFlags, LockMode, Lockspace, ResourceName};
-use proto::mode::Mode;
 use parking_lot::{Mutex, RwLock};
+use proto::mode::Mode;
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
