@@ -29,6 +29,8 @@ test-cluster: deps
 	./tests/cluster/run.sh
 
 lint:
+	cargo fmt --all --check
+	cargo fmt --manifest-path fuzz/Cargo.toml --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 
 # The README's first command: a real libvirtd refusing a second VM on a locked disk (local backend).

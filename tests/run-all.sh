@@ -47,6 +47,8 @@ unit_tier() {
   set -e
   cargo build --workspace --locked --all-targets
   cargo build --workspace --locked --release
+  cargo fmt --all --check
+  cargo fmt --manifest-path fuzz/Cargo.toml --check
   cargo clippy --workspace --all-targets --locked -- -D warnings
   cargo test --workspace --exclude cluster-tests --locked 2>&1 | tee "$LOG/unit-cargo.log"
   awk '/^test result:/{for(i=1;i<=NF;i++){if($i=="passed;")p+=$(i-1); if($i=="failed;")f+=$(i-1)}}

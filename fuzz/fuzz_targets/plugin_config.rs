@@ -3,8 +3,8 @@
 //! back in the canonical form, parses to the same settings.
 #![no_main]
 
-use virtdlm_plugin::config::{Config, ConfigError};
 use libfuzzer_sys::fuzz_target;
+use virtdlm_plugin::config::{Config, ConfigError};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
@@ -16,7 +16,10 @@ fuzz_target!(|data: &[u8]| {
             let canonical = format!("socket = \"{socket}\"\ntimeout_ms = {}\n", cfg.timeout.as_millis());
             assert_eq!(Config::parse(&canonical, "canonical.conf"), Ok(cfg), "{canonical:?}");
         }
-        (Err(ConfigError::Syntax { line, reason, .. }), Err(ConfigError::Syntax { line: line2, reason: reason2, .. })) => {
+        (
+            Err(ConfigError::Syntax { line, reason, .. }),
+            Err(ConfigError::Syntax { line: line2, reason: reason2, .. }),
+        ) => {
             assert!(line >= 1 && line <= text.lines().count(), "line {line} of a {}-line file", text.lines().count());
             assert!(!reason.is_empty());
             assert_eq!((line2, &reason2), (line + 1, &reason));

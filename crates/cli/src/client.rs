@@ -24,7 +24,9 @@ pub fn ask(socket: &Path, op: Op) -> Result<Response, Failure> {
     match proto::call(&mut s, op) {
         Ok(Response::Error(e)) => Err(Failure::from_reply(e)),
         Ok(r) => Ok(r),
-        Err(FrameError::TooLarge(n)) => Err(Failure::bad_input(format!("the request is {n} bytes, over the daemon's limit"))),
+        Err(FrameError::TooLarge(n)) => {
+            Err(Failure::bad_input(format!("the request is {n} bytes, over the daemon's limit")))
+        }
         Err(FrameError::Closed) => Err(unreachable("it closed the connection without answering".into())),
         Err(e) => Err(unreachable(e.to_string())),
     }
@@ -33,5 +35,9 @@ pub fn ask(socket: &Path, op: Op) -> Result<Response, Failure> {
 /// The answer was not the kind this command expects (a daemon of another version).
 pub fn unexpected(r: &Response) -> Failure {
     let kind = serde_json::to_value(r).ok().and_then(|v| v["result"].as_str().map(str::to_owned)).unwrap_or_default();
-    Failure::new(Code::Unreachable, "version", format!("virtdlmd answered with an unexpected {kind:?} reply; is it another version?"))
+    Failure::new(
+        Code::Unreachable,
+        "version",
+        format!("virtdlmd answered with an unexpected {kind:?} reply; is it another version?"),
+    )
 }

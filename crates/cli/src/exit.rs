@@ -60,7 +60,8 @@ impl Failure {
     pub fn exit(&self, json: bool) -> ExitCode {
         eprintln!("virtdlm: {}", self.message);
         if json {
-            let v = serde_json::json!({ "error": { "kind": self.kind, "message": self.message, "exit": self.code as u8 } });
+            let v =
+                serde_json::json!({ "error": { "kind": self.kind, "message": self.message, "exit": self.code as u8 } });
             out!("{v}");
         }
         ExitCode::from(self.code as u8)

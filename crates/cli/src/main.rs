@@ -142,18 +142,22 @@ fn run(args: &Args) -> Result<(), Failure> {
             }
         }
         Cmd::Inspect { target } => {
-            let Response::Inspect { identity, resource, holders } = ask(admin, Op::Inspect { resource: parse_target(target)? })?
+            let Response::Inspect { identity, resource, holders } =
+                ask(admin, Op::Inspect { resource: parse_target(target)? })?
             else {
                 return unexpected();
             };
             if args.json {
-                print_json(&json!({ "identity": identity, "resource": resource, "free": holders.is_empty(), "holders": holders }));
+                print_json(
+                    &json!({ "identity": identity, "resource": resource, "free": holders.is_empty(), "holders": holders }),
+                );
             } else {
                 out!("{}", render::inspect(&identity, &resource, &holders));
             }
         }
         Cmd::ResourceName { target } => {
-            let Response::ResourceName { identity, resource } = ask(admin, Op::ResourceName { resource: parse_target(target)? })?
+            let Response::ResourceName { identity, resource } =
+                ask(admin, Op::ResourceName { resource: parse_target(target)? })?
             else {
                 return unexpected();
             };
@@ -180,7 +184,9 @@ fn run(args: &Args) -> Result<(), Failure> {
             if node.is_empty() || node.len() > 1024 {
                 return Err(Failure::bad_input(format!("node name or id of {} bytes (must be 1..=1024)", node.len())));
             }
-            let Response::ConfirmedDown { confirmation } = ask(control, Op::ConfirmDown { node: node.clone() })? else { return unexpected() };
+            let Response::ConfirmedDown { confirmation } = ask(control, Op::ConfirmDown { node: node.clone() })? else {
+                return unexpected();
+            };
             if args.json {
                 print_json(&confirmation);
             } else {
@@ -218,7 +224,10 @@ fn parse_target(t: &str) -> Result<Resource, Failure> {
         return Err(Failure::bad_input("empty disk path or lease"));
     }
     if t.len() > MAX_INPUT {
-        return Err(Failure::bad_input(format!("{} bytes is too long for a disk path or lease (at most {MAX_INPUT})", t.len())));
+        return Err(Failure::bad_input(format!(
+            "{} bytes is too long for a disk path or lease (at most {MAX_INPUT})",
+            t.len()
+        )));
     }
     if let Some(lease) = t.strip_prefix("lease:") {
         let (lockspace, key) = match lease.split_once('/') {

@@ -80,7 +80,16 @@ pub fn status(s: &Value) -> String {
     if let Some(p) = s["releases_pending"].as_array().filter(|p| !p.is_empty()) {
         let lines: Vec<String> = p
             .iter()
-            .map(|r| format!("{} {} of VM {}: {} attempts, last: {}", text(&r["disk"]), text(&r["mode"]), text(&r["vm"]), text(&r["attempts"]), text(&r["error"])))
+            .map(|r| {
+                format!(
+                    "{} {} of VM {}: {} attempts, last: {}",
+                    text(&r["disk"]),
+                    text(&r["mode"]),
+                    text(&r["vm"]),
+                    text(&r["attempts"]),
+                    text(&r["error"])
+                )
+            })
             .collect();
         rows.push(("releases retrying", lines.join("\n")));
     }
@@ -94,15 +103,26 @@ pub fn status(s: &Value) -> String {
 fn fencing(f: &Value) -> String {
     let mut lines = vec![text(&f["summary"])];
     let nodes = |v: &Value| -> Vec<String> {
-        v.as_array().map(|a| a.iter().map(|n| format!("{} (id {})", text(&n["node_name"]), text(&n["node_id"]))).collect()).unwrap_or_default()
+        v.as_array()
+            .map(|a| a.iter().map(|n| format!("{} (id {})", text(&n["node_name"]), text(&n["node_id"]))).collect())
+            .unwrap_or_default()
     };
     let missing = nodes(&f["unaccounted"]);
     if !missing.is_empty() {
-        lines.push(format!("QUARANTINE: no lock is granted; unaccounted for: {} (`virtdlm confirm-down NODE` once it is down)", missing.join(", ")));
+        lines.push(format!(
+            "QUARANTINE: no lock is granted; unaccounted for: {} (`virtdlm confirm-down NODE` once it is down)",
+            missing.join(", ")
+        ));
     }
     for c in f["confirmed_down"].as_array().into_iter().flatten() {
         let at = c["at"].as_f64().map(|t| clock(t as u64)).unwrap_or_else(|| "-".into());
-        lines.push(format!("{} (id {}) confirmed down by {} (uid {}) at {at}", text(&c["node_name"]), text(&c["node_id"]), text(&c["by_user"]), text(&c["by_uid"])));
+        lines.push(format!(
+            "{} (id {}) confirmed down by {} (uid {}) at {at}",
+            text(&c["node_name"]),
+            text(&c["node_id"]),
+            text(&c["by_user"]),
+            text(&c["by_uid"])
+        ));
     }
     lines.join("\n")
 }

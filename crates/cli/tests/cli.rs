@@ -85,7 +85,9 @@ fn locks_inspect_and_filters() {
     let all = all.as_array().expect("an array of locks");
     assert_eq!(all.len(), 2, "{all:?}");
     for l in all {
-        for field in ["resource", "identity", "mode", "vm_name", "vm_uuid", "pid", "node_name", "node_id", "since", "state"] {
+        for field in
+            ["resource", "identity", "mode", "vm_name", "vm_uuid", "pid", "node_name", "node_id", "since", "state"]
+        {
             assert!(l.get(field).is_some(), "lock lacks {field}: {l}");
         }
         assert_eq!(l["state"], "held");
@@ -229,7 +231,12 @@ fn the_cli_reads_the_admin_socket() {
     let a = Vm::spawn("web-7");
     expect_ok(a.acquire(&d, &[disk(&dir, "a.img", false, true)]));
     let run = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_virtdlm")).arg("--admin-socket").arg(&d.admin).args(args).output().unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_virtdlm"))
+            .arg("--admin-socket")
+            .arg(&d.admin)
+            .args(args)
+            .output()
+            .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8(out.stdout).unwrap()
     };

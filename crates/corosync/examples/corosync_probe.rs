@@ -12,9 +12,7 @@
 //!   verdict <safe|inquorate|settling(..)|lost|..>
 //! `order` prints `seq <payload>` per delivered message and `order ok ...` at the end.
 use clap::{Parser, Subcommand};
-use corosync::{
-    reactor, Cfg, Cmap, Cpg, CpgEvent, Error, MembershipView, Quorum, QuorumEvent,
-};
+use corosync::{reactor, Cfg, Cmap, Cpg, CpgEvent, Error, MembershipView, Quorum, QuorumEvent};
 use std::collections::BTreeMap;
 use std::fmt::Display;
 use std::os::fd::AsRawFd;
@@ -54,33 +52,16 @@ enum Cmd {
 }
 
 fn list<T: Display>(items: impl IntoIterator<Item = T>) -> String {
-    items
-        .into_iter()
-        .map(|i| i.to_string())
-        .collect::<Vec<_>>()
-        .join(",")
+    items.into_iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",")
 }
 
 fn show_cpg(ev: &CpgEvent) -> String {
     match ev {
         CpgEvent::Deliver { sender, own, msg } => {
-            format!(
-                "deliver from={sender} own={} msg={}",
-                u8::from(*own),
-                String::from_utf8_lossy(msg)
-            )
+            format!("deliver from={sender} own={} msg={}", u8::from(*own), String::from_utf8_lossy(msg))
         }
-        CpgEvent::ConfChg {
-            members,
-            left,
-            joined,
-        } => {
-            format!(
-                "confchg members={} left={} joined={}",
-                list(members),
-                list(left),
-                list(joined)
-            )
+        CpgEvent::ConfChg { members, left, joined } => {
+            format!("confchg members={} left={} joined={}", list(members), list(left), list(joined))
         }
         CpgEvent::TotemConfChg { ring_id, members } => {
             format!("totem ring={ring_id} members={}", list(members))
@@ -90,28 +71,12 @@ fn show_cpg(ev: &CpgEvent) -> String {
 
 fn show_quorum(ev: &QuorumEvent) -> String {
     match ev {
-        QuorumEvent::Quorum {
-            quorate,
-            ring_id,
-            members,
-        } => {
-            format!(
-                "quorum quorate={} ring={ring_id} members={}",
-                u8::from(*quorate),
-                list(members)
-            )
+        QuorumEvent::Quorum { quorate, ring_id, members } => {
+            format!("quorum quorate={} ring={ring_id} members={}", u8::from(*quorate), list(members))
         }
-        QuorumEvent::NodeList {
-            ring_id,
-            members,
-            joined,
-            left,
-        } => format!(
-            "nodelist ring={ring_id} members={} joined={} left={}",
-            list(members),
-            list(joined),
-            list(left)
-        ),
+        QuorumEvent::NodeList { ring_id, members, joined, left } => {
+            format!("nodelist ring={ring_id} members={} joined={} left={}", list(members), list(joined), list(left))
+        }
     }
 }
 
@@ -147,14 +112,7 @@ fn info() -> Res<()> {
         other => println!("mcast-before-join {other:?}"),
     }
     let names: BTreeMap<u32, String> = Cmap::new()?.node_names()?;
-    println!(
-        "names {}",
-        names
-            .iter()
-            .map(|(id, n)| format!("{id}={n}"))
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
+    println!("names {}", names.iter().map(|(id, n)| format!("{id}={n}")).collect::<Vec<_>>().join(" "));
     Ok(())
 }
 
@@ -297,38 +255,19 @@ async fn order(group: &str, members: usize, count: usize, timeout: Duration) -> 
         println!("error: {own_seen} of our {count} messages came back to us");
         ok = false;
     }
-    println!(
-        "order {} own={own_seen} total={}",
-        if ok { "ok" } else { "bad" },
-        seq.len()
-    );
+    println!("order {} own={own_seen} total={}", if ok { "ok" } else { "bad" }, seq.len());
     Ok(ok)
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
     let r = match cli.cmd {
         Cmd::Info => info().map(|()| true),
-        Cmd::Watch {
-            group,
-            quorum,
-            leave_at,
-        } => rt.block_on(watch(&group, quorum, leave_at)),
-        Cmd::Order {
-            group,
-            members,
-            count,
-            timeout_secs,
-        } => rt.block_on(order(
-            &group,
-            members,
-            count,
-            Duration::from_secs(timeout_secs),
-        )),
+        Cmd::Watch { group, quorum, leave_at } => rt.block_on(watch(&group, quorum, leave_at)),
+        Cmd::Order { group, members, count, timeout_secs } => {
+            rt.block_on(order(&group, members, count, Duration::from_secs(timeout_secs)))
+        }
     };
     match r {
         Ok(true) => ExitCode::SUCCESS,

@@ -20,9 +20,7 @@ impl Cfg {
     pub fn new() -> Result<Self> {
         let mut handle: sys::corosync_cfg_handle_t = 0;
         // SAFETY: valid out-pointer; a null callbacks pointer means "no callbacks".
-        check("corosync_cfg_initialize", unsafe {
-            sys::corosync_cfg_initialize(&mut handle, std::ptr::null())
-        })?;
+        check("corosync_cfg_initialize", unsafe { sys::corosync_cfg_initialize(&mut handle, std::ptr::null()) })?;
         Ok(Cfg { handle })
     }
 
@@ -31,9 +29,7 @@ impl Cfg {
     pub fn local_nodeid(&self) -> Result<u32> {
         let mut id: std::ffi::c_uint = 0;
         // SAFETY: valid handle, valid out-pointer.
-        check("corosync_cfg_local_get", unsafe {
-            sys::corosync_cfg_local_get(self.handle, &mut id)
-        })?;
+        check("corosync_cfg_local_get", unsafe { sys::corosync_cfg_local_get(self.handle, &mut id) })?;
         Ok(id)
     }
 }
@@ -55,9 +51,6 @@ mod tests {
         let err = super::super::test_isolation::without_corosync(Cfg::new)
             .expect_err("no corosync is reachable in an empty network namespace");
         assert!(err.is_not_running(), "{err}");
-        assert!(
-            err.to_string().starts_with("corosync_cfg_initialize:"),
-            "{err}"
-        );
+        assert!(err.to_string().starts_with("corosync_cfg_initialize:"), "{err}");
     }
 }

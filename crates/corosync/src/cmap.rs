@@ -13,18 +13,12 @@ pub struct Cmap {
 
 impl fmt::Debug for Cmap {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Cmap")
-            .field("handle", &self.handle)
-            .finish()
+        f.debug_struct("Cmap").field("handle", &self.handle).finish()
     }
 }
 
 fn key(k: &str) -> Result<CString> {
-    CString::new(k).map_err(|_| Error::BadName {
-        what: "cmap key",
-        name: k.to_owned(),
-        why: "it contains a NUL byte",
-    })
+    CString::new(k).map_err(|_| Error::BadName { what: "cmap key", name: k.to_owned(), why: "it contains a NUL byte" })
 }
 
 impl Cmap {
@@ -32,9 +26,7 @@ impl Cmap {
     pub fn new() -> Result<Self> {
         let mut handle: sys::cmap_handle_t = 0;
         // SAFETY: valid out-pointer.
-        check("cmap_initialize", unsafe {
-            sys::cmap_initialize(&mut handle)
-        })?;
+        check("cmap_initialize", unsafe { sys::cmap_initialize(&mut handle) })?;
         Ok(Cmap { handle })
     }
 
@@ -86,9 +78,7 @@ impl Cmap {
             };
             let name = match self.get_string(&format!("nodelist.node.{i}.name"))? {
                 Some(n) => n,
-                None => self
-                    .get_string(&format!("nodelist.node.{i}.ring0_addr"))?
-                    .unwrap_or_default(),
+                None => self.get_string(&format!("nodelist.node.{i}.ring0_addr"))?.unwrap_or_default(),
             };
             names.insert(nodeid, name);
         }
@@ -121,10 +111,7 @@ mod tests {
         let e = check("cmap_get_uint32", sys::CS_ERR_NOT_EXIST).map(|()| 0u32);
         assert_eq!(not_exist_is_none(e).unwrap(), None);
         let e = check("cmap_get_uint32", sys::CS_ERR_ACCESS).map(|()| 0u32);
-        assert_eq!(
-            not_exist_is_none(e).unwrap_err().code(),
-            Some(CsError::Access)
-        );
+        assert_eq!(not_exist_is_none(e).unwrap_err().code(), Some(CsError::Access));
         assert!(key("a\0b").is_err());
     }
 

@@ -108,17 +108,9 @@ impl fmt::Display for Change {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CpgEvent {
     /// A message multicast to the group. `own` is true for our own messages (commit point).
-    Deliver {
-        sender: Address,
-        own: bool,
-        msg: Vec<u8>,
-    },
+    Deliver { sender: Address, own: bool, msg: Vec<u8> },
     /// The group's membership changed. `members` is the new membership.
-    ConfChg {
-        members: Vec<Address>,
-        left: Vec<Change>,
-        joined: Vec<Change>,
-    },
+    ConfChg { members: Vec<Address>, left: Vec<Change>, joined: Vec<Change> },
     /// The cluster (totem) membership changed; `ring_id` is comparable with quorum's.
     /// With `CPG_MODEL_V1_DELIVER_INITIAL_TOTEM_CONF` corosync sends the current one with the
     /// first group configuration change it reports after we connected, which can be just
@@ -163,11 +155,7 @@ impl fmt::Debug for Cpg {
 }
 
 fn group_name(group: &str) -> Result<sys::cpg_name> {
-    let bad = |why| Error::BadName {
-        what: "CPG group name",
-        name: group.to_owned(),
-        why,
-    };
+    let bad = |why| Error::BadName { what: "CPG group name", name: group.to_owned(), why };
     if group.is_empty() {
         return Err(bad("it is empty"));
     }
@@ -177,10 +165,7 @@ fn group_name(group: &str) -> Result<sys::cpg_name> {
     if group.as_bytes().contains(&0) {
         return Err(bad("it contains a NUL byte"));
     }
-    let mut name = sys::cpg_name {
-        length: group.len() as u32,
-        ..Default::default()
-    };
+    let mut name = sys::cpg_name { length: group.len() as u32, ..Default::default() };
     for (dst, src) in name.value.iter_mut().zip(group.bytes()) {
         *dst = src as std::ffi::c_char;
     }
@@ -196,10 +181,7 @@ impl Cpg {
         let inner = Box::into_raw(Box::new(Inner {
             // corosync names members by the pid it sees on the IPC socket: this holds as long
             // as we share corosync's pid namespace (true on a host and in the test guests).
-            me: Address {
-                nodeid: 0,
-                pid: std::process::id(),
-            },
+            me: Address { nodeid: 0, pid: std::process::id() },
             queue: VecDeque::new(),
             lost_event: false,
         }));
@@ -230,23 +212,14 @@ impl Cpg {
             return Err(e);
         }
         // From here Drop finalizes the handle and frees `inner`.
-        let mut cpg = Cpg {
-            handle,
-            inner,
-            group: name,
-            group_text: group.to_owned(),
-            fd: -1,
-            joined: false,
-        };
+        let mut cpg = Cpg { handle, inner, group: name, group_text: group.to_owned(), fd: -1, joined: false };
         let mut fd: std::ffi::c_int = -1;
         // SAFETY: valid handle, `fd` is a valid out-pointer.
         check("cpg_fd_get", unsafe { sys::cpg_fd_get(handle, &mut fd) })?;
         cpg.fd = fd;
         let mut nodeid: std::ffi::c_uint = 0;
         // SAFETY: valid handle, `nodeid` is a valid out-pointer.
-        check("cpg_local_get", unsafe {
-            sys::cpg_local_get(handle, &mut nodeid)
-        })?;
+        check("cpg_local_get", unsafe { sys::cpg_local_get(handle, &mut nodeid) })?;
         // SAFETY: no dispatch is running (we hold the only reference), so no callback aliases.
         unsafe { (*cpg.inner.as_ptr()).me.nodeid = nodeid };
         Ok(cpg)
@@ -257,9 +230,7 @@ impl Cpg {
     pub fn join(&mut self) -> Result<()> {
         let (h, name) = (self.handle, self.group);
         // SAFETY: valid handle; `name` is a valid cpg_name that outlives the call.
-        retry("cpg_join", JOIN_RETRY, || unsafe {
-            sys::cpg_join(h, &name)
-        })?;
+        retry("cpg_join", JOIN_RETRY, || unsafe { sys::cpg_join(h, &name) })?;
         self.joined = true;
         Ok(())
     }
@@ -269,9 +240,7 @@ impl Cpg {
     pub fn leave(&mut self) -> Result<()> {
         let (h, name) = (self.handle, self.group);
         // SAFETY: valid handle; `name` is a valid cpg_name that outlives the call.
-        retry("cpg_leave", JOIN_RETRY, || unsafe {
-            sys::cpg_leave(h, &name)
-        })?;
+        retry("cpg_leave", JOIN_RETRY, || unsafe { sys::cpg_leave(h, &name) })?;
         self.joined = false;
         Ok(())
     }
@@ -286,20 +255,13 @@ impl Cpg {
     /// where blocking for a while is acceptable.
     pub fn mcast(&self, msg: &[u8]) -> Result<()> {
         if !self.joined {
-            return Err(Error::NotJoined {
-                group: self.group_text.clone(),
-            });
+            return Err(Error::NotJoined { group: self.group_text.clone() });
         }
-        let iov = libc::iovec {
-            iov_base: msg.as_ptr() as *mut c_void,
-            iov_len: msg.len(),
-        };
+        let iov = libc::iovec { iov_base: msg.as_ptr() as *mut c_void, iov_len: msg.len() };
         let h = self.handle;
         // SAFETY: valid handle; `iov` points at `msg`, which outlives the call; libcpg only
         // reads through iov_base (the cast to *mut is the C signature's, not a write).
-        retry("cpg_mcast_joined", MCAST_RETRY, || unsafe {
-            sys::cpg_mcast_joined(h, sys::CPG_TYPE_AGREED, &iov, 1)
-        })
+        retry("cpg_mcast_joined", MCAST_RETRY, || unsafe { sys::cpg_mcast_joined(h, sys::CPG_TYPE_AGREED, &iov, 1) })
     }
 
     /// Runs every callback that is ready (`cpg_dispatch` with `CS_DISPATCH_ALL`, which never
@@ -315,9 +277,7 @@ impl Cpg {
         let events: Vec<CpgEvent> = inner.queue.drain(..).collect();
         check("cpg_dispatch", rc)?;
         if std::mem::take(&mut inner.lost_event) {
-            return Err(Error::EventLost {
-                call: "cpg_dispatch",
-            });
+            return Err(Error::EventLost { call: "cpg_dispatch" });
         }
         Ok(events)
     }
@@ -400,25 +360,15 @@ unsafe fn copy_list<T: Copy>(ptr: *const T, n: usize) -> Vec<T> {
 /// A delivered message as an event; `own` when the sender is this process (`me`).
 fn delivery(me: Address, nodeid: u32, pid: u32, msg: Vec<u8>) -> CpgEvent {
     let sender = Address { nodeid, pid };
-    CpgEvent::Deliver {
-        sender,
-        own: sender == me,
-        msg,
-    }
+    CpgEvent::Deliver { sender, own: sender == me, msg }
 }
 
 fn addr(a: &sys::cpg_address) -> Address {
-    Address {
-        nodeid: a.nodeid,
-        pid: a.pid,
-    }
+    Address { nodeid: a.nodeid, pid: a.pid }
 }
 
 fn change(a: &sys::cpg_address) -> Change {
-    Change {
-        addr: addr(a),
-        reason: Reason::from_raw(a.reason),
-    }
+    Change { addr: addr(a), reason: Reason::from_raw(a.reason) }
 }
 
 unsafe extern "C" fn deliver_cb(
@@ -450,11 +400,7 @@ unsafe extern "C" fn confchg_cb(
     with_inner(handle, |inner| {
         // SAFETY: libcpg passes arrays of the given lengths, valid during the callback.
         let (members, left, joined) = unsafe {
-            (
-                copy_list(member_list, member_n),
-                copy_list(left_list, left_n),
-                copy_list(joined_list, joined_n),
-            )
+            (copy_list(member_list, member_n), copy_list(left_list, left_n), copy_list(joined_list, joined_n))
         };
         inner.queue.push_back(CpgEvent::ConfChg {
             members: members.iter().map(addr).collect(),
@@ -473,10 +419,7 @@ unsafe extern "C" fn totem_confchg_cb(
     with_inner(handle, |inner| {
         // SAFETY: libcpg passes `member_n` node ids, valid during the callback.
         let members = unsafe { copy_list(member_list, member_n as usize) };
-        inner.queue.push_back(CpgEvent::TotemConfChg {
-            ring_id: ring_id.into(),
-            members,
-        });
+        inner.queue.push_back(CpgEvent::TotemConfChg { ring_id: ring_id.into(), members });
     });
 }
 
@@ -491,15 +434,10 @@ mod tests {
         assert_eq!(Reason::from_raw(sys::CPG_REASON_NODEDOWN), Reason::NodeDown);
         assert_eq!(Reason::from_raw(sys::CPG_REASON_NODEUP), Reason::NodeUp);
         assert_eq!(Reason::from_raw(sys::CPG_REASON_PROCDOWN), Reason::ProcDown);
-        assert_eq!(
-            Reason::from_raw(sys::CPG_REASON_UNDEFINED),
-            Reason::Undefined
-        );
+        assert_eq!(Reason::from_raw(sys::CPG_REASON_UNDEFINED), Reason::Undefined);
         assert_eq!(Reason::from_raw(77), Reason::Unknown(77));
         assert_eq!(
-            (1..=5)
-                .map(|r| Reason::from_raw(r).to_string())
-                .collect::<Vec<_>>(),
+            (1..=5).map(|r| Reason::from_raw(r).to_string()).collect::<Vec<_>>(),
             ["join", "leave", "nodedown", "nodeup", "procdown"]
         );
     }
@@ -523,16 +461,10 @@ mod tests {
     fn group_names_are_checked() {
         let n = group_name("virtdlm").unwrap();
         assert_eq!(n.length, 7);
-        assert_eq!(
-            n.value[..7].iter().map(|&c| c as u8).collect::<Vec<_>>(),
-            b"virtdlm"
-        );
+        assert_eq!(n.value[..7].iter().map(|&c| c as u8).collect::<Vec<_>>(), b"virtdlm");
         assert!(group_name(&"x".repeat(128)).is_ok());
         for bad in ["", "a\0b", &"x".repeat(129)] {
-            assert!(
-                matches!(group_name(bad), Err(Error::BadName { .. })),
-                "{bad:?}"
-            );
+            assert!(matches!(group_name(bad), Err(Error::BadName { .. })), "{bad:?}");
         }
     }
 
@@ -540,31 +472,10 @@ mod tests {
     fn confchg_copies_the_c_lists() {
         // Drive the callback the way libcpg would, through a handle libcpg does not know:
         // cpg_context_get fails, so the callback must do nothing (and not crash).
-        let a = [sys::cpg_address {
-            nodeid: 1,
-            pid: 2,
-            reason: sys::CPG_REASON_JOIN,
-        }];
+        let a = [sys::cpg_address { nodeid: 1, pid: 2, reason: sys::CPG_REASON_JOIN }];
         // SAFETY: the pointers and lengths describe valid arrays (or null with length 0).
-        unsafe {
-            confchg_cb(
-                0xdead,
-                std::ptr::null(),
-                a.as_ptr(),
-                1,
-                std::ptr::null(),
-                0,
-                a.as_ptr(),
-                1,
-            )
-        };
-        assert_eq!(
-            change(&a[0]),
-            Change {
-                addr: Address { nodeid: 1, pid: 2 },
-                reason: Reason::Join
-            }
-        );
+        unsafe { confchg_cb(0xdead, std::ptr::null(), a.as_ptr(), 1, std::ptr::null(), 0, a.as_ptr(), 1) };
+        assert_eq!(change(&a[0]), Change { addr: Address { nodeid: 1, pid: 2 }, reason: Reason::Join });
         // SAFETY: a null pointer is allowed (any length).
         assert!(unsafe { copy_list::<u32>(std::ptr::null(), 5) }.is_empty());
         // SAFETY: a valid 1-element array.
@@ -576,9 +487,6 @@ mod tests {
         let err = super::super::test_isolation::without_corosync(|| Cpg::new("virtdlm-test"))
             .expect_err("no corosync is reachable in an empty network namespace");
         assert!(err.is_not_running(), "{err}");
-        assert!(
-            err.to_string().starts_with("cpg_model_initialize:"),
-            "{err}"
-        );
+        assert!(err.to_string().starts_with("cpg_model_initialize:"), "{err}");
     }
 }

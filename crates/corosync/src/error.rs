@@ -148,9 +148,7 @@ impl CsError {
             return "unknown corosync error";
         }
         // SAFETY: non-null, NUL-terminated, and static for the life of the process (see above).
-        unsafe { CStr::from_ptr(ptr) }
-            .to_str()
-            .unwrap_or("unknown corosync error")
+        unsafe { CStr::from_ptr(ptr) }.to_str().unwrap_or("unknown corosync error")
     }
 }
 
@@ -175,11 +173,7 @@ pub enum Error {
     NotJoined { group: String },
     /// A name we were asked to pass to corosync is not representable.
     #[error("{what} {name:?} is not usable: {why}")]
-    BadName {
-        what: &'static str,
-        name: String,
-        why: &'static str,
-    },
+    BadName { what: &'static str, name: String, why: &'static str },
 }
 
 impl Error {
@@ -227,10 +221,7 @@ mod tests {
                 continue; // not assigned in corotypes.h
             }
             let code = CsError::from_raw(raw).unwrap();
-            assert!(
-                !matches!(code, CsError::Unknown(_)),
-                "code {raw} should be known"
-            );
+            assert!(!matches!(code, CsError::Unknown(_)), "code {raw} should be known");
             assert_eq!(code.raw(), raw);
         }
         assert_eq!(CsError::from_raw(100), Some(CsError::Security));
@@ -244,10 +235,7 @@ mod tests {
         assert!(err.is_not_running());
         assert_eq!(err.code(), Some(CsError::Library));
         let msg = err.to_string();
-        assert!(
-            msg.starts_with("cpg_model_initialize: corosync is not reachable"),
-            "{msg}"
-        );
+        assert!(msg.starts_with("cpg_model_initialize: corosync is not reachable"), "{msg}");
         assert!(msg.contains("is corosync running?"), "{msg}");
     }
 
@@ -259,10 +247,7 @@ mod tests {
         // cs_strerror names the code; we add what it means.
         assert_eq!(CsError::Exist.text(), "CS_ERR_EXIST");
         assert_eq!(CsError::TryAgain.text(), "CS_ERR_TRY_AGAIN");
-        assert_eq!(
-            err.to_string(),
-            "cpg_join: already exists (this process already joined the group?) (CS_ERR_EXIST)"
-        );
+        assert_eq!(err.to_string(), "cpg_join: already exists (this process already joined the group?) (CS_ERR_EXIST)");
     }
 
     #[test]

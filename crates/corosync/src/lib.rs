@@ -51,9 +51,7 @@ pub(crate) mod test_isolation {
                 if let Err(e) = isolated {
                     let unix = std::fs::read_to_string("/proc/net/unix").unwrap_or_default();
                     assert!(
-                        !unix
-                            .lines()
-                            .any(|l| l.ends_with(" @cpg") || l.ends_with(" @quorum")),
+                        !unix.lines().any(|l| l.ends_with(" @cpg") || l.ends_with(" @quorum")),
                         "cannot isolate from the corosync running here (unshare(CLONE_NEWNET): \
                          {e}); run the tests as root"
                     );

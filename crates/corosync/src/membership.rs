@@ -37,10 +37,7 @@ impl fmt::Display for Verdict {
             Verdict::NotJoined => f.write_str("not-joined"),
             Verdict::NoQuorumYet => f.write_str("no-quorum-yet"),
             Verdict::Inquorate => f.write_str("inquorate"),
-            Verdict::Settling {
-                cpg: Some(c),
-                quorum,
-            } => write!(f, "settling(cpg {c}, quorum {quorum})"),
+            Verdict::Settling { cpg: Some(c), quorum } => write!(f, "settling(cpg {c}, quorum {quorum})"),
             Verdict::Settling { cpg: None, quorum } => {
                 write!(f, "settling(cpg none, quorum {quorum})")
             }
@@ -62,13 +59,7 @@ pub struct MembershipView {
 impl MembershipView {
     /// `me` is [`super::Cpg::me`].
     pub fn new(me: Address) -> Self {
-        MembershipView {
-            me,
-            in_group: false,
-            lost: false,
-            cpg_ring: None,
-            quorum: None,
-        }
+        MembershipView { me, in_group: false, lost: false, cpg_ring: None, quorum: None }
     }
 
     /// Feeds a CPG event; returns the new verdict if it changed.
@@ -94,10 +85,7 @@ impl MembershipView {
     /// Feeds a quorum event; returns the new verdict if it changed.
     pub fn on_quorum(&mut self, ev: &QuorumEvent) -> Option<Verdict> {
         let before = self.verdict();
-        if let QuorumEvent::Quorum {
-            quorate, ring_id, ..
-        } = ev
-        {
+        if let QuorumEvent::Quorum { quorate, ring_id, .. } = ev {
             self.quorum = Some((*quorate, *ring_id));
         }
         self.changed(before)
@@ -133,10 +121,7 @@ impl MembershipView {
             return Verdict::Inquorate;
         }
         if self.cpg_ring != Some(quorum) {
-            return Verdict::Settling {
-                cpg: self.cpg_ring,
-                quorum,
-            };
+            return Verdict::Settling { cpg: self.cpg_ring, quorum };
         }
         Verdict::Safe
     }
@@ -157,46 +142,21 @@ mod tests {
     use super::super::cpg::{Change, Reason};
     use super::*;
 
-    const ME: Address = Address {
-        nodeid: 1,
-        pid: 100,
-    };
-    const OTHER: Address = Address {
-        nodeid: 2,
-        pid: 200,
-    };
+    const ME: Address = Address { nodeid: 1, pid: 100 };
+    const OTHER: Address = Address { nodeid: 2, pid: 200 };
 
     fn ring(seq: u64) -> RingId {
         RingId { nodeid: 1, seq }
     }
-    fn confchg(
-        members: &[Address],
-        left: &[(Address, Reason)],
-        joined: &[(Address, Reason)],
-    ) -> CpgEvent {
-        let ch = |l: &[(Address, Reason)]| {
-            l.iter()
-                .map(|&(addr, reason)| Change { addr, reason })
-                .collect()
-        };
-        CpgEvent::ConfChg {
-            members: members.to_vec(),
-            left: ch(left),
-            joined: ch(joined),
-        }
+    fn confchg(members: &[Address], left: &[(Address, Reason)], joined: &[(Address, Reason)]) -> CpgEvent {
+        let ch = |l: &[(Address, Reason)]| l.iter().map(|&(addr, reason)| Change { addr, reason }).collect();
+        CpgEvent::ConfChg { members: members.to_vec(), left: ch(left), joined: ch(joined) }
     }
     fn totem(seq: u64) -> CpgEvent {
-        CpgEvent::TotemConfChg {
-            ring_id: ring(seq),
-            members: vec![1, 2],
-        }
+        CpgEvent::TotemConfChg { ring_id: ring(seq), members: vec![1, 2] }
     }
     fn quorum(quorate: bool, seq: u64) -> QuorumEvent {
-        QuorumEvent::Quorum {
-            quorate,
-            ring_id: ring(seq),
-            members: vec![1, 2],
-        }
+        QuorumEvent::Quorum { quorate, ring_id: ring(seq), members: vec![1, 2] }
     }
     fn joined_view() -> MembershipView {
         let mut v = MembershipView::new(ME);
@@ -211,10 +171,7 @@ mod tests {
         assert_eq!(v.on_quorum(&quorum(true, 5)), None); // still not joined
         assert_eq!(
             v.on_cpg(&confchg(&[ME], &[], &[(ME, Reason::Join)])),
-            Some(Verdict::Settling {
-                cpg: None,
-                quorum: ring(5)
-            })
+            Some(Verdict::Settling { cpg: None, quorum: ring(5) })
         );
         assert_eq!(v.on_cpg(&totem(5)), Some(Verdict::Safe));
         assert!(v.safe_to_act());
@@ -235,31 +192,14 @@ mod tests {
         v.on_quorum(&quorum(true, 5));
         assert!(v.safe_to_act());
         // Quorum learns of ring 6 before CPG delivers it.
-        assert_eq!(
-            v.on_quorum(&quorum(true, 6)),
-            Some(Verdict::Settling {
-                cpg: Some(ring(5)),
-                quorum: ring(6)
-            })
-        );
+        assert_eq!(v.on_quorum(&quorum(true, 6)), Some(Verdict::Settling { cpg: Some(ring(5)), quorum: ring(6) }));
         assert!(!v.safe_to_act());
         assert_eq!(v.on_cpg(&totem(6)), Some(Verdict::Safe));
         // And the other way round: CPG first.
-        assert_eq!(
-            v.on_cpg(&totem(7)),
-            Some(Verdict::Settling {
-                cpg: Some(ring(7)),
-                quorum: ring(6)
-            })
-        );
+        assert_eq!(v.on_cpg(&totem(7)), Some(Verdict::Settling { cpg: Some(ring(7)), quorum: ring(6) }));
         assert_eq!(v.on_quorum(&quorum(true, 7)), Some(Verdict::Safe));
         // Same seq, different ring leader: a different ring.
-        assert!(v
-            .on_cpg(&CpgEvent::TotemConfChg {
-                ring_id: RingId { nodeid: 2, seq: 7 },
-                members: vec![]
-            })
-            .is_some());
+        assert!(v.on_cpg(&CpgEvent::TotemConfChg { ring_id: RingId { nodeid: 2, seq: 7 }, members: vec![] }).is_some());
         assert!(!v.safe_to_act());
     }
 
@@ -270,13 +210,7 @@ mod tests {
         v.on_quorum(&quorum(true, 5));
         v.on_cpg(&totem(6));
         assert_eq!(v.on_quorum(&quorum(false, 6)), Some(Verdict::Inquorate));
-        assert_eq!(
-            v.on_quorum(&quorum(true, 8)),
-            Some(Verdict::Settling {
-                cpg: Some(ring(6)),
-                quorum: ring(8)
-            })
-        );
+        assert_eq!(v.on_quorum(&quorum(true, 8)), Some(Verdict::Settling { cpg: Some(ring(6)), quorum: ring(8) }));
         assert_eq!(v.on_cpg(&totem(8)), Some(Verdict::Safe));
     }
 
@@ -285,14 +219,8 @@ mod tests {
         let mut v = joined_view();
         v.on_cpg(&totem(5));
         v.on_quorum(&quorum(true, 5));
-        assert_eq!(
-            v.on_cpg(&confchg(&[ME], &[(OTHER, Reason::ProcDown)], &[])),
-            None
-        );
-        assert_eq!(
-            v.on_cpg(&confchg(&[ME], &[(OTHER, Reason::NodeDown)], &[])),
-            None
-        );
+        assert_eq!(v.on_cpg(&confchg(&[ME], &[(OTHER, Reason::ProcDown)], &[])), None);
+        assert_eq!(v.on_cpg(&confchg(&[ME], &[(OTHER, Reason::NodeDown)], &[])), None);
         assert!(v.safe_to_act());
     }
 
@@ -301,18 +229,12 @@ mod tests {
         let mut v = joined_view();
         v.on_cpg(&totem(5));
         v.on_quorum(&quorum(true, 5));
-        assert_eq!(
-            v.on_cpg(&confchg(&[OTHER], &[(ME, Reason::Leave)], &[])),
-            Some(Verdict::Lost)
-        );
+        assert_eq!(v.on_cpg(&confchg(&[OTHER], &[(ME, Reason::Leave)], &[])), Some(Verdict::Lost));
         assert!(v.is_lost());
         assert_eq!(v.on_quorum(&quorum(true, 6)), None, "lost stays lost");
         assert_eq!(
             v.on_cpg(&confchg(&[ME, OTHER], &[], &[(ME, Reason::Join)])),
-            Some(Verdict::Settling {
-                cpg: Some(ring(5)),
-                quorum: ring(6)
-            })
+            Some(Verdict::Settling { cpg: Some(ring(5)), quorum: ring(6) })
         );
     }
 
@@ -331,10 +253,7 @@ mod tests {
     #[test]
     fn another_process_on_our_node_is_not_us() {
         let mut v = MembershipView::new(ME);
-        let sibling = Address {
-            nodeid: ME.nodeid,
-            pid: 999,
-        };
+        let sibling = Address { nodeid: ME.nodeid, pid: 999 };
         v.on_cpg(&confchg(&[sibling], &[], &[(sibling, Reason::Join)]));
         assert_eq!(v.verdict(), Verdict::NotJoined);
     }

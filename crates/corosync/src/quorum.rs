@@ -18,18 +18,9 @@ use std::ptr::NonNull;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum QuorumEvent {
     /// Quorum state of the membership `ring_id` (votequorum's view).
-    Quorum {
-        quorate: bool,
-        ring_id: RingId,
-        members: Vec<u32>,
-    },
+    Quorum { quorate: bool, ring_id: RingId, members: Vec<u32> },
     /// The membership changed (before quorum is recomputed for it).
-    NodeList {
-        ring_id: RingId,
-        members: Vec<u32>,
-        joined: Vec<u32>,
-        left: Vec<u32>,
-    },
+    NodeList { ring_id: RingId, members: Vec<u32>, joined: Vec<u32>, left: Vec<u32> },
 }
 
 struct Inner {
@@ -53,10 +44,7 @@ unsafe impl Send for Quorum {}
 
 impl fmt::Debug for Quorum {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Quorum")
-            .field("handle", &self.handle)
-            .field("provider", &self.provider)
-            .finish()
+        f.debug_struct("Quorum").field("handle", &self.handle).field("provider", &self.provider).finish()
     }
 }
 
@@ -64,10 +52,7 @@ impl Quorum {
     /// Connects and starts tracking: `quorum_model_initialize` (`QUORUM_MODEL_V1`),
     /// `quorum_fd_get`, `quorum_trackstart(CS_TRACK_CURRENT | CS_TRACK_CHANGES)`.
     pub fn new() -> Result<Self> {
-        let inner = Box::into_raw(Box::new(Inner {
-            queue: VecDeque::new(),
-            lost_event: false,
-        }));
+        let inner = Box::into_raw(Box::new(Inner { queue: VecDeque::new(), lost_event: false }));
         // SAFETY: Box::into_raw never returns null.
         let inner = unsafe { NonNull::new_unchecked(inner) };
         let mut model = sys::quorum_model_v1_data_t {
@@ -94,23 +79,14 @@ impl Quorum {
             drop(unsafe { Box::from_raw(inner.as_ptr()) });
             return Err(e);
         }
-        let mut q = Quorum {
-            handle,
-            inner,
-            fd: -1,
-            provider: quorum_type == sys::QUORUM_SET,
-        };
+        let mut q = Quorum { handle, inner, fd: -1, provider: quorum_type == sys::QUORUM_SET };
         let mut fd: std::ffi::c_int = -1;
         // SAFETY: valid handle, valid out-pointer.
-        check("quorum_fd_get", unsafe {
-            sys::quorum_fd_get(handle, &mut fd)
-        })?;
+        check("quorum_fd_get", unsafe { sys::quorum_fd_get(handle, &mut fd) })?;
         q.fd = fd;
         let flags = sys::CS_TRACK_CURRENT | sys::CS_TRACK_CHANGES;
         // SAFETY: valid handle.
-        check("quorum_trackstart", unsafe {
-            sys::quorum_trackstart(handle, flags)
-        })?;
+        check("quorum_trackstart", unsafe { sys::quorum_trackstart(handle, flags) })?;
         Ok(q)
     }
 
@@ -124,9 +100,7 @@ impl Quorum {
     pub fn is_quorate(&self) -> Result<bool> {
         let mut q: std::ffi::c_int = 0;
         // SAFETY: valid handle, valid out-pointer.
-        check("quorum_getquorate", unsafe {
-            sys::quorum_getquorate(self.handle, &mut q)
-        })?;
+        check("quorum_getquorate", unsafe { sys::quorum_getquorate(self.handle, &mut q) })?;
         Ok(q != 0)
     }
 
@@ -140,9 +114,7 @@ impl Quorum {
         let events: Vec<QuorumEvent> = inner.queue.drain(..).collect();
         check("quorum_dispatch", rc)?;
         if std::mem::take(&mut inner.lost_event) {
-            return Err(Error::EventLost {
-                call: "quorum_dispatch",
-            });
+            return Err(Error::EventLost { call: "quorum_dispatch" });
         }
         Ok(events)
     }
@@ -210,11 +182,7 @@ unsafe extern "C" fn quorum_cb(
     with_inner(handle, |inner| {
         // SAFETY: libquorum passes `member_n` node ids, valid during the callback.
         let members = unsafe { nodes(member_list, member_n) };
-        inner.queue.push_back(QuorumEvent::Quorum {
-            quorate: quorate != 0,
-            ring_id: ring_id.into(),
-            members,
-        });
+        inner.queue.push_back(QuorumEvent::Quorum { quorate: quorate != 0, ring_id: ring_id.into(), members });
     });
 }
 
@@ -231,19 +199,9 @@ unsafe extern "C" fn nodelist_cb(
 ) {
     with_inner(handle, |inner| {
         // SAFETY: libquorum passes arrays of the given lengths, valid during the callback.
-        let (members, joined, left) = unsafe {
-            (
-                nodes(member_list, member_n),
-                nodes(joined_list, joined_n),
-                nodes(left_list, left_n),
-            )
-        };
-        inner.queue.push_back(QuorumEvent::NodeList {
-            ring_id: ring_id.into(),
-            members,
-            joined,
-            left,
-        });
+        let (members, joined, left) =
+            unsafe { (nodes(member_list, member_n), nodes(joined_list, joined_n), nodes(left_list, left_n)) };
+        inner.queue.push_back(QuorumEvent::NodeList { ring_id: ring_id.into(), members, joined, left });
     });
 }
 
@@ -256,25 +214,14 @@ mod tests {
         let err = super::super::test_isolation::without_corosync(Quorum::new)
             .expect_err("no corosync is reachable in an empty network namespace");
         assert!(err.is_not_running(), "{err}");
-        assert!(
-            err.to_string().starts_with("quorum_model_initialize:"),
-            "{err}"
-        );
+        assert!(err.to_string().starts_with("quorum_model_initialize:"), "{err}");
     }
 
     #[test]
     fn callbacks_on_an_unknown_handle_do_nothing() {
         let m = [1u32, 2];
         // SAFETY: valid 2-element array; the handle is unknown to libquorum.
-        unsafe {
-            quorum_cb(
-                0xdead,
-                1,
-                sys::quorum_ring_id { nodeid: 1, seq: 2 },
-                2,
-                m.as_ptr(),
-            )
-        };
+        unsafe { quorum_cb(0xdead, 1, sys::quorum_ring_id { nodeid: 1, seq: 2 }, 2, m.as_ptr()) };
         // SAFETY: a null pointer is allowed (any length).
         assert!(unsafe { nodes(std::ptr::null(), 3) }.is_empty());
         // SAFETY: a valid 2-element array.

@@ -10,11 +10,7 @@ const LONGEST_PAUSE: Duration = Duration::from_millis(100);
 
 /// Calls `f` until it returns something other than `CS_ERR_TRY_AGAIN`, sleeping 1 ms, 2 ms, …
 /// (at most 100 ms) in between, for at most `budget`. Blocks the calling thread.
-pub(crate) fn retry(
-    call: &'static str,
-    budget: Duration,
-    mut f: impl FnMut() -> sys::cs_error_t,
-) -> Result<()> {
+pub(crate) fn retry(call: &'static str, budget: Duration, mut f: impl FnMut() -> sys::cs_error_t) -> Result<()> {
     let start = Instant::now();
     let mut pause = FIRST_PAUSE;
     loop {
@@ -24,10 +20,7 @@ pub(crate) fn retry(
         }
         let waited = start.elapsed();
         if waited >= budget {
-            return Err(Error::StillBusy {
-                call,
-                waited_ms: waited.as_millis() as u64,
-            });
+            return Err(Error::StillBusy { call, waited_ms: waited.as_millis() as u64 });
         }
         std::thread::sleep(pause.min(budget - waited));
         pause = (pause * 2).min(LONGEST_PAUSE);

@@ -14,19 +14,13 @@ pub struct RingId {
 
 impl From<sys::cpg_ring_id> for RingId {
     fn from(r: sys::cpg_ring_id) -> Self {
-        RingId {
-            nodeid: r.nodeid,
-            seq: r.seq,
-        }
+        RingId { nodeid: r.nodeid, seq: r.seq }
     }
 }
 
 impl From<sys::quorum_ring_id> for RingId {
     fn from(r: sys::quorum_ring_id) -> Self {
-        RingId {
-            nodeid: r.nodeid,
-            seq: r.seq,
-        }
+        RingId { nodeid: r.nodeid, seq: r.seq }
     }
 }
 

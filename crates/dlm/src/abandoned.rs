@@ -52,7 +52,11 @@ fn run_alone_in(p: &Paths, ls: &str, nodeid: u32) -> Result<(), DlmError> {
         return Err(DlmError::Released(ls.to_owned()));
     }
     if p.cluster.exists() {
-        return Err(abandon_err("check", &p.cluster, io::Error::other("dlm_controld configures the DLM; it must recover this lockspace")));
+        return Err(abandon_err(
+            "check",
+            &p.cluster,
+            io::Error::other("dlm_controld configures the DLM; it must recover this lockspace"),
+        ));
     }
     let node = p.cluster.join("spaces").join(ls).join("nodes").join(nodeid.to_string());
     let comm = p.cluster.join("comms").join(nodeid.to_string());
@@ -131,7 +135,10 @@ mod tests {
         // so here the walk stops there, after removing our node's entry, and says where.
         fs::create_dir_all(p.cluster.join("spaces/ls1/nodes/3")).unwrap();
         let r = cleanup_in(&p, "ls1", 3);
-        assert!(matches!(&r, Err(DlmError::Abandoned { step: "rmdir", path, .. }) if path.ends_with("spaces/ls1")), "{r:?}");
+        assert!(
+            matches!(&r, Err(DlmError::Abandoned { step: "rmdir", path, .. }) if path.ends_with("spaces/ls1")),
+            "{r:?}"
+        );
         assert!(!p.cluster.join("spaces/ls1/nodes/3").exists());
         fs::remove_dir_all(root).unwrap();
     }

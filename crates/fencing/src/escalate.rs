@@ -114,7 +114,8 @@ impl Fencer {
                 .into_iter()
                 .map(|t| {
                     s.spawn(move || {
-                        let r = libvirt::suspend(&self.config.virsh, t.uri.as_deref(), &t.uuid, self.config.pause_timeout);
+                        let r =
+                            libvirt::suspend(&self.config.virsh, t.uri.as_deref(), &t.uuid, self.config.pause_timeout);
                         (t, r)
                     })
                 })
@@ -283,10 +284,8 @@ mod tests {
     /// fails with "VM vm0: Terminated, not Paused" (checked).
     #[test]
     fn pause_vms_are_suspended_all_at_once() {
-        let virsh = fake_virsh(
-            "barrier",
-            &format!("while [ $(ls \"$calls\" | wc -l) -lt {MANY} ]; do sleep 0.05; done"),
-        );
+        let virsh =
+            fake_virsh("barrier", &format!("while [ $(ls \"$calls\" | wc -l) -lt {MANY} ]; do sleep 0.05; done"));
         let (children, targets) = pause_vms(MANY);
         let cfg = FencerConfig { pause_timeout: Duration::from_secs(5), virsh: virsh.display().to_string(), ..quick() };
         let r = Fencer::new(cfg, Watchdog::none()).carry_out(targets);
@@ -317,7 +316,11 @@ mod tests {
             assert_eq!(v.3, Outcome::Terminated, "VM {}", v.0);
             assert!(v.4.as_deref().unwrap_or("").contains("did not suspend"), "{:?}", v.4);
         }
-        assert_eq!(std::fs::read_dir(virsh.parent().unwrap().join("calls")).unwrap().count(), MANY, "one suspend per VM");
+        assert_eq!(
+            std::fs::read_dir(virsh.parent().unwrap().join("calls")).unwrap().count(),
+            MANY,
+            "one suspend per VM"
+        );
         for mut c in children {
             c.wait().unwrap();
         }

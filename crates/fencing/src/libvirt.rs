@@ -75,8 +75,9 @@ mod tests {
     #[test]
     fn an_unknown_domain_is_a_clear_refusal() {
         assert!(have_virsh(), "virsh is required (libvirt-clients); run tests/install-deps.sh");
-        let e = suspend("virsh", Some("test:///default"), "00000000-0000-0000-0000-0000000000aa", Duration::from_secs(20))
-            .unwrap_err();
+        let e =
+            suspend("virsh", Some("test:///default"), "00000000-0000-0000-0000-0000000000aa", Duration::from_secs(20))
+                .unwrap_err();
         assert!(matches!(e, PauseError::Refused(ref m) if m.contains("omain")), "{e}");
     }
 

@@ -128,7 +128,11 @@ pub struct Target {
 
 impl std::fmt::Debug for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Target").field("name", &self.name).field("uuid", &self.uuid).field("action", &self.action).finish()
+        f.debug_struct("Target")
+            .field("name", &self.name)
+            .field("uuid", &self.uuid)
+            .field("action", &self.action)
+            .finish()
     }
 }
 

@@ -11,10 +11,10 @@
 //!
 //! `--json` also writes the figures there (tests/bench/peers.sh stores them in docs/bench/).
 use proto::{self, FailureAction, Op, OwnerSpec, Resource, Response};
+use serde_json::json;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use serde_json::json;
 use std::time::{Duration, Instant};
 
 fn call(sock: &Path, op: Op) -> Response {
@@ -48,7 +48,9 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let arg = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
     let exe = std::env::current_exe().unwrap();
-    let virtdlmd = arg("--virtdlmd").map(PathBuf::from).unwrap_or_else(|| exe.parent().unwrap().parent().unwrap().join("virtdlmd"));
+    let virtdlmd = arg("--virtdlmd")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| exe.parent().unwrap().parent().unwrap().join("virtdlmd"));
     let iterations: usize = arg("--iterations").map(|v| v.parse().unwrap()).unwrap_or(2000);
 
     // The journal's directory: production keeps it on tmpfs (/run); pass --dir /dev/shm to match.
@@ -59,10 +61,14 @@ fn main() {
     std::fs::write(dir.join("virtdlmd.conf"), "backend = local\n").unwrap();
     let log = std::fs::File::create(dir.join("virtdlmd.log")).unwrap();
     let mut daemon = Command::new(&virtdlmd)
-        .arg("--config").arg(dir.join("virtdlmd.conf"))
-        .arg("--socket").arg(&sock)
-        .arg("--admin-socket").arg(dir.join("admin.sock"))
-        .arg("--journal").arg(dir.join("journal"))
+        .arg("--config")
+        .arg(dir.join("virtdlmd.conf"))
+        .arg("--socket")
+        .arg(&sock)
+        .arg("--admin-socket")
+        .arg(dir.join("admin.sock"))
+        .arg("--journal")
+        .arg(dir.join("journal"))
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(log)
@@ -101,12 +107,23 @@ fn main() {
         rel.push(t2 - t1);
         both.push(t2 - t0);
     }
-    for (what, v) in [("acquire (4 disks)", &mut acq), ("release (4 disks)", &mut rel), ("acquire+release", &mut both)] {
+    for (what, v) in [("acquire (4 disks)", &mut acq), ("release (4 disks)", &mut rel), ("acquire+release", &mut both)]
+    {
         v.sort();
-        println!("{what:<20} median {:>8.1} us   p99 {:>8.1} us   ({iterations} runs)", pct(v, 0.5).as_secs_f64() * 1e6, pct(v, 0.99).as_secs_f64() * 1e6);
+        println!(
+            "{what:<20} median {:>8.1} us   p99 {:>8.1} us   ({iterations} runs)",
+            pct(v, 0.5).as_secs_f64() * 1e6,
+            pct(v, 0.99).as_secs_f64() * 1e6
+        );
     }
-    figures.insert("acquire_4_disks".into(), json!({"median_us": us(pct(&acq, 0.5)), "p99_us": us(pct(&acq, 0.99)), "n": iterations}));
-    figures.insert("release_4_disks".into(), json!({"median_us": us(pct(&rel, 0.5)), "p99_us": us(pct(&rel, 0.99)), "n": iterations}));
+    figures.insert(
+        "acquire_4_disks".into(),
+        json!({"median_us": us(pct(&acq, 0.5)), "p99_us": us(pct(&acq, 0.99)), "n": iterations}),
+    );
+    figures.insert(
+        "release_4_disks".into(),
+        json!({"median_us": us(pct(&rel, 0.5)), "p99_us": us(pct(&rel, 0.99)), "n": iterations}),
+    );
     let _ = child.kill();
     let _ = child.wait();
 
@@ -138,10 +155,14 @@ fn main() {
     let log = std::fs::OpenOptions::new().append(true).open(dir.join("virtdlmd.log")).unwrap();
     let _ = std::fs::remove_file(&sock);
     let mut daemon = Command::new(&virtdlmd)
-        .arg("--config").arg(dir.join("virtdlmd.conf"))
-        .arg("--socket").arg(&sock)
-        .arg("--admin-socket").arg(dir.join("admin.sock"))
-        .arg("--journal").arg(dir.join("journal"))
+        .arg("--config")
+        .arg(dir.join("virtdlmd.conf"))
+        .arg("--socket")
+        .arg(&sock)
+        .arg("--admin-socket")
+        .arg(dir.join("admin.sock"))
+        .arg("--journal")
+        .arg(dir.join("journal"))
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(log)
@@ -156,7 +177,10 @@ fn main() {
     };
     let restart = t0.elapsed();
     let restarted_rss = rss_kib(daemon.id());
-    println!("kill -9 + restart: {locks} locks taken back, serving after {:.0} ms; RSS {restarted_rss} KiB", restart.as_secs_f64() * 1e3);
+    println!(
+        "kill -9 + restart: {locks} locks taken back, serving after {:.0} ms; RSS {restarted_rss} KiB",
+        restart.as_secs_f64() * 1e3
+    );
     figures.insert("rss_idle_kib".into(), json!(idle_rss));
     figures.insert("held_locks".into(), json!(locks));
     figures.insert("owners".into(), json!(vms + 1));

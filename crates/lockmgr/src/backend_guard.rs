@@ -63,7 +63,10 @@ pub fn probe(corosync_conf: &std::path::Path) -> Option<ClusterSeen> {
         Err(e) => {
             tracing::debug!("corosync cmap not readable ({e}); reading {}", corosync_conf.display());
             let text = std::fs::read_to_string(corosync_conf).ok()?;
-            Some(ClusterSeen { nodes: conf_nodes(&text), seen_in: format!("the nodelist of {}", corosync_conf.display()) })
+            Some(ClusterSeen {
+                nodes: conf_nodes(&text),
+                seen_in: format!("the nodelist of {}", corosync_conf.display()),
+            })
         }
     }
 }
@@ -126,6 +129,9 @@ mod tests {
         let conf = "totem {\n version: 2\n}\nnodelist {\n  node {\n    nodeid: 1\n  }\n  node{\n nodeid: 2\n }\n  # node {\n  node {\n nodeid: 3\n }\n}\nnodes_extra: 1\n";
         assert_eq!(conf_nodes(conf), 3);
         // Debian's shipped corosync.conf: one node.
-        assert_eq!(conf_nodes("nodelist {\n\tnode {\n\t\tname: node1\n\t\tnodeid: 1\n\t\tring0_addr: 127.0.0.1\n\t}\n}\n"), 1);
+        assert_eq!(
+            conf_nodes("nodelist {\n\tnode {\n\t\tname: node1\n\t\tnodeid: 1\n\t\tring0_addr: 127.0.0.1\n\t}\n}\n"),
+            1
+        );
     }
 }

@@ -173,7 +173,8 @@ impl Config {
             if line.is_empty() {
                 continue;
             }
-            let (key, value) = line.split_once('=').ok_or_else(|| err(format!("expected `key = value`, got {line:?}")))?;
+            let (key, value) =
+                line.split_once('=').ok_or_else(|| err(format!("expected `key = value`, got {line:?}")))?;
             let (key, value) = (key.trim(), value.trim());
             // Values may be quoted like libvirt's config files.
             let value = unquote(value).map_err(err)?;
@@ -189,13 +190,19 @@ impl Config {
                 "admin_socket" => c.admin_socket = abs_path(value).map_err(err)?,
                 "journal" => c.journal = abs_path(value).map_err(err)?,
                 "node_name" => {
-                    if value.is_empty() || value.len() > 64 || value.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {
+                    if value.is_empty()
+                        || value.len() > 64
+                        || value.chars().any(|ch| ch.is_whitespace() || ch.is_control())
+                    {
                         return Err(err(format!("node_name {value:?} must be 1..=64 characters without spaces")));
                     }
                     c.node_name = value.to_owned();
                 }
                 "lockspace" => {
-                    if value.is_empty() || value.len() > 64 || !value.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b)) {
+                    if value.is_empty()
+                        || value.len() > 64
+                        || !value.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
+                    {
                         return Err(err(format!("lockspace {value:?} must be 1..=64 of [A-Za-z0-9_-]")));
                     }
                     c.lockspace = value.to_owned();
@@ -213,17 +220,20 @@ impl Config {
                     }
                 }
                 "allowed_gid" => {
-                    c.allowed_gid = Some(value.parse().map_err(|_| err(format!("allowed_gid: {value:?} is not a gid")))?)
+                    c.allowed_gid =
+                        Some(value.parse().map_err(|_| err(format!("allowed_gid: {value:?} is not a gid")))?)
                 }
                 "read_timeout_ms" => {
-                    let ms: u64 = value.parse().map_err(|_| err(format!("read_timeout_ms: {value:?} is not a number")))?;
+                    let ms: u64 =
+                        value.parse().map_err(|_| err(format!("read_timeout_ms: {value:?} is not a number")))?;
                     if !(100..=600_000).contains(&ms) {
                         return Err(err(format!("read_timeout_ms {ms} is outside 100..=600000")));
                     }
                     c.read_timeout = Duration::from_millis(ms);
                 }
                 "journal_compact_bytes" => {
-                    let b: u64 = value.parse().map_err(|_| err(format!("journal_compact_bytes: {value:?} is not a number")))?;
+                    let b: u64 =
+                        value.parse().map_err(|_| err(format!("journal_compact_bytes: {value:?} is not a number")))?;
                     if b < 4096 {
                         return Err(err(format!("journal_compact_bytes {b} is below 4096")));
                     }
@@ -232,7 +242,9 @@ impl Config {
                 "recover_journal" => c.recover_journal = parse_bool(value).map_err(err)?,
                 "fence_grace_ms" => c.fencing.grace = parse_ms(key, value, 0, 600_000).map_err(err)?,
                 "fence_kill_wait_ms" => c.fencing.kill_wait = parse_ms(key, value, 100, 600_000).map_err(err)?,
-                "fence_pause_timeout_ms" => c.fencing.pause_timeout = parse_ms(key, value, 100, 600_000).map_err(err)?,
+                "fence_pause_timeout_ms" => {
+                    c.fencing.pause_timeout = parse_ms(key, value, 100, 600_000).map_err(err)?
+                }
                 "allow_ignore" => c.fencing.allow_ignore = parse_bool(value).map_err(err)?,
                 "watchdog" => c.watchdog = if value == "none" { None } else { Some(abs_path(value).map_err(err)?) },
                 "grant_hold_ms" => c.grant_hold = Some(parse_ms(key, value, 0, 600_000).map_err(err)?),
@@ -245,7 +257,10 @@ impl Config {
                 }
                 "cluster" => c.cluster = Some(parse_bool(value).map_err(err)?),
                 "cluster_group" => {
-                    if value.is_empty() || value.len() > 128 || !value.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+                    if value.is_empty()
+                        || value.len() > 128
+                        || !value.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+                    {
                         return Err(err(format!("cluster_group {value:?} must be 1..=128 of [A-Za-z0-9_.-]")));
                     }
                     c.cluster_group = value.to_owned();
@@ -309,7 +324,9 @@ fn abs_path(v: &str) -> Result<PathBuf, String> {
 
 /// The kernel's host name (what `uname -n` prints).
 pub fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_owned()).unwrap_or_else(|_| "localhost".into())
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".into())
 }
 
 #[cfg(test)]
@@ -369,7 +386,11 @@ mod tests {
         assert_eq!(c.default_grant_hold(None), bound + Duration::from_secs(1), "no timeout known");
         assert_eq!(c.default_grant_hold(Some(Duration::from_secs(60))), bound + Duration::from_secs(61));
         let c = parse("watchdog = /dev/watchdog\nwatchdog_timeout_ms = 10000\n").unwrap();
-        assert_eq!(c.default_grant_hold(Some(Duration::from_secs(60))), bound + Duration::from_secs(11), "the configured one wins");
+        assert_eq!(
+            c.default_grant_hold(Some(Duration::from_secs(60))),
+            bound + Duration::from_secs(11),
+            "the configured one wins"
+        );
         assert_eq!(parse("").unwrap().default_grant_hold(None), Duration::from_secs(6), "the documented default");
     }
 

@@ -54,7 +54,8 @@ impl Watch {
         if let Some(why) = state_problem(pid) {
             return Err(format!("dlm_controld (pid {pid}) {why}"));
         }
-        let probe = matches!(crate::quarantine::run("dlm_tool", &["status"]), Ok(out) if out.contains("cluster nodeid"));
+        let probe =
+            matches!(crate::quarantine::run("dlm_tool", &["status"]), Ok(out) if out.contains("cluster nodeid"));
         if !probe {
             tracing::warn!(pid, "dlm_tool status does not answer now: dlm_controld is watched by its pid only (a hang that leaves it running is not seen)");
         }
@@ -79,9 +80,15 @@ impl Watch {
                 Ok(out) => return Some(format!("(pid {pid}) does not answer `dlm_tool status`: {}", out.trim())),
                 Err(_) => {
                     self.unanswered += 1;
-                    tracing::warn!(pid, unanswered = self.unanswered, "dlm_controld did not answer `dlm_tool status` within 10 s");
+                    tracing::warn!(
+                        pid,
+                        unanswered = self.unanswered,
+                        "dlm_controld did not answer `dlm_tool status` within 10 s"
+                    );
                     if self.unanswered >= 2 {
-                        return Some(format!("(pid {pid}) did not answer `dlm_tool status` twice in a row within 10 s (hung)"));
+                        return Some(format!(
+                            "(pid {pid}) did not answer `dlm_tool status` twice in a row within 10 s (hung)"
+                        ));
                     }
                 }
             }

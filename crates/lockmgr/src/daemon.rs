@@ -41,7 +41,9 @@ pub enum DaemonError {
     Bind(#[from] server::BindError),
     #[error("cannot open the watchdog {path}: {source} (set `watchdog = none` to run without one)")]
     Watchdog { path: String, source: std::io::Error },
-    #[error("the watchdog {0} does not report its timeout: set `watchdog_timeout_ms` (or `grant_hold_ms`) in virtdlmd.conf")]
+    #[error(
+        "the watchdog {0} does not report its timeout: set `watchdog_timeout_ms` (or `grant_hold_ms`) in virtdlmd.conf"
+    )]
     WatchdogTimeout(String),
     #[error("cannot start the runtime: {0}")]
     Runtime(std::io::Error),
@@ -104,13 +106,20 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
     let (watch_tx, watch_rx) = tokio::sync::mpsc::unbounded_channel();
     let registry = Arc::new(Registry::new(backend, naming, journal, watch_tx));
     let watchdog = match &config.watchdog {
-        Some(p) => fencing::Watchdog::open(p).map_err(|source| DaemonError::Watchdog { path: p.display().to_string(), source })?,
+        Some(p) => fencing::Watchdog::open(p)
+            .map_err(|source| DaemonError::Watchdog { path: p.display().to_string(), source })?,
         None => fencing::Watchdog::none(),
     };
     // A VM that survives SIGKILL writes until the watchdog resets the host: the other nodes'
     // default hold must cover that too, so its timeout must be known.
-    if config.watchdog.is_some() && config.watchdog_timeout.is_none() && watchdog.timeout().is_none() && config.grant_hold.is_none() {
-        return Err(DaemonError::WatchdogTimeout(config.watchdog.as_ref().map(|p| p.display().to_string()).unwrap_or_default()));
+    if config.watchdog.is_some()
+        && config.watchdog_timeout.is_none()
+        && watchdog.timeout().is_none()
+        && config.grant_hold.is_none()
+    {
+        return Err(DaemonError::WatchdogTimeout(
+            config.watchdog.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+        ));
     }
     let grant_hold = config.grant_hold.unwrap_or_else(|| config.default_grant_hold(watchdog.timeout()));
     // Owners only: taking their locks back in the DLM can block (a lockspace stopped while
@@ -126,7 +135,11 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
 
     // Held until run() returns, past the runtime's shutdown.
     let taken_from = journal_lock.taken_from;
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(DaemonError::Runtime)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(DaemonError::Runtime)?;
     rt.block_on(async move {
         let ctl_mode = if config.allowed_uids.iter().any(|u| *u != 0) {
             0o666 // non-root uids are allowed: SO_PEERCRED decides

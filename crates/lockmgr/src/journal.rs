@@ -110,7 +110,10 @@ impl State {
         match r {
             Record::Owner { key, spec } => self.owners.entry(*key).or_default().spec = Some(spec.clone()),
             Record::Grant { key, name, lock } => {
-                let o = self.owners.get_mut(key).ok_or_else(|| format!("grant of {name} to unregistered pid {}", key.pid))?;
+                let o = self
+                    .owners
+                    .get_mut(key)
+                    .ok_or_else(|| format!("grant of {name} to unregistered pid {}", key.pid))?;
                 o.locks.insert(name.clone(), lock.clone());
             }
             Record::Release { key, name } => {
@@ -214,7 +217,10 @@ impl Journal {
         // never held a grant.
         let fresh = bytes.as_ref().is_none_or(|b| b.is_empty());
         if bytes.as_ref().is_some_and(|b| b.is_empty()) {
-            tracing::warn!("journal {} is empty (its creation was interrupted?): starting with no locks", path.display());
+            tracing::warn!(
+                "journal {} is empty (its creation was interrupted?): starting with no locks",
+                path.display()
+            );
         }
         let (state, damage) = match &bytes {
             Some(b) if !fresh => parse(b),
@@ -230,7 +236,16 @@ impl Journal {
             salvaged = Some(Salvaged { offset, reason, moved_to });
         }
         let file_id = if salvaged.is_some() { None } else { file_id };
-        let mut j = Journal { path: path.into(), size: 0, dirty: false, state, compact_bytes, live_size: 0, file_id, taken_over: None };
+        let mut j = Journal {
+            path: path.into(),
+            size: 0,
+            dirty: false,
+            state,
+            compact_bytes,
+            live_size: 0,
+            file_id,
+            taken_over: None,
+        };
         // A fresh file, or one just salvaged, is rewritten from the state (header included).
         if fresh || salvaged.is_some() {
             j.compact()?;
@@ -260,7 +275,11 @@ impl Journal {
         if records.is_empty() {
             return Ok(());
         }
-        self.check(records).map_err(|reason| JournalError::Damaged { path: self.path.clone(), offset: self.size, reason })?;
+        self.check(records).map_err(|reason| JournalError::Damaged {
+            path: self.path.clone(),
+            offset: self.size,
+            reason,
+        })?;
         let mut buf = Vec::new();
         for r in records {
             encode_record(&mut buf, r);
@@ -305,7 +324,10 @@ impl Journal {
             self.file_id = Some((m.dev(), m.ino()));
             return Ok(f);
         };
-        tracing::error!("journal {} was changed by another process ({what}): no longer writing it", self.path.display());
+        tracing::error!(
+            "journal {} was changed by another process ({what}): no longer writing it",
+            self.path.display()
+        );
         self.taken_over = Some(what.clone());
         Err(JournalError::TakenOver { path: self.path.clone(), what })
     }
@@ -696,7 +718,11 @@ mod tests {
         assert!(matches!(e, JournalError::TakenOver { .. }), "{e}");
         assert!(e.to_string().contains(&p.display().to_string()), "{e}");
         assert!(matches!(old.compact(), Err(JournalError::TakenOver { .. })));
-        assert_eq!(parse(&read_all(&p).unwrap()).0, want, "the first daemon's compaction replaced the second's journal");
+        assert_eq!(
+            parse(&read_all(&p).unwrap()).0,
+            want,
+            "the first daemon's compaction replaced the second's journal"
+        );
         // The second daemon goes on as if nothing happened.
         new.append(&[Record::Gone { key: OwnerKey { pid: 100, start: 1 } }]).unwrap();
         drop(new);

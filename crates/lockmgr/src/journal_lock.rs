@@ -61,7 +61,8 @@ fn lock_file(journal: &Path) -> Result<(File, Option<u32>), LockError> {
     let in_use = || LockError::InUse(journal.display().to_string());
     let guard_path = journal.with_extension("lock-takeover");
     let guard = open_or_create(&guard_path)?;
-    rustix::fs::flock(&guard, rustix::fs::FlockOperation::LockExclusive).map_err(|e| LockError::Io { path: guard_path, source: e.into() })?;
+    rustix::fs::flock(&guard, rustix::fs::FlockOperation::LockExclusive)
+        .map_err(|e| LockError::Io { path: guard_path, source: e.into() })?;
     // Again under the take-over lock: the file at the path now, and who holds it.
     if let Some(f) = try_lock(&path)? {
         return Ok((f, None));

@@ -17,12 +17,12 @@
 
 use crate::backend::deferring::Deferring;
 use crate::backend::Backend;
-use corosync::Verdict;
 use crate::journal::OwnerKey;
-use proto::{FailureAction, OwnerSpec};
 use crate::registry::Registry;
+use corosync::Verdict;
 use fencing::{Action, Fencer, Outcome, PidProcess, Target};
 use parking_lot::Mutex;
+use proto::{FailureAction, OwnerSpec};
 use serde::Serialize;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -158,7 +158,10 @@ impl LossGate {
         if let Some(until) = until {
             let left = until.saturating_duration_since(Instant::now());
             if !left.is_zero() {
-                tracing::info!(wait_ms = left.as_millis() as u64, "grant held back: a node may still be stopping its VMs");
+                tracing::info!(
+                    wait_ms = left.as_millis() as u64,
+                    "grant held back: a node may still be stopping its VMs"
+                );
                 std::thread::sleep(left);
             }
         }
@@ -346,7 +349,8 @@ impl LockLoss {
     }
 
     async fn stop(&self, reason: LossReason, holders: Vec<(OwnerKey, OwnerSpec)>, at: f64, t0: Instant) {
-        let pids: std::collections::HashMap<String, u32> = holders.iter().map(|(k, s)| (s.uuid.clone(), k.pid)).collect();
+        let pids: std::collections::HashMap<String, u32> =
+            holders.iter().map(|(k, s)| (s.uuid.clone(), k.pid)).collect();
         let (targets, mut vms) = targets(holders);
         let fencer = self.fencer.clone();
         let report = tokio::task::spawn_blocking(move || fencer.carry_out(targets)).await;
@@ -542,7 +546,10 @@ async fn rejoin_lockspace(ls: Arc<Deferring>, loss: Arc<LockLoss>, verdicts: tok
             match tokio::task::spawn_blocking(move || l.retire()).await {
                 Ok(Ok(())) => {
                     let registry = loss.registry.clone();
-                    let dropped = tokio::task::spawn_blocking(move || registry.forget_lost_locks()).await.map(|d| d.len()).unwrap_or(0);
+                    let dropped = tokio::task::spawn_blocking(move || registry.forget_lost_locks())
+                        .await
+                        .map(|d| d.len())
+                        .unwrap_or(0);
                     tracing::warn!(
                         lockspace = ls.lockspace_name(),
                         dropped,
@@ -668,7 +675,9 @@ pub(crate) mod tests {
 
     /// A registry on the local backend, journal in `dir`. The owner-watch receiver is
     /// returned so that it lives as long as the test.
-    fn local_registry(dir: &std::path::Path) -> (Arc<Registry>, tokio::sync::mpsc::UnboundedReceiver<crate::journal::OwnerKey>) {
+    fn local_registry(
+        dir: &std::path::Path,
+    ) -> (Arc<Registry>, tokio::sync::mpsc::UnboundedReceiver<crate::journal::OwnerKey>) {
         let (journal, _) = crate::journal::Journal::open(&dir.join("journal"), 1 << 20, false).unwrap();
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let backend = Arc::new(crate::backend::local::LocalBackend::new("n1"));
@@ -686,8 +695,17 @@ pub(crate) mod tests {
         ok(registry.acquire(None, &spec(holder.id(), 1), &[lease("a")], 0));
         ok(registry.register(&spec(idle.id(), 2), &[lease("b")]));
 
-        let cfg = fencing::FencerConfig { grace: Duration::from_millis(500), kill_wait: Duration::from_millis(500), ..Default::default() };
-        let loss = LockLoss::new(registry.clone(), Fencer::new(cfg, fencing::Watchdog::none()), Duration::from_millis(300), None);
+        let cfg = fencing::FencerConfig {
+            grace: Duration::from_millis(500),
+            kill_wait: Duration::from_millis(500),
+            ..Default::default()
+        };
+        let loss = LockLoss::new(
+            registry.clone(),
+            Fencer::new(cfg, fencing::Watchdog::none()),
+            Duration::from_millis(300),
+            None,
+        );
         loss.on_verdict(&Verdict::Inquorate).await;
         assert_eq!(holder.wait().unwrap().code(), None, "killed by a signal");
         assert!(idle.try_wait().unwrap().is_none(), "an owner holding nothing is left alone");
@@ -719,7 +737,12 @@ pub(crate) mod tests {
         let mut b = std::process::Command::new("sleep").arg("60").spawn().unwrap();
         assert!(matches!(registry.acquire(None, &spec(a.id(), 1), &[lease("a")], 0), proto::Response::Ok { .. }));
         assert!(matches!(registry.acquire(None, &spec(b.id(), 2), &[lease("b")], 0), proto::Response::Ok { .. }));
-        let loss = LockLoss::new(registry.clone(), Fencer::new(Default::default(), fencing::Watchdog::none()), Duration::ZERO, None);
+        let loss = LockLoss::new(
+            registry.clone(),
+            Fencer::new(Default::default(), fencing::Watchdog::none()),
+            Duration::ZERO,
+            None,
+        );
         let key = crate::owner::key_of(a.id()).unwrap();
         loss.fence_owners(LossReason::Unconfirmed("test".into()), &[key]).await;
         assert_eq!(a.wait().unwrap().code(), None, "stopped by a signal");

@@ -50,11 +50,19 @@ pub fn spawn(group: &str, on_change: OnChange, on_members: OnMembers) -> watch::
 
 /// One connection's life: returns `Ok` when nobody listens any more, `Err` when corosync
 /// is unreachable or went away.
-async fn drive(group: &str, tx: &watch::Sender<Verdict>, was_joined: &mut bool, on_change: &OnChange, on_members: &OnMembers) -> Result<(), Error> {
+async fn drive(
+    group: &str,
+    tx: &watch::Sender<Verdict>,
+    was_joined: &mut bool,
+    on_change: &OnChange,
+    on_members: &OnMembers,
+) -> Result<(), Error> {
     let mut cpg = Cpg::new(group)?;
     let quorum = Quorum::new()?;
     if !quorum.has_provider() {
-        tracing::error!("membership: corosync runs without a quorum provider; this node never considers itself quorate");
+        tracing::error!(
+            "membership: corosync runs without a quorum provider; this node never considers itself quorate"
+        );
     }
     cpg.join()?;
     let mut view = MembershipView::new(cpg.me());

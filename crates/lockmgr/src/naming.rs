@@ -211,7 +211,9 @@ impl Naming {
             .ok()?
             .filter_map(|e| e.ok())
             .filter(|e| {
-                std::fs::metadata(e.path()).map(|m| m.file_type().is_block_device() && m.rdev() == rdev).unwrap_or(false)
+                std::fs::metadata(e.path())
+                    .map(|m| m.file_type().is_block_device() && m.rdev() == rdev)
+                    .unwrap_or(false)
             })
             .filter_map(|e| e.file_name().to_str().map(str::to_owned))
             .collect();
@@ -243,7 +245,9 @@ fn sysfs_id(sys: &Path) -> Option<String> {
             return slaves_id(sys).filter(|id| id.starts_with("wwid:")).or(Some(format!("dm:{uuid}")));
         }
         // A partition of a multipath map (kpartx: `partN-mpath-…`): like that partition of a path.
-        if let Some((n, _)) = uuid.strip_prefix("part").and_then(|r| r.split_once("-mpath-")).filter(|(n, _)| n.parse::<u32>().is_ok()) {
+        if let Some((n, _)) =
+            uuid.strip_prefix("part").and_then(|r| r.split_once("-mpath-")).filter(|(n, _)| n.parse::<u32>().is_ok())
+        {
             return slaves_id(sys).map(|id| format!("{id}-part{n}"));
         }
         if uuid.starts_with("LVM-") {
@@ -262,7 +266,8 @@ fn sysfs_id(sys: &Path) -> Option<String> {
 
 /// The id of the first device under a device-mapper device (`slaves/`, sorted) that has one.
 fn slaves_id(sys: &Path) -> Option<String> {
-    let mut slaves: Vec<PathBuf> = std::fs::read_dir(sys.join("slaves")).ok()?.filter_map(|e| e.ok()).map(|e| e.path()).collect();
+    let mut slaves: Vec<PathBuf> =
+        std::fs::read_dir(sys.join("slaves")).ok()?.filter_map(|e| e.ok()).map(|e| e.path()).collect();
     slaves.sort();
     slaves.iter().find_map(|s| sysfs_id(s))
 }
@@ -551,7 +556,9 @@ mod tests {
     #[test]
     fn modes_follow_the_disk_flags_and_readonly_can_be_left_unlocked() {
         let n = Naming::default();
-        for (ro, sh, m) in [(false, false, Mode::Ex), (false, true, Mode::Cw), (true, false, Mode::Pr), (true, true, Mode::Cr)] {
+        for (ro, sh, m) in
+            [(false, false, Mode::Ex), (false, true, Mode::Cw), (true, false, Mode::Pr), (true, true, Mode::Cr)]
+        {
             assert_eq!(n.resolve(&disk("/x/a.img", ro, sh)).unwrap().unwrap().mode, m);
         }
         let off = Naming { lock_readonly: false, ..Naming::default() };

@@ -52,7 +52,8 @@ impl Shape {
     /// The DLM waits for a lost node to be fenced before recovering its locks, and the fence
     /// can succeed: dlm_controld fences, and Pacemaker (if it runs) has stonith on with a device.
     pub fn fencing_works(&self) -> bool {
-        self.dlm_fencing == Some(true) && self.pacemaker.as_ref().is_none_or(|p| p.stonith_enabled && p.stonith_devices > 0)
+        self.dlm_fencing == Some(true)
+            && self.pacemaker.as_ref().is_none_or(|p| p.stonith_enabled && p.stonith_devices > 0)
     }
 
     /// Quorum leaves at most one side able to act after a split (no `two_node`).
@@ -91,12 +92,17 @@ impl fmt::Display for Shape {
             false => format!("no working fencing ({})", self.no_fencing_because()),
         };
         let quorum = match self.two_node {
-            true => format!("two_node: 1{} (both halves of a split stay quorate)", if self.wait_for_all { ", wait_for_all: 1" } else { "" }),
+            true => format!(
+                "two_node: 1{} (both halves of a split stay quorate)",
+                if self.wait_for_all { ", wait_for_all: 1" } else { "" }
+            ),
             false => "quorum picks one side".to_string(),
         };
         let pcmk = match &self.pacemaker {
             None => "no Pacemaker".to_string(),
-            Some(p) => format!("Pacemaker stonith-enabled={} with {} stonith device(s)", p.stonith_enabled, p.stonith_devices),
+            Some(p) => {
+                format!("Pacemaker stonith-enabled={} with {} stonith device(s)", p.stonith_enabled, p.stonith_devices)
+            }
         };
         let rule = match self.needs_quarantine() {
             true => "grants wait until every configured node is a member or confirmed down",
@@ -122,7 +128,13 @@ pub fn count_stonith(cib: &str) -> usize {
 
 /// Runs a command with a bound; its stdout if it exited 0.
 pub(crate) fn run(prog: &str, args: &[&str]) -> Result<String, Option<i32>> {
-    let mut child = Command::new(prog).args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().map_err(|_| None)?;
+    let mut child = Command::new(prog)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|_| None)?;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         match child.try_wait() {
@@ -158,9 +170,10 @@ pub fn detect() -> (Shape, BTreeMap<u32, String>) {
     // Pacemaker runs when its CIB answers; absent Pacemaker is not an error.
     let pacemaker = run("cibadmin", &["--query", "--scope", "resources"]).ok().map(|cib| {
         // crm_attribute exits non-zero when the property is unset: Pacemaker's default is true.
-        let enabled = run("crm_attribute", &["--type", "crm_config", "--name", "stonith-enabled", "--query", "--quiet"])
-            .map(|v| !matches!(v.trim(), "false" | "0" | "no" | "off"))
-            .unwrap_or(true);
+        let enabled =
+            run("crm_attribute", &["--type", "crm_config", "--name", "stonith-enabled", "--query", "--quiet"])
+                .map(|v| !matches!(v.trim(), "false" | "0" | "no" | "off"))
+                .unwrap_or(true);
         PacemakerFencing { stonith_enabled: enabled, stonith_devices: count_stonith(&cib) }
     });
     (Shape { dlm_fencing, two_node, wait_for_all, pacemaker }, nodes)
@@ -324,7 +337,13 @@ impl Quarantine {
         if s.members.as_ref().is_some_and(|m| m.contains(&id)) {
             return Err(ConfirmError::IsMember { name, id });
         }
-        let c = Confirmation { node_id: id, node_name: name, by_uid, by_user: user_name(by_uid), at: crate::lockloss::wall_now() };
+        let c = Confirmation {
+            node_id: id,
+            node_name: name,
+            by_uid,
+            by_user: user_name(by_uid),
+            at: crate::lockloss::wall_now(),
+        };
         tracing::warn!(node = %c.node_name, node_id = id, uid = by_uid, user = %c.by_user, "node confirmed down by the operator: its locks may be granted here until it is seen again");
         s.confirmed.insert(id, c.clone());
         Ok(c)
@@ -335,7 +354,11 @@ impl Quarantine {
         let needs = s.shape.as_ref().is_some_and(Shape::needs_quarantine);
         let missing = if needs { unaccounted(&s) } else { Vec::new() };
         QuarantineStatus {
-            summary: s.shape.as_ref().map(|sh| sh.to_string()).unwrap_or_else(|| "not read (no cluster backend)".into()),
+            summary: s
+                .shape
+                .as_ref()
+                .map(|sh| sh.to_string())
+                .unwrap_or_else(|| "not read (no cluster backend)".into()),
             shape: s.shape.clone(),
             needs_quarantine: needs,
             active: !missing.is_empty(),
@@ -379,7 +402,12 @@ mod tests {
     use super::*;
 
     fn shape(dlm: Option<bool>, two_node: bool, pcmk: Option<(bool, usize)>) -> Shape {
-        Shape { dlm_fencing: dlm, two_node, wait_for_all: two_node, pacemaker: pcmk.map(|(e, d)| PacemakerFencing { stonith_enabled: e, stonith_devices: d }) }
+        Shape {
+            dlm_fencing: dlm,
+            two_node,
+            wait_for_all: two_node,
+            pacemaker: pcmk.map(|(e, d)| PacemakerFencing { stonith_enabled: e, stonith_devices: d }),
+        }
     }
 
     /// (dlm enable_fencing, two_node, Pacemaker (stonith-enabled, devices), quarantine).
@@ -413,7 +441,12 @@ mod tests {
         // As dlm_controld 4.2 prints it when dlm.conf sets it.
         assert_eq!(parse_dump_config("post_join_delay=0 (dlm.conf)\nenable_fencing=0 (dlm.conf)\n"), Some(false));
         assert_eq!(parse_dump_config("enable_fencing_x\n"), None);
-        assert_eq!(count_stonith(r#"<resources><primitive id="f" class="stonith" type="fence_x"/><primitive class="ocf"/></resources>"#), 1);
+        assert_eq!(
+            count_stonith(
+                r#"<resources><primitive id="f" class="stonith" type="fence_x"/><primitive class="ocf"/></resources>"#
+            ),
+            1
+        );
     }
 
     fn two_nodes(shape: Shape) -> Quarantine {
@@ -431,7 +464,13 @@ mod tests {
         assert_eq!(q.refusal("a", "/d"), None);
         q.set_members(&[2]);
         let m = q.refusal("a", "/dev/disk1").expect("node1 is unaccounted for");
-        assert!(m.contains("/dev/disk1") && m.contains("node1 (id 1)") && m.contains("virtdlm confirm-down node1") && m.contains("enable_fencing=0"), "{m}");
+        assert!(
+            m.contains("/dev/disk1")
+                && m.contains("node1 (id 1)")
+                && m.contains("virtdlm confirm-down node1")
+                && m.contains("enable_fencing=0"),
+            "{m}"
+        );
         assert!(q.status().active);
         // A member cannot be confirmed down; an unknown node neither.
         assert!(matches!(q.confirm_down("node2", 0), Err(ConfirmError::IsMember { .. })));

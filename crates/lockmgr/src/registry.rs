@@ -9,13 +9,13 @@
 
 use crate::backend::{Backend, BackendError, Grant, ResName};
 use crate::cluster::{self, LockChange};
-use proto::conflict;
-use crate::lockloss::LossGate;
 use crate::journal::{now_secs, Journal, JournalError, LockEntry, OwnerKey, Record};
+use crate::lockloss::LossGate;
 use crate::naming::{Named, Naming};
 use crate::owner;
-use proto::{Conflict, ErrorCode, ErrorReply, LockInfo, OwnerSpec, Resource, Response};
 use parking_lot::{Condvar, Mutex};
+use proto::conflict;
+use proto::{Conflict, ErrorCode, ErrorReply, LockInfo, OwnerSpec, Resource, Response};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::os::fd::OwnedFd;
@@ -114,7 +114,10 @@ fn err(code: ErrorCode, message: impl Into<String>) -> Response {
 /// A grant (or a new owner) the journal could not record: refused, nothing changed.
 fn journal_err(e: JournalError) -> Response {
     tracing::error!("journal write failed, request refused: {e}");
-    err(ErrorCode::Journal, format!("{e}. No new lock is granted until the journal can be written; locks already held stay held"))
+    err(
+        ErrorCode::Journal,
+        format!("{e}. No new lock is granted until the journal can be written; locks already held stay held"),
+    )
 }
 
 /// A release the journal could not record: the lock stays held, so that the journal (what a
@@ -268,7 +271,9 @@ impl Registry {
             let got = self.backend.adopt(&res, mode);
             let mut guard = self.table.lock();
             let t = &mut *guard;
-            let Some(o) = t.owners.get_mut(&key).filter(|o| o.held.get(&res).is_some_and(|h| h.grant.id == NOT_TAKEN_BACK)) else {
+            let Some(o) =
+                t.owners.get_mut(&key).filter(|o| o.held.get(&res).is_some_and(|h| h.grant.id == NOT_TAKEN_BACK))
+            else {
                 // Let go of while it was being taken back: give it up again.
                 if let Ok(g) = got {
                     drop(guard);
@@ -332,7 +337,8 @@ impl Registry {
         validate(spec)?;
         // A registered owner whose pidfd says it still runs is the process at that pid now:
         // no need to read its start time again (which waits while QEMU is being exec'd).
-        let known = t.owners.iter().find(|(k, o)| k.pid == spec.pid && o.pidfd.is_some() && o.alive(**k)).map(|(k, _)| *k);
+        let known =
+            t.owners.iter().find(|(k, o)| k.pid == spec.pid && o.pidfd.is_some() && o.alive(**k)).map(|(k, _)| *k);
         let (key, pidfd) = match known {
             Some(k) => (k, None),
             None => match owner::open(spec.pid) {
@@ -445,7 +451,8 @@ impl Registry {
                         return err(
                             ErrorCode::OutOfOrder,
                             format!(
-                                "VM {} already holds {} in mode {}, not {}; release it before taking it in another mode",
+                                "VM {} already holds {} in mode {}, not {}; \
+                                 release it before taking it in another mode",
                                 vm(spec),
                                 conflict::subject(&n.readable),
                                 h.grant.mode,
@@ -494,7 +501,10 @@ impl Registry {
         if self.loss.is_lost() {
             drop(t);
             self.undo(spec, &grants);
-            return err(ErrorCode::Backend, format!("VM {}: this node lost its locks while they were being taken; nothing was locked", vm(spec)));
+            return err(
+                ErrorCode::Backend,
+                format!("VM {}: this node lost its locks while they were being taken; nothing was locked", vm(spec)),
+            );
         }
         // A node may have dropped out while these were taken (the DLM granted them after
         // recovering without it): checked again after the hold.
@@ -507,7 +517,10 @@ impl Registry {
         if !t.owners.get(&key).is_some_and(|o| o.alive(key)) {
             drop(t);
             self.undo(spec, &grants);
-            return err(ErrorCode::OwnerGone, format!("VM {}: its QEMU process {} exited; nothing was locked", vm(spec), spec.pid));
+            return err(
+                ErrorCode::OwnerGone,
+                format!("VM {}: its QEMU process {} exited; nothing was locked", vm(spec), spec.pid),
+            );
         }
         let since = now_secs();
         let records: Vec<Record> = grants
@@ -597,7 +610,11 @@ impl Registry {
             }
             other => err(
                 ErrorCode::Backend,
-                format!("VM {}: could not lock {}: {other}; nothing was locked", vm(spec), conflict::subject(&n.readable)),
+                format!(
+                    "VM {}: could not lock {}: {other}; nothing was locked",
+                    vm(spec),
+                    conflict::subject(&n.readable)
+                ),
             ),
         }
     }
@@ -611,7 +628,10 @@ impl Registry {
         if peer_pid == Some(spec.pid) && !named.is_empty() {
             return err(
                 ErrorCode::OutOfOrder,
-                format!("VM {}: the QEMU process itself may not release locks (it was registered restricted)", vm(spec)),
+                format!(
+                    "VM {}: the QEMU process itself may not release locks (it was registered restricted)",
+                    vm(spec)
+                ),
             );
         }
         let mut guard = self.table.lock();
@@ -803,7 +823,9 @@ impl Registry {
 
     pub fn inspect(&self, res: &Resource) -> Response {
         match self.naming.resolve(res) {
-            Ok(Some(n)) => Response::Inspect { holders: self.holders(&n.name, None), identity: n.readable, resource: n.name.0 },
+            Ok(Some(n)) => {
+                Response::Inspect { holders: self.holders(&n.name, None), identity: n.readable, resource: n.name.0 }
+            }
             Ok(None) => Response::Inspect {
                 identity: "read-only disk: not locked (lock_readonly = false)".into(),
                 resource: String::new(),
@@ -881,7 +903,10 @@ impl Registry {
         let mut t = self.table.lock();
         let keys: Vec<OwnerKey> = t.owners.iter().filter(|(_, o)| o.spec.uuid == uuid).map(|(k, _)| *k).collect();
         if keys.is_empty() {
-            return err(ErrorCode::UnknownOwner, format!("no VM with uuid {uuid} holds or registered locks on this node"));
+            return err(
+                ErrorCode::UnknownOwner,
+                format!("no VM with uuid {uuid} holds or registered locks on this node"),
+            );
         }
         if !force {
             if let Some(k) = keys.iter().find(|k| owner::is_alive(**k)) {
@@ -1036,8 +1061,12 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let (journal, _) = Journal::open(&dir.join("journal"), 1 << 20, false).unwrap();
         let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-        let backend =
-            Arc::new(Stuck { inner: LocalBackend::new("n1"), stuck: Mutex::new(false), freed: Condvar::new(), entered: AtomicUsize::new(0) });
+        let backend = Arc::new(Stuck {
+            inner: LocalBackend::new("n1"),
+            stuck: Mutex::new(false),
+            freed: Condvar::new(),
+            entered: AtomicUsize::new(0),
+        });
         let registry = Arc::new(Registry::new(backend.clone(), Naming::default(), journal, tx));
         let mut leaving = std::process::Command::new("sleep").arg("60").spawn().unwrap();
         let mut running = std::process::Command::new("sleep").arg("60").spawn().unwrap();
@@ -1052,8 +1081,17 @@ mod tests {
         while backend.entered.load(Ordering::SeqCst) == 0 {
             std::thread::sleep(Duration::from_millis(10));
         }
-        let cfg = fencing::FencerConfig { grace: Duration::from_millis(500), kill_wait: Duration::from_millis(500), ..Default::default() };
-        let loss = crate::lockloss::LockLoss::new(registry.clone(), fencing::Fencer::new(cfg, fencing::Watchdog::none()), Duration::ZERO, None);
+        let cfg = fencing::FencerConfig {
+            grace: Duration::from_millis(500),
+            kill_wait: Duration::from_millis(500),
+            ..Default::default()
+        };
+        let loss = crate::lockloss::LockLoss::new(
+            registry.clone(),
+            fencing::Fencer::new(cfg, fencing::Watchdog::none()),
+            Duration::ZERO,
+            None,
+        );
         // On a thread of its own: a handler stuck on the table lock blocks its thread.
         let (done_tx, done) = std::sync::mpsc::channel();
         let handler = std::thread::spawn(move || {
@@ -1099,7 +1137,10 @@ mod tests {
         let pending = &registry.status()["releases_pending"];
         assert_eq!(pending.as_array().map(Vec::len), Some(1), "{pending}");
         assert_eq!(pending[0]["vm"], format!("vm1 ({})", spec(0, 1).uuid));
-        assert!(matches!(registry.acquire(None, &spec(p2.id(), 2), &lease, 0), Response::Error(_)), "still held underneath");
+        assert!(
+            matches!(registry.acquire(None, &spec(p2.id(), 2), &lease, 0), Response::Error(_)),
+            "still held underneath"
+        );
 
         let now = std::time::Instant::now();
         assert_eq!(registry.retry_releases_at(now), 1, "not due before its delay");

@@ -15,8 +15,8 @@
 //! the stream can no longer be trusted to be in step. Each connection has its own task, so a
 //! slow client delays nobody else.
 
-use proto::{self, ErrorCode, FrameError, Op, Request, Response};
 use crate::registry::Registry;
+use proto::{self, ErrorCode, FrameError, Op, Request, Response};
 use rustix::net::sockopt::socket_peercred;
 use std::path::Path;
 use std::sync::Arc;
@@ -136,13 +136,21 @@ impl Drop for Slot {
 }
 
 /// Accepts clients for ever.
-pub async fn serve(listener: UnixListener, kind: SocketKind, registry: Arc<Registry>, access: Arc<Access>, read_timeout: Duration) {
+pub async fn serve(
+    listener: UnixListener,
+    kind: SocketKind,
+    registry: Arc<Registry>,
+    access: Arc<Access>,
+    read_timeout: Duration,
+) {
     let slots = Arc::new(Slots::default());
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
                 let peer = match socket_peercred(&stream) {
-                    Ok(c) => Peer { uid: c.uid.as_raw(), gid: c.gid.as_raw(), pid: c.pid.as_raw_nonzero().get() as u32 },
+                    Ok(c) => {
+                        Peer { uid: c.uid.as_raw(), gid: c.gid.as_raw(), pid: c.pid.as_raw_nonzero().get() as u32 }
+                    }
                     Err(e) => {
                         tracing::warn!("SO_PEERCRED failed, dropping the connection: {e}");
                         continue;
@@ -155,7 +163,11 @@ pub async fn serve(listener: UnixListener, kind: SocketKind, registry: Arc<Regis
                         Ok(s) => Some(s),
                         Err(why) => {
                             if let Some(n) = slots.refused() {
-                                tracing::warn!(peer_pid = peer.pid, peer_uid = peer.uid, "{kind:?} socket: {why}; closed {n} new connection(s) since the last warning");
+                                tracing::warn!(
+                                    peer_pid = peer.pid,
+                                    peer_uid = peer.uid,
+                                    "{kind:?} socket: {why}; closed {n} new connection(s) since the last warning"
+                                );
                             }
                             continue;
                         }
@@ -243,15 +255,24 @@ async fn read_request(stream: &mut UnixStream, trusted: bool, read_timeout: Dura
 async fn send(stream: &mut UnixStream, resp: &Response) -> bool {
     let frame = match proto::encode(resp) {
         Ok(f) => f,
-        Err(e) => match proto::encode(&Response::error(ErrorCode::Internal, format!("answer could not be sent: {e}"))) {
-            Ok(f) => f,
-            Err(_) => return false,
-        },
+        Err(e) => {
+            match proto::encode(&Response::error(ErrorCode::Internal, format!("answer could not be sent: {e}"))) {
+                Ok(f) => f,
+                Err(_) => return false,
+            }
+        }
     };
     stream.write_all(&frame).await.is_ok()
 }
 
-async fn connection(mut stream: UnixStream, kind: SocketKind, peer: Peer, trusted: bool, registry: Arc<Registry>, read_timeout: Duration) {
+async fn connection(
+    mut stream: UnixStream,
+    kind: SocketKind,
+    peer: Peer,
+    trusted: bool,
+    registry: Arc<Registry>,
+    read_timeout: Duration,
+) {
     let Peer { uid, pid, .. } = peer;
     loop {
         let req = match read_request(&mut stream, trusted, read_timeout).await {
@@ -272,7 +293,10 @@ async fn connection(mut stream: UnixStream, kind: SocketKind, peer: Peer, truste
             return;
         }
         let resp = if kind == SocketKind::Admin && !req.op.is_read_only() {
-            Response::error(ErrorCode::Unauthorized, "the admin socket is read-only; this request needs the control socket (root)")
+            Response::error(
+                ErrorCode::Unauthorized,
+                "the admin socket is read-only; this request needs the control socket (root)",
+            )
         } else {
             run_blocking(&registry, peer, req.op).await
         };
@@ -296,12 +320,17 @@ async fn run_blocking(registry: &Arc<Registry>, peer: Peer, op: Op) -> Response 
         tokio::task::block_in_place(|| std::panic::catch_unwind(run)).unwrap_or_else(|p| internal(panic_text(&p)))
     } else {
         let registry = registry.clone();
-        tokio::task::spawn_blocking(move || dispatch(&registry, Some(peer), op)).await.unwrap_or_else(|e| internal(e.to_string()))
+        tokio::task::spawn_blocking(move || dispatch(&registry, Some(peer), op))
+            .await
+            .unwrap_or_else(|e| internal(e.to_string()))
     }
 }
 
 fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
-    p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_else(|| "panic".into())
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic".into())
 }
 
 /// Runs one request against the registry (blocking). `peer`: who asks (SO_PEERCRED).
@@ -322,7 +351,9 @@ pub fn dispatch(reg: &Registry, peer: Option<Peer>, op: Op) -> Response {
             Some(link) => crate::cluster::release::forward(link, node, &uuid, force),
             None => Response::error(
                 ErrorCode::NodeUnreachable,
-                format!("this virtdlmd runs without the cluster inventory (cluster = false): it cannot ask node id {node}"),
+                format!(
+                    "this virtdlmd runs without the cluster inventory (cluster = false): it cannot ask node id {node}"
+                ),
             ),
         },
         Op::Cleanup { dry_run } => reg.cleanup(dry_run),
@@ -343,7 +374,8 @@ mod tests {
         let mine: Vec<Slot> = (0..UNTRUSTED_PER_UID).map(|_| slots.take(1000).unwrap()).collect();
         assert!(slots.take(1000).is_err(), "one uid got more than its share");
         // Others still get in, until the total is reached.
-        let others: Vec<Slot> = (0..UNTRUSTED_CONNECTIONS - UNTRUSTED_PER_UID).map(|i| slots.take(2000 + i as u32 / 8).unwrap()).collect();
+        let others: Vec<Slot> =
+            (0..UNTRUSTED_CONNECTIONS - UNTRUSTED_PER_UID).map(|i| slots.take(2000 + i as u32 / 8).unwrap()).collect();
         assert!(slots.take(9999).is_err(), "more than the total");
         drop(mine);
         assert!(slots.take(1000).is_ok(), "slots not given back");

@@ -70,8 +70,10 @@ impl Unreleased {
         let mut again = Vec::new();
         for mut e in due {
             match backend.release(&e.grant) {
-                Ok(()) => tracing::info!(disk = %e.readable, mode = %e.grant.mode, resource = %e.grant.name.0, vm = %e.vm,
-                    attempts = e.attempts + 1, "released (retry)"),
+                Ok(()) => {
+                    tracing::info!(disk = %e.readable, mode = %e.grant.mode, resource = %e.grant.name.0, vm = %e.vm,
+                    attempts = e.attempts + 1, "released (retry)")
+                }
                 Err(err) => {
                     e.attempts += 1;
                     e.error = err.to_string();

@@ -145,7 +145,8 @@ fn acquire_is_all_or_nothing() {
     let mut d = Daemon::new(&dir, "");
     d.start(&[]);
     let (a, b) = (Vm::spawn("vm-a"), Vm::spawn("vm-b"));
-    let disks = [disk(&dir, "1.img", false, false), disk(&dir, "2.img", false, false), disk(&dir, "3.img", false, false)];
+    let disks =
+        [disk(&dir, "1.img", false, false), disk(&dir, "2.img", false, false), disk(&dir, "3.img", false, false)];
     expect_ok(b.acquire(&d, &disks[2..]));
     let e = expect_error(a.acquire(&d, &disks), ErrorCode::Conflict);
     assert!(e.message.contains("3.img"), "{}", e.message);
@@ -163,7 +164,12 @@ fn hotplug_adds_and_removes_one_resource() {
     let a = Vm::spawn("vm-a");
     let base = disk(&dir, "a.img", false, false);
     let hot = disk(&dir, "hot.img", false, false);
-    let lease = proto::Resource::Lease { lockspace: Some("space".into()), key: "k1".into(), path: Some("/x".into()), offset: Some(0) };
+    let lease = proto::Resource::Lease {
+        lockspace: Some("space".into()),
+        key: "k1".into(),
+        path: Some("/x".into()),
+        offset: Some(0),
+    };
     expect_ok(a.register(&d, std::slice::from_ref(&base)));
     expect_ok(a.acquire(&d, std::slice::from_ref(&base)));
     expect_ok(a.acquire(&d, std::slice::from_ref(&hot)));
@@ -242,7 +248,8 @@ fn a_pid_belongs_to_one_vm() {
     expect_ok(a.register(&d, std::slice::from_ref(&img)));
     let mut impostor = a.spec.clone();
     impostor.uuid = "99999999-9999-4999-8999-999999999999".into();
-    let r = d.call(proto::Op::Acquire { owner: impostor.clone(), resources: vec![img.clone()], state: None, wait_ms: 0 });
+    let r =
+        d.call(proto::Op::Acquire { owner: impostor.clone(), resources: vec![img.clone()], state: None, wait_ms: 0 });
     expect_error(r, ErrorCode::OutOfOrder);
     expect_error(d.call(proto::Op::Release { owner: impostor, resources: vec![img] }), ErrorCode::UnknownOwner);
     assert!(d.locks().is_empty());

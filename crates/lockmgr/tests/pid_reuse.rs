@@ -39,7 +39,12 @@ fn impostor_on(pid: u32) -> Impostor {
     for _ in 0..500 {
         std::fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string())
             .expect("writing /proc/sys/kernel/ns_last_pid (needs root, as the test tiers run)");
-        let mut c = Command::new("sleep").arg("600").stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().expect("spawn sleep");
+        let mut c = Command::new("sleep")
+            .arg("600")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn sleep");
         if c.id() == pid {
             return Impostor(c);
         }
@@ -106,8 +111,17 @@ fn lock_loss_does_not_signal_a_process_on_a_dead_vms_pid() {
     let _ = vm.kill();
     let _ = vm.wait();
     let mut impostor = impostor_on(pid);
-    let cfg = fencing::FencerConfig { grace: std::time::Duration::from_millis(500), kill_wait: std::time::Duration::from_millis(500), ..Default::default() };
-    let loss = LockLoss::new(registry.clone(), fencing::Fencer::new(cfg, fencing::Watchdog::none()), std::time::Duration::ZERO, None);
+    let cfg = fencing::FencerConfig {
+        grace: std::time::Duration::from_millis(500),
+        kill_wait: std::time::Duration::from_millis(500),
+        ..Default::default()
+    };
+    let loss = LockLoss::new(
+        registry.clone(),
+        fencing::Fencer::new(cfg, fencing::Watchdog::none()),
+        std::time::Duration::ZERO,
+        None,
+    );
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(loss.trigger(LossReason::QuorumLost));
     let ev = loss.gate().last().expect("event");

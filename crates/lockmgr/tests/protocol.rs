@@ -69,9 +69,21 @@ fn many_requests_on_one_connection() {
     let img = disk(&dir, "a.img", false, false);
     let mut s = UnixStream::connect(&d.socket).unwrap();
     expect_ok(proto::call(&mut s, Op::Register { owner: a.spec.clone(), resources: vec![img.clone()] }).unwrap());
-    expect_ok(proto::call(&mut s, Op::Acquire { owner: a.spec.clone(), resources: vec![img.clone()], state: None, wait_ms: 0 }).unwrap());
-    assert!(matches!(proto::call(&mut s, Op::Inquire { owner: a.spec.clone() }).unwrap(), Response::State { state: Some(_) }));
-    assert_eq!(proto::call(&mut s, Op::Release { owner: a.spec.clone(), resources: vec![img] }).unwrap(), Response::State { state: None });
+    expect_ok(
+        proto::call(
+            &mut s,
+            Op::Acquire { owner: a.spec.clone(), resources: vec![img.clone()], state: None, wait_ms: 0 },
+        )
+        .unwrap(),
+    );
+    assert!(matches!(
+        proto::call(&mut s, Op::Inquire { owner: a.spec.clone() }).unwrap(),
+        Response::State { state: Some(_) }
+    ));
+    assert_eq!(
+        proto::call(&mut s, Op::Release { owner: a.spec.clone(), resources: vec![img] }).unwrap(),
+        Response::State { state: None }
+    );
 }
 
 #[test]
@@ -82,9 +94,12 @@ fn admin_socket_is_read_only() {
     let a = Vm::spawn("vm-a");
     let img = disk(&dir, "a.img", false, false);
     expect_ok(a.acquire(&d, std::slice::from_ref(&img)));
-    let mode = std::fs::metadata(&d.admin).map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777).unwrap();
+    let mode =
+        std::fs::metadata(&d.admin).map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777).unwrap();
     assert_eq!(mode, 0o666);
-    let ctl_mode = std::fs::metadata(&d.socket).map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777).unwrap();
+    let ctl_mode = std::fs::metadata(&d.socket)
+        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777)
+        .unwrap();
     assert_eq!(ctl_mode, 0o600);
 
     let admin = |op| d.try_call(&d.admin, op).unwrap();
@@ -108,7 +123,9 @@ fn admin_socket_is_read_only() {
         }
         other => panic!("{other:?}"),
     }
-    match admin(Op::ResourceName { resource: Resource::Lease { lockspace: None, key: "k".into(), path: None, offset: None } }) {
+    match admin(Op::ResourceName {
+        resource: Resource::Lease { lockspace: None, key: "k".into(), path: None, offset: None },
+    }) {
         Response::ResourceName { resource, identity } => {
             assert!(resource.starts_with("l1:") && resource.len() <= 64);
             assert_eq!(identity, "lease k");
@@ -138,7 +155,10 @@ fn release_vm_and_cleanup() {
     expect_error(d.call(Op::ReleaseVm { uuid: a.spec.uuid.clone(), force: false }), ErrorCode::Busy);
     expect_error(d.call(Op::ReleaseVm { uuid: "nope".into(), force: false }), ErrorCode::UnknownOwner);
     // Without the cluster inventory there is nobody to forward a release to.
-    expect_error(d.call(Op::ReleaseVmOn { node: 2, uuid: a.spec.uuid.clone(), force: true }), ErrorCode::NodeUnreachable);
+    expect_error(
+        d.call(Op::ReleaseVmOn { node: 2, uuid: a.spec.uuid.clone(), force: true }),
+        ErrorCode::NodeUnreachable,
+    );
     assert_eq!(a.held(&d).len(), 1, "a release that could not be forwarded releases nothing");
     match d.call(Op::Cleanup { dry_run: true }) {
         Response::Ok { locks } => assert!(locks.is_empty()),
@@ -225,13 +245,18 @@ fn owner_details_are_checked() {
     d.start(&[]);
     let a = Vm::spawn("vm-a");
     let img = disk(&dir, "a.img", false, false);
-    for (uuid, name, pid) in [("not-a-uuid", "x", a.spec.pid), (a.spec.uuid.as_str(), "", a.spec.pid), (a.spec.uuid.as_str(), "x", 1)] {
+    for (uuid, name, pid) in
+        [("not-a-uuid", "x", a.spec.pid), (a.spec.uuid.as_str(), "", a.spec.pid), (a.spec.uuid.as_str(), "x", 1)]
+    {
         let mut spec = a.spec.clone();
         spec.uuid = uuid.into();
         spec.name = name.into();
         spec.pid = pid;
         expect_error(d.call(Op::Register { owner: spec.clone(), resources: vec![] }), ErrorCode::BadRequest);
-        expect_error(d.call(Op::Acquire { owner: spec, resources: vec![img.clone()], state: None, wait_ms: 0 }), ErrorCode::BadRequest);
+        expect_error(
+            d.call(Op::Acquire { owner: spec, resources: vec![img.clone()], state: None, wait_ms: 0 }),
+            ErrorCode::BadRequest,
+        );
     }
     let rel = Resource::Disk { path: "relative/a.img".into(), readonly: false, shared: false };
     expect_error(a.acquire(&d, &[img, rel]), ErrorCode::BadRequest);

@@ -69,7 +69,10 @@ fn sixteen_vms_race_for_one_disk_exclusively() {
                     let won = match c.acquire(&spec, std::slice::from_ref(&img)).unwrap() {
                         Response::Ok { .. } => {
                             let prev = winner[round].swap(i, Ordering::SeqCst);
-                            assert_eq!(prev, NOBODY, "round {round}: clients {prev} and {i} were both granted the disk");
+                            assert_eq!(
+                                prev, NOBODY,
+                                "round {round}: clients {prev} and {i} were both granted the disk"
+                            );
                             wins.fetch_add(1, Ordering::Relaxed);
                             true
                         }
@@ -83,7 +86,10 @@ fn sixteen_vms_race_for_one_disk_exclusively() {
                     };
                     barrier.wait();
                     if won {
-                        assert_eq!(c.release(&spec, std::slice::from_ref(&img)).unwrap(), Response::State { state: None });
+                        assert_eq!(
+                            c.release(&spec, std::slice::from_ref(&img)).unwrap(),
+                            Response::State { state: None }
+                        );
                     }
                 }
                 told
@@ -104,7 +110,11 @@ fn sixteen_vms_race_for_one_disk_exclusively() {
         for (i, t) in told.iter().enumerate() {
             if i != w {
                 let named = t.iter().find(|(r, _)| *r == round).map(|(_, pid)| *pid);
-                assert_eq!(named, Some(vms[w].spec.pid), "round {round}: client {i} was not told the winner {w} holds the disk");
+                assert_eq!(
+                    named,
+                    Some(vms[w].spec.pid),
+                    "round {round}: client {i} was not told the winner {w} holds the disk"
+                );
             }
         }
     }
@@ -179,8 +189,10 @@ fn mixed_modes_follow_the_model() {
                         if i == 0 {
                             let Response::Locks { locks } = c.call(proto::Op::Locks).unwrap() else { panic!("locks") };
                             let mut held: Vec<u32> = locks.iter().map(|l| l.pid).collect();
-                            let mut want: Vec<u32> =
-                                (0..CLIENTS).filter(|j| granted[round][*j].load(Ordering::SeqCst) == 1).map(|j| pids[j]).collect();
+                            let mut want: Vec<u32> = (0..CLIENTS)
+                                .filter(|j| granted[round][*j].load(Ordering::SeqCst) == 1)
+                                .map(|j| pids[j])
+                                .collect();
                             held.sort();
                             want.sort();
                             assert_eq!(held, want, "round {round}: lock table differs from what the clients were told");
@@ -189,7 +201,10 @@ fn mixed_modes_follow_the_model() {
                         barrier.wait();
                     }
                     if won {
-                        assert_eq!(c.release(&spec, std::slice::from_ref(&img)).unwrap(), Response::State { state: None });
+                        assert_eq!(
+                            c.release(&spec, std::slice::from_ref(&img)).unwrap(),
+                            Response::State { state: None }
+                        );
                     }
                 }
                 (told, table_checks)
@@ -207,7 +222,12 @@ fn mixed_modes_follow_the_model() {
         // Safety: the winners may all coexist.
         for a in &won {
             for b in &won {
-                assert!(a == b || model_coexist(f[*a], f[*b]), "round {round}: {:?} and {:?} granted together", f[*a], f[*b]);
+                assert!(
+                    a == b || model_coexist(f[*a], f[*b]),
+                    "round {round}: {:?} and {:?} granted together",
+                    f[*a],
+                    f[*b]
+                );
             }
         }
         // Liveness: a loser was refused because a winner's use excludes its own, and the
@@ -218,7 +238,11 @@ fn mixed_modes_follow_the_model() {
             if won.contains(&j) {
                 continue;
             }
-            assert!(won.iter().any(|w| !model_coexist(f[j], f[*w])), "round {round}: client {j} ({:?}) refused though every winner coexists with it", f[j]);
+            assert!(
+                won.iter().any(|w| !model_coexist(f[j], f[*w])),
+                "round {round}: client {j} ({:?}) refused though every winner coexists with it",
+                f[j]
+            );
             let named = &told.iter().find(|(r, _)| *r == round).expect("refusal recorded").1;
             assert!(!named.is_empty(), "round {round}: refusal names no holder");
             for pid in named {
@@ -234,7 +258,8 @@ fn mixed_modes_follow_the_model() {
     }
     assert!(d.locks().is_empty(), "left over: {:?}", d.locks());
     let table_checks: usize = results.iter().map(|r| r.1).sum();
-    let hist: Vec<String> = winners_hist.iter().enumerate().filter(|(_, n)| **n > 0).map(|(k, n)| format!("{k}:{n}")).collect();
+    let hist: Vec<String> =
+        winners_hist.iter().enumerate().filter(|(_, n)| **n > 0).map(|(k, n)| format!("{k}:{n}")).collect();
     println!(
         "FIGURE contention-mixed: {CLIENTS} clients x {MIXED_ROUNDS} rounds of random flavours (seed {seed}) in {:.1} s; every outcome as the model says; winners per round (count:rounds) {}; lock table checked {table_checks} times",
         elapsed.as_secs_f64(),

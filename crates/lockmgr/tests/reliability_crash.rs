@@ -52,7 +52,13 @@ fn daemon_table(d: &Daemon) -> Table {
 
 /// Hammers the daemon with acquire/release of random disks until the connection dies;
 /// returns what it was told last about each disk.
-fn client(sock: std::path::PathBuf, spec: proto::OwnerSpec, disks: Vec<(String, Resource)>, mut told: Vec<Told>, seed: u64) -> (Vec<Told>, usize) {
+fn client(
+    sock: std::path::PathBuf,
+    spec: proto::OwnerSpec,
+    disks: Vec<(String, Resource)>,
+    mut told: Vec<Told>,
+    seed: u64,
+) -> (Vec<Told>, usize) {
     let mut rng = Rng::new(seed);
     let Ok(mut c) = Conn::open(&sock) else { return (told, 0) };
     let mut answered = 0;
@@ -99,7 +105,8 @@ fn kill9_of_the_daemon_under_load_keeps_journal_daemon_and_clients_in_agreement(
             .iter()
             .enumerate()
             .map(|(i, vm)| {
-                let (sock, spec, disks, t, s) = (d.socket.clone(), vm.spec.clone(), disks.clone(), told[i].clone(), rng.next());
+                let (sock, spec, disks, t, s) =
+                    (d.socket.clone(), vm.spec.clone(), disks.clone(), told[i].clone(), rng.next());
                 std::thread::spawn(move || client(sock, spec, disks, t, s))
             })
             .collect();
@@ -126,8 +133,13 @@ fn kill9_of_the_daemon_under_load_keeps_journal_daemon_and_clients_in_agreement(
             for (k, (id, _)) in disks.iter().enumerate() {
                 let in_journal = jt.get(id).is_some_and(|h| h.contains(&vm.spec.pid));
                 match told[i][k] {
-                    Told::Held => assert!(in_journal, "round {round}: client {i} was granted {id}, the journal lost it"),
-                    Told::Free => assert!(!in_journal, "round {round}: client {i} was told {id} is not its, the journal says it is"),
+                    Told::Held => {
+                        assert!(in_journal, "round {round}: client {i} was granted {id}, the journal lost it")
+                    }
+                    Told::Free => assert!(
+                        !in_journal,
+                        "round {round}: client {i} was told {id} is not its, the journal says it is"
+                    ),
                     Told::InFlight => in_flight_at_kill += 1,
                 }
             }
@@ -152,7 +164,8 @@ fn kill9_of_the_daemon_under_load_keeps_journal_daemon_and_clients_in_agreement(
     }
     // Still a working daemon: everything can be let go, and nothing is left behind.
     for (i, vm) in vms.iter().enumerate() {
-        let mine: Vec<Resource> = (0..DISKS).filter(|k| told[i][*k] == Told::Held).map(|k| disks[k].1.clone()).collect();
+        let mine: Vec<Resource> =
+            (0..DISKS).filter(|k| told[i][*k] == Told::Held).map(|k| disks[k].1.clone()).collect();
         assert!(matches!(vm.release(&d, &mine), Response::State { state: None }));
     }
     assert!(d.locks().is_empty(), "left over: {:?}", d.locks());
@@ -182,12 +195,14 @@ fn kill9_of_owners_under_load_frees_their_locks() {
     let threads: Vec<_> = vms
         .iter()
         .map(|vm| {
-            let (sock, spec, pool, stop, mut r) = (d.socket.clone(), vm.spec.clone(), pool.clone(), stop.clone(), Rng::new(rng.next()));
+            let (sock, spec, pool, stop, mut r) =
+                (d.socket.clone(), vm.spec.clone(), pool.clone(), stop.clone(), Rng::new(rng.next()));
             std::thread::spawn(move || {
                 let mut c = Conn::open(&sock).unwrap();
                 let (mut grants, mut gone) = (0usize, false);
                 while !stop.load(Ordering::Relaxed) && !gone {
-                    let res = vec![pool[r.below(POOL as u64) as usize].clone(), pool[r.below(POOL as u64) as usize].clone()];
+                    let res =
+                        vec![pool[r.below(POOL as u64) as usize].clone(), pool[r.below(POOL as u64) as usize].clone()];
                     match c.acquire(&spec, &res).unwrap() {
                         Response::Ok { .. } => grants += 1,
                         Response::Error(e) if e.code == ErrorCode::Conflict => {}

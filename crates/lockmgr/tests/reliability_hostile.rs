@@ -25,7 +25,10 @@ const NOBODY: u32 = 65534;
 const OTHER_USER: u32 = 65533;
 
 fn must_be_root() {
-    assert!(rustix::process::geteuid().is_root(), "this test must run as root: it starts clients as other uids with setpriv");
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "this test must run as root: it starts clients as other uids with setpriv"
+    );
 }
 
 /// Enough open files for thousands of connections, in this process and the ones it starts.
@@ -50,7 +53,13 @@ fn set_soft_nofile(n: u64) {
 fn as_uid(uid: u32, test: &str, args: &str) -> Command {
     let mut c = Command::new("setpriv");
     c.arg(format!("--reuid={uid}")).arg(format!("--regid={uid}")).arg("--clear-groups");
-    c.arg(std::env::current_exe().unwrap()).args(["--exact", test, "--nocapture", "--test-threads=1", "--include-ignored"]);
+    c.arg(std::env::current_exe().unwrap()).args([
+        "--exact",
+        test,
+        "--nocapture",
+        "--test-threads=1",
+        "--include-ignored",
+    ]);
     c.env(CHILD, args);
     c
 }
@@ -74,7 +83,11 @@ fn every_op(victim: &OwnerSpec, own: &OwnerSpec, res: &Resource) -> Vec<(&'stati
     vec![
         ("register", Op::Register { owner: own.clone(), resources: vec![res.clone()] }, false),
         ("acquire", Op::Acquire { owner: own.clone(), resources: vec![res.clone()], state: None, wait_ms: 0 }, false),
-        ("acquire-as-victim", Op::Acquire { owner: victim.clone(), resources: vec![res.clone()], state: None, wait_ms: 0 }, false),
+        (
+            "acquire-as-victim",
+            Op::Acquire { owner: victim.clone(), resources: vec![res.clone()], state: None, wait_ms: 0 },
+            false,
+        ),
         ("release", Op::Release { owner: victim.clone(), resources: vec![res.clone()] }, false),
         ("release-vm", Op::ReleaseVm { uuid: victim.uuid.clone(), force: true }, false),
         ("release-vm-on", Op::ReleaseVmOn { node: 0, uuid: victim.uuid.clone(), force: true }, false),
@@ -102,7 +115,9 @@ fn unauthorised_peers_change_nothing() {
         own.uuid = "99999999-0000-4000-8000-000000000001".into();
         for sock in &parts[..2] {
             for (name, op, _) in every_op(&victim, &own, &res) {
-                let r = UnixStream::connect(sock).map_err(proto::FrameError::from).and_then(|mut s| proto::call(&mut s, op));
+                let r = UnixStream::connect(sock)
+                    .map_err(proto::FrameError::from)
+                    .and_then(|mut s| proto::call(&mut s, op));
                 println!("ANSWER {sock} {name} {}", answer_kind(&r));
             }
         }
@@ -147,9 +162,15 @@ fn unauthorised_peers_change_nothing() {
         assert!(stdout.contains(&ctl), "control socket, {name}: {stdout}");
         refused_ctl += 1;
         let admin = format!("ANSWER {} {name} ", d.admin.display());
-        let line = stdout.lines().find_map(|l| l.find(&admin).map(|at| &l[at..])).unwrap_or_else(|| panic!("no answer to {name}: {stdout}"));
+        let line = stdout
+            .lines()
+            .find_map(|l| l.find(&admin).map(|at| &l[at..]))
+            .unwrap_or_else(|| panic!("no answer to {name}: {stdout}"));
         if read_only {
-            assert!(!line.ends_with("Unauthorized") && !line.contains(" io:"), "admin socket refused read-only {name}: {line}");
+            assert!(
+                !line.ends_with("Unauthorized") && !line.contains(" io:"),
+                "admin socket refused read-only {name}: {line}"
+            );
             answered += 1;
         } else {
             assert!(line.ends_with("Unauthorized"), "admin socket, {name}: {line}");
@@ -181,7 +202,11 @@ fn measure(d: &Daemon, vm: &Vm, img: &Resource, n: usize) -> (Vec<Duration>, Vec
 }
 
 fn report(phase: &str, (rounds, fresh): (Vec<Duration>, Vec<Duration>)) {
-    println!("FIGURE hostile-latency [{phase}]: acquire+release {}; connect+status {}", summary(rounds), summary(fresh));
+    println!(
+        "FIGURE hostile-latency [{phase}]: acquire+release {}; connect+status {}",
+        summary(rounds),
+        summary(fresh)
+    );
 }
 
 /// Is the connection closed by the daemon (EOF or reset), without blocking?
@@ -229,7 +254,14 @@ fn floods_of_bad_and_idle_connections_do_not_stop_service() {
     d.start(&[]);
     set_soft_nofile(nofile);
     let limits = std::fs::read_to_string(format!("/proc/{}/limits", d.child.as_ref().unwrap().id())).unwrap();
-    let daemon_nofile = limits.lines().find(|l| l.starts_with("Max open files")).unwrap_or("").split_whitespace().nth(3).unwrap_or("?").to_string();
+    let daemon_nofile = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap_or("")
+        .split_whitespace()
+        .nth(3)
+        .unwrap_or("?")
+        .to_string();
     assert_ne!(daemon_nofile, "1024", "virtdlmd did not raise its open-file limit");
     let vm = Vm::spawn("steady");
     let img = disk(&dir, "steady.img", false, false);
@@ -253,7 +285,9 @@ fn floods_of_bad_and_idle_connections_do_not_stop_service() {
                     let _ = s.write_all(&frame);
                     let r = proto::read_frame(&mut s).map(|b| proto::decode_response(&b));
                     match r {
-                        Ok(Ok(Response::Error(e))) => assert!(matches!(e.code, ErrorCode::FrameTooLarge | ErrorCode::BadRequest), "{e:?}"),
+                        Ok(Ok(Response::Error(e))) => {
+                            assert!(matches!(e.code, ErrorCode::FrameTooLarge | ErrorCode::BadRequest), "{e:?}")
+                        }
                         other => panic!("a bad frame got {other:?}"),
                     }
                     n += 1;
@@ -269,11 +303,15 @@ fn floods_of_bad_and_idle_connections_do_not_stop_service() {
 
     // An unprivileged user asking read-only questions as fast as it can, on as many admin
     // connections as it may keep (not rate-limited: this measures what that costs others).
-    let mut hammer = as_uid(NOBODY, "floods_of_bad_and_idle_connections_do_not_stop_service", &format!("hammer|{}", d.admin.display()))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("setpriv (util-linux)");
+    let mut hammer = as_uid(
+        NOBODY,
+        "floods_of_bad_and_idle_connections_do_not_stop_service",
+        &format!("hammer|{}", d.admin.display()),
+    )
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .spawn()
+    .expect("setpriv (util-linux)");
     let hammer_lines = child_lines(hammer.stdout.take().unwrap());
     hammer_lines.recv_timeout(2 * PATIENCE).expect("the hammering child started");
     let lat = measure(&d, &vm, &img, SAMPLES);
@@ -304,25 +342,48 @@ fn floods_of_bad_and_idle_connections_do_not_stop_service() {
     // Thousands of idle connections: root's on the control socket (kept: root could stop the
     // daemon anyway), and uid 65534's on both sockets (capped per uid).
     let idle_root = open_idle(&d.socket, FLOOD);
-    let mut child = as_uid(NOBODY, "floods_of_bad_and_idle_connections_do_not_stop_service", &format!("flood|{}|{}", d.socket.display(), d.admin.display()))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("setpriv (util-linux)");
-    let line = child_lines(child.stdout.take().unwrap()).recv_timeout(2 * PATIENCE).expect("the flooding child reported how many connections it kept");
+    let mut child = as_uid(
+        NOBODY,
+        "floods_of_bad_and_idle_connections_do_not_stop_service",
+        &format!("flood|{}|{}", d.socket.display(), d.admin.display()),
+    )
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .spawn()
+    .expect("setpriv (util-linux)");
+    let line = child_lines(child.stdout.take().unwrap())
+        .recv_timeout(2 * PATIENCE)
+        .expect("the flooding child reported how many connections it kept");
     let kept: Vec<usize> = line.split_whitespace().skip(1).map(|w| w.parse().unwrap()).collect();
-    assert!(kept[0] <= lockmgr::server::UNTRUSTED_PER_UID && kept[1] <= lockmgr::server::UNTRUSTED_PER_UID, "uid {NOBODY} kept {kept:?} connections open");
+    assert!(
+        kept[0] <= lockmgr::server::UNTRUSTED_PER_UID && kept[1] <= lockmgr::server::UNTRUSTED_PER_UID,
+        "uid {NOBODY} kept {kept:?} connections open"
+    );
     let lat = measure(&d, &vm, &img, SAMPLES);
     assert_eq!(still_open(&idle_root), FLOOD, "root's idle control connections were closed");
     // Another unprivileged user still gets read-only answers on the admin socket.
-    let out = as_uid(OTHER_USER, "floods_of_bad_and_idle_connections_do_not_stop_service", &format!("measure|{}", d.admin.display())).output().unwrap();
+    let out = as_uid(
+        OTHER_USER,
+        "floods_of_bad_and_idle_connections_do_not_stop_service",
+        &format!("measure|{}", d.admin.display()),
+    )
+    .output()
+    .unwrap();
     let other = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "uid {OTHER_USER} could not use the admin socket: {other}\n{}", String::from_utf8_lossy(&out.stderr));
-    let other_line = other.lines().find_map(|l| l.find("ADMIN ").map(|at| l[at..].to_string())).expect("the other user's figures");
+    assert!(
+        out.status.success(),
+        "uid {OTHER_USER} could not use the admin socket: {other}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let other_line =
+        other.lines().find_map(|l| l.find("ADMIN ").map(|at| l[at..].to_string())).expect("the other user's figures");
     drop(child.stdin.take());
     assert!(child.wait().unwrap().success());
     report(&format!("{FLOOD} idle root connections + {FLOOD}x2 from uid {NOBODY} (kept {}/{})", kept[0], kept[1]), lat);
-    println!("FIGURE hostile-latency [same flood, uid {OTHER_USER} on the admin socket]: status {}", other_line.trim_start_matches("ADMIN "));
+    println!(
+        "FIGURE hostile-latency [same flood, uid {OTHER_USER} on the admin socket]: status {}",
+        other_line.trim_start_matches("ADMIN ")
+    );
     drop(idle_root);
     report("after the floods", measure(&d, &vm, &img, SAMPLES));
     assert_eq!(d.locks(), vec![], "the floods left a lock behind");
@@ -381,7 +442,11 @@ fn child_flood(args: &str) {
             let _ = std::io::stdin().read_to_string(&mut rest);
             stop.store(true, Ordering::Relaxed);
             let n: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
-            println!("HAMMERED {} connections, {n} read-only requests in {:.1} s", lockmgr::server::UNTRUSTED_PER_UID, t0.elapsed().as_secs_f64());
+            println!(
+                "HAMMERED {} connections, {n} read-only requests in {:.1} s",
+                lockmgr::server::UNTRUSTED_PER_UID,
+                t0.elapsed().as_secs_f64()
+            );
         }
         "measure" => {
             let mut times = Vec::new();

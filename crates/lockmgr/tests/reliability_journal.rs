@@ -15,7 +15,10 @@ use std::process::Command;
 use support::*;
 
 fn must_be_root() {
-    assert!(rustix::process::geteuid().is_root(), "this test must run as root: it mounts a tmpfs and remounts a bind mount read-only");
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "this test must run as root: it mounts a tmpfs and remounts a bind mount read-only"
+    );
 }
 
 fn mount(args: &[&str]) {
@@ -142,7 +145,8 @@ fn a_read_only_journal_filesystem_stops_new_grants_and_keeps_held_locks() {
     d.journal = view.join("journal");
     d.start(&[]);
     let (a, mut b, c) = (Vm::spawn("ro-a"), Vm::spawn("ro-b"), Vm::spawn("ro-c"));
-    let (ia, ib, ic) = (disk(&dir, "a.img", false, false), disk(&dir, "b.img", false, true), disk(&dir, "c.img", false, false));
+    let (ia, ib, ic) =
+        (disk(&dir, "a.img", false, false), disk(&dir, "b.img", false, true), disk(&dir, "c.img", false, false));
     expect_ok(a.acquire(&d, std::slice::from_ref(&ia)));
     expect_ok(b.acquire(&d, std::slice::from_ref(&ib)));
     expect_ok(c.register(&d, &[]));

@@ -23,12 +23,17 @@ fn kill9_and_restart_keeps_live_owners_locks_and_drops_dead_ones() {
     // counts: [refused, unreachable, granted]
     let counts = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0)]);
     let stop = Arc::new(AtomicBool::new(false));
-    let (sock, spec, res, stop2, counts2) = (d.socket.clone(), c.spec.clone(), ia.clone(), stop.clone(), counts.clone());
+    let (sock, spec, res, stop2, counts2) =
+        (d.socket.clone(), c.spec.clone(), ia.clone(), stop.clone(), counts.clone());
     let competitor = std::thread::spawn(move || {
         while !stop2.load(Ordering::Relaxed) {
-            let r = std::os::unix::net::UnixStream::connect(&sock).map_err(proto::FrameError::from).and_then(|mut s| {
-                proto::call(&mut s, Op::Acquire { owner: spec.clone(), resources: vec![res.clone()], state: None, wait_ms: 0 })
-            });
+            let r =
+                std::os::unix::net::UnixStream::connect(&sock).map_err(proto::FrameError::from).and_then(|mut s| {
+                    proto::call(
+                        &mut s,
+                        Op::Acquire { owner: spec.clone(), resources: vec![res.clone()], state: None, wait_ms: 0 },
+                    )
+                });
             let i = match r {
                 Ok(Response::Error(e)) if e.code == ErrorCode::Conflict => 0,
                 Ok(Response::Ok { .. }) => 2,
@@ -70,7 +75,9 @@ fn kill9_and_restart_keeps_live_owners_locks_and_drops_dead_ones() {
     // The adopted owner is watched again: its exit releases the lock.
     let mut a = a;
     a.kill9();
-    d.wait_until("adopted owner's exit releases its lock", |d| !d.locks().iter().any(|l| l.identity.ends_with("/a.img")));
+    d.wait_until("adopted owner's exit releases its lock", |d| {
+        !d.locks().iter().any(|l| l.identity.ends_with("/a.img"))
+    });
     expect_ok(c.acquire(&d, &[ia]));
 }
 
@@ -110,7 +117,11 @@ fn a_damaged_journal_stops_the_start_unless_recovery_is_asked_for() {
 
     d.start(&["--recover-journal"]);
     assert!(d.log().contains("was damaged"), "salvage not reported loudly");
-    assert!(std::fs::read_dir(d.journal.parent().unwrap()).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().contains("damaged-")));
+    assert!(std::fs::read_dir(d.journal.parent().unwrap()).unwrap().any(|e| e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .contains("damaged-")));
 }
 
 #[test]

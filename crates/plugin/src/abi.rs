@@ -49,14 +49,8 @@ type InitFn = unsafe extern "C" fn(c_uint, *const c_char, c_uint) -> c_int;
 type DeinitFn = unsafe extern "C" fn() -> c_int;
 type NewFn = unsafe extern "C" fn(*mut VirLockManager, c_uint, usize, *mut VirLockManagerParam, c_uint) -> c_int;
 type FreeFn = unsafe extern "C" fn(*mut VirLockManager);
-type AddResourceFn = unsafe extern "C" fn(
-    *mut VirLockManager,
-    c_uint,
-    *const c_char,
-    usize,
-    *mut VirLockManagerParam,
-    c_uint,
-) -> c_int;
+type AddResourceFn =
+    unsafe extern "C" fn(*mut VirLockManager, c_uint, *const c_char, usize, *mut VirLockManagerParam, c_uint) -> c_int;
 type AcquireFn = unsafe extern "C" fn(*mut VirLockManager, *const c_char, c_uint, c_int, *mut c_int) -> c_int;
 type ReleaseFn = unsafe extern "C" fn(*mut VirLockManager, *mut *mut c_char, c_uint) -> c_int;
 

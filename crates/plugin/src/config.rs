@@ -20,10 +20,7 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config {
-            socket: PathBuf::from(DEFAULT_SOCKET),
-            timeout: Duration::from_millis(DEFAULT_TIMEOUT_MS),
-        }
+        Config { socket: PathBuf::from(DEFAULT_SOCKET), timeout: Duration::from_millis(DEFAULT_TIMEOUT_MS) }
     }
 }
 
@@ -68,11 +65,7 @@ impl Config {
                 ("socket", _) => return Err(err("socket must be an absolute path in double quotes".into())),
                 ("timeout_ms", Value::Int(n)) if n > 0 => cfg.timeout = Duration::from_millis(n),
                 ("timeout_ms", _) => return Err(err("timeout_ms must be a positive integer (milliseconds)".into())),
-                (other, _) => {
-                    return Err(err(format!(
-                        "unknown setting {other:?} (known: socket, timeout_ms)"
-                    )))
-                }
+                (other, _) => return Err(err(format!("unknown setting {other:?} (known: socket, timeout_ms)"))),
             }
         }
         Ok(cfg)

@@ -53,9 +53,7 @@ impl PluginError {
             PluginError::Timeout { .. } => VIR_ERR_OPERATION_TIMEOUT,
             PluginError::Refused { code: ErrorCode::Conflict, .. } => VIR_ERR_RESOURCE_BUSY,
             PluginError::Unreachable { .. } | PluginError::Refused { .. } => VIR_ERR_OPERATION_FAILED,
-            PluginError::BadCall(_) | PluginError::Protocol(_) | PluginError::Internal(_) => {
-                VIR_ERR_INTERNAL_ERROR
-            }
+            PluginError::BadCall(_) | PluginError::Protocol(_) | PluginError::Internal(_) => VIR_ERR_INTERNAL_ERROR,
         }
     }
 }

@@ -139,7 +139,11 @@ impl Manager {
                      (a symlink with a UTF-8 name to the file will do)"
                 )))
             }
-            Err(_) => return Err(PluginError::BadCall(format!("lease key {name:?} is not valid UTF-8: dlm.so cannot lock it"))),
+            Err(_) => {
+                return Err(PluginError::BadCall(format!(
+                    "lease key {name:?} is not valid UTF-8: dlm.so cannot lock it"
+                )))
+            }
         };
         let readonly = flags & RESOURCE_READONLY != 0;
         let shared = flags & RESOURCE_SHARED != 0;

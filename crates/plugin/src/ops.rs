@@ -124,8 +124,11 @@ mod tests {
             pub fn new() -> Dir {
                 use std::sync::atomic::{AtomicUsize, Ordering};
                 static N: AtomicUsize = AtomicUsize::new(0);
-                let p = std::env::temp_dir()
-                    .join(format!("dlm-plugin-test-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst)));
+                let p = std::env::temp_dir().join(format!(
+                    "dlm-plugin-test-{}-{}",
+                    std::process::id(),
+                    N.fetch_add(1, Ordering::SeqCst)
+                ));
                 std::fs::create_dir_all(&p).unwrap();
                 Dir(p)
             }
@@ -163,7 +166,9 @@ mod tests {
         acquire(&mut m, &cfg, None, ACQUIRE_REGISTER_ONLY | ACQUIRE_RESTRICT, 3).unwrap();
         acquire(&mut m, &cfg, Some("s1".into()), 0, 3).unwrap();
         let seen = h.join().unwrap();
-        assert!(matches!(&seen[0].op, Op::Register { resources, owner } if resources.len() == 1 && owner.action == FailureAction::Pause));
+        assert!(
+            matches!(&seen[0].op, Op::Register { resources, owner } if resources.len() == 1 && owner.action == FailureAction::Pause)
+        );
         assert!(matches!(&seen[1].op, Op::Acquire { state: Some(s), wait_ms: 0, .. } if s == "s1"));
     }
 

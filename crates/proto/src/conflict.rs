@@ -101,7 +101,11 @@ mod tests {
         );
         let mut gone = c.clone();
         gone.holders[0].state = "left".into();
-        assert!(message(&gone).contains("on node hv2 (that node has left the cluster) since 12:03:04 UTC"), "{}", message(&gone));
+        assert!(
+            message(&gone).contains("on node hv2 (that node has left the cluster) since 12:03:04 UTC"),
+            "{}",
+            message(&gone)
+        );
         let remote = Conflict { holders: vec![], ..c.clone() };
         assert_eq!(
             message(&remote),

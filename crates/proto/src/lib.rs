@@ -152,12 +152,24 @@ pub enum Op {
     /// The DLM resource name this daemon would use for a resource.
     ResourceName { resource: Resource },
     /// Release every lock of a VM (admin). Refused while its QEMU runs unless `force`.
-    ReleaseVm { uuid: String, #[serde(default)] force: bool },
+    ReleaseVm {
+        uuid: String,
+        #[serde(default)]
+        force: bool,
+    },
     /// `release_vm` on node `node` (corosync node id): this daemon asks that node's daemon over
     /// the cluster group and returns its answer (`node_unreachable` when it does not answer).
-    ReleaseVmOn { node: u32, uuid: String, #[serde(default)] force: bool },
+    ReleaseVmOn {
+        node: u32,
+        uuid: String,
+        #[serde(default)]
+        force: bool,
+    },
     /// Release locks of owners whose process is gone (admin). `dry_run` only reports.
-    Cleanup { #[serde(default)] dry_run: bool },
+    Cleanup {
+        #[serde(default)]
+        dry_run: bool,
+    },
     /// The operator confirms that cluster node `node` (name or corosync node id) is down: in a
     /// cluster that cannot fence, grants held back for it resume until it is seen again
     /// (admin; answered with [`Response::ConfirmedDown`]).
@@ -169,7 +181,11 @@ impl Op {
     pub fn is_read_only(&self) -> bool {
         matches!(
             self,
-            Op::Status | Op::Locks | Op::Inspect { .. } | Op::ResourceName { .. } | Op::Inquire { .. }
+            Op::Status
+                | Op::Locks
+                | Op::Inspect { .. }
+                | Op::ResourceName { .. }
+                | Op::Inquire { .. }
                 | Op::Cleanup { dry_run: true }
         )
     }
@@ -267,13 +283,28 @@ pub enum Response {
         locks: Vec<LockInfo>,
     },
     /// Release / Inquire: the owner's XML-safe state string (`None` when it holds nothing).
-    State { state: Option<String> },
-    Status { status: serde_json::Value },
-    Locks { locks: Vec<LockInfo> },
-    Inspect { identity: String, resource: String, holders: Vec<LockInfo> },
-    ResourceName { identity: String, resource: String },
+    State {
+        state: Option<String>,
+    },
+    Status {
+        status: serde_json::Value,
+    },
+    Locks {
+        locks: Vec<LockInfo>,
+    },
+    Inspect {
+        identity: String,
+        resource: String,
+        holders: Vec<LockInfo>,
+    },
+    ResourceName {
+        identity: String,
+        resource: String,
+    },
     /// ConfirmDown: who confirmed which node, when.
-    ConfirmedDown { confirmation: serde_json::Value },
+    ConfirmedDown {
+        confirmation: serde_json::Value,
+    },
     Error(ErrorReply),
 }
 

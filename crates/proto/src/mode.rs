@@ -145,8 +145,13 @@ mod tests {
                     }
                 }
                 // And no stronger than needed: the least restrictive such mode of the four.
-                let fits = |m: Mode| Mode::ALL.iter().all(|x| m.compatible(*x) <= (a.compatible(*x) && b.compatible(*x)));
-                let best = Mode::ALL.iter().copied().filter(|m| fits(*m)).max_by_key(|m| Mode::ALL.iter().filter(|x| m.compatible(**x)).count());
+                let fits =
+                    |m: Mode| Mode::ALL.iter().all(|x| m.compatible(*x) <= (a.compatible(*x) && b.compatible(*x)));
+                let best = Mode::ALL
+                    .iter()
+                    .copied()
+                    .filter(|m| fits(*m))
+                    .max_by_key(|m| Mode::ALL.iter().filter(|x| m.compatible(**x)).count());
                 assert_eq!(Some(s), best, "{a}+{b}");
             }
         }

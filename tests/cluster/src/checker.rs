@@ -54,7 +54,14 @@ pub fn replay(events: &[Event]) -> Result<Vec<Hold>, String> {
                 }
                 open.insert(
                     key,
-                    Hold { node: *node, holder: holder.clone(), resource: resource.clone(), mode: *mode, from: *at, to: None },
+                    Hold {
+                        node: *node,
+                        holder: holder.clone(),
+                        resource: resource.clone(),
+                        mode: *mode,
+                        from: *at,
+                        to: None,
+                    },
                 );
             }
             Event::End { node, holder, resource, at } => {
@@ -81,7 +88,11 @@ pub fn conflicts(holds: &[Hold]) -> Vec<(Hold, Hold)> {
     let mut out = Vec::new();
     for (i, a) in holds.iter().enumerate() {
         for b in &holds[i + 1..] {
-            if a.resource == b.resource && (a.node, &a.holder) != (b.node, &b.holder) && !a.mode.compatible(b.mode) && a.overlaps(b) {
+            if a.resource == b.resource
+                && (a.node, &a.holder) != (b.node, &b.holder)
+                && !a.mode.compatible(b.mode)
+                && a.overlaps(b)
+            {
                 out.push((a.clone(), b.clone()));
             }
         }
@@ -167,7 +178,9 @@ mod tests {
     #[test]
     fn broken_histories_are_errors() {
         assert!(check(&[end(1, "a", "d", 1.0)]).unwrap_err().contains("without holding"));
-        assert!(check(&[grant(1, "a", "d", Mode::Ex, 1.0), grant(1, "a", "d", Mode::Ex, 2.0)]).unwrap_err().contains("twice"));
+        assert!(check(&[grant(1, "a", "d", Mode::Ex, 1.0), grant(1, "a", "d", Mode::Ex, 2.0)])
+            .unwrap_err()
+            .contains("twice"));
     }
 
     #[test]

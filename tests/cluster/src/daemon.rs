@@ -102,7 +102,11 @@ echo "virtdlmd not serving after 120 s:"; cat $log; exit 1"#,
     }
 
     fn client_cmd(&self, steps: &[&str]) -> String {
-        let mut cmd = format!("{} {}", self.c.guest_binary(&built_binary("daemon-client", "VIRTDLM_DAEMON_CLIENT")), self.socket());
+        let mut cmd = format!(
+            "{} {}",
+            self.c.guest_binary(&built_binary("daemon-client", "VIRTDLM_DAEMON_CLIENT")),
+            self.socket()
+        );
         for s in steps {
             assert!(!s.contains('\''), "step {s:?} must not contain a quote");
             cmd.push_str(&format!(" '{s}'"));

@@ -143,7 +143,11 @@ pub fn built_binary(name: &str, env: &str) -> String {
     let exe = std::env::current_exe().expect("test executable path");
     let dir = exe.parent().and_then(|d| d.parent()).expect("target/<profile>/deps");
     let path = dir.join(name);
-    assert!(path.exists(), "{} is not built: run tests/cluster/run.sh (or cargo build -p lockmgr -p cli -p plugin)", path.display());
+    assert!(
+        path.exists(),
+        "{} is not built: run tests/cluster/run.sh (or cargo build -p lockmgr -p cli -p plugin)",
+        path.display()
+    );
     path.to_string_lossy().into_owned()
 }
 

@@ -38,7 +38,9 @@ fn clock_offset(c: &Cluster, node: u32) -> (f64, f64) {
 }
 
 fn alive(c: &Cluster, node: u32, pid: u32) -> bool {
-    c.exec(node, &format!("[ -e /proc/{pid} ] && ! grep -q '^State:.*Z' /proc/{pid}/status && echo ALIVE; true")).text.contains("ALIVE")
+    c.exec(node, &format!("[ -e /proc/{pid} ] && ! grep -q '^State:.*Z' /proc/{pid}/status && echo ALIVE; true"))
+        .text
+        .contains("ALIVE")
 }
 
 fn loss_client(c: &Cluster, d: &Daemon, step: &str) -> String {
@@ -67,9 +69,19 @@ fn run(c: &Cluster, signal: &str, tag: &str, node1_waits: u32) -> Seen {
     let vm3 = Vm::start(c, 3, &format!("{tag}-a"));
     let vm1 = Vm::start(c, 1, &format!("{tag}-b"));
     let take3 = c.exec(3, &loss_client(c, &d3, &format!("acquire:{}:{}:EX={disk}", vm3.name, vm3.pid)));
-    assert_eq!(take3.events().first().map(|v| v["outcome"].clone()), Some("ok".into()), "node 3 takes the disk: {}", take3.text);
+    assert_eq!(
+        take3.events().first().map(|v| v["outcome"].clone()),
+        Some("ok".into()),
+        "node 3 takes the disk: {}",
+        take3.text
+    );
     let take1 = c.exec(1, &loss_client(c, &d1, &format!("acquire:{}:{}:EX={disk}", vm1.name, vm1.pid)));
-    assert_ne!(take1.events().first().map(|v| v["outcome"].clone()), Some("ok".into()), "node 1 is refused first: {}", take1.text);
+    assert_ne!(
+        take1.events().first().map(|v| v["outcome"].clone()),
+        Some("ok".into()),
+        "node 1 is refused first: {}",
+        take1.text
+    );
     let offsets = [clock_offset(c, 1), clock_offset(c, 3)];
 
     let pid = vm3.pid;
@@ -82,7 +94,8 @@ fn run(c: &Cluster, signal: &str, tag: &str, node1_waits: u32) -> Seen {
 done"#
         ),
     );
-    let asking = c.spawn(1, &loss_client(c, &d1, &format!("until-granted:{node1_waits}:{}:{}:EX={disk}", vm1.name, vm1.pid)));
+    let asking =
+        c.spawn(1, &loss_client(c, &d1, &format!("until-granted:{node1_waits}:{}:{}:EX={disk}", vm1.name, vm1.pid)));
     std::thread::sleep(Duration::from_millis(500));
     let out = c.exec(3, &format!("kill -{signal} $(cat /run/dlm_controld/dlm_controld.pid)"));
     assert_eq!(out.code, 0, "kill -{signal} dlm_controld on node3: {}", out.text);
@@ -94,7 +107,12 @@ done"#
     let dead_at = match alive(c, 3, pid) && !alive_at_grant {
         // Still running after node 1 gave up: wait no longer than the watcher does.
         true => None,
-        false => watcher.finish(Duration::from_secs(70)).1.into_iter().find(|v| v["ev"] == "dead").and_then(|v| v["t"].as_f64()),
+        false => watcher
+            .finish(Duration::from_secs(70))
+            .1
+            .into_iter()
+            .find(|v| v["ev"] == "dead")
+            .and_then(|v| v["t"].as_f64()),
     };
     let dump1 = c.exec(1, &format!("dlm_tool dump | grep -E '{ls}|procdown|corosync|ringid' | tail -40")).text;
     if signal == "STOP" {
@@ -124,7 +142,10 @@ fn restore(c: &Cluster, killed: bool) {
 }
 
 fn context(s: &Seen) -> String {
-    format!("node 1's answer: {}\nnode 1's dlm_controld:\n{}\nnode 3's virtdlmd:\n{}\nnode 1's virtdlmd:\n{}", s.node1, s.dump1, s.log3, s.log1)
+    format!(
+        "node 1's answer: {}\nnode 1's dlm_controld:\n{}\nnode 3's virtdlmd:\n{}\nnode 1's virtdlmd:\n{}",
+        s.node1, s.dump1, s.log3, s.log1
+    )
 }
 
 #[test]
@@ -141,8 +162,14 @@ fn a_killed_dlm_controld_stops_the_nodes_vms_before_the_others_get_their_disks()
     let ((o1, u1), (o3, u3)) = (s.offsets[0], s.offsets[1]);
     let granted = s.node1["answered"].as_f64().expect("answered") - o1 - u1;
     let dead = dead - o3 + u3;
-    eprintln!("controld killed: node 3's VM gone {:.2} s before node 1 was told granted (host time line, widened)", granted - dead);
-    assert!(dead < granted, "node 3's VM ended at {dead:.3}, node 1 was told granted at {granted:.3} (host clock):\n{ctx}");
+    eprintln!(
+        "controld killed: node 3's VM gone {:.2} s before node 1 was told granted (host time line, widened)",
+        granted - dead
+    );
+    assert!(
+        dead < granted,
+        "node 3's VM ended at {dead:.3}, node 1 was told granted at {granted:.3} (host clock):\n{ctx}"
+    );
     // Node 3 stops its VM on whichever comes first: its own dlm_controld seen gone, or its
     // corosync killed by node 1's dlm_controld (which removes a node whose dlm_controld left a
     // lockspace group while it stayed in the cluster: `kick_node_from_cluster` in cpg.c).
@@ -164,7 +191,10 @@ fn a_hung_dlm_controld_stops_the_nodes_vms_and_the_others_wait() {
     let ctx = context(&s);
     eprintln!("controld stopped: {ctx}");
     assert!(!s.alive_at_grant, "node 1 was granted node 3's disk while node 3's VM still ran:\n{ctx}");
-    assert!(s.dead_at.is_some(), "node 3's VM still ran when node 1 had asked for 15 s after node 3's dlm_controld stopped:\n{ctx}");
+    assert!(
+        s.dead_at.is_some(),
+        "node 3's VM still ran when node 1 had asked for 15 s after node 3's dlm_controld stopped:\n{ctx}"
+    );
     assert!(s.log3.contains("is stopped (SIGSTOP)"), "node 3 names the reason:\n{ctx}");
     // dlm_controld's own handling: a stopped daemon is still in its groups, nothing is
     // recovered, and node 3's lock stays in the DLM (its release is deferred while lost).

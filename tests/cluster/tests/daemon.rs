@@ -36,7 +36,10 @@ fn assert_remote_conflict_message(ev: &Value, path: &str) {
         assert!(msg.contains("stop that VM or detach the disk"), "says what to do: {msg}");
     } else {
         assert!(msg.contains("another node"), "says another node holds it: {msg}");
-        assert!(msg.contains(&format!("virtdlm inspect {path}")) && msg.contains("stop it or detach the disk"), "says what to do: {msg}");
+        assert!(
+            msg.contains(&format!("virtdlm inspect {path}")) && msg.contains("stop it or detach the disk"),
+            "says what to do: {msg}"
+        );
     }
 }
 
@@ -80,7 +83,12 @@ fn every_mode_pair_across_nodes_is_granted_exactly_when_compatible() {
     assert_eq!(outcome_of(&ev, &both), "conflict", "{}", event(&ev, &both));
     let take_free = acquire(&vm1, &format!("EX={free}"));
     let ev = d1.client(&[&take_free]);
-    assert_eq!(outcome_of(&ev, &take_free), "ok", "node2 kept nothing of its refused request: {}", event(&ev, &take_free));
+    assert_eq!(
+        outcome_of(&ev, &take_free),
+        "ok",
+        "node2 kept nothing of its refused request: {}",
+        event(&ev, &take_free)
+    );
 
     // node1 lets go of everything (releasing is idempotent); then every refused disk is node2's.
     let all1: Vec<String> = pairs.iter().map(|(a, _, p)| format!("{a}={p}")).chain([format!("EX={free}")]).collect();

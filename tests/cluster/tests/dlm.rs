@@ -222,9 +222,23 @@ fn a_lockspace_joined_again_reuses_the_lock_ids_of_the_released_one() {
     let c = Cluster::get();
     let ev = c.probe(
         1,
-        &["create:t_lkid", "lock:a:one:EX:-", "release:a", "release-ls", "create:t_lkid", "lock:b:two:EX:-", "release:b", "release-ls"],
+        &[
+            "create:t_lkid",
+            "lock:a:one:EX:-",
+            "release:a",
+            "release-ls",
+            "create:t_lkid",
+            "lock:b:two:EX:-",
+            "release:b",
+            "release-ls",
+        ],
     );
-    let lkid = |s: &str| ev.iter().find(|v| v["step"] == s).and_then(|v| v["lkid"].as_u64()).unwrap_or_else(|| panic!("no lkid for {s}: {ev:#?}"));
+    let lkid = |s: &str| {
+        ev.iter()
+            .find(|v| v["step"] == s)
+            .and_then(|v| v["lkid"].as_u64())
+            .unwrap_or_else(|| panic!("no lkid for {s}: {ev:#?}"))
+    };
     assert_step(&ev, "lock:a:one:EX:-", "granted");
     assert_step(&ev, "lock:b:two:EX:-", "granted");
     assert_eq!(lkid("lock:a:one:EX:-"), lkid("lock:b:two:EX:-"), "lock ids are per lockspace and start again");

@@ -22,7 +22,12 @@ fn poll(node: &Node, what: &str, timeout: Duration, pred: impl Fn(&[Value]) -> b
         if pred(&locks) {
             return (locks, t0.elapsed());
         }
-        assert!(t0.elapsed() < timeout, "node{}: {what} not seen within {timeout:?}; table: {locks:#?}\nlog:\n{}", node.node, node.log());
+        assert!(
+            t0.elapsed() < timeout,
+            "node{}: {what} not seen within {timeout:?}; table: {locks:#?}\nlog:\n{}",
+            node.node,
+            node.log()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -42,7 +47,10 @@ fn locks_show_cluster_wide_late_joiners_see_them_and_conflicts_name_the_holder()
     assert_eq!(granted["result"], "ok", "acquire on node1: {granted}");
 
     let (locks, took) = poll(&n3, "web-1's lock", Duration::from_secs(30), |l| entry(l, "web-1").is_some());
-    eprintln!("node1's lock seen on node3 {} ms after the grant returned (includes the exec round trips)", took.as_millis());
+    eprintln!(
+        "node1's lock seen on node3 {} ms after the grant returned (includes the exec round trips)",
+        took.as_millis()
+    );
     let e = entry(&locks, "web-1").unwrap();
     assert_eq!(e["node_name"], "node1");
     assert_eq!(e["node_id"], 1);
@@ -53,7 +61,8 @@ fn locks_show_cluster_wide_late_joiners_see_them_and_conflicts_name_the_holder()
 
     // A daemon started after the lock was taken learns it from the re-sends on its join.
     let mut n2 = Node::start(&c, 2);
-    let (locks, _) = poll(&n2, "the existing lock (late joiner)", Duration::from_secs(30), |l| entry(l, "web-1").is_some());
+    let (locks, _) =
+        poll(&n2, "the existing lock (late joiner)", Duration::from_secs(30), |l| entry(l, "web-1").is_some());
     assert_eq!(entry(&locks, "web-1").unwrap()["node_name"], "node1");
 
     // The same disk from node2: refused, and the message names the VM and node that hold it.
@@ -133,9 +142,16 @@ fn zz_departed_members_are_left_until_their_node_re_sends() {
         assert!(!held("db-3")(&locks), "db-3 held again after the heal: node3 must have been removed (stateful merge): members {members:?}, {locks:#?}");
         // The ring settles without node3 (node1's CPG may still list it for a token timeout).
         if !members.contains(&3) && t0.elapsed() > Duration::from_secs(5) {
-            break if left("db-3")(&locks) { "node3 removed at the merge: db-3 left" } else { "node3 removed at the merge: db-3 gone (stopped by lock loss)" };
+            break if left("db-3")(&locks) {
+                "node3 removed at the merge: db-3 left"
+            } else {
+                "node3 removed at the merge: db-3 gone (stopped by lock loss)"
+            };
         }
-        assert!(t0.elapsed() < Duration::from_secs(120), "node3 still a member on node1 after its corosync was removed: members {members:?}, {locks:#?}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "node3 still a member on node1 after its corosync was removed: members {members:?}, {locks:#?}"
+        );
         std::thread::sleep(Duration::from_millis(500));
     };
     eprintln!("after the heal: {outcome}");

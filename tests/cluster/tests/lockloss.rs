@@ -197,8 +197,11 @@ fn eventually<T>(what: &str, secs: u64, mut check: impl FnMut() -> Result<T, Str
 /// of a stopped or crashed VM, nothing missing); waits for the inventory to settle.
 fn assert_inventory(c: &Cluster, b: &Bins, history: &[Event]) {
     let holds = checker::replay(history).unwrap_or_else(|e| panic!("broken history: {e}"));
-    let want: BTreeSet<(String, u32, String, String)> =
-        holds.iter().filter(|h| h.to.is_none()).map(|h| (h.resource.clone(), h.node, h.holder.clone(), h.mode.to_string())).collect();
+    let want: BTreeSet<(String, u32, String, String)> = holds
+        .iter()
+        .filter(|h| h.to.is_none())
+        .map(|h| (h.resource.clone(), h.node, h.holder.clone(), h.mode.to_string()))
+        .collect();
     for node in 1..=3 {
         eventually(&format!("node{node}'s `virtdlm locks` matching the history"), 20, || {
             let out = c.exec(node, &format!("{} --admin-socket {DIR}/admin.sock locks --json", b.cli));
@@ -213,7 +216,11 @@ fn assert_inventory(c: &Cluster, b: &Bins, history: &[Event]) {
             if got == want {
                 Ok(())
             } else {
-                Err(format!("stale: {:?}; missing: {:?}", got.difference(&want).collect::<Vec<_>>(), want.difference(&got).collect::<Vec<_>>()))
+                Err(format!(
+                    "stale: {:?}; missing: {:?}",
+                    got.difference(&want).collect::<Vec<_>>(),
+                    want.difference(&got).collect::<Vec<_>>()
+                ))
             }
         });
     }
@@ -224,7 +231,13 @@ fn grant_fresh(c: &Cluster, b: &Bins, k: &Clocks, node: u32, vm: &str, disk: &st
     let mode = Mode::Ex;
     let pid = start_vm(c, node, false);
     let ev = client(c, b, node, "ctl.sock", &[format!("acquire:{vm}:{pid}:{mode}={disk}")]);
-    history.push(Event::Grant { node, holder: vm.into(), resource: disk.into(), mode, at: k.grant(node, granted_at(one(&ev))) });
+    history.push(Event::Grant {
+        node,
+        holder: vm.into(),
+        resource: disk.into(),
+        mode,
+        at: k.grant(node, granted_at(one(&ev))),
+    });
     pid
 }
 
@@ -258,15 +271,22 @@ fn partition_cycle(c: &Cluster, b: &Bins, n: u32, history: &mut Vec<Event>) -> (
     let (p3a, p3b) = (start_vm(c, 3, true), start_vm(c, 3, false));
     let (p1, p2) = (start_vm(c, 1, false), start_vm(c, 2, false));
     let (a3, b3, v1, v2) = (format!("{tag}-vm3a"), format!("{tag}-vm3b"), format!("{tag}-vm1"), format!("{tag}-vm2"));
-    let ev = client(
-        c,
-        b,
-        3,
-        "ctl.sock",
-        &[format!("acquire:{a3}:{p3a}:EX={d1}"), format!("acquire:{b3}:{p3b}:CW={d2}")],
-    );
-    history.push(Event::Grant { node: 3, holder: a3.clone(), resource: d1.clone(), mode: Mode::Ex, at: k.grant(3, granted_at(&ev[0])) });
-    history.push(Event::Grant { node: 3, holder: b3.clone(), resource: d2.clone(), mode: Mode::Cw, at: k.grant(3, granted_at(&ev[1])) });
+    let ev =
+        client(c, b, 3, "ctl.sock", &[format!("acquire:{a3}:{p3a}:EX={d1}"), format!("acquire:{b3}:{p3b}:CW={d2}")]);
+    history.push(Event::Grant {
+        node: 3,
+        holder: a3.clone(),
+        resource: d1.clone(),
+        mode: Mode::Ex,
+        at: k.grant(3, granted_at(&ev[0])),
+    });
+    history.push(Event::Grant {
+        node: 3,
+        holder: b3.clone(),
+        resource: d2.clone(),
+        mode: Mode::Cw,
+        at: k.grant(3, granted_at(&ev[1])),
+    });
     // While node 3 is in the cluster, the others are refused.
     let ev = client(c, b, 1, "ctl.sock", &[format!("acquire:{v1}:{p1}:EX={d1}")]);
     assert_eq!(one(&ev)["outcome"], "conflict", "{ev:?}");
@@ -279,8 +299,12 @@ fn partition_cycle(c: &Cluster, b: &Bins, n: u32, history: &mut Vec<Event>) -> (
     std::thread::sleep(Duration::from_millis(500));
     let cut = host_now();
     c.node_action("partition", 3);
-    let g1 = w1.wait_for("grant of the exclusive disk", Duration::from_secs(150), |v| v["step"].as_str().is_some_and(|s| s.starts_with("until")));
-    let g2 = w2.wait_for("grant of the shared disk", Duration::from_secs(150), |v| v["step"].as_str().is_some_and(|s| s.starts_with("until")));
+    let g1 = w1.wait_for("grant of the exclusive disk", Duration::from_secs(150), |v| {
+        v["step"].as_str().is_some_and(|s| s.starts_with("until"))
+    });
+    let g2 = w2.wait_for("grant of the shared disk", Duration::from_secs(150), |v| {
+        v["step"].as_str().is_some_and(|s| s.starts_with("until"))
+    });
     let (t1, t2) = (k.grant(1, granted_at(&g1)), k.grant(2, granted_at(&g2)));
 
     // Node 3's daemon (reachable through the harness, not the network) reports the loss.
@@ -290,11 +314,16 @@ fn partition_cycle(c: &Cluster, b: &Bins, n: u32, history: &mut Vec<Event>) -> (
     let last = &loss["last"];
     assert_eq!(last["reason"]["kind"], "quorum_lost", "{st}");
     let vms = last["vms"].as_array().expect("vms");
-    let outcome = |name: &str| vms.iter().find(|v| v["vm_name"] == name).map(|v| v["outcome"].as_str().unwrap_or("?").to_string());
+    let outcome = |name: &str| {
+        vms.iter().find(|v| v["vm_name"] == name).map(|v| v["outcome"].as_str().unwrap_or("?").to_string())
+    };
     assert_eq!(outcome(&a3).as_deref(), Some("killed"), "the VM ignoring SIGTERM gets SIGKILL: {st}");
     assert_eq!(outcome(&b3).as_deref(), Some("terminated"), "{st}");
     let elapsed_ms = last["elapsed_ms"].as_u64().expect("elapsed_ms");
-    assert!(elapsed_ms <= BOUND_MS, "VMs stopped {elapsed_ms} ms after the membership change, bound {BOUND_MS} ms: {st}");
+    assert!(
+        elapsed_ms <= BOUND_MS,
+        "VMs stopped {elapsed_ms} ms after the membership change, bound {BOUND_MS} ms: {st}"
+    );
     let trigger = k.end(3, last["at"].as_f64().expect("at"));
     let killed = trigger + elapsed_ms as f64 / 1000.0;
     let gone = c.exec(3, &format!("for p in {p3a} {p3b}; do [ -e /proc/$p ] && ! grep -q '^State:.*Z' /proc/$p/status && echo ALIVE $p; done; true"));
@@ -302,7 +331,12 @@ fn partition_cycle(c: &Cluster, b: &Bins, n: u32, history: &mut Vec<Event>) -> (
     // Every VM of node 3 holding a lock was stopped, those of earlier cycles too.
     let holds = checker::replay(history).unwrap_or_else(|e| panic!("broken history: {e}"));
     for h in holds.iter().filter(|h| h.node == 3 && h.to.is_none()) {
-        assert!(matches!(outcome(&h.holder).as_deref(), Some("killed" | "terminated")), "{} holds {} on node 3: {st}", h.holder, h.resource);
+        assert!(
+            matches!(outcome(&h.holder).as_deref(), Some("killed" | "terminated")),
+            "{} holds {} on node 3: {st}",
+            h.holder,
+            h.resource
+        );
         history.push(Event::End { node: 3, holder: h.holder.clone(), resource: h.resource.clone(), at: killed });
     }
     history.push(Event::Grant { node: 1, holder: v1.clone(), resource: d1.clone(), mode: Mode::Ex, at: t1 });
@@ -314,7 +348,10 @@ fn partition_cycle(c: &Cluster, b: &Bins, n: u32, history: &mut Vec<Event>) -> (
         t1 - killed,
         t2 - killed
     ));
-    assert!(killed < t1 && killed < t2, "a survivor got a lock before node 3's VMs were stopped: killed {killed}, grants {t1} {t2}");
+    assert!(
+        killed < t1 && killed < t2,
+        "a survivor got a lock before node 3's VMs were stopped: killed {killed}, grants {t1} {t2}"
+    );
 
     // Node 3 refuses grants while its locks are lost.
     let p3c = start_vm(c, 3, false);
@@ -335,7 +372,13 @@ fn partition_cycle(c: &Cluster, b: &Bins, n: u32, history: &mut Vec<Event>) -> (
              corosync-cmapctl -g totem.cluster_name; dlm_tool status; ls /sys/kernel/dlm; exit 1"
         ),
     );
-    assert_eq!(gone.code, 0, "after the heal node 3 must be removed from corosync and hold no lockspace: {}\n{}", gone.text, c.exec(3, &format!("cat {DIR}/log")).text);
+    assert_eq!(
+        gone.code,
+        0,
+        "after the heal node 3 must be removed from corosync and hold no lockspace: {}\n{}",
+        gone.text,
+        c.exec(3, &format!("cat {DIR}/log")).text
+    );
     let clean = host_now();
     let st = status(c, b, 3);
     assert_eq!(st["lock_loss"]["lost"], true, "node 3 must not grant before it rejoined: {st}");
@@ -344,12 +387,34 @@ fn partition_cycle(c: &Cluster, b: &Bins, n: u32, history: &mut Vec<Event>) -> (
     let ev = client(c, b, 2, "ctl.sock", &[format!("acquire:{v2}:{p2}:EX={d1}")]);
     assert_eq!(one(&ev)["outcome"], "conflict", "node 1 holds it: {ev:?}");
     let ev = client(c, b, 1, "ctl.sock", &[format!("release:{v1}:{p1}:EX={d1}")]);
-    history.push(Event::End { node: 1, holder: v1.clone(), resource: d1.clone(), at: k.end(1, one(&ev)["answered"].as_f64().unwrap()) });
+    history.push(Event::End {
+        node: 1,
+        holder: v1.clone(),
+        resource: d1.clone(),
+        at: k.end(1, one(&ev)["answered"].as_f64().unwrap()),
+    });
     let ev = client(c, b, 2, "ctl.sock", &[format!("release:{v2}:{p2}:PR={d2}"), format!("acquire:{v2}:{p2}:EX={d1}")]);
-    history.push(Event::End { node: 2, holder: v2.clone(), resource: d2.clone(), at: k.end(2, ev[0]["answered"].as_f64().unwrap()) });
-    history.push(Event::Grant { node: 2, holder: v2.clone(), resource: d1.clone(), mode: Mode::Ex, at: k.grant(2, granted_at(&ev[1])) });
+    history.push(Event::End {
+        node: 2,
+        holder: v2.clone(),
+        resource: d2.clone(),
+        at: k.end(2, ev[0]["answered"].as_f64().unwrap()),
+    });
+    history.push(Event::Grant {
+        node: 2,
+        holder: v2.clone(),
+        resource: d1.clone(),
+        mode: Mode::Ex,
+        at: k.grant(2, granted_at(&ev[1])),
+    });
     let ev = client(c, b, 1, "ctl.sock", &[format!("acquire:{v1}:{p1}:EX={d2}")]);
-    history.push(Event::Grant { node: 1, holder: v1.clone(), resource: d2.clone(), mode: Mode::Ex, at: k.grant(1, granted_at(one(&ev))) });
+    history.push(Event::Grant {
+        node: 1,
+        holder: v1.clone(),
+        resource: d2.clone(),
+        mode: Mode::Ex,
+        at: k.grant(1, granted_at(one(&ev))),
+    });
 
     // corosync and dlm_controld start again on node 3 (as a node manager would); virtdlmd,
     // still the same process, reconnects, joins the lockspace again and grants again.
@@ -399,9 +464,22 @@ fn crash_cycle(c: &Cluster, b: &Bins, n: u32, victim: u32, history: &mut Vec<Eve
     let vk = format!("{tag}-vm{victim}");
     let pk = start_vm(c, victim, false);
     // Every event of the victim is read back before it dies.
-    let ev = client(c, b, victim, "ctl.sock", &[format!("acquire:{vk}:{pk}:EX={d1}"), format!("acquire:{vk}:{pk}:CW={d2}")]);
-    history.push(Event::Grant { node: victim, holder: vk.clone(), resource: d1.clone(), mode: Mode::Ex, at: k.grant(victim, granted_at(&ev[0])) });
-    history.push(Event::Grant { node: victim, holder: vk.clone(), resource: d2.clone(), mode: Mode::Cw, at: k.grant(victim, granted_at(&ev[1])) });
+    let ev =
+        client(c, b, victim, "ctl.sock", &[format!("acquire:{vk}:{pk}:EX={d1}"), format!("acquire:{vk}:{pk}:CW={d2}")]);
+    history.push(Event::Grant {
+        node: victim,
+        holder: vk.clone(),
+        resource: d1.clone(),
+        mode: Mode::Ex,
+        at: k.grant(victim, granted_at(&ev[0])),
+    });
+    history.push(Event::Grant {
+        node: victim,
+        holder: vk.clone(),
+        resource: d2.clone(),
+        mode: Mode::Cw,
+        at: k.grant(victim, granted_at(&ev[1])),
+    });
     let (v1, v2) = (format!("{tag}-vm{s1}"), format!("{tag}-vm{s2}"));
     let (p1, p2) = (start_vm(c, s1, false), start_vm(c, s2, false));
     let w1 = c.spawn(s1, &format!("{} {DIR}/ctl.sock 'until-granted:150:{v1}:{p1}:EX={d1}'", b.client));
@@ -430,7 +508,11 @@ fn crash_cycle(c: &Cluster, b: &Bins, n: u32, victim: u32, history: &mut Vec<Eve
     grant_fresh(c, b, &k, victim, &format!("{tag}-vm{victim}b"), &disk(&tag, "free"), history);
     assert_refused_naming(c, b, victim, &d1, &v1, s1);
     assert_inventory(c, b, history);
-    report(&format!("crash {n}: node{victim} killed {dead:.3}; node{s1} granted +{:.2} s, node{s2} granted +{:.2} s", t1 - dead, t2 - dead));
+    report(&format!(
+        "crash {n}: node{victim} killed {dead:.3}; node{s1} granted +{:.2} s, node{s2} granted +{:.2} s",
+        t1 - dead,
+        t2 - dead
+    ));
     (t1 - dead, t2 - dead)
 }
 

@@ -175,7 +175,8 @@ echo "virtdlmd not serving after 120 s:"; since | tail -20; exit 1"#,
         if wait && out.text.contains("DAMAGED") {
             // A bug, recorded as a failure of the run (never hidden); the run goes on with what
             // an operator would do (keep the journal's valid prefix), to see the rest.
-            self.failures.push(format!("virtdlmd on node{node} refused to start on a damaged journal: {}", out.text.trim()));
+            self.failures
+                .push(format!("virtdlmd on node{node} refused to start on a damaged journal: {}", out.text.trim()));
             let _ = self.exec(node, &format!("cp {DIR}/journal {DIR}/journal.damaged.$(date +%s)"));
             return self.exec(node, &script.replace("extra=${1:-}", "extra=--recover-journal")).code == 0;
         }
@@ -218,16 +219,21 @@ echo "virtdlmd not serving after 120 s:"; since | tail -20; exit 1"#,
     }
 
     fn start_writers(&self, node: u32) {
-        let pause_images: Vec<String> = (1..=3).flat_map(|n| (0..PAUSERS).map(move |k| format!("/oracle/images/p{n}{k}.img"))).collect();
+        let pause_images: Vec<String> =
+            (1..=3).flat_map(|n| (0..PAUSERS).map(move |k| format!("/oracle/images/p{n}{k}.img"))).collect();
         let mut pool: Vec<String> = SHARED.iter().map(|d| format!("/oracle/images/{d}.img")).collect();
         pool.extend(pause_images);
-        let common = format!("socket={DIR}/ctl.sock node={node} logdir=/oracle/logs stop=/oracle/STOP uuid_dir=/run/oracle-uuid");
+        let common = format!(
+            "socket={DIR}/ctl.sock node={node} logdir=/oracle/logs stop=/oracle/STOP uuid_dir=/run/oracle-uuid"
+        );
         let mut specs = vec![];
         for k in 0..2 {
             specs.push(format!("vm=w{node}{k} images={} pr=20 hold_ms=600 idle_ms=400", pool.join(",")));
         }
         for k in 0..PAUSERS {
-            specs.push(format!("vm=pw{node}{k} action=pause images=/oracle/images/p{node}{k}.img pr=0 hold_ms=20000 idle_ms=100"));
+            specs.push(format!(
+                "vm=pw{node}{k} action=pause images=/oracle/images/p{node}{k}.img pr=0 hold_ms=20000 idle_ms=100"
+            ));
         }
         let mut script = String::from("set -u\n");
         for s in specs {
@@ -267,7 +273,10 @@ echo "virtdlmd not serving after 120 s:"; since | tail -20; exit 1"#,
             let Ok(m) = std::fs::metadata(self.rundir.join(&f)).and_then(|m| m.modified()) else { continue };
             let host = m.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
             if let [a, b] = t[..] {
-                append(&self.rundir.join("clocks.jsonl"), &json!({ "node": node, "off": (a + b) / 2.0 - host, "unc": (b - a) / 2.0 + 0.02, "at": host }));
+                append(
+                    &self.rundir.join("clocks.jsonl"),
+                    &json!({ "node": node, "off": (a + b) / 2.0 - host, "unc": (b - a) / 2.0 + 0.02, "at": host }),
+                );
             }
         }
     }
@@ -342,7 +351,11 @@ echo "virtdlmd not serving after 120 s:"; since | tail -20; exit 1"#,
                 self.failures.push(format!("virtdlmd on node{v} survived kill -9 while the node was cut off"));
             }
             self.start_daemon(v, false);
-            self.fault(if restart == CutRestart::Early { "daemon_restart_while_partitioned_early" } else { "daemon_restart_while_partitioned_after_loss" });
+            self.fault(if restart == CutRestart::Early {
+                "daemon_restart_while_partitioned_early"
+            } else {
+                "daemon_restart_while_partitioned_after_loss"
+            });
         }
         // The others recover the lockspace without it and their writers take its disks.
         std::thread::sleep(Duration::from_secs(15));
@@ -364,7 +377,8 @@ echo "virtdlmd not serving after 120 s:"; since | tail -20; exit 1"#,
         let mut serving = false;
         for attempt in 1..=2 {
             // Only where corosync does not answer (a second start beside a live one would fail).
-            let out = self.exec(v, &format!("corosync-cmapctl -g totem.cluster_name >/dev/null 2>&1 || {} 3", self.stack));
+            let out =
+                self.exec(v, &format!("corosync-cmapctl -g totem.cluster_name >/dev/null 2>&1 || {} 3", self.stack));
             if out.code != 0 {
                 self.say(&format!("restarting the stack on node{v} (attempt {attempt}): {}", out.text.trim()));
             }
@@ -379,16 +393,26 @@ echo "virtdlmd not serving after 120 s:"; since | tail -20; exit 1"#,
             if attempt == 1 {
                 // Recorded as a failure of the run; then what an operator would do to bring the
                 // node back (restart virtdlmd, then the stack), so the run goes on.
-                let log = self.exec(v, &format!("tail -15 {DIR}/log; grep -v '^$' /var/log/dlm_controld/dlm_controld.log | tail -4")).text;
-                self.failures.push(format!("node{v} did not rejoin after the heal (virtdlmd not serving with a safe membership):\n{log}"));
+                let log = self
+                    .exec(
+                        v,
+                        &format!("tail -15 {DIR}/log; grep -v '^$' /var/log/dlm_controld/dlm_controld.log | tail -4"),
+                    )
+                    .text;
+                self.failures.push(format!(
+                    "node{v} did not rejoin after the heal (virtdlmd not serving with a safe membership):\n{log}"
+                ));
                 self.say(&format!("node{v} did not rejoin after the heal: restarting its virtdlmd and stack"));
                 let _ = self.kill_daemon(v);
                 self.start_daemon(v, false);
             }
         }
         if !serving {
-            let log = self.exec(v, &format!("tail -30 {DIR}/log; ps -eLo pid,lwp,stat,wchan:32,args | grep '[v]irtdlmd'")).text;
-            self.failures.push(format!("virtdlmd on node{v} not serving with a safe membership after a restart either:\n{log}"));
+            let log = self
+                .exec(v, &format!("tail -30 {DIR}/log; ps -eLo pid,lwp,stat,wchan:32,args | grep '[v]irtdlmd'"))
+                .text;
+            self.failures
+                .push(format!("virtdlmd on node{v} not serving with a safe membership after a restart either:\n{log}"));
             // A virtdlmd stuck in the kernel (D state) survives kill -9; only a reboot (what
             // fencing would do) brings the node back.
             self.say(&format!("node{v} still out: rebooting it"));
@@ -436,12 +460,15 @@ echo "virtdlmd not serving after 120 s:"; since | tail -20; exit 1"#,
                 let out = self.exec(node, &format!("{} --admin-socket {DIR}/admin.sock locks --json", self.cli));
                 let all: Vec<Value> = serde_json::from_str(&out.text).unwrap_or_default();
                 // `virtdlm locks` may list other nodes' locks too: this node's owners only.
-                let list: Vec<&Value> = all.iter().filter(|l| l["node_name"] == format!("node{node}").as_str()).collect();
+                let list: Vec<&Value> =
+                    all.iter().filter(|l| l["node_name"] == format!("node{node}").as_str()).collect();
                 // A lock whose owner still runs is not left over; one whose owner is gone is.
                 let mut orphans = 0;
                 for l in list.iter() {
                     let pid = l["pid"].as_u64().unwrap_or(0);
-                    if self.exec(node, &format!("[ -e /proc/{pid} ] && ! grep -q '^State:.*Z' /proc/{pid}/status")).code != 0 {
+                    if self.exec(node, &format!("[ -e /proc/{pid} ] && ! grep -q '^State:.*Z' /proc/{pid}/status")).code
+                        != 0
+                    {
                         orphans += 1;
                     }
                 }
@@ -455,20 +482,33 @@ echo "virtdlmd not serving after 120 s:"; since | tail -20; exit 1"#,
             self.say(&format!("node{node} after the run: {stale}"));
         }
         for node in 1..=3 {
-            let pid: u32 = self.exec(node, "sleep 600 </dev/null >/dev/null 2>&1 & echo $!").text.trim().parse().unwrap_or(0);
+            let pid: u32 =
+                self.exec(node, "sleep 600 </dev/null >/dev/null 2>&1 & echo $!").text.trim().parse().unwrap_or(0);
             let vm = format!("settle-{node}");
             let mut pending = images.clone();
             let end = Instant::now() + Duration::from_secs(30);
             loop {
                 let steps: Vec<String> = pending
                     .iter()
-                    .flat_map(|img| [format!("'acquire:{vm}:{pid}:EX=/oracle/images/{img}.img'"), format!("'release:{vm}:{pid}:EX=/oracle/images/{img}.img'")])
+                    .flat_map(|img| {
+                        [
+                            format!("'acquire:{vm}:{pid}:EX=/oracle/images/{img}.img'"),
+                            format!("'release:{vm}:{pid}:EX=/oracle/images/{img}.img'"),
+                        ]
+                    })
                     .collect();
                 let out = self.exec(node, &format!("{} {DIR}/ctl.sock {}", self.client, steps.join(" ")));
                 let ev = out.events();
                 let refused: Vec<String> = pending
                     .iter()
-                    .filter(|img| !ev.iter().any(|v| v["step"].as_str().is_some_and(|s| s.starts_with("acquire") && s.ends_with(&format!("/{img}.img"))) && v["outcome"] == "ok"))
+                    .filter(|img| {
+                        !ev.iter().any(|v| {
+                            v["step"]
+                                .as_str()
+                                .is_some_and(|s| s.starts_with("acquire") && s.ends_with(&format!("/{img}.img")))
+                                && v["outcome"] == "ok"
+                        })
+                    })
                     .cloned()
                     .collect();
                 if refused.is_empty() {
@@ -495,14 +535,23 @@ fn built(name: &str) -> String {
 fn machine() -> Value {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_default();
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     json!({ "cpu": cpu, "cores": cores })
 }
 
 fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn commit() -> String {
@@ -519,10 +568,17 @@ fn no_two_incompatible_writers_ever_write_one_image_under_the_nemesis() {
     let c = Cluster::get();
     let t0 = host_now();
     let load0 = loadavg();
-    let seed: u64 = std::env::var("VIRTDLM_NEMESIS_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or_else(|| (host_now() * 1e6) as u64);
+    let seed: u64 = std::env::var("VIRTDLM_NEMESIS_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| (host_now() * 1e6) as u64);
     let rounds: u32 = std::env::var("VIRTDLM_NEMESIS_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(50);
-    eprintln!("nemesis: seed {seed}, {rounds} rounds (rerun: VIRTDLM_NEMESIS_SEED={seed} VIRTDLM_NEMESIS_ROUNDS={rounds})");
-    let results = std::env::var_os("VIRTDLM_RESULTS").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/cluster-results"));
+    eprintln!(
+        "nemesis: seed {seed}, {rounds} rounds (rerun: VIRTDLM_NEMESIS_SEED={seed} VIRTDLM_NEMESIS_ROUNDS={rounds})"
+    );
+    let results = std::env::var_os("VIRTDLM_RESULTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/cluster-results"));
     let rundir = std::fs::canonicalize(&results).unwrap_or(results.clone()).join("nemesis");
     let _ = std::fs::remove_dir_all(&rundir);
     std::fs::create_dir_all(rundir.join("images")).unwrap();
@@ -618,7 +674,11 @@ fn no_two_incompatible_writers_ever_write_one_image_under_the_nemesis() {
             if v["ev"] != "release" {
                 continue;
             }
-            let (s, a, node) = (v["sent"].as_f64().unwrap_or(0.0), v["answered"].as_f64().unwrap_or(0.0), v["node"].as_u64().unwrap_or(0));
+            let (s, a, node) = (
+                v["sent"].as_f64().unwrap_or(0.0),
+                v["answered"].as_f64().unwrap_or(0.0),
+                v["node"].as_u64().unwrap_or(0),
+            );
             if n.cuts.iter().any(|&(cn, t)| u64::from(cn) == node && s <= t && t <= a) {
                 in_flight += 1;
             }
@@ -667,10 +727,23 @@ fn no_two_incompatible_writers_ever_write_one_image_under_the_nemesis() {
     let _ = std::fs::write(results.join("nemesis.txt"), format!("{summary}\n"));
     eprintln!("nemesis: {summary}");
     eprintln!("{}", String::from_utf8_lossy(&oracle.stderr));
-    assert!(overlaps.is_some(), "oracle-check gave no report: {}{}", String::from_utf8_lossy(&oracle.stdout), String::from_utf8_lossy(&oracle.stderr));
-    assert_eq!(overlaps, Some(0), "the oracle found incompatible writers on one image (seed {seed}): {}", String::from_utf8_lossy(&oracle.stdout));
+    assert!(
+        overlaps.is_some(),
+        "oracle-check gave no report: {}{}",
+        String::from_utf8_lossy(&oracle.stdout),
+        String::from_utf8_lossy(&oracle.stderr)
+    );
+    assert_eq!(
+        overlaps,
+        Some(0),
+        "the oracle found incompatible writers on one image (seed {seed}): {}",
+        String::from_utf8_lossy(&oracle.stdout)
+    );
     assert!(oracle.status.success(), "oracle-check failed: {}", String::from_utf8_lossy(&oracle.stderr));
     assert_eq!(left, 0, "locks left held without an owner after the run (seed {seed})");
     assert!(n.failures.is_empty(), "the cluster did not recover from every fault (seed {seed}): {:#?}", n.failures);
-    assert!(report["grants"].as_u64().unwrap_or(0) > u64::from(rounds), "too few grants for a meaningful run: {report}");
+    assert!(
+        report["grants"].as_u64().unwrap_or(0) > u64::from(rounds),
+        "too few grants for a meaningful run: {report}"
+    );
 }

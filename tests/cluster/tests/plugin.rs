@@ -128,7 +128,8 @@ fn the_plugin_keeps_a_disk_to_one_node_through_every_libvirt_lifecycle() {
         assert!(granted(&ev), "VM a suspend, release {}: {ev}", i - 3);
     }
     go(&c, 2, "go-b1");
-    for (i, what) in [(after_trials + 2, "resume"), (after_trials + 3, "suspend"), (after_trials + 4, "second release")] {
+    for (i, what) in [(after_trials + 2, "resume"), (after_trials + 3, "suspend"), (after_trials + 4, "second release")]
+    {
         let ev = step(&b, i);
         assert!(granted(&ev), "VM b {what} on node2 while a is paused: {ev}");
     }

@@ -18,7 +18,10 @@ const FOURTH: &str = "0c0ffee0-0000-4000-8000-0000000000a4";
 
 /// The JSON object on the output's last line that parses (stderr lines come first or last).
 fn json_line(text: &str) -> Value {
-    text.lines().rev().find_map(|l| serde_json::from_str::<Value>(l.trim()).ok()).unwrap_or_else(|| panic!("no JSON in {text:?}"))
+    text.lines()
+        .rev()
+        .find_map(|l| serde_json::from_str::<Value>(l.trim()).ok())
+        .unwrap_or_else(|| panic!("no JSON in {text:?}"))
 }
 
 fn count(node: &Node, vm: &str) -> usize {

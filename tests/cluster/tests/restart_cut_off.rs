@@ -29,7 +29,8 @@ use cluster_tests::Cluster;
 use std::time::{Duration, Instant};
 
 fn alive(c: &Cluster, node: u32, pid: u32) -> bool {
-    let out = c.exec(node, &format!("[ -e /proc/{pid} ] && ! grep -q '^State:.*Z' /proc/{pid}/status && echo ALIVE; true"));
+    let out =
+        c.exec(node, &format!("[ -e /proc/{pid} ] && ! grep -q '^State:.*Z' /proc/{pid}/status && echo ALIVE; true"));
     out.text.contains("ALIVE")
 }
 
@@ -103,7 +104,11 @@ fn a_daemon_restarted_while_cut_off_stops_the_vms_it_cannot_vouch_for() {
         "a virtdlmd started beside one killed while its lockspace was stopped ({}) must take over:\n{log2}",
         stuck.text.trim()
     );
-    assert_eq!(clean.code, 0, "node 3 still lists the lockspace 90 s after the heal (removed from the cluster?): {}\n{log_after}", clean.text);
+    assert_eq!(
+        clean.code, 0,
+        "node 3 still lists the lockspace 90 s after the heal (removed from the cluster?): {}\n{log_after}",
+        clean.text
+    );
 }
 
 fn restart_cluster() {

@@ -92,7 +92,10 @@ fn two_node_without_fencing_grants_nothing_while_a_node_is_unaccounted_for() {
         }
     });
     eprintln!("node2's refusal: {refusal}");
-    assert!(refusal.contains(DISK) && refusal.contains("node1") && refusal.contains("virtdlm confirm-down node1"), "{refusal}");
+    assert!(
+        refusal.contains(DISK) && refusal.contains("node1") && refusal.contains("virtdlm confirm-down node1"),
+        "{refusal}"
+    );
     let fresh = format!("acquire:{}:EX={FRESH}", b.id());
     let ev = d2.client(&[&fresh]);
     assert_eq!(outcome_of(&ev, &fresh), "quarantined", "a fresh disk must not be granted either: {ev:?}");

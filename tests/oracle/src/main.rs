@@ -58,7 +58,9 @@ fn jsonl(path: &Path) -> Vec<Value> {
 
 fn files(dir: &Path, ext: &str) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == ext)).collect())
+        .map(|d| {
+            d.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == ext)).collect()
+        })
         .unwrap_or_default();
     v.sort();
     v
@@ -116,7 +118,11 @@ fn main() {
     }
     let mut measures: HashMap<u64, Vec<(f64, f64, f64)>> = HashMap::new();
     for c in jsonl(&dir.join("clocks.jsonl")) {
-        let (Some(n), Some(at), Some(off), Some(unc)) = (c["node"].as_u64(), c["at"].as_f64(), c["off"].as_f64(), c["unc"].as_f64()) else { continue };
+        let (Some(n), Some(at), Some(off), Some(unc)) =
+            (c["node"].as_u64(), c["at"].as_f64(), c["off"].as_f64(), c["unc"].as_f64())
+        else {
+            continue;
+        };
         measures.entry(n).or_default().push((at, off, unc));
     }
     for m in measures.values_mut() {
@@ -179,7 +185,8 @@ fn main() {
             }
             disk_only += 1;
             let h = holds.entry(r["hold"].as_str().unwrap_or("").to_string()).or_default();
-            (h.node, h.owner, h.disk) = (key.0, r["vm"].as_str().unwrap_or("?").to_string(), base(r["disk"].as_str().unwrap_or("")));
+            (h.node, h.owner, h.disk) =
+                (key.0, r["vm"].as_str().unwrap_or("?").to_string(), base(r["disk"].as_str().unwrap_or("")));
             if h.mode.is_empty() {
                 h.mode = "EX".into();
             }
@@ -193,10 +200,9 @@ fn main() {
     type Span<'a> = (&'a String, &'a Hold, f64, f64, f64, f64);
     let mut by_disk: BTreeMap<&str, Vec<Span>> = BTreeMap::new();
     for (id, h) in &holds {
-        let (Some(first), Some(last)) = (
-            h.uses.iter().min_by(|a, b| a.0.total_cmp(&b.0)),
-            h.uses.iter().max_by(|a, b| a.0.total_cmp(&b.0)),
-        ) else {
+        let (Some(first), Some(last)) =
+            (h.uses.iter().min_by(|a, b| a.0.total_cmp(&b.0)), h.uses.iter().max_by(|a, b| a.0.total_cmp(&b.0)))
+        else {
             continue;
         };
         by_disk.entry(h.disk.as_str()).or_default().push((id, h, first.0, first.1, last.0, last.1));
@@ -225,8 +231,11 @@ fn main() {
     // surely gone to the next grant of that disk to anyone (host time line, stamps widened
     // against the figure: the grant counted as late as it can have been).
     let acquires: Vec<&Value> = events.iter().filter(|e| e["ev"] == "acquire" && e["outcome"] == "ok").collect();
-    let releases: HashMap<&str, f64> =
-        events.iter().filter(|e| e["ev"] == "release").filter_map(|e| Some((e["hold"].as_str()?, e["sent"].as_f64()?))).collect();
+    let releases: HashMap<&str, f64> = events
+        .iter()
+        .filter(|e| e["ev"] == "release")
+        .filter_map(|e| Some((e["hold"].as_str()?, e["sent"].as_f64()?)))
+        .collect();
     let mut unusable: Vec<Value> = Vec::new();
     for g in jsonl(&dir.join("gone.jsonl")) {
         let (Some(at), Some(node)) = (g["at"].as_f64(), g["node"].as_u64()) else { continue };
@@ -235,7 +244,8 @@ fn main() {
             let hold = a["hold"].as_str().unwrap_or("");
             let answered = a["answered"].as_f64().unwrap_or(f64::INFINITY);
             let open = answered < at && releases.get(hold).is_none_or(|&r| r > at);
-            let mine = a["node"].as_u64() == Some(node) && pids.as_ref().is_none_or(|p| a["pid"].as_u64().is_some_and(|x| p.contains(&x)));
+            let mine = a["node"].as_u64() == Some(node)
+                && pids.as_ref().is_none_or(|p| a["pid"].as_u64().is_some_and(|x| p.contains(&x)));
             if !(open && mine) {
                 continue;
             }
@@ -253,7 +263,9 @@ fn main() {
             }
         }
     }
-    let longest = unusable.iter().max_by(|a, b| a["seconds"].as_f64().partial_cmp(&b["seconds"].as_f64()).unwrap_or(std::cmp::Ordering::Equal));
+    let longest = unusable
+        .iter()
+        .max_by(|a, b| a["seconds"].as_f64().partial_cmp(&b["seconds"].as_f64()).unwrap_or(std::cmp::Ordering::Equal));
 
     let report = json!({
         "images": images.len(),
@@ -280,7 +292,11 @@ fn main() {
     let _ = std::fs::write(dir.join("oracle.json"), &text);
     println!("{text}");
     if !overlaps.is_empty() || !mismatches.is_empty() {
-        eprintln!("oracle-check: {} overlaps in time, {} mismatches read on the disks", overlaps.len(), mismatches.len());
+        eprintln!(
+            "oracle-check: {} overlaps in time, {} mismatches read on the disks",
+            overlaps.len(),
+            mismatches.len()
+        );
         std::process::exit(1);
     }
 }

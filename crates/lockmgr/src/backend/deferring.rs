@@ -11,8 +11,8 @@
 
 use super::dlm::DlmBackend;
 use super::{Backend, BackendError, Grant, ResName};
-use proto::mode::Mode;
 use parking_lot::Mutex;
+use proto::mode::Mode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 

@@ -24,8 +24,8 @@
 
 use super::{Backend, BackendError, Grant, ResName};
 use dlm::{local_nodeid, DlmError, Lock, LockFlags, LockMode, Lockspace, ResourceName};
-use proto::mode::Mode;
 use parking_lot::{Mutex, RwLock};
+use proto::mode::Mode;
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -60,7 +60,10 @@ fn drop_leftover_creators(name: &str) -> Result<u32, DlmError> {
         tracing::info!(lockspace = name, dropped, "released the lockspace for the virtdlmd processes before this one (killed or stopped without releasing it)");
     }
     if listed.exists() {
-        tracing::error!(lockspace = name, "the kernel still lists the lockspace after {dropped} releases: it stays until a reboot");
+        tracing::error!(
+            lockspace = name,
+            "the kernel still lists the lockspace after {dropped} releases: it stays until a reboot"
+        );
     }
     Ok(dropped)
 }

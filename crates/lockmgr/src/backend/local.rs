@@ -3,8 +3,8 @@
 //! lock of a live owner before it serves anyone). Same modes and compatibility as the DLM.
 
 use super::{Backend, BackendError, Grant, ResName};
-use proto::mode::Mode;
 use parking_lot::{Condvar, Mutex};
+use proto::mode::Mode;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -138,7 +138,10 @@ mod tests {
     fn bounded_wait_gets_the_lock_when_released_or_times_out() {
         let be = std::sync::Arc::new(LocalBackend::new("h"));
         let g = be.acquire(&n("r"), Mode::Ex, None).unwrap();
-        assert!(matches!(be.acquire(&n("r"), Mode::Ex, Some(Duration::from_millis(50))), Err(BackendError::TimedOut(_))));
+        assert!(matches!(
+            be.acquire(&n("r"), Mode::Ex, Some(Duration::from_millis(50))),
+            Err(BackendError::TimedOut(_))
+        ));
         let be2 = be.clone();
         let t = std::thread::spawn(move || be2.acquire(&n("r"), Mode::Ex, Some(Duration::from_secs(30))));
         std::thread::sleep(Duration::from_millis(50));

@@ -65,7 +65,10 @@ impl Inventory {
                     for mut lock in locks {
                         lock.node_id = sender.nodeid;
                         lock.state = "held".into();
-                        self.entries.insert((sender.nodeid, lock.resource.clone(), lock.pid), Entry { from: sender, info: lock });
+                        self.entries.insert(
+                            (sender.nodeid, lock.resource.clone(), lock.pid),
+                            Entry { from: sender, info: lock },
+                        );
                     }
                 }
             }

@@ -22,11 +22,11 @@ pub mod release;
 mod task;
 pub mod wire;
 
-use corosync::{self, Address, Verdict};
-use proto::LockInfo;
 use crate::registry::Registry;
+use corosync::{self, Address, Verdict};
 use inventory::Inventory;
 use parking_lot::Mutex;
+use proto::LockInfo;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};

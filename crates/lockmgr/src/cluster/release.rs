@@ -15,9 +15,9 @@
 
 use super::wire::{Body, ReleaseOutcome};
 use super::Link;
+use crate::registry::Registry;
 use corosync::Address;
 use proto::{ErrorCode, Response};
-use crate::registry::Registry;
 use std::collections::HashMap;
 use std::sync::mpsc;
 use std::time::Duration;
@@ -50,7 +50,8 @@ impl Default for Pending {
     fn default() -> Self {
         // Request ids of a restarted daemon do not start where its predecessor's did, so a
         // late answer to the old daemon cannot complete a new request.
-        let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
+        let seed =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
         Pending { next: seed, waiting: HashMap::new() }
     }
 }
@@ -157,10 +158,13 @@ fn outcome_response(outcome: ReleaseOutcome, node: &str, uuid: &str) -> Response
                 format!("VM {vm} ({uuid}) still runs on node {node}{pid}; stop it there first, or force the release if you know its disks are closed"),
             )
         }
-        ReleaseOutcome::UnknownVm => {
-            Response::error(ErrorCode::UnknownOwner, format!("node {node} has no VM with uuid {uuid} holding or registering locks (any more)"))
+        ReleaseOutcome::UnknownVm => Response::error(
+            ErrorCode::UnknownOwner,
+            format!("node {node} has no VM with uuid {uuid} holding or registering locks (any more)"),
+        ),
+        ReleaseOutcome::Failed { message } => {
+            Response::error(ErrorCode::Backend, format!("node {node} could not release VM {uuid}: {message}"))
         }
-        ReleaseOutcome::Failed { message } => Response::error(ErrorCode::Backend, format!("node {node} could not release VM {uuid}: {message}")),
     }
 }
 
@@ -297,10 +301,19 @@ mod tests {
             _ => None,
         };
         let u = "0c0ffee0-0000-4000-8000-000000000002";
-        assert_eq!(code(outcome_response(ReleaseOutcome::Running { vm: "web-2".into(), pid: Some(4) }, "hv2", u)), Some(ErrorCode::Busy));
+        assert_eq!(
+            code(outcome_response(ReleaseOutcome::Running { vm: "web-2".into(), pid: Some(4) }, "hv2", u)),
+            Some(ErrorCode::Busy)
+        );
         assert_eq!(code(outcome_response(ReleaseOutcome::UnknownVm, "hv2", u)), Some(ErrorCode::UnknownOwner));
-        assert_eq!(code(outcome_response(ReleaseOutcome::Failed { message: "x".into() }, "hv2", u)), Some(ErrorCode::Backend));
+        assert_eq!(
+            code(outcome_response(ReleaseOutcome::Failed { message: "x".into() }, "hv2", u)),
+            Some(ErrorCode::Backend)
+        );
         let locks = vec![super::super::wire::lock("d1:a", 4, "web-2")];
-        assert_eq!(outcome_response(ReleaseOutcome::Released { count: 1, locks: locks.clone() }, "hv2", u), Response::Ok { locks });
+        assert_eq!(
+            outcome_response(ReleaseOutcome::Released { count: 1, locks: locks.clone() }, "hv2", u),
+            Response::Ok { locks }
+        );
     }
 }

@@ -4,8 +4,8 @@
 use super::release;
 use super::wire::{self, Body, LockChange, ReleaseOutcome};
 use super::ClusterState;
-use corosync::{Cpg, CpgEvent, MembershipView, Quorum, QuorumEvent, Verdict};
 use crate::registry::Registry;
+use corosync::{Cpg, CpgEvent, MembershipView, Quorum, QuorumEvent, Verdict};
 use parking_lot::Mutex;
 use std::sync::Arc;
 use tokio::io::unix::AsyncFd;
@@ -166,7 +166,9 @@ async fn reconnect(
                 tracing::warn!(group, node_id = s.me.nodeid, "corosync is back: joined the inventory group again");
                 return (cpg, quorum);
             }
-            Err(e) if attempt.is_multiple_of(60) => tracing::warn!("corosync does not answer ({e}); trying again every second"),
+            Err(e) if attempt.is_multiple_of(60) => {
+                tracing::warn!("corosync does not answer ({e}); trying again every second")
+            }
             Err(_) => {}
         }
         attempt += 1;

@@ -63,7 +63,8 @@ impl ReleaseOutcome {
     pub fn fitted(self) -> ReleaseOutcome {
         match self {
             ReleaseOutcome::Released { count, mut locks } => {
-                let room = |l: &[LockInfo]| serde_json::to_vec(l).map(|b| b.len() + 512 <= MAX_MESSAGE).unwrap_or(false);
+                let room =
+                    |l: &[LockInfo]| serde_json::to_vec(l).map(|b| b.len() + 512 <= MAX_MESSAGE).unwrap_or(false);
                 while !locks.is_empty() && !room(&locks) {
                     locks.truncate(locks.len() / 2);
                 }
@@ -216,7 +217,11 @@ mod tests {
             r#"{"v":1,"kind":"release_vm","to":2,"req":77,"uuid":"0c0ffee0-0000-4000-8000-000000000002","force":true}"#
         );
         assert_eq!(decode(&bytes).unwrap(), q);
-        let running = Body::ReleaseVmReply { to: 1, req: 77, outcome: ReleaseOutcome::Running { vm: "web-2".into(), pid: Some(42) } };
+        let running = Body::ReleaseVmReply {
+            to: 1,
+            req: 77,
+            outcome: ReleaseOutcome::Running { vm: "web-2".into(), pid: Some(42) },
+        };
         let bytes = encode(&running).unwrap();
         assert_eq!(
             std::str::from_utf8(&bytes).unwrap(),

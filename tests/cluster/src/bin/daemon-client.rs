@@ -42,7 +42,14 @@ fn uuid_of(name: &str) -> String {
     for b in name.bytes() {
         h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
     }
-    format!("{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}", h >> 32, (h >> 16) & 0xffff, h & 0xfff, (h >> 20) & 0xfff, h & 0xffff_ffff_ffff)
+    format!(
+        "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
+        h >> 32,
+        (h >> 16) & 0xffff,
+        h & 0xfff,
+        (h >> 20) & 0xfff,
+        h & 0xffff_ffff_ffff
+    )
 }
 
 fn owner(name: &str, pid: &str) -> Result<OwnerSpec, String> {
@@ -85,8 +92,12 @@ fn call(socket: &Path, op: Op) -> Result<Response, String> {
 
 fn outcome(r: &Result<Response, String>) -> String {
     match r {
-        Ok(Response::Error(e)) => serde_json::to_value(e.code).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
-        Ok(resp) => serde_json::to_value(resp).ok().and_then(|v| v["result"].as_str().map(str::to_string)).unwrap_or_default(),
+        Ok(Response::Error(e)) => {
+            serde_json::to_value(e.code).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+        }
+        Ok(resp) => {
+            serde_json::to_value(resp).ok().and_then(|v| v["result"].as_str().map(str::to_string)).unwrap_or_default()
+        }
         Err(_) => "io".into(),
     }
 }
@@ -147,7 +158,9 @@ fn run(socket: &Path, step: &str) -> Result<(), String> {
                 *counts.entry(outcome(&r)).or_default() += 1;
                 std::thread::sleep(Duration::from_millis(100));
             }
-            emit(json!({ "step": step, "outcome": "done", "counts": counts, "stopped": Path::new(stop).exists(), "last_message": last_conflict }));
+            emit(
+                json!({ "step": step, "outcome": "done", "counts": counts, "stopped": Path::new(stop).exists(), "last_message": last_conflict }),
+            );
         }
         _ => return Err(format!("unknown step {step:?}")),
     }

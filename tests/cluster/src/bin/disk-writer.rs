@@ -65,7 +65,14 @@ fn fnv(bytes: &[u8]) -> u64 {
 /// A stable, valid UUID for a VM name.
 fn uuid_of(name: &str) -> String {
     let h = fnv(name.as_bytes());
-    format!("{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}", h >> 32, (h >> 16) & 0xffff, h & 0xfff, (h >> 20) & 0xfff, h & 0xffff_ffff_ffff)
+    format!(
+        "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
+        h >> 32,
+        (h >> 16) & 0xffff,
+        h & 0xfff,
+        (h >> 20) & 0xfff,
+        h & 0xffff_ffff_ffff
+    )
 }
 
 struct Args {
@@ -157,7 +164,10 @@ impl Writer {
     fn call(&self, op: Op) -> Result<Response, String> {
         let op = serde_json::to_string(&op).map_err(|e| e.to_string())?;
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-        let out = std::process::Command::new(exe).args(["--call", &self.a.socket, &op]).output().map_err(|e| format!("spawn: {e}"))?;
+        let out = std::process::Command::new(exe)
+            .args(["--call", &self.a.socket, &op])
+            .output()
+            .map_err(|e| format!("spawn: {e}"))?;
         let text = String::from_utf8_lossy(&out.stdout);
         match serde_json::from_str::<Value>(text.trim()) {
             Ok(v) if v.get("io").is_some() => Err(v["io"].as_str().unwrap_or("?").to_string()),
@@ -203,7 +213,8 @@ impl Writer {
         let hold = format!("{}-{}-{}", self.a.node, self.pid, self.holds);
         let res = Resource::Disk { path: disk.clone(), readonly: shared, shared: false };
         let sent = realtime();
-        let r = self.call(Op::Acquire { owner: self.owner(), resources: vec![res.clone()], state: None, wait_ms: 1500 });
+        let r =
+            self.call(Op::Acquire { owner: self.owner(), resources: vec![res.clone()], state: None, wait_ms: 1500 });
         let answered = realtime();
         let got = outcome(&r);
         self.event("acquire", json!({ "hold": hold, "disk": disk, "mode": mode, "sent": sent, "answered": answered, "outcome": got, "message": message(&r) }));
@@ -238,11 +249,16 @@ impl Writer {
             if !first || shared {
                 let now = match self.read0(disk) {
                     Ok(b) => b,
-                    Err(e) => return self.event("io-error", json!({ "hold": hold, "disk": disk, "message": e.to_string() })),
+                    Err(e) => {
+                        return self.event("io-error", json!({ "hold": hold, "disk": disk, "message": e.to_string() }))
+                    }
                 };
                 if now != expect {
                     let found = parse_record(&now);
-                    self.event("mismatch", json!({ "hold": hold, "disk": disk, "shared": shared, "when": "before", "found": found }));
+                    self.event(
+                        "mismatch",
+                        json!({ "hold": hold, "disk": disk, "shared": shared, "when": "before", "found": found }),
+                    );
                     expect = now;
                 }
                 if shared {
@@ -255,7 +271,9 @@ impl Writer {
                 let seq = self.seq;
                 let (buf, rec) = self.record(disk, hold, seq);
                 let slot = 1 + fnv(format!("{}:{}:{seq}", self.a.node, self.pid).as_bytes()) % SLOTS;
-                let w = self.file(disk).and_then(|f| f.write_all_at(&buf, slot * BLOCK).and_then(|_| f.write_all_at(&buf, 0)));
+                let w = self
+                    .file(disk)
+                    .and_then(|f| f.write_all_at(&buf, slot * BLOCK).and_then(|_| f.write_all_at(&buf, 0)));
                 if let Err(e) = w {
                     return self.event("io-error", json!({ "hold": hold, "disk": disk, "message": e.to_string() }));
                 }
@@ -266,7 +284,9 @@ impl Writer {
                         self.event("mismatch", json!({ "hold": hold, "disk": disk, "shared": false, "when": "readback", "seq": seq, "found": found }));
                     }
                     Ok(_) => {}
-                    Err(e) => return self.event("io-error", json!({ "hold": hold, "disk": disk, "message": e.to_string() })),
+                    Err(e) => {
+                        return self.event("io-error", json!({ "hold": hold, "disk": disk, "message": e.to_string() }))
+                    }
                 }
                 expect = buf;
             }
@@ -291,8 +311,12 @@ fn message(r: &Result<Response, String>) -> Value {
 
 fn outcome(r: &Result<Response, String>) -> String {
     match r {
-        Ok(Response::Error(e)) => serde_json::to_value(e.code).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
-        Ok(resp) => serde_json::to_value(resp).ok().and_then(|v| v["result"].as_str().map(str::to_string)).unwrap_or_default(),
+        Ok(Response::Error(e)) => {
+            serde_json::to_value(e.code).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+        }
+        Ok(resp) => {
+            serde_json::to_value(resp).ok().and_then(|v| v["result"].as_str().map(str::to_string)).unwrap_or_default()
+        }
         Err(_) => "io".into(),
     }
 }
@@ -333,7 +357,16 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let mut w = Writer { rng: fnv(format!("{name}{}", realtime()).as_bytes()) | 1, a, pid, name, log, seq: 0, holds: 0, files: HashMap::new() };
+    let mut w = Writer {
+        rng: fnv(format!("{name}{}", realtime()).as_bytes()) | 1,
+        a,
+        pid,
+        name,
+        log,
+        seq: 0,
+        holds: 0,
+        files: HashMap::new(),
+    };
     if let Some(dir) = w.a.uuid_dir.clone() {
         let _ = std::fs::create_dir_all(&dir);
         let _ = std::fs::write(format!("{dir}/{}", uuid_of(&w.name)), pid.to_string());

@@ -100,7 +100,8 @@ fn call(socket: &Path, op: Op) -> Res<()> {
 }
 
 fn run(args: &[String]) -> Res<()> {
-    let usage = || "usage: dlm-bench hold LS DISK... | raw-convert|raw-full LS N DISK... | daemon SOCKET N DISK...".to_string();
+    let usage =
+        || "usage: dlm-bench hold LS DISK... | raw-convert|raw-full LS N DISK... | daemon SOCKET N DISK...".to_string();
     let (mode, rest) = args.split_first().ok_or_else(usage)?;
     let (target, rest) = rest.split_first().ok_or_else(usage)?;
     if mode == "hold" {
@@ -133,9 +134,9 @@ fn run(args: &[String]) -> Res<()> {
                 disks.len(),
                 || anchors.iter().try_for_each(|a| a.convert_wait(LockMode::Ex, ex, None).map_err(|e| e.to_string())),
                 || {
-                    anchors
-                        .iter()
-                        .try_for_each(|a| a.convert_wait(LockMode::Nl, LockFlags::NONE, None).map_err(|e| e.to_string()))
+                    anchors.iter().try_for_each(|a| {
+                        a.convert_wait(LockMode::Nl, LockFlags::NONE, None).map_err(|e| e.to_string())
+                    })
                 },
             )
         }
@@ -161,7 +162,8 @@ fn run(args: &[String]) -> Res<()> {
         "daemon" => {
             let socket = Path::new(target);
             // The VM's "QEMU": a process of its own (a VM's QEMU may not take its own locks).
-            let mut qemu = std::process::Command::new("sleep").arg("100000").spawn().map_err(|e| format!("sleep: {e}"))?;
+            let mut qemu =
+                std::process::Command::new("sleep").arg("100000").spawn().map_err(|e| format!("sleep: {e}"))?;
             let owner = OwnerSpec {
                 uuid: "6d6c6d62-656e-4368-8000-000000000001".into(),
                 name: "bench-vm".into(),

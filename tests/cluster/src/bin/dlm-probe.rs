@@ -30,9 +30,9 @@
 //! Every line has "ev" (the step) and either "result" or "error" (a snake_case kind) plus
 //! "message". The first line is {"ev":"start","pid":...}.
 
+use dlm::{Completion, DlmError, Lock, LockFlags, LockMode, Lockspace, ResourceName};
 use lockmgr::backend::dlm::DlmBackend;
 use lockmgr::backend::{Backend, BackendError, Grant, ResName};
-use dlm::{Completion, DlmError, Lock, LockFlags, LockMode, Lockspace, ResourceName};
 use proto::mode::Mode;
 use serde_json::{json, Value};
 use std::collections::HashMap;

@@ -31,7 +31,14 @@ fn uuid_of(name: &str) -> String {
     for b in name.bytes() {
         h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
     }
-    format!("{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}", h >> 32, (h >> 16) & 0xffff, h & 0xfff, (h >> 20) & 0xfff, h & 0xffff_ffff_ffff)
+    format!(
+        "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
+        h >> 32,
+        (h >> 16) & 0xffff,
+        h & 0xfff,
+        (h >> 20) & 0xfff,
+        h & 0xffff_ffff_ffff
+    )
 }
 
 fn owner(name: &str, pid: &str) -> Result<OwnerSpec, String> {
@@ -63,8 +70,12 @@ fn call(socket: &Path, op: Op) -> (f64, Result<Response, String>, f64) {
 
 fn outcome(r: &Result<Response, String>) -> String {
     match r {
-        Ok(Response::Error(e)) => serde_json::to_value(e.code).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
-        Ok(resp) => serde_json::to_value(resp).ok().and_then(|v| v["result"].as_str().map(str::to_string)).unwrap_or_default(),
+        Ok(Response::Error(e)) => {
+            serde_json::to_value(e.code).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+        }
+        Ok(resp) => {
+            serde_json::to_value(resp).ok().and_then(|v| v["result"].as_str().map(str::to_string)).unwrap_or_default()
+        }
         Err(_) => "io".into(),
     }
 }

@@ -9,7 +9,6 @@ use serde_json::{json, Value};
 pub const LOCKSPACE: &str = "invls";
 pub const GROUP: &str = "virtdlm-inv";
 
-
 /// A virtdlmd (with the inventory) in guest `node`.
 pub struct Node<'c> {
     c: &'c Cluster,
@@ -59,14 +58,18 @@ echo "virtdlmd not serving after 120 s:"; cat $d/log; exit 1"#
 
     /// Runs `virtdlm ARGS` against this daemon.
     pub fn virtdlm(&self, args: &str) -> Output {
-        self.c.exec(self.node, &format!("{} --socket {d}/ctl.sock --admin-socket {d}/admin.sock {args}", self.virtdlm, d = self.dir))
+        self.c.exec(
+            self.node,
+            &format!("{} --socket {d}/ctl.sock --admin-socket {d}/admin.sock {args}", self.virtdlm, d = self.dir),
+        )
     }
 
     /// `virtdlm ARGS --json`, which must succeed and print JSON.
     pub fn json(&self, args: &str) -> Value {
         let out = self.virtdlm(&format!("{args} --json"));
         assert_eq!(out.code, 0, "virtdlm {args} on node{} exited {}:\n{}", self.node, out.code, out.text);
-        serde_json::from_str(&out.text).unwrap_or_else(|e| panic!("virtdlm {args} --json on node{}: not JSON ({e}):\n{}", self.node, out.text))
+        serde_json::from_str(&out.text)
+            .unwrap_or_else(|e| panic!("virtdlm {args} --json on node{}: not JSON ({e}):\n{}", self.node, out.text))
     }
 
     /// The cluster-wide lock table as this node shows it, each entry checked for its fields.
@@ -74,7 +77,9 @@ echo "virtdlmd not serving after 120 s:"; cat $d/log; exit 1"#
         let v = self.json("locks");
         let locks = v.as_array().unwrap_or_else(|| panic!("locks --json is not an array: {v}")).clone();
         for l in &locks {
-            for f in ["resource", "identity", "mode", "vm_name", "vm_uuid", "pid", "node_name", "node_id", "since", "state"] {
+            for f in
+                ["resource", "identity", "mode", "vm_name", "vm_uuid", "pid", "node_name", "node_id", "since", "state"]
+            {
                 assert!(l.get(f).is_some(), "lock entry without {f}: {l}");
             }
         }
@@ -85,7 +90,8 @@ echo "virtdlmd not serving after 120 s:"; cat $d/log; exit 1"#
     /// returns the daemon's answer.
     pub fn acquire(&mut self, vm: &str, uuid: &str, disk: &str) -> Value {
         let out = self.c.exec(self.node, "sleep 100000 </dev/null >/dev/null 2>&1 & echo $!");
-        let pid: u32 = out.text.trim().parse().unwrap_or_else(|_| panic!("VM pid on node{}: {:?}", self.node, out.text));
+        let pid: u32 =
+            out.text.trim().parse().unwrap_or_else(|_| panic!("VM pid on node{}: {:?}", self.node, out.text));
         self.vms.push(pid);
         let req = json!({
             "v": 1, "op": "acquire",
@@ -106,7 +112,8 @@ print $s pack("N", length $b) . $b; read($s, $h, 4) == 4 or die "no answer\n"; r
         );
         let out = self.c.exec(self.node, &script);
         assert_eq!(out.code, 0, "request on node{}: {}", self.node, out.text);
-        serde_json::from_str(out.text.trim()).unwrap_or_else(|e| panic!("answer on node{} not JSON ({e}): {}", self.node, out.text))
+        serde_json::from_str(out.text.trim())
+            .unwrap_or_else(|e| panic!("answer on node{} not JSON ({e}): {}", self.node, out.text))
     }
 
     /// SIGKILLs the daemon (a crash); waits until it is gone.
@@ -146,5 +153,8 @@ pub fn restart_cluster() {
 
 /// The node ids in `status --json`'s member list.
 pub fn member_ids(status: &Value) -> Vec<u64> {
-    status["cluster"]["members"].as_array().map(|m| m.iter().filter_map(|m| m["node_id"].as_u64()).collect()).unwrap_or_default()
+    status["cluster"]["members"]
+        .as_array()
+        .map(|m| m.iter().filter_map(|m| m["node_id"].as_u64()).collect())
+        .unwrap_or_default()
 }
