@@ -1,8 +1,8 @@
 #!/bin/bash
 # The cluster tier: builds the cluster tests, virtdlmd, dlm.so and the ABI harness, boots one 3-node UML cluster
 # (corosync + kernel DLM + dlm_controld), runs every test of the cluster-tests crate against it,
-# then real libvirtd + QEMU VMs on the DLM in the same guests (libvirt-vms.sh, when
-# CL_LIBVIRT=1), then the corosync tier's scenarios in the same guests (tests/corosync/run.sh
+# then real libvirtd + QEMU VMs on the DLM in the same guests (libvirt-vms.sh; CL_LIBVIRT=0
+# leaves them out), then the corosync tier's scenarios in the same guests (tests/corosync/run.sh
 # --guests), then boots a 2-node cluster for the two-node tests (tests/two_node.rs), keeps
 # the guests' logs, and always tears the cluster down. Prints "N passed, N failed" over both;
 # exits non-zero on any failure, or when the cluster cannot be built or started (saying why).
@@ -14,8 +14,8 @@
 # extra arguments are passed to the test binaries (e.g. a test name filter; the corosync
 # scenarios, the libvirt VMs and the two-node cluster then do not run). CL_COROSYNC=0 leaves
 # the corosync scenarios out, CL_TWO_NODE=0 the two-node cluster (started after the 3-node
-# one, for tests/two_node.rs). CL_LIBVIRT=1 adds the real libvirtd + QEMU VMs (about 25 min
-# on 2 cores, so not part of the default run: see tests/cluster/README.md).
+# one, for tests/two_node.rs). The real libvirtd + QEMU VMs cost 10-20 min on 2 cores
+# (tests/cluster/README.md).
 set -uo pipefail
 # The nemesis's default in this tier: 50 rounds on the DLM (kill -9 of daemons mid-request and of
 # owners, partitions at rounds 12 and 37, the first with a daemon restart while cut off, a node
@@ -92,7 +92,7 @@ echo "== cluster tier: cargo tests: $passed passed, $failed failed in $(( $(date
 # Real libvirtd + QEMU on the DLM in the same guests (tests/cluster/libvirt-vms.sh). Before the
 # corosync scenarios: it restarts node 3's stack after its own partition, leaving three
 # quorate nodes behind.
-if [ "${CL_LIBVIRT:-0}" = 1 ] && [ $# = 0 ]; then
+if [ "${CL_LIBVIRT:-1}" = 1 ] && [ $# = 0 ]; then
   T3=$(date +%s)
   echo "== cluster tier: real libvirtd + QEMU VMs on the DLM in the guests"
   "$HERE/libvirt-vms.sh" 2>&1 | tee "$RESULTS/libvirt-vms.log"
@@ -107,7 +107,7 @@ if [ "${CL_LIBVIRT:-0}" = 1 ] && [ $# = 0 ]; then
   echo "== cluster tier: libvirt VMs: $lv_passed passed, $lv_failed failed in $(( $(date +%s) - T3 )) s"
   passed=$((passed + lv_passed)); failed=$((failed + lv_failed))
 else
-  echo "== cluster tier: real libvirtd + QEMU VMs not run: they are opt-in (CL_LIBVIRT=1, about 25 min on 2 cores; test filter: ${*:-none})"
+  echo "== cluster tier: real libvirtd + QEMU VMs not run (${CL_LIBVIRT:+CL_LIBVIRT=$CL_LIBVIRT, }test filter: ${*:-none})"
 fi
 
 # The corosync tier's scenarios on this cluster (CPG total order and confchg, quorum loss of
