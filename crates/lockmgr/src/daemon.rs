@@ -129,7 +129,7 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
     // How the cluster is fenced decides whether grants wait for a lost node (quarantine):
     // read before serving, so that no grant is answered under a shape not yet known.
     if config.backend == BackendKind::Dlm {
-        let (shape, nodes) = crate::quarantine::detect();
+        let (shape, nodes) = crate::lockloss::quarantine::detect();
         registry.quarantine().set_shape(shape, nodes);
     }
 
@@ -165,27 +165,35 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
         let access = Arc::new(Access { allowed_uids: config.allowed_uids.clone(), allowed_gid: config.allowed_gid });
         tokio::spawn(watch_owners(watch_rx, registry.clone()));
         tokio::spawn(retry_releases(registry.clone()));
-        // Lock loss: the membership verdict (and the lockspace) decide when VMs must stop.
+        // The one membership driver, wherever corosync matters: every ring change holds grants
+        // back and re-reads the fencing shape, quorum feeds the quarantine, and the verdict
+        // decides (with the lockspace) when VMs must stop.
+        let verdicts = (dlm.is_some() || cluster.is_some()).then(|| {
+            let gate = registry.loss_gate().clone();
+            let q = registry.quarantine().clone();
+            let q2 = q.clone();
+            let shown = cluster.clone();
+            crate::membership::spawn(
+                crate::membership::GROUP,
+                crate::membership::Hooks {
+                    on_ring_change: Box::new(move || {
+                        gate.membership_changed();
+                        q.membership_changed();
+                    }),
+                    on_quorum: Box::new(move |quorate, members| {
+                        q2.set_members(members);
+                        if let Some(c) = &shown {
+                            c.set_quorate(quorate);
+                        }
+                    }),
+                },
+            )
+        });
+        if let (Some(c), Some(v)) = (&cluster, &verdicts) {
+            c.follow_membership(v.clone());
+        }
         let mut loss = None;
-        if let Some(ls) = dlm {
-            // The inventory's verdict when it runs (it reports ring changes to the loss gate
-            // itself); otherwise a membership driver of our own.
-            let verdicts = match &cluster {
-                Some(c) => c.verdict.clone(),
-                None => {
-                    let gate = registry.loss_gate().clone();
-                    let q = registry.quarantine().clone();
-                    let q2 = q.clone();
-                    crate::membership_task::spawn(
-                        crate::membership_task::GROUP,
-                        Box::new(move || {
-                            gate.membership_changed();
-                            q.membership_changed();
-                        }),
-                        Box::new(move |m| q2.set_members(m)),
-                    )
-                }
-            };
+        if let (Some(ls), Some(verdicts)) = (dlm, verdicts) {
             loss = Some(crate::lockloss::start(config.fencing.clone(), watchdog, registry.clone(), verdicts, Some(ls), &config.lockspace, Some(grant_hold)));
         }
         // Only now what can block on the DLM: the restored owners' VMs are already covered by

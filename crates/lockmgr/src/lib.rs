@@ -13,9 +13,11 @@
 //! - `registry`: owners and their locks; acquire all-or-nothing, release, restore.
 //! - `unreleased`: releases the backend refused, retried until it lets go.
 //! - `server`: the sockets (SO_PEERCRED, framing); `daemon`: start-up order and shutdown.
-//! - `cluster`: membership verdict and the cluster-wide lock inventory over CPG.
-//! - `lockloss`: stopping VMs whose locks are lost, refusing grants until membership is safe.
-//! - `membership_task`: the CPG + quorum driver publishing this node's membership verdict.
+//! - `cluster`: the cluster-wide lock inventory over CPG, and `release --vm` across nodes.
+//! - `lockloss`: the lock-loss policy, all of it: when locks are lost (membership verdict,
+//!   lockspace, dlm_controld: `lockloss::controld`), stopping the VMs that held them, the grant
+//!   hold, and refusing grants while a lost node may still write (`lockloss::quarantine`).
+//! - `membership`: the one CPG + quorum driver publishing this node's membership verdict.
 //! - `backend`: where a lock lives (`local`, `dlm`); `backend_guard`: no silent `local` in a cluster.
 #![forbid(unsafe_code)]
 
@@ -23,15 +25,13 @@ pub mod backend;
 pub mod backend_guard;
 pub mod cluster;
 pub mod config;
-pub mod controld;
 pub mod daemon;
 pub mod journal;
 pub mod journal_lock;
 pub mod lockloss;
-pub mod membership_task;
+pub mod membership;
 pub mod naming;
 pub mod owner;
-pub mod quarantine;
 pub mod registry;
 pub mod server;
 pub mod unreleased;

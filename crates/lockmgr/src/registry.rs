@@ -75,8 +75,8 @@ pub struct Registry {
     /// Releases the backend refused, retried until it lets go (crate::unreleased).
     unreleased: crate::unreleased::Unreleased,
     /// Grants held while a lost node is unaccounted for, in clusters that cannot fence it
-    /// (crate::quarantine).
-    quarantine: Arc<crate::quarantine::Quarantine>,
+    /// (crate::lockloss::quarantine).
+    quarantine: Arc<crate::lockloss::quarantine::Quarantine>,
     /// The cluster inventory, when the daemon runs one: lock changes are published to it
     /// (under the table lock, so in table order) and answers include other nodes' locks.
     cluster: std::sync::OnceLock<cluster::Link>,
@@ -150,7 +150,7 @@ impl Registry {
     }
 
     /// The quarantine rule this registry obeys.
-    pub fn quarantine(&self) -> &Arc<crate::quarantine::Quarantine> {
+    pub fn quarantine(&self) -> &Arc<crate::lockloss::quarantine::Quarantine> {
         &self.quarantine
     }
 
@@ -880,7 +880,7 @@ impl Registry {
         })
     }
 
-    /// The refusal when a grant must wait for a lost node (crate::quarantine), naming the
+    /// The refusal when a grant must wait for a lost node (crate::lockloss::quarantine), naming the
     /// first disk asked for.
     fn quarantined(&self, spec: &OwnerSpec, named: &[Named]) -> Option<Response> {
         let first = named.first()?;
@@ -889,11 +889,13 @@ impl Registry {
         Some(err(ErrorCode::Quarantined, msg))
     }
 
-    /// Admin: an operator confirms a node is down (crate::quarantine).
+    /// Admin: an operator confirms a node is down (crate::lockloss::quarantine).
     pub fn confirm_down(&self, node: &str, uid: u32) -> Response {
         match self.quarantine.confirm_down(node, uid) {
             Ok(c) => Response::ConfirmedDown { confirmation: serde_json::to_value(c).unwrap_or_default() },
-            Err(e @ crate::quarantine::ConfirmError::UnknownNode(_)) => err(ErrorCode::BadRequest, e.to_string()),
+            Err(e @ crate::lockloss::quarantine::ConfirmError::UnknownNode(_)) => {
+                err(ErrorCode::BadRequest, e.to_string())
+            }
             Err(e) => err(ErrorCode::Busy, e.to_string()),
         }
     }

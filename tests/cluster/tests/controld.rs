@@ -6,7 +6,7 @@
 //! and node 1's dlm_controld recovers the lockspace without node 3 at once; node 1's DLM
 //! grants the disk within a second while node 3's kernel still runs its lockspace and its VM
 //! runs on. A stopped dlm_controld stays in its groups: nothing is recovered, node 1 waits.
-//! What virtdlmd does about it (`crates/lockmgr/src/controld.rs`): node 3's daemon sees its
+//! What virtdlmd does about it (`crates/lockmgr/src/lockloss/controld.rs`): node 3's daemon sees its
 //! dlm_controld gone or stopped and stops its VMs (lock loss, reason `controld_lost`); node
 //! 1's daemon sees node 3 leave the lockspace's members and holds its grants back as after a
 //! membership change. Checked: node 3's VM is gone before node 1 is told "granted" (guest

@@ -1,8 +1,8 @@
-//! virtdlmd's place in the cluster: one CPG handle joined to the group (`virtdlm` by
-//! default) and one quorum handle, driven by tokio. It gives the rest of the daemon
+//! virtdlmd's place in the cluster: one CPG handle joined to the inventory group (`virtdlm` by
+//! default), driven by tokio. It gives the rest of the daemon
 //!
-//! - the membership verdict ([`ClusterHandle::verdict`], a `watch` channel: "may this node
-//!   act?", see [`corosync::membership`]), our node id and the cluster's node names;
+//! - our node id and the cluster's node names; the membership verdict it shows in `status`
+//!   comes from crate::membership, the one driver ([`ClusterHandle::follow_membership`]);
 //! - the cluster-wide lock inventory ([`inventory`]): every daemon multicasts its lock
 //!   changes ([`wire`]) in agreed order and re-sends its whole table after each membership
 //!   change, so each member knows who holds what on every node.
@@ -43,7 +43,7 @@ pub struct ClusterState {
     pub node_names: BTreeMap<u32, String>,
     /// Current group members (one daemon per node, normally).
     pub members: Vec<Address>,
-    /// Latest quorum notification, if any.
+    /// Latest quorum notification, if any (set by the membership driver's hook).
     pub quorate: Option<bool>,
     pub verdict: Verdict,
     pub inventory: Inventory,
@@ -99,14 +99,30 @@ impl Link {
 /// The daemon's handle on the cluster.
 #[derive(Clone)]
 pub struct ClusterHandle {
-    /// The membership verdict; changes as CPG and quorum events arrive. Lock-loss handling
-    /// subscribes here: `Verdict::Lost` means everything held through the cluster is gone.
-    pub verdict: watch::Receiver<Verdict>,
     pub node_id: u32,
     pub state: Arc<Mutex<ClusterState>>,
 }
 
 impl ClusterHandle {
+    /// Shows the membership driver's verdict in `status` from now on.
+    pub fn follow_membership(&self, mut verdicts: watch::Receiver<Verdict>) {
+        let state = self.state.clone();
+        tokio::spawn(async move {
+            loop {
+                let v = *verdicts.borrow_and_update();
+                state.lock().verdict = v;
+                if verdicts.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+
+    /// Records a quorum notification for `status`.
+    pub fn set_quorate(&self, quorate: bool) {
+        self.state.lock().quorate = Some(quorate);
+    }
+
     /// Configured node names by node id.
     pub fn node_names(&self) -> BTreeMap<u32, String> {
         self.state.lock().node_names.clone()
@@ -117,8 +133,6 @@ impl ClusterHandle {
 pub enum ClusterError {
     #[error("cannot join the CPG group {group}: {source}")]
     Cpg { group: String, source: corosync::Error },
-    #[error("cannot connect to corosync's quorum service: {0}")]
-    Quorum(corosync::Error),
     #[error("cannot watch corosync's fds: {0}")]
     Reactor(std::io::Error),
 }
@@ -129,7 +143,6 @@ pub fn start(group: &str, lockspace: &str, registry: Arc<Registry>) -> Result<Cl
     let cpg_err = |source| ClusterError::Cpg { group: group.to_owned(), source };
     let mut cpg = corosync::Cpg::new(group).map_err(cpg_err)?;
     cpg.join().map_err(cpg_err)?;
-    let quorum = corosync::Quorum::new().map_err(ClusterError::Quorum)?;
     let node_names = match corosync::Cmap::new().and_then(|c| c.node_names()) {
         Ok(n) => n,
         Err(e) => {
@@ -150,21 +163,17 @@ pub fn start(group: &str, lockspace: &str, registry: Arc<Registry>) -> Result<Cl
         inventory: Inventory::new(),
         release: release::Pending::default(),
     }));
-    let (verdict_tx, verdict_rx) = watch::channel(verdict);
     let (changes, changes_rx) = mpsc::unbounded_channel();
     let (outgoing, outgoing_rx) = mpsc::unbounded_channel();
     let cpg = corosync::reactor::register(cpg).map_err(ClusterError::Reactor)?;
-    let quorum = corosync::reactor::register(quorum).map_err(ClusterError::Reactor)?;
     registry.attach_cluster(Link { node_id: me.nodeid, changes, state: state.clone(), outgoing: outgoing.clone() });
     tracing::info!(group, node_id = me.nodeid, "joined the inventory group");
     tokio::spawn(task::run(task::Task {
         cpg,
-        quorum,
         changes: changes_rx,
         outgoing: (outgoing, outgoing_rx),
         state: state.clone(),
-        verdict: verdict_tx,
         registry,
     }));
-    Ok(ClusterHandle { verdict: verdict_rx, node_id: me.nodeid, state })
+    Ok(ClusterHandle { node_id: me.nodeid, state })
 }

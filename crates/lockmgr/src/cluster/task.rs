@@ -1,42 +1,40 @@
-//! The cluster event loop: CPG and quorum events in, the verdict and the inventory out,
-//! the registry's lock changes multicast, forwarded releases answered.
+//! The inventory's event loop: CPG events of the inventory group in, the inventory out, the
+//! registry's lock changes multicast, forwarded releases answered. The membership verdict is
+//! not computed here (crate::membership is the one driver).
 
 use super::release;
 use super::wire::{self, Body, LockChange, ReleaseOutcome};
 use super::ClusterState;
 use crate::registry::Registry;
-use corosync::{Cpg, CpgEvent, MembershipView, Quorum, QuorumEvent, Verdict};
+use corosync::{Cpg, CpgEvent};
 use parking_lot::Mutex;
 use std::sync::Arc;
 use tokio::io::unix::AsyncFd;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 pub(super) struct Task {
     pub cpg: AsyncFd<Cpg>,
-    pub quorum: AsyncFd<Quorum>,
     pub changes: mpsc::UnboundedReceiver<LockChange>,
     pub outgoing: (mpsc::UnboundedSender<Body>, mpsc::UnboundedReceiver<Body>),
     pub state: Arc<Mutex<ClusterState>>,
-    pub verdict: watch::Sender<Verdict>,
     pub registry: Arc<Registry>,
 }
 
-/// What the handlers need besides the corosync fds.
+/// What the handlers need besides the corosync fd.
 struct Ctx {
     state: Arc<Mutex<ClusterState>>,
-    verdict: watch::Sender<Verdict>,
     registry: Arc<Registry>,
     outgoing: mpsc::UnboundedSender<Body>,
 }
 
 pub(super) async fn run(t: Task) {
-    let Task { mut cpg, mut quorum, mut changes, outgoing: (outgoing, mut outgoing_rx), state, verdict, registry } = t;
-    let t = Ctx { state, verdict, registry, outgoing };
+    let Task { mut cpg, mut changes, outgoing: (outgoing, mut outgoing_rx), state, registry } = t;
+    let t = Ctx { state, registry, outgoing };
     loop {
-        serve(&t, &mut cpg, &mut quorum, &mut changes, &mut outgoing_rx).await;
-        // corosync went away (stopped, or killed: a node removed from the cluster). The
-        // verdict stays `lost` until it is back and the membership is safe again.
-        (cpg, quorum) = reconnect(&t, &mut changes, &mut outgoing_rx).await;
+        serve(&t, &mut cpg, &mut changes, &mut outgoing_rx).await;
+        // corosync went away (stopped, or killed: a node removed from the cluster); the
+        // membership driver has seen it too and says `lost` until it is back.
+        cpg = reconnect(&t, &mut changes, &mut outgoing_rx).await;
     }
 }
 
@@ -44,18 +42,11 @@ pub(super) async fn run(t: Task) {
 async fn serve(
     t: &Ctx,
     cpg: &mut AsyncFd<Cpg>,
-    quorum: &mut AsyncFd<Quorum>,
     changes: &mut mpsc::UnboundedReceiver<LockChange>,
     outgoing_rx: &mut mpsc::UnboundedReceiver<Body>,
 ) {
     let registry = &t.registry;
-    let me = cpg.get_ref().me();
-    let mut view = MembershipView::new(me);
     let mut epoch = 0u64;
-    // Lock loss: every totem change after the first holds grants back (a `watch` of the
-    // verdict may coalesce a short `settling`).
-    let loss_gate = registry.loss_gate().clone();
-    let mut seen_ring = false;
     loop {
         let mut resend = false;
         let gone = tokio::select! {
@@ -69,37 +60,7 @@ async fn serve(
                         Ok(evs) => {
                             for ev in evs {
                                 resend |= matches!(ev, CpgEvent::ConfChg { .. });
-                                if matches!(ev, CpgEvent::TotemConfChg { .. }) {
-                                    if seen_ring {
-                                        loss_gate.membership_changed();
-                                        registry.quarantine().membership_changed();
-                                    }
-                                    seen_ring = true;
-                                }
-                                on_cpg(t, &mut view, ev);
-                            }
-                        }
-                        Err(e) => break Some(e.to_string()),
-                    }
-                },
-                Err(e) => Some(e.to_string()),
-            },
-            r = quorum.readable_mut() => match r {
-                Ok(mut guard) => loop {
-                    match guard.get_inner_mut().dispatch() {
-                        Ok(evs) if evs.is_empty() => {
-                            guard.clear_ready();
-                            break None;
-                        }
-                        Ok(evs) => {
-                            for ev in evs {
-                                if let QuorumEvent::Quorum { quorate, members, .. } = &ev {
-                                    t.state.lock().quorate = Some(*quorate);
-                                    registry.quarantine().set_members(members);
-                                }
-                                if let Some(v) = view.on_quorum(&ev) {
-                                    publish(t, v);
-                                }
+                                on_cpg(t, ev);
                             }
                         }
                         Err(e) => break Some(e.to_string()),
@@ -122,10 +83,7 @@ async fn serve(
             }
         };
         if let Some(why) = gone {
-            tracing::error!("lost corosync ({why}): the lock inventory stops; membership verdict is lost");
-            if let Some(v) = view.on_corosync_lost() {
-                publish(t, v);
-            }
+            tracing::error!("lost corosync ({why}): the lock inventory stops");
             return;
         }
         if resend {
@@ -147,7 +105,7 @@ async fn reconnect(
     t: &Ctx,
     changes: &mut mpsc::UnboundedReceiver<LockChange>,
     outgoing_rx: &mut mpsc::UnboundedReceiver<Body>,
-) -> (AsyncFd<Cpg>, AsyncFd<Quorum>) {
+) -> AsyncFd<Cpg> {
     let group = t.state.lock().group.clone();
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     let mut attempt = 0u64;
@@ -157,14 +115,13 @@ async fn reconnect(
         while changes.try_recv().is_ok() {}
         while outgoing_rx.try_recv().is_ok() {}
         match connect(&group) {
-            Ok((cpg, quorum)) => {
+            Ok(cpg) => {
                 let mut s = t.state.lock();
                 s.me = cpg.get_ref().me();
                 s.members.clear();
-                s.quorate = None;
                 s.inventory = super::inventory::Inventory::new();
                 tracing::warn!(group, node_id = s.me.nodeid, "corosync is back: joined the inventory group again");
-                return (cpg, quorum);
+                return cpg;
             }
             Err(e) if attempt.is_multiple_of(60) => {
                 tracing::warn!("corosync does not answer ({e}); trying again every second")
@@ -175,19 +132,13 @@ async fn reconnect(
     }
 }
 
-fn connect(group: &str) -> Result<(AsyncFd<Cpg>, AsyncFd<Quorum>), String> {
+fn connect(group: &str) -> Result<AsyncFd<Cpg>, String> {
     let mut cpg = Cpg::new(group).map_err(|e| e.to_string())?;
     cpg.join().map_err(|e| e.to_string())?;
-    let quorum = Quorum::new().map_err(|e| e.to_string())?;
-    let cpg = corosync::reactor::register(cpg).map_err(|e| e.to_string())?;
-    let quorum = corosync::reactor::register(quorum).map_err(|e| e.to_string())?;
-    Ok((cpg, quorum))
+    corosync::reactor::register(cpg).map_err(|e| e.to_string())
 }
 
-fn on_cpg(t: &Ctx, view: &mut MembershipView, ev: CpgEvent) {
-    if let Some(v) = view.on_cpg(&ev) {
-        publish(t, v);
-    }
+fn on_cpg(t: &Ctx, ev: CpgEvent) {
     let mut s = t.state.lock();
     match ev {
         CpgEvent::Deliver { sender, msg, .. } => match wire::decode(&msg) {
@@ -227,12 +178,6 @@ fn on_cpg(t: &Ctx, view: &mut MembershipView, ev: CpgEvent) {
         }
         CpgEvent::TotemConfChg { .. } => {}
     }
-}
-
-fn publish(t: &Ctx, v: Verdict) {
-    tracing::info!(verdict = %v, "cluster membership verdict");
-    t.state.lock().verdict = v;
-    t.verdict.send_replace(v);
 }
 
 fn send(cpg: &Cpg, body: &Body) {

@@ -1,5 +1,8 @@
-//! The membership driver: joins a CPG group of its own and tracks quorum, and publishes this
-//! node's [`Verdict`] on a `watch` channel whenever it changes.
+//! The membership driver, the daemon's only one: joins a CPG group of its own and tracks
+//! quorum, and publishes this node's [`Verdict`] (the rule of [`corosync::membership`]) on a
+//! `watch` channel whenever it changes. Lock-loss handling, the grant hold, the quarantine and
+//! `virtdlm status` all take the membership from here; the lock inventory (crate::cluster)
+//! keeps a CPG group of its own for its messages and computes no verdict.
 //!
 //! When corosync goes away the verdict becomes `Lost` (if we had joined) and the driver
 //! reconnects every second, so a corosync that comes back is joined again without a daemon
@@ -12,15 +15,21 @@ use tokio::sync::watch;
 /// The CPG group the driver joins (one member per virtdlmd).
 pub const GROUP: &str = "virtdlm-membership";
 
-/// A hook run for every totem membership change after the first one seen.
-pub type OnChange = Box<dyn Fn() + Send + Sync>;
-/// A hook run with the quorum membership (node ids) each time quorum reports it.
-pub type OnMembers = Box<dyn Fn(&[u32]) + Send + Sync>;
+/// Told each quorum notification: quorate or not, and the quorum membership (node ids).
+pub type OnQuorum = Box<dyn Fn(bool, &[u32]) + Send + Sync>;
+
+/// What the rest of the daemon is told besides the verdict, as it happens (uncoalesced).
+pub struct Hooks {
+    /// Every totem membership change after the first one seen (the grant hold starts here).
+    pub on_ring_change: Box<dyn Fn() + Send + Sync>,
+    /// Each quorum notification.
+    pub on_quorum: OnQuorum,
+}
 
 /// Starts the driver on the current tokio runtime; the receiver sees the latest verdict (a
-/// `watch` keeps only the latest, so a short `Settling` can be missed: `on_change` is called
-/// for every membership change, uncoalesced).
-pub fn spawn(group: &str, on_change: OnChange, on_members: OnMembers) -> watch::Receiver<Verdict> {
+/// `watch` keeps only the latest, so a short `Settling` can be missed: the hooks see every
+/// change, uncoalesced).
+pub fn spawn(group: &str, hooks: Hooks) -> watch::Receiver<Verdict> {
     let (tx, rx) = watch::channel(Verdict::NotJoined);
     let group = group.to_owned();
     tokio::spawn(async move {
@@ -28,7 +37,7 @@ pub fn spawn(group: &str, on_change: OnChange, on_members: OnMembers) -> watch::
         // are joined (and quorate) again.
         let mut was_joined = false;
         loop {
-            match drive(&group, &tx, &mut was_joined, &on_change, &on_members).await {
+            match drive(&group, &tx, &mut was_joined, &hooks).await {
                 Ok(()) => return, // every receiver is gone
                 Err(e) => {
                     if was_joined {
@@ -50,13 +59,7 @@ pub fn spawn(group: &str, on_change: OnChange, on_members: OnMembers) -> watch::
 
 /// One connection's life: returns `Ok` when nobody listens any more, `Err` when corosync
 /// is unreachable or went away.
-async fn drive(
-    group: &str,
-    tx: &watch::Sender<Verdict>,
-    was_joined: &mut bool,
-    on_change: &OnChange,
-    on_members: &OnMembers,
-) -> Result<(), Error> {
+async fn drive(group: &str, tx: &watch::Sender<Verdict>, was_joined: &mut bool, hooks: &Hooks) -> Result<(), Error> {
     let mut cpg = Cpg::new(group)?;
     let quorum = Quorum::new()?;
     if !quorum.has_provider() {
@@ -84,7 +87,7 @@ async fn drive(
                     for ev in &events {
                         if matches!(ev, CpgEvent::TotemConfChg { .. }) {
                             if seen_ring {
-                                on_change();
+                                (hooks.on_ring_change)();
                             }
                             seen_ring = true;
                         }
@@ -102,8 +105,8 @@ async fn drive(
                         break;
                     }
                     for ev in &events {
-                        if let corosync::QuorumEvent::Quorum { members, .. } = ev {
-                            on_members(members);
+                        if let corosync::QuorumEvent::Quorum { quorate, members, .. } = ev {
+                            (hooks.on_quorum)(*quorate, members);
                         }
                         view.on_quorum(ev);
                     }
@@ -118,7 +121,7 @@ async fn drive(
         }
         tx.send_if_modified(|cur| {
             if *cur != v {
-                tracing::info!(from = %cur, to = %v, "membership verdict");
+                tracing::info!(from = %cur, to = %v, "cluster membership verdict");
                 *cur = v;
                 true
             } else {

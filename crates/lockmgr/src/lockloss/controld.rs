@@ -54,8 +54,7 @@ impl Watch {
         if let Some(why) = state_problem(pid) {
             return Err(format!("dlm_controld (pid {pid}) {why}"));
         }
-        let probe =
-            matches!(crate::quarantine::run("dlm_tool", &["status"]), Ok(out) if out.contains("cluster nodeid"));
+        let probe = matches!(crate::lockloss::quarantine::run("dlm_tool", &["status"]), Ok(out) if out.contains("cluster nodeid"));
         if !probe {
             tracing::warn!(pid, "dlm_tool status does not answer now: dlm_controld is watched by its pid only (a hang that leaves it running is not seen)");
         }
@@ -75,7 +74,7 @@ impl Watch {
         if self.probe && self.last_probe.elapsed() >= PROBE_EVERY {
             self.last_probe = Instant::now();
             // `dlm_tool status` exits 0 even when it cannot connect: its answer must be there.
-            match crate::quarantine::run("dlm_tool", &["status"]) {
+            match crate::lockloss::quarantine::run("dlm_tool", &["status"]) {
                 Ok(out) if out.contains("cluster nodeid") => self.unanswered = 0,
                 Ok(out) => return Some(format!("(pid {pid}) does not answer `dlm_tool status`: {}", out.trim())),
                 Err(_) => {

@@ -14,6 +14,18 @@
 //! over a fraction of a second later. So every daemon also holds its grants back for
 //! `grant_hold` after each membership change, longer than the escalation bound
 //! `pause_timeout + grace + kill_wait` (docs/LOCK-LOSS.md).
+//!
+//! The whole policy lives in this module tree:
+//! - here: the decision table ([`decide`]), the grant hold ([`LossGate`]), stopping the VMs
+//!   ([`LockLoss`]) and the watches that trigger it ([`start`]);
+//! - [`controld`]: dlm_controld dying or hanging on a node whose corosync stays up;
+//! - [`quarantine`]: clusters that can neither fence nor let quorum pick a survivor.
+//!
+//! The verdict comes from crate::membership (the one driver); releases refused meanwhile are
+//! kept by crate::backend::deferring and crate::unreleased.
+
+pub mod controld;
+pub mod quarantine;
 
 use crate::backend::deferring::Deferring;
 use crate::backend::Backend;
@@ -43,7 +55,7 @@ pub enum LossReason {
     LockspaceFailed(String),
     /// The daemon cannot confirm a lock it recorded (e.g. adopting it after a restart failed).
     Unconfirmed(String),
-    /// dlm_controld on this node died or hangs while corosync runs on (see [`crate::controld`]).
+    /// dlm_controld on this node died or hangs while corosync runs on (see [`controld`]).
     ControldLost(String),
 }
 
@@ -141,7 +153,7 @@ pub struct LossGate {
     hold: Mutex<Duration>,
     /// The lockspace's members as dlm_controld last set them in configfs (see
     /// [`LossGate::check_lockspace_members`]).
-    ls_members: Mutex<Option<crate::controld::Members>>,
+    ls_members: Mutex<Option<controld::Members>>,
 }
 
 impl LossGate {
@@ -176,7 +188,7 @@ impl LossGate {
 
     /// Watches the members of lockspace `ls` from now on (called once it is joined).
     pub fn watch_lockspace_members(&self, ls: &str) {
-        *self.ls_members.lock() = Some(crate::controld::Members::new(ls));
+        *self.ls_members.lock() = Some(controld::Members::new(ls));
     }
 
     /// A node left the lockspace while corosync kept it (its dlm_controld died: no totem
@@ -246,7 +258,7 @@ pub struct LockLoss {
     hold: Duration,
     lockspace: Option<Arc<Deferring>>,
     was_safe: AtomicBool,
-    /// The loss came from dlm_controld (see [`crate::controld`]): the lockspace here can no
+    /// The loss came from dlm_controld (see [`controld`]): the lockspace here can no
     /// longer be trusted, so a `safe` verdict does not end it; only releasing the lockspace
     /// and joining it again does (`rejoin_lockspace`).
     controld_lost: AtomicBool,
@@ -479,16 +491,16 @@ async fn watch_lockspace(ls: &str, loss: Arc<LockLoss>) {
 /// dlm_controld died or hangs here while corosync runs on: the other nodes' dlm_controld
 /// recovers the lockspace without this node (at once for a death; with `enable_fencing=0`
 /// nothing fences it) while the kernel here still lets our VMs believe they hold their locks.
-/// Checked every [`crate::controld::CHECK_EVERY`]; the VMs are stopped as for any loss.
+/// Checked every [`controld::CHECK_EVERY`]; the VMs are stopped as for any loss.
 async fn watch_controld(loss: Arc<LockLoss>) {
-    let mut watch = match crate::controld::Watch::start() {
+    let mut watch = match controld::Watch::start() {
         Ok(w) => w,
         Err(e) => {
             tracing::warn!("dlm_controld is not watched: {e}");
             return;
         }
     };
-    let mut tick = tokio::time::interval(crate::controld::CHECK_EVERY);
+    let mut tick = tokio::time::interval(controld::CHECK_EVERY);
     loop {
         tick.tick().await;
         // Already lost (e.g. the node was removed from the cluster, which ends dlm_controld):
