@@ -15,13 +15,26 @@ use crate::naming::{Named, Naming};
 use crate::owner;
 use parking_lot::{Condvar, Mutex};
 use proto::conflict;
-use proto::{Conflict, ErrorCode, ErrorReply, LockInfo, OwnerSpec, Resource, Response};
+use proto::{Conflict, LockInfo, OwnerSpec, Resource};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc::UnboundedSender;
+
+mod error;
+pub use error::RegistryError;
+
+/// What `inspect` finds of one disk or lease.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Inspected {
+    /// The disk or lease as people read it.
+    pub identity: String,
+    /// Its lock (resource) name; empty when it is not locked at all.
+    pub resource: String,
+    pub holders: Vec<LockInfo>,
+}
 
 struct Held {
     grant: Grant,
@@ -107,24 +120,19 @@ pub struct Restored {
 /// so releasing it goes nowhere (nor may it: the previous daemon's lock ids can be anyone's).
 const NOT_TAKEN_BACK: u64 = u64::MAX;
 
-fn err(code: ErrorCode, message: impl Into<String>) -> Response {
-    Response::error(code, message)
-}
-
 /// A grant (or a new owner) the journal could not record: refused, nothing changed.
-fn journal_err(e: JournalError) -> Response {
+fn journal_err(e: JournalError) -> RegistryError {
     tracing::error!("journal write failed, request refused: {e}");
-    err(
-        ErrorCode::Journal,
-        format!("{e}. No new lock is granted until the journal can be written; locks already held stay held"),
-    )
+    RegistryError::Journal(format!(
+        "{e}. No new lock is granted until the journal can be written; locks already held stay held"
+    ))
 }
 
 /// A release the journal could not record: the lock stays held, so that the journal (what a
 /// restarted virtdlmd takes back) never forgets a lock it still holds nor keeps one it gave away.
-fn journal_release_err(e: JournalError) -> Response {
+fn journal_release_err(e: JournalError) -> RegistryError {
     tracing::error!("journal write failed, release refused: {e}");
-    err(ErrorCode::Journal, format!("{e}. Nothing was released: the locks stay held until the journal can be written (they go at once if the VM's QEMU exits)"))
+    RegistryError::Journal(format!("{e}. Nothing was released: the locks stay held until the journal can be written (they go at once if the VM's QEMU exits)"))
 }
 
 fn vm(spec: &OwnerSpec) -> String {
@@ -314,7 +322,7 @@ impl Registry {
         });
     }
 
-    fn resolve_all(&self, resources: &[Resource]) -> Result<Vec<Named>, Response> {
+    fn resolve_all(&self, resources: &[Resource]) -> Result<Vec<Named>, RegistryError> {
         let mut out: Vec<Named> = Vec::new();
         for r in resources {
             match self.naming.resolve(r) {
@@ -325,7 +333,7 @@ impl Registry {
                     None => out.push(n),
                 },
                 Ok(None) => {}
-                Err(e) => return Err(err(ErrorCode::BadRequest, e.to_string())),
+                Err(e) => return Err(RegistryError::BadRequest(e.to_string())),
             }
         }
         Ok(out)
@@ -333,7 +341,7 @@ impl Registry {
 
     /// Finds (or records) the owner for `spec`. The pid must be alive; a stale entry for a
     /// reused pid is dropped first.
-    fn ensure_owner(&self, t: &mut Table, spec: &OwnerSpec) -> Result<OwnerKey, Response> {
+    fn ensure_owner(&self, t: &mut Table, spec: &OwnerSpec) -> Result<OwnerKey, RegistryError> {
         validate(spec)?;
         // A registered owner whose pidfd says it still runs is the process at that pid now:
         // no need to read its start time again (which waits while QEMU is being exec'd).
@@ -344,10 +352,11 @@ impl Registry {
             None => match owner::open(spec.pid) {
                 Some((k, fd)) => (k, fd),
                 None => {
-                    return Err(err(
-                        ErrorCode::OwnerGone,
-                        format!("VM {}: its QEMU process {} is not running; nothing was locked", vm(spec), spec.pid),
-                    ))
+                    return Err(RegistryError::OwnerGone(format!(
+                        "VM {}: its QEMU process {} is not running; nothing was locked",
+                        vm(spec),
+                        spec.pid
+                    )))
                 }
             },
         };
@@ -356,10 +365,12 @@ impl Registry {
             self.drop_owner(t, k, "its pid now names another process");
         }
         match t.owners.get_mut(&key) {
-            Some(o) if o.spec.uuid != spec.uuid => Err(err(
-                ErrorCode::OutOfOrder,
-                format!("pid {} is registered to VM {}, not to VM {}", spec.pid, vm(&o.spec), vm(spec)),
-            )),
+            Some(o) if o.spec.uuid != spec.uuid => Err(RegistryError::OutOfOrder(format!(
+                "pid {} is registered to VM {}, not to VM {}",
+                spec.pid,
+                vm(&o.spec),
+                vm(spec)
+            ))),
             Some(o) => {
                 // libvirt omits the URI on pause paths: keep the one we have.
                 let mut merged = spec.clone();
@@ -383,42 +394,37 @@ impl Registry {
     }
 
     /// REGISTER_ONLY: record the owner, check its resources can be named, lock nothing.
-    pub fn register(&self, spec: &OwnerSpec, resources: &[Resource]) -> Response {
-        if let Err(r) = self.resolve_all(resources) {
-            return r;
-        }
+    pub fn register(&self, spec: &OwnerSpec, resources: &[Resource]) -> Result<(), RegistryError> {
+        self.resolve_all(resources)?;
         let mut t = self.table.lock();
-        let r = match self.ensure_owner(&mut t, spec) {
-            Ok(_) => Response::Ok { locks: vec![] },
-            Err(r) => r,
-        };
+        let r = self.ensure_owner(&mut t, spec).map(|_| ());
         self.unlock_and_release(t);
         r
     }
 
     /// Takes every resource for the owner, all or nothing.
-    pub fn acquire(&self, peer_pid: Option<u32>, spec: &OwnerSpec, resources: &[Resource], wait_ms: u64) -> Response {
-        let named = match self.resolve_all(resources) {
-            Ok(n) => n,
-            Err(r) => return r,
-        };
+    pub fn acquire(
+        &self,
+        peer_pid: Option<u32>,
+        spec: &OwnerSpec,
+        resources: &[Resource],
+        wait_ms: u64,
+    ) -> Result<(), RegistryError> {
+        let named = self.resolve_all(resources)?;
         if named.is_empty() {
-            return Response::Ok { locks: vec![] };
+            return Ok(());
         }
         if self.loss.is_lost() {
-            return err(
-                ErrorCode::Backend,
-                format!("VM {}: this node lost its locks (cluster membership); no lock is granted until the membership is safe again", vm(spec)),
-            );
+            return Err(RegistryError::Backend(format!("VM {}: this node lost its locks (cluster membership); no lock is granted until the membership is safe again", vm(spec))));
         }
-        if let Some(r) = self.quarantined(spec, &named) {
-            return r;
+        if let Some(e) = self.quarantined(spec, &named) {
+            return Err(e);
         }
         if peer_pid == Some(spec.pid) {
-            return err(
-                ErrorCode::OutOfOrder,
-                format!("VM {}: the QEMU process itself may not take locks (it was registered restricted)", vm(spec)),
-            );
+            return Err(RegistryError::OutOfOrder(format!(
+                "VM {}: the QEMU process itself may not take locks (it was registered restricted)",
+                vm(spec)
+            )));
         }
         let gate = self.gates.lock().entry(spec.pid).or_default().clone();
         let resp = {
@@ -435,30 +441,24 @@ impl Registry {
         resp
     }
 
-    fn acquire_gated(&self, spec: &OwnerSpec, named: Vec<Named>, wait_ms: u64) -> Response {
+    fn acquire_gated(&self, spec: &OwnerSpec, named: Vec<Named>, wait_ms: u64) -> Result<(), RegistryError> {
         let (key, missing) = {
             let mut t = self.table.lock();
-            let key = match self.ensure_owner(&mut t, spec) {
-                Ok(k) => k,
-                Err(r) => return r,
-            };
+            let key = self.ensure_owner(&mut t, spec)?;
             let o = &t.owners[&key];
             let mut missing = Vec::new();
             for n in named {
                 match o.held.get(&n.name) {
                     Some(h) if h.grant.mode == n.mode => {}
                     Some(h) => {
-                        return err(
-                            ErrorCode::OutOfOrder,
-                            format!(
-                                "VM {} already holds {} in mode {}, not {}; \
+                        return Err(RegistryError::OutOfOrder(format!(
+                            "VM {} already holds {} in mode {}, not {}; \
                                  release it before taking it in another mode",
-                                vm(spec),
-                                conflict::subject(&n.readable),
-                                h.grant.mode,
-                                n.mode
-                            ),
-                        )
+                            vm(spec),
+                            conflict::subject(&n.readable),
+                            h.grant.mode,
+                            n.mode
+                        )))
                     }
                     None => missing.push(n),
                 }
@@ -491,7 +491,7 @@ impl Registry {
                 Ok(g) => grants.push((n, g)),
                 Err(e) => {
                     self.undo(spec, &grants);
-                    return self.refusal(spec, &n, e);
+                    return Err(self.refusal(spec, &n, e));
                 }
             }
         }
@@ -501,26 +501,27 @@ impl Registry {
         if self.loss.is_lost() {
             drop(t);
             self.undo(spec, &grants);
-            return err(
-                ErrorCode::Backend,
-                format!("VM {}: this node lost its locks while they were being taken; nothing was locked", vm(spec)),
-            );
+            return Err(RegistryError::Backend(format!(
+                "VM {}: this node lost its locks while they were being taken; nothing was locked",
+                vm(spec)
+            )));
         }
         // A node may have dropped out while these were taken (the DLM granted them after
         // recovering without it): checked again after the hold.
         let names: Vec<Named> = grants.iter().map(|(n, _)| n.clone()).collect();
-        if let Some(r) = self.quarantined(spec, &names) {
+        if let Some(e) = self.quarantined(spec, &names) {
             drop(t);
             self.undo(spec, &grants);
-            return r;
+            return Err(e);
         }
         if !t.owners.get(&key).is_some_and(|o| o.alive(key)) {
             drop(t);
             self.undo(spec, &grants);
-            return err(
-                ErrorCode::OwnerGone,
-                format!("VM {}: its QEMU process {} exited; nothing was locked", vm(spec), spec.pid),
-            );
+            return Err(RegistryError::OwnerGone(format!(
+                "VM {}: its QEMU process {} exited; nothing was locked",
+                vm(spec),
+                spec.pid
+            )));
         }
         let since = now_secs();
         let records: Vec<Record> = grants
@@ -534,7 +535,7 @@ impl Registry {
         if let Err(e) = t.journal.append(&records) {
             drop(t);
             self.undo(spec, &grants);
-            return journal_err(e);
+            return Err(journal_err(e));
         }
         let new: Vec<String> = grants.iter().map(|(n, _)| n.name.0.clone()).collect();
         let o = t.owners.get_mut(&key).expect("checked above");
@@ -550,7 +551,7 @@ impl Registry {
                 self.publish(LockChange::Granted(info));
             }
         }
-        Response::Ok { locks: vec![] }
+        Ok(())
     }
 
     /// One backend acquisition of `name` has ended (and shows in `granting` if it succeeded).
@@ -597,7 +598,7 @@ impl Registry {
         }
     }
 
-    fn refusal(&self, spec: &OwnerSpec, n: &Named, e: BackendError) -> Response {
+    fn refusal(&self, spec: &OwnerSpec, n: &Named, e: BackendError) -> RegistryError {
         match e {
             BackendError::WouldBlock(_) | BackendError::TimedOut(_) => {
                 let mut holders = self.refusal_holders(&n.name, n.mode, Some(spec.pid));
@@ -606,50 +607,48 @@ impl Registry {
                 let c = Conflict { identity: n.readable.clone(), resource: n.name.0.clone(), wanted: n.mode, holders };
                 let message = conflict::message(&c);
                 tracing::info!(vm = %spec.name, uuid = %spec.uuid, disk = %n.readable, mode = %n.mode, "refused: {message}");
-                Response::Error(ErrorReply { code: ErrorCode::Conflict, message, conflict: Some(c) })
+                RegistryError::Conflict { message, conflict: c }
             }
-            other => err(
-                ErrorCode::Backend,
-                format!(
-                    "VM {}: could not lock {}: {other}; nothing was locked",
-                    vm(spec),
-                    conflict::subject(&n.readable)
-                ),
-            ),
+            other => RegistryError::Backend(format!(
+                "VM {}: could not lock {}: {other}; nothing was locked",
+                vm(spec),
+                conflict::subject(&n.readable)
+            )),
         }
     }
 
     /// Gives back the listed resources (idempotent); answers with the state string.
-    pub fn release(&self, peer_pid: Option<u32>, spec: &OwnerSpec, resources: &[Resource]) -> Response {
-        let named = match self.resolve_all(resources) {
-            Ok(n) => n,
-            Err(r) => return r,
-        };
+    pub fn release(
+        &self,
+        peer_pid: Option<u32>,
+        spec: &OwnerSpec,
+        resources: &[Resource],
+    ) -> Result<Option<String>, RegistryError> {
+        let named = self.resolve_all(resources)?;
         if peer_pid == Some(spec.pid) && !named.is_empty() {
-            return err(
-                ErrorCode::OutOfOrder,
-                format!(
-                    "VM {}: the QEMU process itself may not release locks (it was registered restricted)",
-                    vm(spec)
-                ),
-            );
+            return Err(RegistryError::OutOfOrder(format!(
+                "VM {}: the QEMU process itself may not release locks (it was registered restricted)",
+                vm(spec)
+            )));
         }
         let mut guard = self.table.lock();
         let t = &mut *guard;
         let Some(key) = t.owners.keys().find(|k| k.pid == spec.pid).copied() else {
-            return Response::State { state: None };
+            return Ok(None);
         };
         let o = &t.owners[&key];
         if o.spec.uuid != spec.uuid {
-            return err(
-                ErrorCode::UnknownOwner,
-                format!("pid {} belongs to VM {}, not to VM {}; nothing was released", spec.pid, vm(&o.spec), vm(spec)),
-            );
+            return Err(RegistryError::UnknownOwner(format!(
+                "pid {} belongs to VM {}, not to VM {}; nothing was released",
+                spec.pid,
+                vm(&o.spec),
+                vm(spec)
+            )));
         }
         let names: Vec<ResName> = named.into_iter().map(|n| n.name).filter(|n| o.held.contains_key(n)).collect();
         let records: Vec<Record> = names.iter().map(|n| Record::Release { key, name: n.0.clone() }).collect();
         if let Err(e) = t.journal.append(&records) {
-            return journal_release_err(e);
+            return Err(journal_release_err(e));
         }
         let o = t.owners.get_mut(&key).expect("present");
         for n in names {
@@ -660,7 +659,7 @@ impl Registry {
         }
         let state = state_string(o);
         self.unlock_and_release(guard);
-        Response::State { state }
+        Ok(state)
     }
 
     /// Drops the table lock, then makes the backend releases decided under it. A DLM release
@@ -697,12 +696,10 @@ impl Registry {
         self.unreleased.retry(self.backend.as_ref(), now)
     }
 
-    pub fn inquire(&self, spec: &OwnerSpec) -> Response {
+    /// The owner's state string (`None` when it holds nothing or is not registered).
+    pub fn inquire(&self, spec: &OwnerSpec) -> Option<String> {
         let t = self.table.lock();
-        match t.owners.iter().find(|(k, o)| k.pid == spec.pid && o.spec.uuid == spec.uuid) {
-            Some((_, o)) => Response::State { state: state_string(o) },
-            None => Response::State { state: None },
-        }
+        t.owners.iter().find(|(k, o)| k.pid == spec.pid && o.spec.uuid == spec.uuid).and_then(|(_, o)| state_string(o))
     }
 
     /// The lockspace holding every lock of this node is gone (released after this node was
@@ -821,28 +818,26 @@ impl Registry {
         v
     }
 
-    pub fn inspect(&self, res: &Resource) -> Response {
+    pub fn inspect(&self, res: &Resource) -> Result<Inspected, RegistryError> {
         match self.naming.resolve(res) {
             Ok(Some(n)) => {
-                Response::Inspect { holders: self.holders(&n.name, None), identity: n.readable, resource: n.name.0 }
+                Ok(Inspected { holders: self.holders(&n.name, None), identity: n.readable, resource: n.name.0 })
             }
-            Ok(None) => Response::Inspect {
+            Ok(None) => Ok(Inspected {
                 identity: "read-only disk: not locked (lock_readonly = false)".into(),
                 resource: String::new(),
                 holders: vec![],
-            },
-            Err(e) => err(ErrorCode::BadRequest, e.to_string()),
+            }),
+            Err(e) => Err(RegistryError::BadRequest(e.to_string())),
         }
     }
 
-    pub fn resource_name(&self, res: &Resource) -> Response {
+    /// A resource's identity (as people read it) and its lock name.
+    pub fn resource_name(&self, res: &Resource) -> Result<(String, String), RegistryError> {
         match self.naming.resolve(res) {
-            Ok(Some(n)) => Response::ResourceName { identity: n.readable, resource: n.name.0 },
-            Ok(None) => Response::ResourceName {
-                identity: "read-only disk: not locked (lock_readonly = false)".into(),
-                resource: String::new(),
-            },
-            Err(e) => err(ErrorCode::BadRequest, e.to_string()),
+            Ok(Some(n)) => Ok((n.readable, n.name.0)),
+            Ok(None) => Ok(("read-only disk: not locked (lock_readonly = false)".into(), String::new())),
+            Err(e) => Err(RegistryError::BadRequest(e.to_string())),
         }
     }
 
@@ -882,41 +877,45 @@ impl Registry {
 
     /// The refusal when a grant must wait for a lost node (crate::lockloss::quarantine), naming the
     /// first disk asked for.
-    fn quarantined(&self, spec: &OwnerSpec, named: &[Named]) -> Option<Response> {
+    fn quarantined(&self, spec: &OwnerSpec, named: &[Named]) -> Option<RegistryError> {
         let first = named.first()?;
         let msg = self.quarantine.refusal(&vm(spec), &conflict::subject(&first.readable))?;
         tracing::warn!(vm = %spec.name, disk = %first.readable, "grant refused: {msg}");
-        Some(err(ErrorCode::Quarantined, msg))
+        Some(RegistryError::Quarantined(msg))
     }
 
     /// Admin: an operator confirms a node is down (crate::lockloss::quarantine).
-    pub fn confirm_down(&self, node: &str, uid: u32) -> Response {
+    pub fn confirm_down(
+        &self,
+        node: &str,
+        uid: u32,
+    ) -> Result<crate::lockloss::quarantine::Confirmation, RegistryError> {
         match self.quarantine.confirm_down(node, uid) {
-            Ok(c) => Response::ConfirmedDown { confirmation: serde_json::to_value(c).unwrap_or_default() },
+            Ok(c) => Ok(c),
             Err(e @ crate::lockloss::quarantine::ConfirmError::UnknownNode(_)) => {
-                err(ErrorCode::BadRequest, e.to_string())
+                Err(RegistryError::BadRequest(e.to_string()))
             }
-            Err(e) => err(ErrorCode::Busy, e.to_string()),
+            Err(e) => Err(RegistryError::Busy(e.to_string())),
         }
     }
 
     /// Admin: release every lock of a VM. Refused while its QEMU runs unless `force`.
-    pub fn release_vm(&self, uuid: &str, force: bool) -> Response {
+    pub fn release_vm(&self, uuid: &str, force: bool) -> Result<Vec<LockInfo>, RegistryError> {
         let mut t = self.table.lock();
         let keys: Vec<OwnerKey> = t.owners.iter().filter(|(_, o)| o.spec.uuid == uuid).map(|(k, _)| *k).collect();
         if keys.is_empty() {
-            return err(
-                ErrorCode::UnknownOwner,
-                format!("no VM with uuid {uuid} holds or registered locks on this node"),
-            );
+            return Err(RegistryError::UnknownOwner(format!(
+                "no VM with uuid {uuid} holds or registered locks on this node"
+            )));
         }
         if !force {
             if let Some(k) = keys.iter().find(|k| owner::is_alive(**k)) {
                 let o = &t.owners[k];
-                return err(
-                    ErrorCode::Busy,
-                    format!("VM {} still runs as pid {}; stop it first, or force the release if you know its disks are closed", vm(&o.spec), k.pid),
-                );
+                return Err(RegistryError::Busy(format!(
+                    "VM {} still runs as pid {}; stop it first, or force the release if you know its disks are closed",
+                    vm(&o.spec),
+                    k.pid
+                )));
             }
         }
         let mut locks = Vec::new();
@@ -924,12 +923,12 @@ impl Registry {
             locks.extend(self.drop_owner(&mut t, k, "released by the administrator"));
         }
         self.unlock_and_release(t);
-        Response::Ok { locks }
+        Ok(locks)
     }
 
     /// Admin: release the locks of owners whose process is gone (normally the pidfd already
     /// did). `dry_run` only reports them.
-    pub fn cleanup(&self, dry_run: bool) -> Response {
+    pub fn cleanup(&self, dry_run: bool) -> Vec<LockInfo> {
         let mut t = self.table.lock();
         let dead: Vec<OwnerKey> = t.owners.keys().filter(|k| !owner::is_alive(**k)).copied().collect();
         let mut locks = Vec::new();
@@ -941,20 +940,20 @@ impl Registry {
             }
         }
         self.unlock_and_release(t);
-        Response::Ok { locks }
+        locks
     }
 }
 
 /// Refuses owner details no libvirt would send.
-fn validate(spec: &OwnerSpec) -> Result<(), Response> {
+fn validate(spec: &OwnerSpec) -> Result<(), RegistryError> {
     if uuid::Uuid::try_parse(&spec.uuid).is_err() {
-        return Err(err(ErrorCode::BadRequest, format!("VM uuid {:?} is not a UUID", spec.uuid)));
+        return Err(RegistryError::BadRequest(format!("VM uuid {:?} is not a UUID", spec.uuid)));
     }
     if spec.name.is_empty() || spec.name.len() > 1024 {
-        return Err(err(ErrorCode::BadRequest, format!("VM name of {} bytes (must be 1..=1024)", spec.name.len())));
+        return Err(RegistryError::BadRequest(format!("VM name of {} bytes (must be 1..=1024)", spec.name.len())));
     }
     if spec.pid <= 1 {
-        return Err(err(ErrorCode::BadRequest, format!("pid {} cannot be a VM's QEMU", spec.pid)));
+        return Err(RegistryError::BadRequest(format!("pid {} cannot be a VM's QEMU", spec.pid)));
     }
     Ok(())
 }
@@ -1073,7 +1072,7 @@ mod tests {
         let mut leaving = std::process::Command::new("sleep").arg("60").spawn().unwrap();
         let mut running = std::process::Command::new("sleep").arg("60").spawn().unwrap();
         let lease = |k: &str| [Resource::Lease { lockspace: None, key: k.into(), path: None, offset: None }];
-        let ok = |r: Response| assert!(matches!(r, Response::Ok { .. }), "{r:?}");
+        let ok = |r: Result<(), RegistryError>| assert!(r.is_ok(), "{r:?}");
         ok(registry.acquire(None, &spec(leaving.id(), 1), &lease("a"), 0));
         ok(registry.acquire(None, &spec(running.id(), 2), &lease("b"), 0));
 
@@ -1108,7 +1107,7 @@ mod tests {
         handler.join().unwrap();
         assert!(handled.is_ok(), "lock loss waited on a release blocked in the DLM");
         assert_eq!(running.wait().unwrap().code(), None, "the VM still holding a lock was stopped by a signal");
-        assert!(matches!(releasing.join().unwrap(), Response::State { state: None }));
+        assert_eq!(releasing.join().unwrap(), Ok(None));
         leaving.kill().unwrap();
         leaving.wait().unwrap();
         let _ = std::fs::remove_dir_all(&dir);
@@ -1130,19 +1129,16 @@ mod tests {
         let mut p1 = std::process::Command::new("sleep").arg("60").spawn().unwrap();
         let mut p2 = std::process::Command::new("sleep").arg("60").spawn().unwrap();
         let lease = [Resource::Lease { lockspace: None, key: "disk".into(), path: None, offset: None }];
-        let ok = |r: Response| assert!(matches!(r, Response::Ok { .. }), "{r:?}");
+        let ok = |r: Result<(), RegistryError>| assert!(r.is_ok(), "{r:?}");
         ok(registry.acquire(None, &spec(p1.id(), 1), &lease, 0));
 
         backend.fail.store(2, Ordering::SeqCst);
-        registry.release(None, &spec(p1.id(), 1), &lease);
+        registry.release(None, &spec(p1.id(), 1), &lease).expect("released");
         assert!(registry.local_locks().is_empty(), "vm1 released it");
         let pending = &registry.status()["releases_pending"];
         assert_eq!(pending.as_array().map(Vec::len), Some(1), "{pending}");
         assert_eq!(pending[0]["vm"], format!("vm1 ({})", spec(0, 1).uuid));
-        assert!(
-            matches!(registry.acquire(None, &spec(p2.id(), 2), &lease, 0), Response::Error(_)),
-            "still held underneath"
-        );
+        assert!(registry.acquire(None, &spec(p2.id(), 2), &lease, 0).is_err(), "still held underneath");
 
         let now = std::time::Instant::now();
         assert_eq!(registry.retry_releases_at(now), 1, "not due before its delay");
@@ -1151,7 +1147,7 @@ mod tests {
         let later = now + crate::unreleased::MAX_DELAY * 2;
         registry.retry_releases_at(later);
         let got = registry.acquire(None, &spec(p2.id(), 2), &lease, 0);
-        assert!(matches!(got, Response::Ok { .. }), "vm2 never got the disk its first holder released: {got:?}");
+        assert!(got.is_ok(), "vm2 never got the disk its first holder released: {got:?}");
         assert_eq!(registry.status()["releases_pending"].as_array().map(Vec::len), Some(0));
         for p in [&mut p1, &mut p2] {
             p.kill().unwrap();

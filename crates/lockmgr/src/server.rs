@@ -15,7 +15,7 @@
 //! the stream can no longer be trusted to be in step. Each connection has its own task, so a
 //! slow client delays nobody else.
 
-use crate::registry::Registry;
+use crate::registry::{Registry, RegistryError};
 use proto::{self, ErrorCode, FrameError, Op, Request, Response};
 use rustix::net::sockopt::socket_peercred;
 use std::path::Path;
@@ -336,19 +336,34 @@ fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
 /// Runs one request against the registry (blocking). `peer`: who asks (SO_PEERCRED).
 pub fn dispatch(reg: &Registry, peer: Option<Peer>, op: Op) -> Response {
     let peer_pid = peer.map(|p| p.pid);
+    let done = || Response::Ok { locks: vec![] };
     match op {
-        Op::Register { owner, resources } => reg.register(&owner, &resources),
-        Op::Acquire { owner, resources, state: _, wait_ms } => reg.acquire(peer_pid, &owner, &resources, wait_ms),
-        Op::Release { owner, resources } => reg.release(peer_pid, &owner, &resources),
-        Op::Inquire { owner } => reg.inquire(&owner),
+        Op::Register { owner, resources } => reply(reg.register(&owner, &resources).map(|()| done())),
+        Op::Acquire { owner, resources, state: _, wait_ms } => {
+            reply(reg.acquire(peer_pid, &owner, &resources, wait_ms).map(|()| done()))
+        }
+        Op::Release { owner, resources } => {
+            reply(reg.release(peer_pid, &owner, &resources).map(|state| Response::State { state }))
+        }
+        Op::Inquire { owner } => Response::State { state: reg.inquire(&owner) },
         Op::Status => Response::Status { status: reg.status() },
         Op::Locks => Response::Locks { locks: reg.locks() },
-        Op::Inspect { resource } => reg.inspect(&resource),
-        Op::ResourceName { resource } => reg.resource_name(&resource),
-        Op::ReleaseVm { uuid, force } => reg.release_vm(&uuid, force),
+        Op::Inspect { resource } => reply(reg.inspect(&resource).map(|i| Response::Inspect {
+            identity: i.identity,
+            resource: i.resource,
+            holders: i.holders,
+        })),
+        Op::ResourceName { resource } => reply(
+            reg.resource_name(&resource).map(|(identity, resource)| Response::ResourceName { identity, resource }),
+        ),
+        Op::ReleaseVm { uuid, force } => reply(reg.release_vm(&uuid, force).map(|locks| Response::Ok { locks })),
         Op::ReleaseVmOn { node, uuid, force } => match reg.cluster_link() {
-            Some(link) if link.node_id == node => reg.release_vm(&uuid, force),
-            Some(link) => crate::cluster::release::forward(link, node, &uuid, force),
+            Some(link) if link.node_id == node => {
+                reply(reg.release_vm(&uuid, force).map(|locks| Response::Ok { locks }))
+            }
+            Some(link) => {
+                reply(crate::cluster::release::forward(link, node, &uuid, force).map(|locks| Response::Ok { locks }))
+            }
             None => Response::error(
                 ErrorCode::NodeUnreachable,
                 format!(
@@ -356,11 +371,40 @@ pub fn dispatch(reg: &Registry, peer: Option<Peer>, op: Op) -> Response {
                 ),
             ),
         },
-        Op::Cleanup { dry_run } => reg.cleanup(dry_run),
+        Op::Cleanup { dry_run } => Response::Ok { locks: reg.cleanup(dry_run) },
         Op::ConfirmDown { node } => match peer {
-            Some(p) => reg.confirm_down(&node, p.uid),
+            Some(p) => reply(
+                reg.confirm_down(&node, p.uid)
+                    .map(|c| Response::ConfirmedDown { confirmation: serde_json::to_value(c).unwrap_or_default() }),
+            ),
             None => Response::error(ErrorCode::Unauthorized, "confirm-down needs a peer whose uid is known"),
         },
+    }
+}
+
+/// The registry's answer on the wire: the one place a [`RegistryError`] becomes an error code.
+pub fn reply(r: Result<Response, RegistryError>) -> Response {
+    let e = match r {
+        Ok(resp) => return resp,
+        Err(e) => e,
+    };
+    let code = match &e {
+        RegistryError::Conflict { .. } => ErrorCode::Conflict,
+        RegistryError::BadRequest(_) => ErrorCode::BadRequest,
+        RegistryError::UnknownOwner(_) => ErrorCode::UnknownOwner,
+        RegistryError::OwnerGone(_) => ErrorCode::OwnerGone,
+        RegistryError::OutOfOrder(_) => ErrorCode::OutOfOrder,
+        RegistryError::Journal(_) => ErrorCode::Journal,
+        RegistryError::Backend(_) => ErrorCode::Backend,
+        RegistryError::Busy(_) => ErrorCode::Busy,
+        RegistryError::Quarantined(_) => ErrorCode::Quarantined,
+        RegistryError::NodeUnreachable(_) => ErrorCode::NodeUnreachable,
+    };
+    match e {
+        RegistryError::Conflict { message, conflict } => {
+            Response::Error(proto::ErrorReply { code, message, conflict: Some(conflict) })
+        }
+        other => Response::error(code, other.to_string()),
     }
 }
 
@@ -381,6 +425,40 @@ mod tests {
         assert!(slots.take(1000).is_ok(), "slots not given back");
         drop(others);
         assert!(slots.by_uid.lock().values().all(|n| *n <= 1));
+    }
+
+    #[test]
+    fn registry_errors_become_their_wire_codes_with_the_user_s_sentence() {
+        let conflict = proto::Conflict {
+            identity: "/img/a.img".into(),
+            resource: "d1:a".into(),
+            wanted: proto::mode::Mode::Ex,
+            holders: vec![],
+        };
+        match reply(Err(RegistryError::Conflict { message: "held by vm b".into(), conflict: conflict.clone() })) {
+            Response::Error(e) => {
+                assert_eq!((e.code, e.message.as_str()), (ErrorCode::Conflict, "held by vm b"));
+                assert_eq!(e.conflict, Some(conflict), "the holders go to the client");
+            }
+            other => panic!("{other:?}"),
+        }
+        for (err, code) in [
+            (RegistryError::BadRequest("m".into()), ErrorCode::BadRequest),
+            (RegistryError::UnknownOwner("m".into()), ErrorCode::UnknownOwner),
+            (RegistryError::OwnerGone("m".into()), ErrorCode::OwnerGone),
+            (RegistryError::OutOfOrder("m".into()), ErrorCode::OutOfOrder),
+            (RegistryError::Journal("m".into()), ErrorCode::Journal),
+            (RegistryError::Backend("m".into()), ErrorCode::Backend),
+            (RegistryError::Busy("m".into()), ErrorCode::Busy),
+            (RegistryError::Quarantined("m".into()), ErrorCode::Quarantined),
+            (RegistryError::NodeUnreachable("m".into()), ErrorCode::NodeUnreachable),
+        ] {
+            match reply(Err(err)) {
+                Response::Error(e) => assert_eq!((e.code, e.message.as_str(), e.conflict), (code, "m", None)),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(reply(Ok(Response::Ok { locks: vec![] })), Response::Ok { locks: vec![] });
     }
 
     #[test]

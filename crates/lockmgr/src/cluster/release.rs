@@ -15,9 +15,9 @@
 
 use super::wire::{Body, ReleaseOutcome};
 use super::Link;
-use crate::registry::Registry;
+use crate::registry::{Registry, RegistryError};
 use corosync::Address;
-use proto::{ErrorCode, Response};
+use proto::LockInfo;
 use std::collections::HashMap;
 use std::sync::mpsc;
 use std::time::Duration;
@@ -102,17 +102,23 @@ impl Pending {
     }
 }
 
-fn unreachable(message: String) -> Response {
-    Response::error(ErrorCode::NodeUnreachable, message)
+fn unreachable(message: String) -> Result<Vec<LockInfo>, RegistryError> {
+    Err(RegistryError::NodeUnreachable(message))
 }
 
 /// Asks node `node` to release VM `uuid` and waits for its answer (blocking, up to
 /// [`REPLY_TIMEOUT`]). The answer is the owning node's, in the words of this node's protocol.
-pub fn forward(link: &Link, node: u32, uuid: &str, force: bool) -> Response {
+pub fn forward(link: &Link, node: u32, uuid: &str, force: bool) -> Result<Vec<LockInfo>, RegistryError> {
     forward_within(link, node, uuid, force, REPLY_TIMEOUT)
 }
 
-fn forward_within(link: &Link, node: u32, uuid: &str, force: bool, wait: Duration) -> Response {
+fn forward_within(
+    link: &Link,
+    node: u32,
+    uuid: &str,
+    force: bool,
+    wait: Duration,
+) -> Result<Vec<LockInfo>, RegistryError> {
     let (req, rx, name) = {
         let mut s = link.state.lock();
         let name = s.node_name(node);
@@ -131,7 +137,7 @@ fn forward_within(link: &Link, node: u32, uuid: &str, force: bool, wait: Duratio
         return unreachable("this daemon lost its corosync connection; nothing was sent".into());
     }
     match rx.recv_timeout(wait) {
-        Ok(Answer::Reply(outcome)) => outcome_response(outcome, &name, uuid),
+        Ok(Answer::Reply(outcome)) => outcome_result(outcome, &name, uuid),
         Ok(Answer::Left) => unreachable(format!(
             "node {name} left the cluster group before answering: it may or may not have released VM {uuid}'s locks; \
              check `virtdlm locks --vm {uuid}`"
@@ -148,22 +154,20 @@ fn forward_within(link: &Link, node: u32, uuid: &str, force: bool, wait: Duratio
 }
 
 /// The owning node's outcome as this daemon's answer to the CLI.
-fn outcome_response(outcome: ReleaseOutcome, node: &str, uuid: &str) -> Response {
+fn outcome_result(outcome: ReleaseOutcome, node: &str, uuid: &str) -> Result<Vec<LockInfo>, RegistryError> {
     match outcome {
-        ReleaseOutcome::Released { locks, .. } => Response::Ok { locks },
+        ReleaseOutcome::Released { locks, .. } => Ok(locks),
         ReleaseOutcome::Running { vm, pid } => {
             let pid = pid.map(|p| format!(" as pid {p}")).unwrap_or_default();
-            Response::error(
-                ErrorCode::Busy,
-                format!("VM {vm} ({uuid}) still runs on node {node}{pid}; stop it there first, or force the release if you know its disks are closed"),
-            )
+            Err(RegistryError::Busy(format!(
+                "VM {vm} ({uuid}) still runs on node {node}{pid}; stop it there first, or force the release if you know its disks are closed"
+            )))
         }
-        ReleaseOutcome::UnknownVm => Response::error(
-            ErrorCode::UnknownOwner,
-            format!("node {node} has no VM with uuid {uuid} holding or registering locks (any more)"),
-        ),
+        ReleaseOutcome::UnknownVm => Err(RegistryError::UnknownOwner(format!(
+            "node {node} has no VM with uuid {uuid} holding or registering locks (any more)"
+        ))),
         ReleaseOutcome::Failed { message } => {
-            Response::error(ErrorCode::Backend, format!("node {node} could not release VM {uuid}: {message}"))
+            Err(RegistryError::Backend(format!("node {node} could not release VM {uuid}: {message}")))
         }
     }
 }
@@ -174,14 +178,13 @@ pub fn answer(registry: &Registry, from: &str, uuid: &str, force: bool) -> Relea
     // Who runs, for the refusal's words (release_vm decides; this only names).
     let named = registry.local_locks().into_iter().find(|l| l.vm_uuid == uuid);
     match registry.release_vm(uuid, force) {
-        Response::Ok { locks } => ReleaseOutcome::Released { count: locks.len() as u32, locks },
-        Response::Error(e) if e.code == ErrorCode::Busy => ReleaseOutcome::Running {
+        Ok(locks) => ReleaseOutcome::Released { count: locks.len() as u32, locks },
+        Err(RegistryError::Busy(_)) => ReleaseOutcome::Running {
             vm: named.as_ref().map_or_else(|| uuid.to_owned(), |l| l.vm_name.clone()),
             pid: named.map(|l| l.pid),
         },
-        Response::Error(e) if e.code == ErrorCode::UnknownOwner => ReleaseOutcome::UnknownVm,
-        Response::Error(e) => ReleaseOutcome::Failed { message: e.message },
-        other => ReleaseOutcome::Failed { message: format!("unexpected answer {other:?}") },
+        Err(RegistryError::UnknownOwner(_)) => ReleaseOutcome::UnknownVm,
+        Err(e) => ReleaseOutcome::Failed { message: e.to_string() },
     }
     .fitted()
 }
@@ -269,7 +272,7 @@ mod tests {
             }
             std::thread::sleep(Duration::from_millis(5));
         });
-        assert_eq!(forward_within(&link, 2, U, true, Duration::from_secs(30)), Response::Ok { locks: vec![] });
+        assert_eq!(forward_within(&link, 2, U, true, Duration::from_secs(30)), Ok(vec![]));
         answerer.join().unwrap();
         assert!(link.state.lock().release.is_empty());
     }
@@ -277,43 +280,36 @@ mod tests {
     #[test]
     fn forward_fails_as_unreachable_for_a_non_member_or_no_answer() {
         let (link, mut sent) = link();
-        let code = |r: Response| match r {
-            Response::Error(e) => (e.code, e.message),
-            other => panic!("not an error: {other:?}"),
+        let unreachable = |r: Result<Vec<LockInfo>, RegistryError>| match r {
+            Err(RegistryError::NodeUnreachable(m)) => m,
+            other => panic!("not unreachable: {other:?}"),
         };
-        let (c, m) = code(forward_within(&link, 3, U, false, Duration::from_secs(30)));
-        assert_eq!(c, ErrorCode::NodeUnreachable);
+        let m = unreachable(forward_within(&link, 3, U, false, Duration::from_secs(30)));
         assert!(m.contains("not in the cluster group"), "{m}");
         assert!(sent.try_recv().is_err(), "nothing is sent to a non-member");
-        let (c, m) = code(forward_within(&link, 2, U, false, Duration::from_millis(50)));
-        assert_eq!(c, ErrorCode::NodeUnreachable);
+        let m = unreachable(forward_within(&link, 2, U, false, Duration::from_millis(50)));
         assert!(m.contains("did not answer"), "{m}");
         assert!(link.state.lock().release.is_empty(), "a timed-out request is forgotten");
     }
 
     #[test]
-    fn outcomes_become_the_local_protocol_s_answers() {
-        let code = |r: Response| match r {
-            Response::Error(e) => {
-                assert!(e.message.contains("hv2"), "names the node: {}", e.message);
-                Some(e.code)
-            }
-            _ => None,
+    fn outcomes_become_the_local_registry_s_answers() {
+        let named = |r: Result<Vec<LockInfo>, RegistryError>| {
+            let e = r.expect_err("an error");
+            assert!(e.to_string().contains("hv2"), "names the node: {e}");
+            e
         };
         let u = "0c0ffee0-0000-4000-8000-000000000002";
-        assert_eq!(
-            code(outcome_response(ReleaseOutcome::Running { vm: "web-2".into(), pid: Some(4) }, "hv2", u)),
-            Some(ErrorCode::Busy)
-        );
-        assert_eq!(code(outcome_response(ReleaseOutcome::UnknownVm, "hv2", u)), Some(ErrorCode::UnknownOwner));
-        assert_eq!(
-            code(outcome_response(ReleaseOutcome::Failed { message: "x".into() }, "hv2", u)),
-            Some(ErrorCode::Backend)
-        );
+        assert!(matches!(
+            named(outcome_result(ReleaseOutcome::Running { vm: "web-2".into(), pid: Some(4) }, "hv2", u)),
+            RegistryError::Busy(_)
+        ));
+        assert!(matches!(named(outcome_result(ReleaseOutcome::UnknownVm, "hv2", u)), RegistryError::UnknownOwner(_)));
+        assert!(matches!(
+            named(outcome_result(ReleaseOutcome::Failed { message: "x".into() }, "hv2", u)),
+            RegistryError::Backend(_)
+        ));
         let locks = vec![super::super::wire::lock("d1:a", 4, "web-2")];
-        assert_eq!(
-            outcome_response(ReleaseOutcome::Released { count: 1, locks: locks.clone() }, "hv2", u),
-            Response::Ok { locks }
-        );
+        assert_eq!(outcome_result(ReleaseOutcome::Released { count: 1, locks: locks.clone() }, "hv2", u), Ok(locks));
     }
 }

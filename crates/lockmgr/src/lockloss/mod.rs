@@ -698,12 +698,11 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn a_loss_stops_every_holder_and_refuses_grants_until_recovery() {
-        use proto::Response;
         let dir = std::env::temp_dir().join(format!("lockloss-test-{}", std::process::id()));
         let (registry, _rx) = local_registry(&dir);
         let mut holder = std::process::Command::new("sleep").arg("60").spawn().unwrap();
         let mut idle = std::process::Command::new("sleep").arg("60").spawn().unwrap();
-        let ok = |r: Response| assert!(matches!(r, Response::Ok { .. }), "{r:?}");
+        let ok = |r: Result<(), crate::registry::RegistryError>| assert!(r.is_ok(), "{r:?}");
         ok(registry.acquire(None, &spec(holder.id(), 1), &[lease("a")], 0));
         ok(registry.register(&spec(idle.id(), 2), &[lease("b")]));
 
@@ -729,7 +728,7 @@ pub(crate) mod tests {
         assert_eq!(registry.status()["lock_loss"]["last"]["vms"][0]["outcome"], "terminated");
 
         let refused = registry.acquire(None, &spec(idle.id(), 2), &[lease("b")], 0);
-        assert!(matches!(&refused, Response::Error(e) if e.code == proto::ErrorCode::Backend), "{refused:?}");
+        assert!(matches!(&refused, Err(crate::registry::RegistryError::Backend(_))), "{refused:?}");
         loss.on_verdict(&Verdict::Settling { cpg: None, quorum: corosync::RingId { nodeid: 1, seq: 9 } }).await;
         assert!(loss.gate().is_lost(), "settling is not safe");
         loss.on_verdict(&Verdict::Safe).await;
@@ -747,8 +746,8 @@ pub(crate) mod tests {
         let (registry, _rx) = local_registry(&dir);
         let mut a = std::process::Command::new("sleep").arg("60").spawn().unwrap();
         let mut b = std::process::Command::new("sleep").arg("60").spawn().unwrap();
-        assert!(matches!(registry.acquire(None, &spec(a.id(), 1), &[lease("a")], 0), proto::Response::Ok { .. }));
-        assert!(matches!(registry.acquire(None, &spec(b.id(), 2), &[lease("b")], 0), proto::Response::Ok { .. }));
+        assert!(registry.acquire(None, &spec(a.id(), 1), &[lease("a")], 0).is_ok());
+        assert!(registry.acquire(None, &spec(b.id(), 2), &[lease("b")], 0).is_ok());
         let loss = LockLoss::new(
             registry.clone(),
             Fencer::new(Default::default(), fencing::Watchdog::none()),
@@ -772,7 +771,7 @@ pub(crate) mod tests {
         let (registry, _rx) = local_registry(&dir);
         let mut paused = std::process::Command::new("sleep").arg("60").spawn().unwrap();
         let a = spec(paused.id(), 1);
-        assert!(matches!(registry.acquire(None, &a, &[lease("a"), lease("b")], 0), proto::Response::Ok { .. }));
+        assert!(registry.acquire(None, &a, &[lease("a"), lease("b")], 0).is_ok());
         assert_eq!(registry.local_locks().len(), 2);
         let dropped = registry.forget_lost_locks();
         assert_eq!(dropped.iter().map(|l| l.vm_name.as_str()).collect::<Vec<_>>(), ["vm1", "vm1"]);
