@@ -106,7 +106,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn print_json(v: &serde_json::Value) {
+fn print_json<T: serde::Serialize + ?Sized>(v: &T) {
     out!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
@@ -134,7 +134,7 @@ fn run(args: &Args) -> Result<(), Failure> {
             } else {
                 // A table that looks cluster-wide but protects nothing across hosts says so.
                 if let Ok(Response::Status { status }) = ask(admin, Op::Status) {
-                    for w in render::warnings(&status) {
+                    for w in &status.warnings {
                         out!("WARNING: {w}");
                     }
                 }
@@ -192,9 +192,9 @@ fn run(args: &Args) -> Result<(), Failure> {
             } else {
                 out!(
                     "node {} (id {}) confirmed down by {}: locks may be granted on this node until it is seen again",
-                    render::text(&confirmation["node_name"]),
-                    render::text(&confirmation["node_id"]),
-                    render::text(&confirmation["by_user"])
+                    confirmation.node_name,
+                    confirmation.node_id,
+                    confirmation.by_user
                 );
             }
         }
@@ -257,7 +257,7 @@ fn release(args: &Args, admin: &Path, control: &Path, vm: &str, force: bool) -> 
         Response::Status { status } => status,
         other => return Err(client::unexpected(&other)),
     };
-    let here = status["node_id"].as_u64().unwrap_or(0) as u32;
+    let here = status.node_id;
     let mine: Vec<&LockInfo> = locks.iter().filter(|l| l.vm_uuid.eq_ignore_ascii_case(vm) || l.vm_name == vm).collect();
     let mut uuids: Vec<&str> = mine.iter().map(|l| l.vm_uuid.as_str()).collect();
     uuids.sort();

@@ -2,8 +2,8 @@
 
 use comfy_table::{presets, Table};
 use proto::conflict::clock;
+use proto::status::{FencingStatus, LossEvent, Status};
 use proto::LockInfo;
-use serde_json::Value;
 
 fn table() -> Table {
     let mut t = Table::new();
@@ -33,63 +33,42 @@ pub fn locks(locks: &[LockInfo]) -> String {
     t.to_string()
 }
 
-/// The daemon's warnings about its setup (`status` JSON `warnings`), e.g. local + cluster.
-pub fn warnings(status: &Value) -> Vec<String> {
-    status["warnings"].as_array().map(|w| w.iter().map(text).collect()).unwrap_or_default()
-}
-
-pub fn text(v: &Value) -> String {
-    match v {
-        Value::Null => "-".into(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
+/// A value for people: `-` when there is none.
+fn or_dash<T: ToString>(v: Option<T>) -> String {
+    v.map(|v| v.to_string()).unwrap_or_else(|| "-".into())
 }
 
 /// `virtdlm status` as name/value rows.
-pub fn status(s: &Value) -> String {
+pub fn status(s: &Status) -> String {
     let mut t = table();
-    let c = &s["cluster"];
-    let node = format!("{} (id {})", text(&s["node_name"]), text(&s["node_id"]));
-    let mut rows: Vec<(&str, String)> = vec![("node", node), ("backend", text(&s["backend"]))];
-    for w in warnings(s) {
-        rows.push(("WARNING", w));
+    let node = format!("{} (id {})", s.node_name, s.node_id);
+    let mut rows: Vec<(&str, String)> = vec![("node", node), ("backend", s.backend.clone())];
+    for w in &s.warnings {
+        rows.push(("WARNING", w.clone()));
     }
-    if c.is_null() {
-        rows.push(("cluster", "off (this node's locks only)".into()));
-    } else {
-        let members: Vec<String> = c["members"]
-            .as_array()
-            .map(|m| m.iter().map(|m| format!("{} ({})", text(&m["name"]), text(&m["node_id"]))).collect())
-            .unwrap_or_default();
-        rows.push(("membership", text(&c["verdict"])));
-        rows.push(("quorate", text(&c["quorate"])));
-        rows.push(("members", if members.is_empty() { "-".into() } else { members.join(", ") }));
-        rows.push(("lockspace", text(&c["lockspace"])));
-        rows.push(("cpg group", text(&c["group"])));
-        rows.push(("cluster locks", text(&c["inventory_locks"])));
+    match &s.cluster {
+        None => rows.push(("cluster", "off (this node's locks only)".into())),
+        Some(c) => {
+            let members: Vec<String> = c.members.iter().map(|m| format!("{} ({})", m.name, m.node_id)).collect();
+            rows.push(("membership", c.verdict.clone()));
+            rows.push(("quorate", or_dash(c.quorate)));
+            rows.push(("members", if members.is_empty() { "-".into() } else { members.join(", ") }));
+            rows.push(("lockspace", c.lockspace.clone()));
+            rows.push(("cpg group", c.group.clone()));
+            rows.push(("cluster locks", c.inventory_locks.to_string()));
+        }
     }
-    rows.push(("VMs (owners)", text(&s["owners"])));
-    rows.push(("locks here", text(&s["locks"])));
-    rows.push(("journal", format!("{} ({} bytes)", text(&s["journal"]), text(&s["journal_bytes"]))));
-    if !s["fencing"].is_null() {
-        rows.push(("fencing", fencing(&s["fencing"])));
-    }
-    rows.push(("last lock loss", lock_loss(&s["last_lock_loss"])));
+    rows.push(("VMs (owners)", s.owners.to_string()));
+    rows.push(("locks here", s.locks.to_string()));
+    rows.push(("journal", format!("{} ({} bytes)", s.journal, s.journal_bytes)));
+    rows.push(("fencing", fencing(&s.fencing)));
+    rows.push(("last lock loss", lock_loss(s.last_lock_loss.as_ref())));
     // Releases the DLM refused: those disks may still be locked, so they show here.
-    if let Some(p) = s["releases_pending"].as_array().filter(|p| !p.is_empty()) {
-        let lines: Vec<String> = p
+    if !s.releases_pending.is_empty() {
+        let lines: Vec<String> = s
+            .releases_pending
             .iter()
-            .map(|r| {
-                format!(
-                    "{} {} of VM {}: {} attempts, last: {}",
-                    text(&r["disk"]),
-                    text(&r["mode"]),
-                    text(&r["vm"]),
-                    text(&r["attempts"]),
-                    text(&r["error"])
-                )
-            })
+            .map(|r| format!("{} {} of VM {}: {} attempts, last: {}", r.disk, r.mode, r.vm, r.attempts, r.error))
             .collect();
         rows.push(("releases retrying", lines.join("\n")));
     }
@@ -100,28 +79,23 @@ pub fn status(s: &Value) -> String {
 }
 
 /// The fencing shape and, when grants wait for a lost node, which ones and who confirmed what.
-fn fencing(f: &Value) -> String {
-    let mut lines = vec![text(&f["summary"])];
-    let nodes = |v: &Value| -> Vec<String> {
-        v.as_array()
-            .map(|a| a.iter().map(|n| format!("{} (id {})", text(&n["node_name"]), text(&n["node_id"]))).collect())
-            .unwrap_or_default()
-    };
-    let missing = nodes(&f["unaccounted"]);
+fn fencing(f: &FencingStatus) -> String {
+    let mut lines = vec![f.summary.clone()];
+    let missing: Vec<String> = f.unaccounted.iter().map(|n| format!("{} (id {})", n.node_name, n.node_id)).collect();
     if !missing.is_empty() {
         lines.push(format!(
             "QUARANTINE: no lock is granted; unaccounted for: {} (`virtdlm confirm-down NODE` once it is down)",
             missing.join(", ")
         ));
     }
-    for c in f["confirmed_down"].as_array().into_iter().flatten() {
-        let at = c["at"].as_f64().map(|t| clock(t as u64)).unwrap_or_else(|| "-".into());
+    for c in &f.confirmed_down {
         lines.push(format!(
-            "{} (id {}) confirmed down by {} (uid {}) at {at}",
-            text(&c["node_name"]),
-            text(&c["node_id"]),
-            text(&c["by_user"]),
-            text(&c["by_uid"])
+            "{} (id {}) confirmed down by {} (uid {}) at {}",
+            c.node_name,
+            c.node_id,
+            c.by_user,
+            c.by_uid,
+            clock(c.at as u64)
         ));
     }
     lines.join("\n")
@@ -129,32 +103,22 @@ fn fencing(f: &Value) -> String {
 
 /// The last lock-loss event in a few lines: when and why, what became of each VM, whether
 /// grants resumed. The whole record is in `virtdlm status --json`.
-fn lock_loss(e: &Value) -> String {
-    if e.is_null() {
-        return "none".into();
-    }
-    let at = e["at"].as_f64().map(|t| clock(t as u64)).unwrap_or_else(|| "-".into());
-    let mut lines = vec![format!("{at}: {}", text(&e["message"]))];
-    let vms = e["vms"].as_array().map(Vec::as_slice).unwrap_or_default();
-    if vms.is_empty() {
+fn lock_loss(e: Option<&LossEvent>) -> String {
+    let Some(e) = e else { return "none".into() };
+    let mut lines = vec![format!("{}: {}", clock(e.at as u64), e.message)];
+    if e.vms.is_empty() {
         lines.push("no VM held locks here".into());
     }
-    for vm in vms {
-        let note = if vm["note"].is_null() { String::new() } else { format!(" ({})", text(&vm["note"])) };
-        lines.push(format!(
-            "VM {} pid {}: {} -> {}{note}",
-            text(&vm["vm_name"]),
-            text(&vm["pid"]),
-            text(&vm["action"]),
-            text(&vm["outcome"])
-        ));
+    for vm in &e.vms {
+        let note = vm.note.as_ref().map(|n| format!(" ({n})")).unwrap_or_default();
+        lines.push(format!("VM {} pid {}: {} -> {}{note}", vm.vm_name, vm.pid, vm.action, vm.outcome));
     }
-    lines.push(format!("handled in {} ms", text(&e["elapsed_ms"])));
-    if e["watchdog_fired"].as_bool() == Some(true) {
+    lines.push(format!("handled in {} ms", e.elapsed_ms));
+    if e.watchdog_fired {
         lines.push("watchdog fired: this host is being reset".into());
     }
-    lines.push(match e["recovered_at"].as_f64().map(|t| t as u64) {
-        Some(t) => format!("grants resumed {}", clock(t)),
+    lines.push(match e.recovered_at {
+        Some(t) => format!("grants resumed {}", clock(t as u64)),
         None => "grants still refused: membership not safe yet".into(),
     });
     lines.join("\n")
@@ -175,22 +139,32 @@ pub fn inspect(identity: &str, resource: &str, holders: &[LockInfo]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[test]
     fn a_lock_loss_reads_as_lines_not_json() {
-        let e = json!({
-            "reason": "quorum_lost", "message": "quorum lost", "at": 3600.0,
-            "vms": [{"vm_name": "web", "vm_uuid": "u", "pid": 42, "action": "poweroff", "outcome": "terminated"}],
-            "elapsed_ms": 12, "watchdog_fired": false
-        });
-        let s = lock_loss(&e);
+        let e = LossEvent {
+            reason: proto::status::LossReasonInfo { kind: "quorum_lost".into(), detail: None },
+            message: "quorum lost".into(),
+            at: 3600.0,
+            vms: vec![proto::status::VmOutcome {
+                vm_name: "web".into(),
+                vm_uuid: "u".into(),
+                pid: 42,
+                action: "poweroff".into(),
+                outcome: "terminated".into(),
+                note: None,
+            }],
+            elapsed_ms: 12,
+            watchdog_fired: false,
+            recovered_at: None,
+        };
+        let s = lock_loss(Some(&e));
         assert_eq!(
             s,
             "01:00:00 UTC: quorum lost\nVM web pid 42: poweroff -> terminated\nhandled in 12 ms\n\
              grants still refused: membership not safe yet"
         );
         assert!(!s.contains('{'));
-        assert_eq!(lock_loss(&Value::Null), "none");
+        assert_eq!(lock_loss(None), "none");
     }
 }

@@ -140,7 +140,7 @@ fn main() {
     }
     let took = t0.elapsed();
     let locks = match call(&sock, Op::Status) {
-        Response::Status { status } => status["locks"].as_u64().unwrap(),
+        Response::Status { status } => status.locks as u64,
         other => panic!("{other:?}"),
     };
     let journal = std::fs::metadata(dir.join("journal")).unwrap().len();
@@ -172,7 +172,7 @@ fn main() {
         std::thread::sleep(Duration::from_millis(5));
     }
     let locks = match call(&sock, Op::Status) {
-        Response::Status { status } => status["locks"].as_u64().unwrap(),
+        Response::Status { status } => status.locks as u64,
         other => panic!("{other:?}"),
     };
     let restart = t0.elapsed();

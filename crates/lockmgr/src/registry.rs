@@ -841,38 +841,37 @@ impl Registry {
         }
     }
 
-    pub fn status(&self) -> serde_json::Value {
-        let cluster = match self.cluster.get() {
-            Some(l) => l.state.lock().status(),
-            None => serde_json::Value::Null,
-        };
+    pub fn status(&self) -> proto::status::Status {
+        let cluster = self.cluster.get().map(|l| l.state.lock().status());
         let t = self.table.lock();
         let (node_id, node_name) = self.node();
-        serde_json::json!({
-            "cluster": cluster,
-            // The lock-loss handler's last event (crate::lockloss) when there is one.
-            "last_lock_loss": self.loss.last().and_then(|e| serde_json::to_value(e).ok()).unwrap_or(serde_json::Value::Null),
-            "node_name": node_name,
-            "node_id": node_id,
-            "backend": self.backend.kind(),
+        let kind = if self.backend.kind() == "local" {
+            crate::config::BackendKind::Local
+        } else {
+            crate::config::BackendKind::Dlm
+        };
+        proto::status::Status {
+            cluster,
+            last_lock_loss: self.loss.last().map(|e| e.wire()),
+            node_name,
+            node_id,
+            backend: self.backend.kind().into(),
             // Setups that run but do not protect (crate::backend_guard).
-            "warnings": crate::backend_guard::warnings(
-                if self.backend.kind() == "local" { crate::config::BackendKind::Local } else { crate::config::BackendKind::Dlm },
-                self.cluster.get().is_some(),
-            ),
-            "owners": t.owners.len(),
-            "locks": t.owners.values().map(|o| o.held.len()).sum::<usize>(),
-            "journal": t.journal.path(),
-            "journal_bytes": t.journal.size(),
-            "lock_readonly": self.naming.lock_readonly,
-            "pid": std::process::id(),
-            "protocol": proto::PROTOCOL_VERSION,
-            "lock_loss": self.loss.status(),
-            // Releases the backend refused, being retried: the DLM may still hold these.
-            "releases_pending": self.unreleased.list(),
-            // How the cluster is fenced and whether grants wait for a lost node.
-            "fencing": serde_json::to_value(self.quarantine.status()).unwrap_or_default(),
-        })
+            warnings: crate::backend_guard::warnings(kind, self.cluster.get().is_some())
+                .into_iter()
+                .map(String::from)
+                .collect(),
+            owners: t.owners.len(),
+            locks: t.owners.values().map(|o| o.held.len()).sum::<usize>(),
+            journal: t.journal.path().display().to_string(),
+            journal_bytes: t.journal.size(),
+            lock_readonly: self.naming.lock_readonly,
+            pid: std::process::id(),
+            protocol: proto::PROTOCOL_VERSION,
+            lock_loss: self.loss.status(),
+            releases_pending: self.unreleased.list(),
+            fencing: self.quarantine.status(),
+        }
     }
 
     /// The refusal when a grant must wait for a lost node (crate::lockloss::quarantine), naming the
@@ -1135,20 +1134,20 @@ mod tests {
         backend.fail.store(2, Ordering::SeqCst);
         registry.release(None, &spec(p1.id(), 1), &lease).expect("released");
         assert!(registry.local_locks().is_empty(), "vm1 released it");
-        let pending = &registry.status()["releases_pending"];
-        assert_eq!(pending.as_array().map(Vec::len), Some(1), "{pending}");
-        assert_eq!(pending[0]["vm"], format!("vm1 ({})", spec(0, 1).uuid));
+        let pending = registry.status().releases_pending;
+        assert_eq!(pending.len(), 1, "{pending:?}");
+        assert_eq!(pending[0].vm, format!("vm1 ({})", spec(0, 1).uuid));
         assert!(registry.acquire(None, &spec(p2.id(), 2), &lease, 0).is_err(), "still held underneath");
 
         let now = std::time::Instant::now();
         assert_eq!(registry.retry_releases_at(now), 1, "not due before its delay");
         assert_eq!(registry.retry_releases_at(now + crate::unreleased::FIRST_DELAY), 1, "refused once more");
-        assert_eq!(registry.status()["releases_pending"][0]["attempts"], 2);
+        assert_eq!(registry.status().releases_pending[0].attempts, 2);
         let later = now + crate::unreleased::MAX_DELAY * 2;
         registry.retry_releases_at(later);
         let got = registry.acquire(None, &spec(p2.id(), 2), &lease, 0);
         assert!(got.is_ok(), "vm2 never got the disk its first holder released: {got:?}");
-        assert_eq!(registry.status()["releases_pending"].as_array().map(Vec::len), Some(0));
+        assert!(registry.status().releases_pending.is_empty());
         for p in [&mut p1, &mut p2] {
             p.kill().unwrap();
             p.wait().unwrap();

@@ -346,7 +346,7 @@ pub fn dispatch(reg: &Registry, peer: Option<Peer>, op: Op) -> Response {
             reply(reg.release(peer_pid, &owner, &resources).map(|state| Response::State { state }))
         }
         Op::Inquire { owner } => Response::State { state: reg.inquire(&owner) },
-        Op::Status => Response::Status { status: reg.status() },
+        Op::Status => Response::Status { status: Box::new(reg.status()) },
         Op::Locks => Response::Locks { locks: reg.locks() },
         Op::Inspect { resource } => reply(reg.inspect(&resource).map(|i| Response::Inspect {
             identity: i.identity,
@@ -373,10 +373,9 @@ pub fn dispatch(reg: &Registry, peer: Option<Peer>, op: Op) -> Response {
         },
         Op::Cleanup { dry_run } => Response::Ok { locks: reg.cleanup(dry_run) },
         Op::ConfirmDown { node } => match peer {
-            Some(p) => reply(
-                reg.confirm_down(&node, p.uid)
-                    .map(|c| Response::ConfirmedDown { confirmation: serde_json::to_value(c).unwrap_or_default() }),
-            ),
+            Some(p) => {
+                reply(reg.confirm_down(&node, p.uid).map(|confirmation| Response::ConfirmedDown { confirmation }))
+            }
             None => Response::error(ErrorCode::Unauthorized, "confirm-down needs a peer whose uid is known"),
         },
     }

@@ -5,7 +5,6 @@
 
 use crate::backend::{Backend, Grant};
 use parking_lot::Mutex;
-use serde::Serialize;
 use std::time::{Duration, Instant};
 
 /// The first retry comes after this; each failure doubles it, up to [`MAX_DELAY`].
@@ -24,15 +23,7 @@ struct Entry {
 }
 
 /// One pending release as `Status` shows it.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct Pending {
-    pub resource: String,
-    pub disk: String,
-    pub mode: String,
-    pub vm: String,
-    pub attempts: u32,
-    pub error: String,
-}
+pub use proto::status::PendingRelease as Pending;
 
 #[derive(Default)]
 pub struct Unreleased {

@@ -105,9 +105,9 @@ fn admin_socket_is_read_only() {
     let admin = |op| d.try_call(&d.admin, op).unwrap();
     match admin(Op::Status) {
         Response::Status { status } => {
-            assert_eq!(status["locks"], 1);
-            assert_eq!(status["backend"], "local");
-            assert_eq!(status["node_name"], "testnode");
+            assert_eq!(status.locks, 1);
+            assert_eq!(status.backend, "local");
+            assert_eq!(status.node_name, "testnode");
         }
         other => panic!("{other:?}"),
     }

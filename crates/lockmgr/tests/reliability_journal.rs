@@ -95,7 +95,7 @@ fn a_full_journal_filesystem_stops_new_grants_and_keeps_held_locks() {
     let held: Vec<String> = d.locks().iter().map(|l| l.vm_name.clone()).collect();
     assert!(held.contains(&"full-a".to_string()) && held.contains(&"full-b".to_string()), "{held:?}");
     let Response::Status { status } = d.call(Op::Status) else { panic!("status") };
-    assert_eq!(status["locks"], 2 + granted_on_slack.len());
+    assert_eq!(status.locks, 2 + granted_on_slack.len());
     expect_error(e.acquire(&d, std::slice::from_ref(&ia)), ErrorCode::Conflict);
     // A new owner cannot be recorded either.
     let f = Vm::spawn("full-f");

@@ -14,12 +14,14 @@
 //! This crate is what dlm.so, the `virtdlm` CLI and virtdlmd share, and it knows nothing of the
 //! daemon: the plugin links it and nothing heavier. Beside the messages (this file):
 //! - [`mode`]: the lock-mode table (libvirt disk flags -> DLM mode, which modes coexist);
-//! - [`conflict`]: the sentence a refused user reads, and the clock format of lock times.
+//! - [`conflict`]: the sentence a refused user reads, and the clock format of lock times;
+//! - [`status`]: the `status` answer, typed.
 
 #![forbid(unsafe_code)]
 
 pub mod conflict;
 pub mod mode;
+pub mod status;
 
 use mode::Mode;
 use serde::{Deserialize, Serialize};
@@ -287,7 +289,7 @@ pub enum Response {
         state: Option<String>,
     },
     Status {
-        status: serde_json::Value,
+        status: Box<status::Status>,
     },
     Locks {
         locks: Vec<LockInfo>,
@@ -303,7 +305,7 @@ pub enum Response {
     },
     /// ConfirmDown: who confirmed which node, when.
     ConfirmedDown {
-        confirmation: serde_json::Value,
+        confirmation: status::Confirmation,
     },
     Error(ErrorReply),
 }
@@ -440,16 +442,16 @@ mod tests {
     }
 
     #[test]
-    fn numbers_in_a_status_cross_the_wire_unchanged() {
+    fn numbers_in_an_answer_cross_the_wire_unchanged() {
         // Found by fuzzing (fuzz/ proto_response): without serde_json's exact float parsing a
         // number like this one came back one ulp off after a second trip.
-        let body = br#"{"result":"status","status":{"n":3333333333333333333333333333333333333333333333333333333333333333333333331,"load":0.1}}"#;
+        let body = br#"{"result":"confirmed_down","confirmation":{"node_id":2,"node_name":"hv2","by_uid":0,"by_user":"root","at":3333333333333333333333333333333333333333333333333333333333333333333333331}}"#;
         let first = decode_response(body).unwrap();
         let again = decode_response(&read_frame(&mut &encode(&first).unwrap()[..]).unwrap()).unwrap();
         assert_eq!(again, first);
-        let Response::Status { status } = first else { panic!("{first:?}") };
+        let Response::ConfirmedDown { confirmation } = first else { panic!("{first:?}") };
         let exact: f64 = "3333333333333333333333333333333333333333333333333333333333333333333333331".parse().unwrap();
-        assert_eq!(status["n"].as_f64(), Some(exact));
+        assert_eq!(confirmation.at, exact);
     }
 
     #[test]

@@ -57,22 +57,21 @@ impl ClusterState {
     }
 
     /// The `cluster` object of `virtdlm status`.
-    pub fn status(&self) -> serde_json::Value {
-        let members: Vec<serde_json::Value> = self
-            .members
-            .iter()
-            .map(|m| serde_json::json!({ "node_id": m.nodeid, "name": self.node_name(m.nodeid), "pid": m.pid }))
-            .collect();
-        serde_json::json!({
-            "group": self.group,
-            "lockspace": self.lockspace,
-            "node_id": self.me.nodeid,
-            "members": members,
-            "quorate": self.quorate,
-            "verdict": self.verdict.to_string(),
-            "safe": self.verdict == Verdict::Safe,
-            "inventory_locks": self.inventory.locks().len(),
-        })
+    pub fn status(&self) -> proto::status::ClusterStatus {
+        proto::status::ClusterStatus {
+            group: self.group.clone(),
+            lockspace: self.lockspace.clone(),
+            node_id: self.me.nodeid,
+            members: self
+                .members
+                .iter()
+                .map(|m| proto::status::Member { node_id: m.nodeid, name: self.node_name(m.nodeid), pid: m.pid })
+                .collect(),
+            quorate: self.quorate,
+            verdict: self.verdict.to_string(),
+            safe: self.verdict == Verdict::Safe,
+            inventory_locks: self.inventory.locks().len(),
+        }
     }
 }
 

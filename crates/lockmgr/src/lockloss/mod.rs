@@ -105,18 +105,7 @@ pub fn action_of(a: FailureAction) -> Action {
     }
 }
 
-/// What became of one VM in a lock-loss event.
-#[derive(Debug, Clone, Serialize)]
-pub struct VmOutcome {
-    pub vm_name: String,
-    pub vm_uuid: String,
-    pub pid: u32,
-    pub action: String,
-    /// ignored, paused, terminated, killed, survived, or gone (exited before it was signalled).
-    pub outcome: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub note: Option<String>,
-}
+pub use proto::status::VmOutcome;
 
 /// The last lock-loss event, as `Status` shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -132,6 +121,36 @@ pub struct LossEvent {
     /// When grants resumed (the membership was safe again), seconds since the epoch.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recovered_at: Option<f64>,
+}
+
+impl LossReason {
+    /// As `status` shows it: the kind, and its detail if it has one.
+    pub fn wire(&self) -> proto::status::LossReasonInfo {
+        let (kind, detail) = match self {
+            LossReason::QuorumLost => ("quorum_lost", None),
+            LossReason::LeftMembership => ("left_membership", None),
+            LossReason::CorosyncLost => ("corosync_lost", None),
+            LossReason::LockspaceFailed(d) => ("lockspace_failed", Some(d.clone())),
+            LossReason::Unconfirmed(d) => ("unconfirmed", Some(d.clone())),
+            LossReason::ControldLost(d) => ("controld_lost", Some(d.clone())),
+        };
+        proto::status::LossReasonInfo { kind: kind.into(), detail }
+    }
+}
+
+impl LossEvent {
+    /// As `status` shows it.
+    pub fn wire(&self) -> proto::status::LossEvent {
+        proto::status::LossEvent {
+            reason: self.reason.wire(),
+            message: self.message.clone(),
+            at: self.at,
+            vms: self.vms.clone(),
+            elapsed_ms: self.elapsed_ms,
+            watchdog_fired: self.watchdog_fired,
+            recovered_at: self.recovered_at,
+        }
+    }
 }
 
 /// How long releases deferred during a loss wait after the membership is safe again.
@@ -223,13 +242,13 @@ impl LossGate {
 
     /// For `Status`: whether locks are lost now, the last event (`null` if none) and the
     /// recent ones.
-    pub fn status(&self) -> serde_json::Value {
+    pub fn status(&self) -> proto::status::LockLossStatus {
         let recent = self.recent.lock();
-        serde_json::json!({
-            "lost": self.is_lost(),
-            "last": recent.back(),
-            "recent": *recent,
-        })
+        proto::status::LockLossStatus {
+            lost: self.is_lost(),
+            last: recent.back().map(LossEvent::wire),
+            recent: recent.iter().map(LossEvent::wire).collect(),
+        }
     }
 
     pub fn last(&self) -> Option<LossEvent> {
@@ -724,8 +743,8 @@ pub(crate) mod tests {
         assert_eq!(ev.reason, LossReason::QuorumLost);
         assert_eq!(ev.vms.len(), 1);
         assert_eq!((ev.vms[0].vm_name.as_str(), ev.vms[0].outcome.as_str()), ("vm1", "terminated"));
-        assert_eq!(registry.status()["lock_loss"]["lost"], true);
-        assert_eq!(registry.status()["lock_loss"]["last"]["vms"][0]["outcome"], "terminated");
+        assert!(registry.status().lock_loss.lost);
+        assert_eq!(registry.status().lock_loss.last.expect("an event").vms[0].outcome, "terminated");
 
         let refused = registry.acquire(None, &spec(idle.id(), 2), &[lease("b")], 0);
         assert!(matches!(&refused, Err(crate::registry::RegistryError::Backend(_))), "{refused:?}");

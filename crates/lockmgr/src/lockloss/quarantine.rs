@@ -17,6 +17,7 @@
 
 use corosync::Cmap;
 use parking_lot::Mutex;
+pub use proto::status::{Confirmation, FencingShape, FencingStatus, NodeRef as Unaccounted, PacemakerFencing};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -24,15 +25,6 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// Pacemaker's fencing configuration, where Pacemaker runs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct PacemakerFencing {
-    /// `stonith-enabled` (Pacemaker's default: true).
-    pub stonith_enabled: bool,
-    /// Stonith resources in the CIB.
-    pub stonith_devices: usize,
-}
 
 /// How this cluster makes sure a lost node is dead before its locks are handed over.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -59,6 +51,16 @@ impl Shape {
     /// Quorum leaves at most one side able to act after a split (no `two_node`).
     pub fn quorum_picks_survivor(&self) -> bool {
         !self.two_node
+    }
+
+    /// As `status` shows it.
+    pub fn wire(&self) -> FencingShape {
+        FencingShape {
+            dlm_fencing: self.dlm_fencing,
+            two_node: self.two_node,
+            wait_for_all: self.wait_for_all,
+            pacemaker: self.pacemaker.clone(),
+        }
     }
 
     /// Whether grants must wait for every configured node to be accounted for.
@@ -177,37 +179,6 @@ pub fn detect() -> (Shape, BTreeMap<u32, String>) {
         PacemakerFencing { stonith_enabled: enabled, stonith_devices: count_stonith(&cib) }
     });
     (Shape { dlm_fencing, two_node, wait_for_all, pacemaker }, nodes)
-}
-
-/// An operator's word that a node is down.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Confirmation {
-    pub node_id: u32,
-    pub node_name: String,
-    pub by_uid: u32,
-    pub by_user: String,
-    /// Seconds since the epoch.
-    pub at: f64,
-}
-
-/// A configured node that is neither a member nor confirmed down.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Unaccounted {
-    pub node_id: u32,
-    pub node_name: String,
-}
-
-/// What `virtdlm status` shows (`fencing` field).
-#[derive(Debug, Clone, Serialize)]
-pub struct QuarantineStatus {
-    pub shape: Option<Shape>,
-    /// `Shape`'s sentence.
-    pub summary: String,
-    pub needs_quarantine: bool,
-    /// True while grants are refused.
-    pub active: bool,
-    pub unaccounted: Vec<Unaccounted>,
-    pub confirmed_down: Vec<Confirmation>,
 }
 
 #[derive(Debug, Default)]
@@ -349,17 +320,17 @@ impl Quarantine {
         Ok(c)
     }
 
-    pub fn status(&self) -> QuarantineStatus {
+    pub fn status(&self) -> FencingStatus {
         let s = self.state.lock();
         let needs = s.shape.as_ref().is_some_and(Shape::needs_quarantine);
         let missing = if needs { unaccounted(&s) } else { Vec::new() };
-        QuarantineStatus {
+        FencingStatus {
             summary: s
                 .shape
                 .as_ref()
                 .map(|sh| sh.to_string())
                 .unwrap_or_else(|| "not read (no cluster backend)".into()),
-            shape: s.shape.clone(),
+            shape: s.shape.as_ref().map(Shape::wire),
             needs_quarantine: needs,
             active: !missing.is_empty(),
             unaccounted: missing,
