@@ -44,7 +44,7 @@
 //! an operator's decision otherwise.
 
 use proto::mode::Mode;
-use proto::OwnerSpec;
+use proto::{FailureAction, OwnerSpec};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -68,6 +68,41 @@ pub struct OwnerKey {
     pub start: u64,
 }
 
+/// An owner as the journal records it. The journal's own type, versioned with its format
+/// ([`VERSION`]): the wire's `OwnerSpec` may change without touching what a restarted daemon
+/// reads back, and the other way round. Its JSON is what journals have always held.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournalOwner {
+    pub uuid: String,
+    pub name: String,
+    pub pid: u32,
+    #[serde(default)]
+    pub id: u32,
+    #[serde(default)]
+    pub uri: Option<String>,
+    #[serde(default)]
+    pub action: FailureAction,
+}
+
+impl From<&OwnerSpec> for JournalOwner {
+    fn from(s: &OwnerSpec) -> Self {
+        JournalOwner {
+            uuid: s.uuid.clone(),
+            name: s.name.clone(),
+            pid: s.pid,
+            id: s.id,
+            uri: s.uri.clone(),
+            action: s.action,
+        }
+    }
+}
+
+impl From<JournalOwner> for OwnerSpec {
+    fn from(j: JournalOwner) -> Self {
+        OwnerSpec { uuid: j.uuid, name: j.name, pid: j.pid, id: j.id, uri: j.uri, action: j.action }
+    }
+}
+
 /// One journaled lock.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LockEntry {
@@ -84,7 +119,7 @@ pub struct LockEntry {
 #[serde(tag = "r", rename_all = "snake_case")]
 pub enum Record {
     /// An owner registered (or its details changed).
-    Owner { key: OwnerKey, spec: OwnerSpec },
+    Owner { key: OwnerKey, spec: JournalOwner },
     /// `name` was granted to the owner.
     Grant { key: OwnerKey, name: String, lock: LockEntry },
     /// The owner gave `name` back.
@@ -95,7 +130,7 @@ pub enum Record {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OwnerState {
-    pub spec: Option<OwnerSpec>,
+    pub spec: Option<JournalOwner>,
     pub locks: BTreeMap<String, LockEntry>,
 }
 
@@ -522,8 +557,24 @@ mod tests {
         Scratch(d.join("journal"))
     }
 
-    fn spec(pid: u32) -> OwnerSpec {
-        OwnerSpec {
+    #[test]
+    fn an_owner_record_reads_as_journals_written_with_the_wire_type() {
+        // Journals of the previous release hold the client protocol's `OwnerSpec` itself.
+        let wire = OwnerSpec {
+            uuid: "00000000-0000-0000-0000-000000000010".into(),
+            name: "vm10".into(),
+            pid: 10,
+            id: 3,
+            uri: Some("qemu:///system".into()),
+            action: FailureAction::Pause,
+        };
+        let old = serde_json::to_value(&wire).unwrap();
+        assert_eq!(serde_json::to_value(JournalOwner::from(&wire)).unwrap(), old);
+        assert_eq!(OwnerSpec::from(serde_json::from_value::<JournalOwner>(old).unwrap()), wire);
+    }
+
+    fn spec(pid: u32) -> JournalOwner {
+        JournalOwner {
             uuid: format!("00000000-0000-0000-0000-{pid:012}"),
             name: format!("vm{pid}"),
             pid,

@@ -223,7 +223,7 @@ impl Registry {
         let saved = t.journal.state().clone();
         let mut records = Vec::new();
         for (key, o) in saved.owners {
-            let Some(spec) = o.spec else {
+            let Some(spec) = o.spec.map(OwnerSpec::from) else {
                 records.push(Record::Gone { key });
                 continue;
             };
@@ -378,13 +378,13 @@ impl Registry {
                     merged.uri = o.spec.uri.clone();
                 }
                 if merged != o.spec {
-                    t.journal.append(&[Record::Owner { key, spec: merged.clone() }]).map_err(journal_err)?;
+                    t.journal.append(&[Record::Owner { key, spec: (&merged).into() }]).map_err(journal_err)?;
                     t.owners.get_mut(&key).expect("present").spec = merged;
                 }
                 Ok(key)
             }
             None => {
-                t.journal.append(&[Record::Owner { key, spec: spec.clone() }]).map_err(journal_err)?;
+                t.journal.append(&[Record::Owner { key, spec: spec.into() }]).map_err(journal_err)?;
                 t.owners.insert(key, Owner { spec: spec.clone(), held: BTreeMap::new(), pidfd: pidfd.map(Arc::new) });
                 tracing::info!(vm = %spec.name, uuid = %spec.uuid, pid = spec.pid, "owner registered");
                 let _ = self.watch.send(key);

@@ -33,7 +33,7 @@ struct Entry {
 pub struct Inventory {
     entries: BTreeMap<Key, Entry>,
     /// State re-sends in progress, per sender: (epoch, parts so far).
-    pending: HashMap<Address, (u64, Vec<LockInfo>)>,
+    pending: HashMap<Address, (u64, Vec<super::wire::InventoryLock>)>,
 }
 
 impl Inventory {
@@ -44,7 +44,8 @@ impl Inventory {
     /// Applies one delivered message.
     pub fn deliver(&mut self, sender: Address, body: Body) {
         match body {
-            Body::Grant { mut lock } => {
+            Body::Grant { lock } => {
+                let mut lock = LockInfo::from(lock);
                 lock.node_id = sender.nodeid;
                 lock.state = "held".into();
                 let key = (sender.nodeid, lock.resource.clone(), lock.pid);
@@ -62,7 +63,8 @@ impl Inventory {
                 if last {
                     let (_, locks) = self.pending.remove(&sender).expect("inserted above");
                     self.entries.retain(|k, _| k.0 != sender.nodeid);
-                    for mut lock in locks {
+                    for lock in locks {
+                        let mut lock = LockInfo::from(lock);
                         lock.node_id = sender.nodeid;
                         lock.state = "held".into();
                         self.entries.insert(
@@ -101,13 +103,13 @@ impl Inventory {
 
 #[cfg(test)]
 mod tests {
-    use super::super::wire::{decode, lock, state_parts};
+    use super::super::wire::{decode, lock, state_parts, InventoryLock};
     use super::*;
 
     const A: Address = Address { nodeid: 1, pid: 100 };
     const B: Address = Address { nodeid: 2, pid: 200 };
 
-    fn state(epoch: u64, locks: Vec<LockInfo>) -> Body {
+    fn state(epoch: u64, locks: Vec<InventoryLock>) -> Body {
         Body::State { epoch, part: 0, last: true, locks }
     }
     fn summary(inv: &Inventory) -> Vec<(u32, String, u32, String)> {
@@ -148,7 +150,7 @@ mod tests {
 
     #[test]
     fn a_multi_part_re_send_applies_at_its_last_part() {
-        let locks: Vec<LockInfo> = (0..1500).map(|i| lock(&format!("d1:{i:060}"), i, "vm")).collect();
+        let locks: Vec<LockInfo> = (0..1500).map(|i| lock(&format!("d1:{i:060}"), i, "vm").into()).collect();
         let parts = state_parts(3, &locks);
         assert!(parts.len() > 1);
         let mut inv = Inventory::new();

@@ -156,7 +156,7 @@ fn forward_within(
 /// The owning node's outcome as this daemon's answer to the CLI.
 fn outcome_result(outcome: ReleaseOutcome, node: &str, uuid: &str) -> Result<Vec<LockInfo>, RegistryError> {
     match outcome {
-        ReleaseOutcome::Released { locks, .. } => Ok(locks),
+        ReleaseOutcome::Released { locks, .. } => Ok(locks.into_iter().map(LockInfo::from).collect()),
         ReleaseOutcome::Running { vm, pid } => {
             let pid = pid.map(|p| format!(" as pid {p}")).unwrap_or_default();
             Err(RegistryError::Busy(format!(
@@ -178,7 +178,9 @@ pub fn answer(registry: &Registry, from: &str, uuid: &str, force: bool) -> Relea
     // Who runs, for the refusal's words (release_vm decides; this only names).
     let named = registry.local_locks().into_iter().find(|l| l.vm_uuid == uuid);
     match registry.release_vm(uuid, force) {
-        Ok(locks) => ReleaseOutcome::Released { count: locks.len() as u32, locks },
+        Ok(locks) => {
+            ReleaseOutcome::Released { count: locks.len() as u32, locks: locks.iter().map(Into::into).collect() }
+        }
         Err(RegistryError::Busy(_)) => ReleaseOutcome::Running {
             vm: named.as_ref().map_or_else(|| uuid.to_owned(), |l| l.vm_name.clone()),
             pid: named.map(|l| l.pid),
@@ -310,6 +312,9 @@ mod tests {
             RegistryError::Backend(_)
         ));
         let locks = vec![super::super::wire::lock("d1:a", 4, "web-2")];
-        assert_eq!(outcome_result(ReleaseOutcome::Released { count: 1, locks: locks.clone() }, "hv2", u), Ok(locks));
+        assert_eq!(
+            outcome_result(ReleaseOutcome::Released { count: 1, locks: locks.clone() }, "hv2", u),
+            Ok(locks.into_iter().map(LockInfo::from).collect())
+        );
     }
 }

@@ -6,6 +6,7 @@
 //! `release_vm` addressed to that node, answered by a `release_vm_reply` to the asker.
 //! Everything a node says about its locks is in this one place.
 
+use proto::mode::Mode;
 use proto::LockInfo;
 use serde::{Deserialize, Serialize};
 
@@ -14,6 +15,64 @@ pub const WIRE_VERSION: u32 = 1;
 /// Largest message we send or accept (corosync takes far larger ones; this keeps one
 /// message's delivery short and a malicious or broken peer's cost bounded).
 pub const MAX_MESSAGE: usize = 48 * 1024;
+
+/// One lock as the inventory's messages carry it: this protocol's own type (versioned by
+/// [`WIRE_VERSION`]), apart from the client protocol's `LockInfo` so that either can change
+/// alone. The receiver sets `node_id` from the CPG sender, not from here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InventoryLock {
+    pub resource: String,
+    pub identity: String,
+    pub mode: Mode,
+    pub vm_name: String,
+    pub vm_uuid: String,
+    pub pid: u32,
+    pub node_name: String,
+    pub node_id: u32,
+    pub since: u64,
+    #[serde(default = "InventoryLock::held")]
+    pub state: String,
+}
+
+impl InventoryLock {
+    fn held() -> String {
+        "held".into()
+    }
+}
+
+impl From<&LockInfo> for InventoryLock {
+    fn from(l: &LockInfo) -> Self {
+        InventoryLock {
+            resource: l.resource.clone(),
+            identity: l.identity.clone(),
+            mode: l.mode,
+            vm_name: l.vm_name.clone(),
+            vm_uuid: l.vm_uuid.clone(),
+            pid: l.pid,
+            node_name: l.node_name.clone(),
+            node_id: l.node_id,
+            since: l.since,
+            state: l.state.clone(),
+        }
+    }
+}
+
+impl From<InventoryLock> for LockInfo {
+    fn from(l: InventoryLock) -> Self {
+        LockInfo {
+            resource: l.resource,
+            identity: l.identity,
+            mode: l.mode,
+            vm_name: l.vm_name,
+            vm_uuid: l.vm_uuid,
+            pid: l.pid,
+            node_name: l.node_name,
+            node_id: l.node_id,
+            since: l.since,
+            state: l.state,
+        }
+    }
+}
 
 /// One message on the group.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,12 +86,12 @@ pub struct Message {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Body {
     /// The sender's node granted this lock.
-    Grant { lock: LockInfo },
+    Grant { lock: InventoryLock },
     /// The sender's node released `resource` held by process `pid`.
     Release { resource: String, pid: u32 },
     /// Part `part` of the sender's full table; `last` closes it. Parts of one re-send carry
     /// the same `epoch` and arrive contiguously (one sender sends them back to back).
-    State { epoch: u64, part: u32, last: bool, locks: Vec<LockInfo> },
+    State { epoch: u64, part: u32, last: bool, locks: Vec<InventoryLock> },
     /// Node `to` is asked to release every lock of VM `uuid` under its own rules (refused
     /// while the VM's QEMU runs there unless `force`). `req` is the asker's request id.
     ReleaseVm { to: u32, req: u64, uuid: String, force: bool },
@@ -45,7 +104,7 @@ pub enum Body {
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum ReleaseOutcome {
     /// It released these locks (`count` of them; the list may be cut short to fit a message).
-    Released { count: u32, locks: Vec<LockInfo> },
+    Released { count: u32, locks: Vec<InventoryLock> },
     /// Refused: VM `vm` still runs there (as `pid`, when it holds a lock to name it by).
     Running {
         vm: String,
@@ -64,7 +123,7 @@ impl ReleaseOutcome {
         match self {
             ReleaseOutcome::Released { count, mut locks } => {
                 let room =
-                    |l: &[LockInfo]| serde_json::to_vec(l).map(|b| b.len() + 512 <= MAX_MESSAGE).unwrap_or(false);
+                    |l: &[InventoryLock]| serde_json::to_vec(l).map(|b| b.len() + 512 <= MAX_MESSAGE).unwrap_or(false);
                 while !locks.is_empty() && !room(&locks) {
                     locks.truncate(locks.len() / 2);
                 }
@@ -95,7 +154,7 @@ pub enum LockChange {
 impl From<LockChange> for Body {
     fn from(c: LockChange) -> Body {
         match c {
-            LockChange::Granted(lock) => Body::Grant { lock },
+            LockChange::Granted(lock) => Body::Grant { lock: (&lock).into() },
             LockChange::Released { resource, pid } => Body::Release { resource, pid },
         }
     }
@@ -140,7 +199,7 @@ pub fn decode(bytes: &[u8]) -> Result<Body, WireError> {
 /// table is empty, so that "holds nothing" is said too). A single lock too large for a
 /// message cannot happen (names and paths are bounded far below it) and is left out, logged.
 pub fn state_parts(epoch: u64, locks: &[LockInfo]) -> Vec<Vec<u8>> {
-    let mut parts: Vec<Vec<LockInfo>> = vec![Vec::new()];
+    let mut parts: Vec<Vec<InventoryLock>> = vec![Vec::new()];
     let mut size = 0usize;
     // Room for the envelope; each lock's JSON is measured on its own.
     const ENVELOPE: usize = 128;
@@ -155,7 +214,7 @@ pub fn state_parts(epoch: u64, locks: &[LockInfo]) -> Vec<Vec<u8>> {
             size = 0;
         }
         size += n;
-        parts.last_mut().expect("never empty").push(l.clone());
+        parts.last_mut().expect("never empty").push(l.into());
     }
     let count = parts.len();
     parts
@@ -170,8 +229,8 @@ pub fn state_parts(epoch: u64, locks: &[LockInfo]) -> Vec<Vec<u8>> {
 }
 
 #[cfg(test)]
-pub(crate) fn lock(resource: &str, pid: u32, vm: &str) -> LockInfo {
-    LockInfo {
+pub(crate) fn lock(resource: &str, pid: u32, vm: &str) -> InventoryLock {
+    InventoryLock {
         resource: resource.into(),
         identity: format!("/images/{resource}.img"),
         mode: proto::mode::Mode::Ex,
@@ -238,8 +297,17 @@ mod tests {
     }
 
     #[test]
+    fn an_inventory_lock_reads_as_peers_running_the_client_protocol_s_type_sent_it() {
+        // Daemons of the previous release multicast the client protocol's `LockInfo` itself.
+        let info: LockInfo = lock("d1:ab", 7, "web-3").into();
+        let old = serde_json::to_value(&info).unwrap();
+        assert_eq!(serde_json::to_value(InventoryLock::from(&info)).unwrap(), old);
+        assert_eq!(LockInfo::from(serde_json::from_value::<InventoryLock>(old).unwrap()), info);
+    }
+
+    #[test]
     fn a_huge_release_reply_is_fitted_under_the_limit() {
-        let locks: Vec<LockInfo> = (0..2000).map(|i| lock(&format!("d1:{i:060}"), 9, "vm")).collect();
+        let locks: Vec<InventoryLock> = (0..2000).map(|i| lock(&format!("d1:{i:060}"), 9, "vm")).collect();
         let outcome = ReleaseOutcome::Released { count: 2000, locks }.fitted();
         let bytes = encode(&Body::ReleaseVmReply { to: 1, req: 1, outcome }).expect("fits after fitting");
         match decode(&bytes).unwrap() {
@@ -255,7 +323,7 @@ mod tests {
 
     #[test]
     fn a_large_table_is_cut_into_parts_under_the_limit() {
-        let locks: Vec<LockInfo> = (0..2000).map(|i| lock(&format!("d1:{i:060}"), i, "vm")).collect();
+        let locks: Vec<LockInfo> = (0..2000).map(|i| lock(&format!("d1:{i:060}"), i, "vm").into()).collect();
         let parts = state_parts(9, &locks);
         assert!(parts.len() > 1, "2000 locks need several parts");
         let mut seen = Vec::new();
@@ -264,7 +332,7 @@ mod tests {
             match decode(p).unwrap() {
                 Body::State { epoch, part, last, locks } => {
                     assert_eq!((epoch, part as usize, last), (9, i, i + 1 == parts.len()));
-                    seen.extend(locks);
+                    seen.extend(locks.into_iter().map(LockInfo::from));
                 }
                 other => panic!("not a state part: {other:?}"),
             }
