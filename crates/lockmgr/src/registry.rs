@@ -1001,7 +1001,7 @@ mod tests {
         fn release(&self, grant: &Grant) -> Result<(), BackendError> {
             if self.fail.load(Ordering::SeqCst) > 0 {
                 self.fail.fetch_sub(1, Ordering::SeqCst);
-                return Err(BackendError::Failed("injected".into()));
+                return Err(BackendError::Dlm(dlm::DlmError::Busy("injected".into())));
             }
             self.inner.release(grant)
         }

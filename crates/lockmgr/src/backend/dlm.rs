@@ -213,21 +213,21 @@ fn drop_anchor(name: &ResName, anchor: &Lock) {
 }
 
 fn resource(name: &ResName) -> Result<ResourceName, BackendError> {
-    ResourceName::new(&name.0).map_err(|e| BackendError::Failed(e.to_string()))
+    ResourceName::new(&name.0).map_err(BackendError::Dlm)
 }
 
 fn unavailable(lockspace: &str, e: DlmError) -> BackendError {
-    BackendError::Unavailable(format!("DLM lockspace {lockspace}: {e}"))
+    BackendError::Unavailable { lockspace: lockspace.to_owned(), source: e }
 }
 
 /// The daemon's view of a wrapper error on resource `name`.
 fn backend_error(name: &ResName, e: DlmError) -> BackendError {
     match e {
-        DlmError::WouldBlock(_) => BackendError::WouldBlock(name.0.clone()),
-        DlmError::TimedOut(_) => BackendError::TimedOut(name.0.clone()),
-        DlmError::NoOrphan(_) => BackendError::NoOrphan(name.0.clone()),
-        DlmError::Released(_) | DlmError::NoNodeId { .. } => BackendError::Unavailable(e.to_string()),
-        other => BackendError::Failed(other.to_string()),
+        DlmError::WouldBlock(_) => BackendError::WouldBlock(name.clone()),
+        DlmError::TimedOut(_) => BackendError::TimedOut(name.clone()),
+        DlmError::NoOrphan(_) => BackendError::NoOrphan(name.clone()),
+        DlmError::Released(_) | DlmError::NoNodeId { .. } => BackendError::NotReady(e),
+        other => BackendError::Dlm(other),
     }
 }
 
@@ -247,7 +247,7 @@ impl Backend for DlmBackend {
             match self.convert(name, mode, wait, anchor) {
                 // An anchor that can no longer convert (its lock ended, e.g. with its
                 // lockspace) is gone: a new one is taken below.
-                Err(BackendError::Failed(e) | BackendError::Unavailable(e)) => {
+                Err(e @ (BackendError::Dlm(_) | BackendError::Unavailable { .. } | BackendError::NotReady(_))) => {
                     tracing::debug!(resource = %name.0, error = %e, "kept NL anchor unusable; taking a new one");
                 }
                 other => return other,
@@ -286,7 +286,7 @@ impl Backend for DlmBackend {
         let res = resource(name)?;
         let lock = self.ls.read().adopt(&res, lock_mode(mode), LockFlags::PERSISTENT).map_err(|e| match e {
             DlmError::OrphanModeMismatch { .. } => {
-                BackendError::OrphanModeMismatch { name: name.0.clone(), wanted: mode }
+                BackendError::OrphanModeMismatch { name: name.clone(), wanted: mode }
             }
             e => backend_error(name, e),
         })?;
@@ -295,7 +295,7 @@ impl Backend for DlmBackend {
 
     /// The DLM does not say how many orphans it freed: the count is always 0.
     fn purge_orphans(&self) -> Result<usize, BackendError> {
-        self.ls.read().purge(self.nodeid, 0).map_err(|e| BackendError::Failed(e.to_string()))?;
+        self.ls.read().purge(self.nodeid, 0).map_err(BackendError::Dlm)?;
         Ok(0)
     }
 }
@@ -325,12 +325,12 @@ mod tests {
     fn wrapper_errors_map_to_backend_errors() {
         let n = ResName("d1:abc".into());
         assert!(
-            matches!(backend_error(&n, DlmError::WouldBlock("x".into())), BackendError::WouldBlock(r) if r == "d1:abc")
+            matches!(backend_error(&n, DlmError::WouldBlock("x".into())), BackendError::WouldBlock(r) if r.0 == "d1:abc")
         );
         assert!(matches!(backend_error(&n, DlmError::TimedOut("x".into())), BackendError::TimedOut(_)));
         assert!(matches!(backend_error(&n, DlmError::NoOrphan("x".into())), BackendError::NoOrphan(_)));
-        assert!(matches!(backend_error(&n, DlmError::Released("virtdlm".into())), BackendError::Unavailable(_)));
-        assert!(matches!(backend_error(&n, DlmError::Busy("x".into())), BackendError::Failed(_)));
+        assert!(backend_error(&n, DlmError::Released("virtdlm".into())).is_unavailable());
+        assert!(matches!(backend_error(&n, DlmError::Busy("x".into())), BackendError::Dlm(_)));
     }
 
     /// A lock of a retired lockspace and a lock of the one joined again with the same DLM lock
@@ -349,8 +349,8 @@ mod tests {
 
     #[test]
     fn names_the_dlm_refuses_are_errors_not_calls() {
-        assert!(matches!(resource(&ResName(String::new())), Err(BackendError::Failed(_))));
-        assert!(matches!(resource(&ResName("x".repeat(65))), Err(BackendError::Failed(_))));
+        assert!(matches!(resource(&ResName(String::new())), Err(BackendError::Dlm(_))));
+        assert!(matches!(resource(&ResName("x".repeat(65))), Err(BackendError::Dlm(_))));
         assert!(resource(&ResName("d1:0123".into())).is_ok());
     }
 }

@@ -62,10 +62,10 @@ impl Backend for LocalBackend {
                 return Ok(t.grant(name, mode));
             }
             match deadline {
-                None => return Err(BackendError::WouldBlock(name.0.clone())),
+                None => return Err(BackendError::WouldBlock(name.clone())),
                 Some(d) => {
                     if self.released.wait_until(&mut t, d).timed_out() && !t.grantable(name, mode) {
-                        return Err(BackendError::TimedOut(name.0.clone()));
+                        return Err(BackendError::TimedOut(name.clone()));
                     }
                 }
             }
@@ -90,7 +90,7 @@ impl Backend for LocalBackend {
     fn adopt(&self, name: &ResName, mode: Mode) -> Result<Grant, BackendError> {
         let mut t = self.table.lock();
         if !t.grantable(name, mode) {
-            return Err(BackendError::Failed(format!("journal holds incompatible grants of {}", name.0)));
+            return Err(BackendError::IncompatibleJournal(name.clone()));
         }
         Ok(t.grant(name, mode))
     }

@@ -31,22 +31,40 @@ pub struct Grant {
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
     /// Another holder (on this node or another) has the resource in an incompatible mode.
-    #[error("resource {0} is held in an incompatible mode")]
-    WouldBlock(String),
+    #[error("resource {} is held in an incompatible mode", .0.0)]
+    WouldBlock(ResName),
     /// A bounded wait ran out (the request was cancelled).
-    #[error("timed out waiting for resource {0}")]
-    TimedOut(String),
+    #[error("timed out waiting for resource {}", .0.0)]
+    TimedOut(ResName),
     /// Adoption found no orphan of that name (it was released or purged meanwhile).
-    #[error("no orphan lock {0} to adopt")]
-    NoOrphan(String),
+    #[error("no orphan lock {} to adopt", .0.0)]
+    NoOrphan(ResName),
     /// Adoption found an orphan of that name but in another mode.
-    #[error("orphan lock {name} exists in another mode than {wanted}")]
-    OrphanModeMismatch { name: String, wanted: Mode },
-    /// The backend cannot serve requests now (not quorate, lockspace stopped, DLM missing).
+    #[error("orphan lock {} exists in another mode than {wanted}", .name.0)]
+    OrphanModeMismatch { name: ResName, wanted: Mode },
+    /// The DLM lockspace cannot serve requests now (released after lock loss, closed).
+    #[error("lock backend unavailable: DLM lockspace {lockspace}: {source}")]
+    Unavailable {
+        lockspace: String,
+        #[source]
+        source: ::dlm::DlmError,
+    },
+    /// This node is not (yet) a DLM node: no node id in configfs.
     #[error("lock backend unavailable: {0}")]
-    Unavailable(String),
+    NotReady(#[source] ::dlm::DlmError),
+    /// A DLM call failed.
     #[error("lock backend failed: {0}")]
-    Failed(String),
+    Dlm(#[source] ::dlm::DlmError),
+    /// The `local` backend's journal holds grants of one resource that cannot coexist.
+    #[error("lock backend failed: journal holds incompatible grants of {}", .0.0)]
+    IncompatibleJournal(ResName),
+}
+
+impl BackendError {
+    /// The backend cannot serve now (as opposed to refusing this one request).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, BackendError::Unavailable { .. } | BackendError::NotReady(_))
+    }
 }
 
 /// What the daemon needs from a lock store.

@@ -92,8 +92,8 @@ fn backend_err(e: BackendError) -> Value {
         BackendError::TimedOut(_) => "timed_out",
         BackendError::NoOrphan(_) => "no_orphan",
         BackendError::OrphanModeMismatch { .. } => "orphan_mode_mismatch",
-        BackendError::Unavailable(_) => "unavailable",
-        BackendError::Failed(_) => "failed",
+        BackendError::Unavailable { .. } | BackendError::NotReady(_) => "unavailable",
+        BackendError::Dlm(_) | BackendError::IncompatibleJournal(_) => "failed",
     };
     json!({"error": kind, "message": e.to_string()})
 }
