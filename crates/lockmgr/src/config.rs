@@ -2,9 +2,14 @@
 //! ignored. Every key, its default and its meaning are in `deploy/virtdlmd.conf`.
 //! An unknown key, a repeated single-valued key or a bad value stops the daemon at start
 //! with the line number and the reason: a typo must never silently leave a default in force.
+//!
+//! The lines are split here (libvirt's syntax: values bare or in double quotes); their meaning
+//! is serde's: [`FileConfig`] is the file as a typed struct, unknown keys refused. Each line is
+//! first read alone into it, so that an error names its line; then the whole file.
 
 use crate::naming::{parse_path_map_rule, PathMap};
 use proto::{DEFAULT_ADMIN_SOCKET, DEFAULT_SOCKET};
+use serde::{de, Deserialize, Deserializer};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -164,9 +169,7 @@ impl Config {
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let mut c = Config::default();
-        let mut seen = std::collections::HashSet::new();
-        let mut map_rules = Vec::new();
+        let mut all = serde_json::Map::new();
         for (i, raw) in text.lines().enumerate() {
             let err = |reason: String| ConfigError::Line { path: path.into(), line: i + 1, reason };
             let line = strip_comment(raw).trim();
@@ -177,100 +180,224 @@ impl Config {
                 line.split_once('=').ok_or_else(|| err(format!("expected `key = value`, got {line:?}")))?;
             let (key, value) = (key.trim(), value.trim());
             // Values may be quoted like libvirt's config files.
-            let value = unquote(value).map_err(err)?;
-            if key != "path_map" && !seen.insert(key.to_owned()) {
-                return Err(err(format!("{key} is set twice")));
+            let value = serde_json::Value::String(unquote(value).map_err(err)?.to_owned());
+            // This line alone: an unknown key or a bad value is reported with its line.
+            let value = if key == "path_map" { serde_json::Value::Array(vec![value]) } else { value };
+            let one = serde_json::Map::from_iter([(key.to_owned(), value.clone())]);
+            if let Err(e) = FileConfig::deserialize(serde_json::Value::Object(one)) {
+                return Err(err(line_error(key, &e.to_string())));
             }
-            match key {
-                "backend" => {
-                    c.backend = value.parse().map_err(err)?;
-                    c.backend_explicit = true;
+            match all.get_mut(key) {
+                Some(serde_json::Value::Array(rules)) if key == "path_map" => {
+                    rules.extend(value.as_array().cloned().unwrap_or_default())
                 }
-                "socket" => c.socket = abs_path(value).map_err(err)?,
-                "admin_socket" => c.admin_socket = abs_path(value).map_err(err)?,
-                "journal" => c.journal = abs_path(value).map_err(err)?,
-                "node_name" => {
-                    if value.is_empty()
-                        || value.len() > 64
-                        || value.chars().any(|ch| ch.is_whitespace() || ch.is_control())
-                    {
-                        return Err(err(format!("node_name {value:?} must be 1..=64 characters without spaces")));
-                    }
-                    c.node_name = value.to_owned();
+                Some(_) => return Err(err(format!("{key} is set twice"))),
+                None => {
+                    all.insert(key.to_owned(), value);
                 }
-                "lockspace" => {
-                    if value.is_empty()
-                        || value.len() > 64
-                        || !value.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
-                    {
-                        return Err(err(format!("lockspace {value:?} must be 1..=64 of [A-Za-z0-9_-]")));
-                    }
-                    c.lockspace = value.to_owned();
-                }
-                "path_map" => map_rules.push(parse_path_map_rule(value).map_err(err)?),
-                "lock_readonly" => c.lock_readonly = parse_bool(value).map_err(err)?,
-                "allowed_uids" => {
-                    c.allowed_uids = value
-                        .split(',')
-                        .map(|u| u.trim().parse::<u32>().map_err(|_| format!("allowed_uids: {u:?} is not a uid")))
-                        .collect::<Result<_, _>>()
-                        .map_err(err)?;
-                    if !c.allowed_uids.contains(&0) {
-                        c.allowed_uids.push(0);
-                    }
-                }
-                "allowed_gid" => {
-                    c.allowed_gid =
-                        Some(value.parse().map_err(|_| err(format!("allowed_gid: {value:?} is not a gid")))?)
-                }
-                "read_timeout_ms" => {
-                    let ms: u64 =
-                        value.parse().map_err(|_| err(format!("read_timeout_ms: {value:?} is not a number")))?;
-                    if !(100..=600_000).contains(&ms) {
-                        return Err(err(format!("read_timeout_ms {ms} is outside 100..=600000")));
-                    }
-                    c.read_timeout = Duration::from_millis(ms);
-                }
-                "journal_compact_bytes" => {
-                    let b: u64 =
-                        value.parse().map_err(|_| err(format!("journal_compact_bytes: {value:?} is not a number")))?;
-                    if b < 4096 {
-                        return Err(err(format!("journal_compact_bytes {b} is below 4096")));
-                    }
-                    c.journal_compact_bytes = b;
-                }
-                "recover_journal" => c.recover_journal = parse_bool(value).map_err(err)?,
-                "fence_grace_ms" => c.fencing.grace = parse_ms(key, value, 0, 600_000).map_err(err)?,
-                "fence_kill_wait_ms" => c.fencing.kill_wait = parse_ms(key, value, 100, 600_000).map_err(err)?,
-                "fence_pause_timeout_ms" => {
-                    c.fencing.pause_timeout = parse_ms(key, value, 100, 600_000).map_err(err)?
-                }
-                "allow_ignore" => c.fencing.allow_ignore = parse_bool(value).map_err(err)?,
-                "watchdog" => c.watchdog = if value == "none" { None } else { Some(abs_path(value).map_err(err)?) },
-                "grant_hold_ms" => c.grant_hold = Some(parse_ms(key, value, 0, 600_000).map_err(err)?),
-                "watchdog_timeout_ms" => c.watchdog_timeout = Some(parse_ms(key, value, 0, 600_000).map_err(err)?),
-                "virsh" => {
-                    if value.is_empty() {
-                        return Err(err("virsh must name a program".into()));
-                    }
-                    c.fencing.virsh = value.to_owned();
-                }
-                "cluster" => c.cluster = Some(parse_bool(value).map_err(err)?),
-                "cluster_group" => {
-                    if value.is_empty()
-                        || value.len() > 128
-                        || !value.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-                    {
-                        return Err(err(format!("cluster_group {value:?} must be 1..=128 of [A-Za-z0-9_.-]")));
-                    }
-                    c.cluster_group = value.to_owned();
-                }
-                _ => return Err(err(format!("unknown key {key:?} (known: {})", KEYS.join(", ")))),
             }
         }
-        c.path_map = PathMap::new(map_rules);
-        Ok(c)
+        let file = FileConfig::deserialize(serde_json::Value::Object(all)).map_err(|e| ConfigError::Line {
+            path: path.into(),
+            line: 0,
+            reason: e.to_string(),
+        })?;
+        Ok(file.into_config())
     }
+}
+
+/// The reason a line is refused, in the words of this file's syntax ("key", not "field").
+fn line_error(key: &str, serde: &str) -> String {
+    if serde.starts_with("unknown field") {
+        format!("unknown key {key:?} (known: {})", KEYS.join(", "))
+    } else {
+        format!("{key}: {serde}")
+    }
+}
+
+/// The file as serde reads it: every key optional (a missing key keeps its default), unknown
+/// keys refused. Values are text in the file; each field's reader checks its own.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    #[serde(default, deserialize_with = "backend")]
+    backend: Option<BackendKind>,
+    #[serde(default, deserialize_with = "abs_path")]
+    socket: Option<PathBuf>,
+    #[serde(default, deserialize_with = "abs_path")]
+    admin_socket: Option<PathBuf>,
+    #[serde(default, deserialize_with = "abs_path")]
+    journal: Option<PathBuf>,
+    #[serde(default, deserialize_with = "number::<_, u64, 4096, { u64::MAX }>")]
+    journal_compact_bytes: Option<u64>,
+    #[serde(default, deserialize_with = "boolean")]
+    recover_journal: Option<bool>,
+    #[serde(default, deserialize_with = "node_name")]
+    node_name: Option<String>,
+    #[serde(default, deserialize_with = "lockspace")]
+    lockspace: Option<String>,
+    #[serde(default, deserialize_with = "path_map")]
+    path_map: Vec<(PathBuf, PathBuf)>,
+    #[serde(default, deserialize_with = "boolean")]
+    lock_readonly: Option<bool>,
+    #[serde(default, deserialize_with = "uids")]
+    allowed_uids: Option<Vec<u32>>,
+    #[serde(default, deserialize_with = "number::<_, u32, 0, { u32::MAX as u64 }>")]
+    allowed_gid: Option<u32>,
+    #[serde(default, deserialize_with = "ms::<_, 100, 600_000>")]
+    read_timeout_ms: Option<Duration>,
+    #[serde(default, deserialize_with = "ms::<_, 0, 600_000>")]
+    fence_grace_ms: Option<Duration>,
+    #[serde(default, deserialize_with = "ms::<_, 100, 600_000>")]
+    fence_kill_wait_ms: Option<Duration>,
+    #[serde(default, deserialize_with = "ms::<_, 100, 600_000>")]
+    fence_pause_timeout_ms: Option<Duration>,
+    #[serde(default, deserialize_with = "boolean")]
+    allow_ignore: Option<bool>,
+    /// `none`, or the device.
+    #[serde(default, deserialize_with = "watchdog")]
+    watchdog: Option<Option<PathBuf>>,
+    #[serde(default, deserialize_with = "program")]
+    virsh: Option<String>,
+    #[serde(default, deserialize_with = "ms::<_, 0, 600_000>")]
+    grant_hold_ms: Option<Duration>,
+    #[serde(default, deserialize_with = "ms::<_, 0, 600_000>")]
+    watchdog_timeout_ms: Option<Duration>,
+    #[serde(default, deserialize_with = "boolean")]
+    cluster: Option<bool>,
+    #[serde(default, deserialize_with = "cluster_group")]
+    cluster_group: Option<String>,
+}
+
+impl FileConfig {
+    fn into_config(self) -> Config {
+        let mut c = Config::default();
+        if let Some(b) = self.backend {
+            c.backend = b;
+            c.backend_explicit = true;
+        }
+        let set = |slot: &mut PathBuf, v: Option<PathBuf>| {
+            if let Some(v) = v {
+                *slot = v;
+            }
+        };
+        set(&mut c.socket, self.socket);
+        set(&mut c.admin_socket, self.admin_socket);
+        set(&mut c.journal, self.journal);
+        c.journal_compact_bytes = self.journal_compact_bytes.unwrap_or(c.journal_compact_bytes);
+        c.recover_journal = self.recover_journal.unwrap_or(c.recover_journal);
+        c.node_name = self.node_name.unwrap_or(c.node_name);
+        c.lockspace = self.lockspace.unwrap_or(c.lockspace);
+        c.path_map = PathMap::new(self.path_map);
+        c.lock_readonly = self.lock_readonly.unwrap_or(c.lock_readonly);
+        if let Some(mut uids) = self.allowed_uids {
+            // Root is always allowed.
+            if !uids.contains(&0) {
+                uids.push(0);
+            }
+            c.allowed_uids = uids;
+        }
+        c.allowed_gid = self.allowed_gid;
+        c.read_timeout = self.read_timeout_ms.unwrap_or(c.read_timeout);
+        c.fencing.grace = self.fence_grace_ms.unwrap_or(c.fencing.grace);
+        c.fencing.kill_wait = self.fence_kill_wait_ms.unwrap_or(c.fencing.kill_wait);
+        c.fencing.pause_timeout = self.fence_pause_timeout_ms.unwrap_or(c.fencing.pause_timeout);
+        c.fencing.allow_ignore = self.allow_ignore.unwrap_or(c.fencing.allow_ignore);
+        c.watchdog = self.watchdog.unwrap_or(c.watchdog);
+        c.fencing.virsh = self.virsh.unwrap_or(c.fencing.virsh);
+        c.grant_hold = self.grant_hold_ms;
+        c.watchdog_timeout = self.watchdog_timeout_ms;
+        c.cluster = self.cluster;
+        c.cluster_group = self.cluster_group.unwrap_or(c.cluster_group);
+        c
+    }
+}
+
+/// A value's text, checked by `check`.
+fn text<'de, D: Deserializer<'de>, T>(
+    d: D,
+    check: impl FnOnce(&str) -> Result<T, String>,
+) -> Result<Option<T>, D::Error> {
+    let v = String::deserialize(d)?;
+    check(&v).map(Some).map_err(de::Error::custom)
+}
+
+fn backend<'de, D: Deserializer<'de>>(d: D) -> Result<Option<BackendKind>, D::Error> {
+    text(d, str::parse)
+}
+
+fn boolean<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    text(d, parse_bool)
+}
+
+fn abs_path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+    text(d, abs)
+}
+
+fn number<'de, D: Deserializer<'de>, T: TryFrom<u64>, const MIN: u64, const MAX: u64>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
+    text(d, |v| {
+        let n: u64 = v.parse().map_err(|_| format!("{v:?} is not a number"))?;
+        if !(MIN..=MAX).contains(&n) {
+            return Err(format!("{n} is outside {MIN}..={MAX}"));
+        }
+        T::try_from(n).map_err(|_| format!("{n} is too large"))
+    })
+}
+
+fn ms<'de, D: Deserializer<'de>, const MIN: u64, const MAX: u64>(d: D) -> Result<Option<Duration>, D::Error> {
+    text(d, |v| {
+        let ms: u64 = v.parse().map_err(|_| format!("{v:?} is not a number of milliseconds"))?;
+        if !(MIN..=MAX).contains(&ms) {
+            return Err(format!("{ms} is outside {MIN}..={MAX}"));
+        }
+        Ok(Duration::from_millis(ms))
+    })
+}
+
+fn node_name<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    text(d, |v| {
+        if v.is_empty() || v.len() > 64 || v.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {
+            return Err(format!("{v:?} must be 1..=64 characters without spaces"));
+        }
+        Ok(v.to_owned())
+    })
+}
+
+fn lockspace<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    text(d, |v| {
+        if v.is_empty() || v.len() > 64 || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b)) {
+            return Err(format!("{v:?} must be 1..=64 of [A-Za-z0-9_-]"));
+        }
+        Ok(v.to_owned())
+    })
+}
+
+fn cluster_group<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    text(d, |v| {
+        if v.is_empty() || v.len() > 128 || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+            return Err(format!("{v:?} must be 1..=128 of [A-Za-z0-9_.-]"));
+        }
+        Ok(v.to_owned())
+    })
+}
+
+fn program<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    text(d, |v| if v.is_empty() { Err("must name a program".into()) } else { Ok(v.to_owned()) })
+}
+
+fn watchdog<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<PathBuf>>, D::Error> {
+    text(d, |v| if v == "none" { Ok(None) } else { abs(v).map(Some) })
+}
+
+fn uids<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u32>>, D::Error> {
+    text(d, |v| v.split(',').map(|u| u.trim().parse::<u32>().map_err(|_| format!("{u:?} is not a uid"))).collect())
+}
+
+/// `path_map` may be given on many lines: one rule each.
+fn path_map<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(PathBuf, PathBuf)>, D::Error> {
+    Vec::<String>::deserialize(d)?.iter().map(|r| parse_path_map_rule(r).map_err(de::Error::custom)).collect()
 }
 
 /// The line up to its comment: a `#` outside double quotes (`virsh = "/opt/a#b"` keeps it).
@@ -297,14 +424,6 @@ fn unquote(v: &str) -> Result<&str, String> {
     }
 }
 
-fn parse_ms(key: &str, v: &str, min: u64, max: u64) -> Result<Duration, String> {
-    let ms: u64 = v.parse().map_err(|_| format!("{key}: {v:?} is not a number of milliseconds"))?;
-    if !(min..=max).contains(&ms) {
-        return Err(format!("{key} {ms} is outside {min}..={max}"));
-    }
-    Ok(Duration::from_millis(ms))
-}
-
 fn parse_bool(v: &str) -> Result<bool, String> {
     match v {
         "true" | "yes" | "1" => Ok(true),
@@ -313,7 +432,7 @@ fn parse_bool(v: &str) -> Result<bool, String> {
     }
 }
 
-fn abs_path(v: &str) -> Result<PathBuf, String> {
+fn abs(v: &str) -> Result<PathBuf, String> {
     let p = PathBuf::from(v);
     if p.is_absolute() {
         Ok(p)
