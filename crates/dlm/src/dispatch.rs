@@ -4,8 +4,8 @@
 //! `dlm_dispatch` never blocks (it reads until EAGAIN), but it flips O_NONBLOCK on the shared
 //! fd, so exactly one thread may call it per fd: this one. A second fd (an eventfd) stops it.
 
+use super::cell::LockCell;
 use super::error::DlmError;
-use super::lock::LockCell;
 use std::collections::HashMap;
 use std::ffi::c_void;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};

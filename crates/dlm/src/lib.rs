@@ -26,10 +26,12 @@
 //! was PW or EX; [`Lock::unlock`] therefore refuses to unlock those modes directly.
 
 pub mod abandoned;
+mod cell;
 mod completion;
 mod dispatch;
 mod error;
 mod flags;
+mod handle;
 mod lock;
 mod lockspace;
 mod name;

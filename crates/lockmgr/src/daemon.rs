@@ -105,6 +105,8 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
     let naming = Naming { path_map: config.path_map.clone(), lock_readonly: config.lock_readonly, ..Naming::default() };
     let (watch_tx, watch_rx) = tokio::sync::mpsc::unbounded_channel();
     let registry = Arc::new(Registry::new(backend, naming, journal, watch_tx));
+    // Lock loss, the grant hold and the quarantine: consulted before every grant from now on.
+    let gate = crate::lockloss::Gate::attach(&registry);
     let watchdog = match &config.watchdog {
         Some(p) => fencing::Watchdog::open(p)
             .map_err(|source| DaemonError::Watchdog { path: p.display().to_string(), source })?,
@@ -130,7 +132,7 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
     // read before serving, so that no grant is answered under a shape not yet known.
     if config.backend == BackendKind::Dlm {
         let (shape, nodes) = crate::lockloss::quarantine::detect();
-        registry.quarantine().set_shape(shape, nodes);
+        gate.quarantine.set_shape(shape, nodes);
     }
 
     // Held until run() returns, past the runtime's shutdown.
@@ -169,15 +171,15 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
         // back and re-reads the fencing shape, quorum feeds the quarantine, and the verdict
         // decides (with the lockspace) when VMs must stop.
         let verdicts = (dlm.is_some() || cluster.is_some()).then(|| {
-            let gate = registry.loss_gate().clone();
-            let q = registry.quarantine().clone();
+            let loss = gate.loss.clone();
+            let q = gate.quarantine.clone();
             let q2 = q.clone();
             let shown = cluster.clone();
             crate::membership::spawn(
                 crate::membership::GROUP,
                 crate::membership::Hooks {
                     on_ring_change: Box::new(move || {
-                        gate.membership_changed();
+                        loss.membership_changed();
                         q.membership_changed();
                     }),
                     on_quorum: Box::new(move |quorate, members| {
@@ -194,7 +196,15 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
         }
         let mut loss = None;
         if let (Some(ls), Some(verdicts)) = (dlm, verdicts) {
-            loss = Some(crate::lockloss::start(config.fencing.clone(), watchdog, registry.clone(), verdicts, Some(ls), &config.lockspace, Some(grant_hold)));
+            loss = Some(crate::lockloss::start(
+                config.fencing.clone(),
+                watchdog,
+                registry.clone(),
+                gate.loss.clone(),
+                verdicts,
+                Some((ls, config.lockspace.as_str())),
+                Some(grant_hold),
+            ));
         }
         // Only now what can block on the DLM: the restored owners' VMs are already covered by
         // lock-loss handling (a node cut off stops them, however long this blocks).

@@ -8,9 +8,7 @@
 //! may be what it waits for).
 
 use crate::backend::{Backend, BackendError, Grant, ResName};
-use crate::cluster::{self, LockChange};
 use crate::journal::{now_secs, Journal, JournalError, LockEntry, OwnerKey, Record};
-use crate::lockloss::LossGate;
 use crate::naming::{Named, Naming};
 use crate::owner;
 use parking_lot::{Condvar, Mutex};
@@ -24,7 +22,9 @@ use std::time::Duration;
 use tokio::sync::mpsc::UnboundedSender;
 
 mod error;
+mod gate;
 pub use error::RegistryError;
+pub use gate::{ClusterLink, GrantGate, LockChange, Open};
 
 /// What `inspect` finds of one disk or lease.
 #[derive(Debug, Clone, PartialEq)]
@@ -83,16 +83,14 @@ pub struct Registry {
     settled: Condvar,
     /// New owners go here; the daemon watches each one's pidfd.
     watch: UnboundedSender<OwnerKey>,
-    /// Lock loss (crate::lockloss): while lost, nothing is granted and releases do not wait.
-    loss: Arc<LossGate>,
+    /// Lock loss, the grant hold and the quarantine (crate::lockloss), once attached: while
+    /// lost, nothing is granted and releases do not wait.
+    gate: std::sync::OnceLock<Arc<dyn GrantGate>>,
     /// Releases the backend refused, retried until it lets go (crate::unreleased).
     unreleased: crate::unreleased::Unreleased,
-    /// Grants held while a lost node is unaccounted for, in clusters that cannot fence it
-    /// (crate::lockloss::quarantine).
-    quarantine: Arc<crate::lockloss::quarantine::Quarantine>,
     /// The cluster inventory, when the daemon runs one: lock changes are published to it
     /// (under the table lock, so in table order) and answers include other nodes' locks.
-    cluster: std::sync::OnceLock<cluster::Link>,
+    cluster: std::sync::OnceLock<Arc<dyn ClusterLink>>,
 }
 
 /// What [`Registry::restore`] did.
@@ -150,21 +148,22 @@ impl Registry {
             in_flight: Mutex::new(HashMap::new()),
             settled: Condvar::new(),
             watch,
-            loss: Arc::default(),
+            gate: std::sync::OnceLock::new(),
             unreleased: Default::default(),
-            quarantine: Arc::default(),
             cluster: std::sync::OnceLock::new(),
         }
     }
 
-    /// The quarantine rule this registry obeys.
-    pub fn quarantine(&self) -> &Arc<crate::lockloss::quarantine::Quarantine> {
-        &self.quarantine
+    /// Connects lock-loss handling (once), before the registry serves.
+    pub fn attach_gate(&self, gate: Arc<dyn GrantGate>) {
+        let _ = self.gate.set(gate);
     }
 
-    /// The lock-loss state this registry obeys.
-    pub fn loss_gate(&self) -> &Arc<LossGate> {
-        &self.loss
+    fn gate(&self) -> &dyn GrantGate {
+        match self.gate.get() {
+            Some(g) => g.as_ref(),
+            None => &Open,
+        }
     }
 
     /// Every owner holding at least one lock (the VMs to stop when locks are lost).
@@ -180,20 +179,20 @@ impl Registry {
     }
 
     /// Connects the cluster inventory (once).
-    pub fn attach_cluster(&self, link: cluster::Link) {
+    pub fn attach_cluster(&self, link: Arc<dyn ClusterLink>) {
         let _ = self.cluster.set(link);
     }
 
     /// Publishes a lock change to the cluster; call with the table lock held.
     fn publish(&self, change: LockChange) {
         if let Some(l) = self.cluster.get() {
-            let _ = l.changes.send(change);
+            l.publish(change);
         }
     }
 
     /// The cluster link, when attached (forwarded `release --vm`).
-    pub fn cluster_link(&self) -> Option<&cluster::Link> {
-        self.cluster.get()
+    pub fn cluster_link(&self) -> Option<&dyn ClusterLink> {
+        self.cluster.get().map(|l| l.as_ref())
     }
 
     fn remote_locks(&self) -> Vec<LockInfo> {
@@ -414,7 +413,7 @@ impl Registry {
         if named.is_empty() {
             return Ok(());
         }
-        if self.loss.is_lost() {
+        if self.gate().is_lost() {
             return Err(RegistryError::Backend(format!("VM {}: this node lost its locks (cluster membership); no lock is granted until the membership is safe again", vm(spec))));
         }
         if let Some(e) = self.quarantined(spec, &named) {
@@ -496,9 +495,9 @@ impl Registry {
             }
         }
         // A node that just dropped out may still be stopping the VM that held these.
-        self.loss.wait_hold();
+        self.gate().wait_hold();
         let mut t = self.table.lock();
-        if self.loss.is_lost() {
+        if self.gate().is_lost() {
             drop(t);
             self.undo(spec, &grants);
             return Err(RegistryError::Backend(format!(
@@ -764,7 +763,7 @@ impl Registry {
     /// This node's id: corosync's when the cluster is attached, else the backend's.
     fn node(&self) -> (u32, String) {
         let (id, name) = self.backend.node();
-        (self.cluster.get().map_or(id, |l| l.node_id), name)
+        (self.cluster.get().map_or(id, |l| l.node_id()), name)
     }
 
     fn infos_of(&self, key: OwnerKey, o: &Owner) -> Vec<LockInfo> {
@@ -842,7 +841,8 @@ impl Registry {
     }
 
     pub fn status(&self) -> proto::status::Status {
-        let cluster = self.cluster.get().map(|l| l.state.lock().status());
+        let cluster = self.cluster.get().map(|l| l.status());
+        let lock_loss = self.gate().lock_loss_status();
         let t = self.table.lock();
         let (node_id, node_name) = self.node();
         let kind = if self.backend.kind() == "local" {
@@ -852,7 +852,7 @@ impl Registry {
         };
         proto::status::Status {
             cluster,
-            last_lock_loss: self.loss.last().map(|e| e.wire()),
+            last_lock_loss: lock_loss.last.clone(),
             node_name,
             node_id,
             backend: self.backend.kind().into(),
@@ -868,9 +868,9 @@ impl Registry {
             lock_readonly: self.naming.lock_readonly,
             pid: std::process::id(),
             protocol: proto::PROTOCOL_VERSION,
-            lock_loss: self.loss.status(),
+            lock_loss,
             releases_pending: self.unreleased.list(),
-            fencing: self.quarantine.status(),
+            fencing: self.gate().fencing_status(),
         }
     }
 
@@ -878,24 +878,14 @@ impl Registry {
     /// first disk asked for.
     fn quarantined(&self, spec: &OwnerSpec, named: &[Named]) -> Option<RegistryError> {
         let first = named.first()?;
-        let msg = self.quarantine.refusal(&vm(spec), &conflict::subject(&first.readable))?;
+        let msg = self.gate().refusal(&vm(spec), &conflict::subject(&first.readable))?;
         tracing::warn!(vm = %spec.name, disk = %first.readable, "grant refused: {msg}");
         Some(RegistryError::Quarantined(msg))
     }
 
     /// Admin: an operator confirms a node is down (crate::lockloss::quarantine).
-    pub fn confirm_down(
-        &self,
-        node: &str,
-        uid: u32,
-    ) -> Result<crate::lockloss::quarantine::Confirmation, RegistryError> {
-        match self.quarantine.confirm_down(node, uid) {
-            Ok(c) => Ok(c),
-            Err(e @ crate::lockloss::quarantine::ConfirmError::UnknownNode(_)) => {
-                Err(RegistryError::BadRequest(e.to_string()))
-            }
-            Err(e) => Err(RegistryError::Busy(e.to_string())),
-        }
+    pub fn confirm_down(&self, node: &str, uid: u32) -> Result<proto::status::Confirmation, RegistryError> {
+        self.gate().confirm_down(node, uid)
     }
 
     /// Admin: release every lock of a VM. Refused while its QEMU runs unless `force`.
@@ -1088,6 +1078,7 @@ mod tests {
         };
         let loss = crate::lockloss::LockLoss::new(
             registry.clone(),
+            crate::lockloss::Gate::attach(&registry).loss,
             fencing::Fencer::new(cfg, fencing::Watchdog::none()),
             Duration::ZERO,
             None,

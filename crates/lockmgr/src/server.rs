@@ -358,12 +358,10 @@ pub fn dispatch(reg: &Registry, peer: Option<Peer>, op: Op) -> Response {
         ),
         Op::ReleaseVm { uuid, force } => reply(reg.release_vm(&uuid, force).map(|locks| Response::Ok { locks })),
         Op::ReleaseVmOn { node, uuid, force } => match reg.cluster_link() {
-            Some(link) if link.node_id == node => {
+            Some(link) if link.node_id() == node => {
                 reply(reg.release_vm(&uuid, force).map(|locks| Response::Ok { locks }))
             }
-            Some(link) => {
-                reply(crate::cluster::release::forward(link, node, &uuid, force).map(|locks| Response::Ok { locks }))
-            }
+            Some(link) => reply(link.forward_release(node, &uuid, force).map(|locks| Response::Ok { locks })),
             None => Response::error(
                 ErrorCode::NodeUnreachable,
                 format!(

@@ -118,6 +118,7 @@ fn lock_loss_does_not_signal_a_process_on_a_dead_vms_pid() {
     };
     let loss = LockLoss::new(
         registry.clone(),
+        lockmgr::lockloss::Gate::attach(&registry).loss,
         fencing::Fencer::new(cfg, fencing::Watchdog::none()),
         std::time::Duration::ZERO,
         None,

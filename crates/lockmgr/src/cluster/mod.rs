@@ -87,11 +87,31 @@ pub struct Link {
     pub outgoing: mpsc::UnboundedSender<wire::Body>,
 }
 
-impl Link {
-    /// Inventory entries of other nodes.
-    pub fn remote_locks(&self) -> Vec<LockInfo> {
+impl crate::registry::ClusterLink for Link {
+    fn node_id(&self) -> u32 {
+        self.node_id
+    }
+
+    fn publish(&self, change: LockChange) {
+        let _ = self.changes.send(change);
+    }
+
+    fn remote_locks(&self) -> Vec<LockInfo> {
         let s = self.state.lock();
         s.inventory.others(s.me.nodeid)
+    }
+
+    fn status(&self) -> proto::status::ClusterStatus {
+        self.state.lock().status()
+    }
+
+    fn forward_release(
+        &self,
+        node: u32,
+        uuid: &str,
+        force: bool,
+    ) -> Result<Vec<LockInfo>, crate::registry::RegistryError> {
+        release::forward(self, node, uuid, force)
     }
 }
 
@@ -165,7 +185,12 @@ pub fn start(group: &str, lockspace: &str, registry: Arc<Registry>) -> Result<Cl
     let (changes, changes_rx) = mpsc::unbounded_channel();
     let (outgoing, outgoing_rx) = mpsc::unbounded_channel();
     let cpg = corosync::reactor::register(cpg).map_err(ClusterError::Reactor)?;
-    registry.attach_cluster(Link { node_id: me.nodeid, changes, state: state.clone(), outgoing: outgoing.clone() });
+    registry.attach_cluster(Arc::new(Link {
+        node_id: me.nodeid,
+        changes,
+        state: state.clone(),
+        outgoing: outgoing.clone(),
+    }));
     tracing::info!(group, node_id = me.nodeid, "joined the inventory group");
     tokio::spawn(task::run(task::Task {
         cpg,

@@ -144,12 +144,7 @@ impl ReleaseOutcome {
     }
 }
 
-/// What a lock change in the registry becomes on the wire.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LockChange {
-    Granted(LockInfo),
-    Released { resource: String, pid: u32 },
-}
+pub use crate::registry::LockChange;
 
 impl From<LockChange> for Body {
     fn from(c: LockChange) -> Body {

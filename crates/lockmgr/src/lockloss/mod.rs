@@ -264,6 +264,51 @@ impl LossGate {
     }
 }
 
+/// Lock loss and the quarantine as the registry consults them before every grant.
+#[derive(Debug, Default, Clone)]
+pub struct Gate {
+    pub loss: Arc<LossGate>,
+    pub quarantine: Arc<quarantine::Quarantine>,
+}
+
+impl crate::registry::GrantGate for Gate {
+    fn is_lost(&self) -> bool {
+        self.loss.is_lost()
+    }
+    fn wait_hold(&self) {
+        self.loss.wait_hold()
+    }
+    fn refusal(&self, vm: &str, disk: &str) -> Option<String> {
+        self.quarantine.refusal(vm, disk)
+    }
+    fn confirm_down(
+        &self,
+        node: &str,
+        uid: u32,
+    ) -> Result<proto::status::Confirmation, crate::registry::RegistryError> {
+        use crate::registry::RegistryError;
+        self.quarantine.confirm_down(node, uid).map_err(|e| match e {
+            quarantine::ConfirmError::UnknownNode(_) => RegistryError::BadRequest(e.to_string()),
+            quarantine::ConfirmError::IsMember { .. } => RegistryError::Busy(e.to_string()),
+        })
+    }
+    fn lock_loss_status(&self) -> proto::status::LockLossStatus {
+        self.loss.status()
+    }
+    fn fencing_status(&self) -> proto::status::FencingStatus {
+        self.quarantine.status()
+    }
+}
+
+impl Gate {
+    /// A gate attached to `registry`: every grant there consults it from now on.
+    pub fn attach(registry: &Registry) -> Gate {
+        let g = Gate::default();
+        registry.attach_gate(Arc::new(g.clone()));
+        g
+    }
+}
+
 pub fn wall_now() -> f64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
 }
@@ -285,8 +330,13 @@ pub struct LockLoss {
 
 impl LockLoss {
     /// `hold`: after every membership change, grants wait this long (see [`LockLoss::on_verdict`]).
-    pub fn new(registry: Arc<Registry>, fencer: Fencer, hold: Duration, lockspace: Option<Arc<Deferring>>) -> Self {
-        let gate = registry.loss_gate().clone();
+    pub fn new(
+        registry: Arc<Registry>,
+        gate: Arc<LossGate>,
+        fencer: Fencer,
+        hold: Duration,
+        lockspace: Option<Arc<Deferring>>,
+    ) -> Self {
         *gate.hold.lock() = hold;
         LockLoss {
             registry,
@@ -424,17 +474,21 @@ impl LockLoss {
 }
 
 /// Starts lock-loss handling on the current runtime: verdicts from `verdicts` (the
-/// membership driver), the DLM lockspace `lockspace` watched through sysfs, and the
-/// watchdog petted while it has not fired.
+/// membership driver), the DLM lockspace `lockspace` (the backend and its name) watched
+/// through sysfs, and the watchdog petted while it has not fired.
 pub fn start(
     fencing: fencing::FencerConfig,
     watchdog: fencing::Watchdog,
     registry: Arc<Registry>,
+    gate: Arc<LossGate>,
     mut verdicts: tokio::sync::watch::Receiver<Verdict>,
-    lockspace: Option<Arc<Deferring>>,
-    lockspace_name: &str,
+    lockspace: Option<(Arc<Deferring>, &str)>,
     hold: Option<Duration>,
 ) -> Arc<LockLoss> {
+    let (lockspace, lockspace_name) = match lockspace {
+        Some((ls, name)) => (Some(ls), name),
+        None => (None, ""),
+    };
     let hold = hold.unwrap_or_else(|| fencing.bound() + Duration::from_secs(1));
     tracing::info!(
         bound_ms = fencing.bound().as_millis() as u64,
@@ -447,7 +501,7 @@ pub fn start(
         "lock-loss handling on"
     );
     let ls_name = lockspace.as_ref().map(|_| lockspace_name.to_owned());
-    let loss = Arc::new(LockLoss::new(registry, Fencer::new(fencing, watchdog), hold, lockspace.clone()));
+    let loss = Arc::new(LockLoss::new(registry, gate, Fencer::new(fencing, watchdog), hold, lockspace.clone()));
     if let Some(ls) = lockspace {
         tokio::spawn(rejoin_lockspace(ls, loss.clone(), verdicts.clone()));
     }
@@ -732,6 +786,7 @@ pub(crate) mod tests {
         };
         let loss = LockLoss::new(
             registry.clone(),
+            Gate::attach(&registry).loss,
             Fencer::new(cfg, fencing::Watchdog::none()),
             Duration::from_millis(300),
             None,
@@ -769,6 +824,7 @@ pub(crate) mod tests {
         assert!(registry.acquire(None, &spec(b.id(), 2), &[lease("b")], 0).is_ok());
         let loss = LockLoss::new(
             registry.clone(),
+            Gate::attach(&registry).loss,
             Fencer::new(Default::default(), fencing::Watchdog::none()),
             Duration::ZERO,
             None,
@@ -815,7 +871,9 @@ pub(crate) mod tests {
         let dir = std::env::temp_dir().join(format!("lockloss-hold-{}", std::process::id()));
         let (registry, _rx) = local_registry(&dir);
         let hold = Duration::from_millis(400);
-        let loss = LockLoss::new(registry, Fencer::new(Default::default(), fencing::Watchdog::none()), hold, None);
+        let gate = Gate::attach(&registry).loss;
+        let loss =
+            LockLoss::new(registry, gate, Fencer::new(Default::default(), fencing::Watchdog::none()), hold, None);
         let t = Instant::now();
         loss.gate().wait_hold();
         assert!(t.elapsed() < hold, "no hold before any change");
