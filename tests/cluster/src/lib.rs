@@ -134,6 +134,28 @@ fn probe_binary() -> String {
     dir.join("dlm-probe").to_string_lossy().into_owned()
 }
 
+/// FNV-1a of `bytes`: a stable hash (the test clients name VMs and slots by it).
+pub fn fnv(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// A stable, valid UUID for a VM name (tests name VMs, the daemon wants UUIDs).
+pub fn uuid_of(name: &str) -> String {
+    let h = fnv(name.as_bytes());
+    format!(
+        "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
+        h >> 32,
+        (h >> 16) & 0xffff,
+        h & 0xfff,
+        (h >> 20) & 0xfff,
+        h & 0xffff_ffff_ffff
+    )
+}
+
 /// A binary of this workspace's build: `$env` if set, else beside the test executable's
 /// `deps/` directory (`run.sh` builds virtdlmd there too).
 pub fn built_binary(name: &str, env: &str) -> String {

@@ -21,6 +21,7 @@
 //! error code of a refusal (`conflict`, `owner_gone`, ...), or `io` when the daemon could not
 //! be reached; plus "response" (the daemon's answer as sent) where there is one.
 
+use cluster_tests::uuid_of;
 use proto::mode::Mode;
 use proto::{self, Op, OwnerSpec, Resource, Response};
 use serde_json::{json, Value};
@@ -34,22 +35,6 @@ fn emit(v: Value) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{v}");
     let _ = out.flush();
-}
-
-/// A stable, valid UUID for a VM name (tests name VMs, the daemon wants UUIDs).
-fn uuid_of(name: &str) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in name.bytes() {
-        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-    }
-    format!(
-        "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
-        h >> 32,
-        (h >> 16) & 0xffff,
-        h & 0xfff,
-        (h >> 20) & 0xfff,
-        h & 0xffff_ffff_ffff
-    )
 }
 
 fn owner(name: &str, pid: &str) -> Result<OwnerSpec, String> {

@@ -26,6 +26,7 @@
 //!   [pr=PERCENT (20)] [hold_ms=MS (600)] [idle_ms=MS (300)] [action=default|pause]
 //!   [uuid_dir=DIR: writes DIR/<uuid> = pid, for a fake `virsh suspend`]
 
+use cluster_tests::{fnv, uuid_of};
 use proto::{self, FailureAction, Op, OwnerSpec, Resource, Response};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -52,27 +53,6 @@ fn monotonic() -> f64 {
     // SAFETY: clock_gettime writes one timespec into the valid, owned `ts`.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
-}
-
-fn fnv(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
-    }
-    h
-}
-
-/// A stable, valid UUID for a VM name.
-fn uuid_of(name: &str) -> String {
-    let h = fnv(name.as_bytes());
-    format!(
-        "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
-        h >> 32,
-        (h >> 16) & 0xffff,
-        h & 0xfff,
-        (h >> 20) & 0xfff,
-        h & 0xffff_ffff_ffff
-    )
 }
 
 struct Args {

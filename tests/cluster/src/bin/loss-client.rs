@@ -14,6 +14,7 @@
 //! "sent" and "answered" (seconds since the epoch) of the request that decided the outcome,
 //! "response" where there is one. MODE is EX, CW, PR or CR (the libvirt disk flags it stands for).
 
+use cluster_tests::uuid_of;
 use proto::mode::Mode;
 use proto::{self, Op, OwnerSpec, Resource, Response};
 use serde_json::{json, Value};
@@ -23,22 +24,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 fn now() -> f64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
-}
-
-/// A stable, valid UUID for a VM name.
-fn uuid_of(name: &str) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in name.bytes() {
-        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-    }
-    format!(
-        "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
-        h >> 32,
-        (h >> 16) & 0xffff,
-        h & 0xfff,
-        (h >> 20) & 0xfff,
-        h & 0xffff_ffff_ffff
-    )
 }
 
 fn owner(name: &str, pid: &str) -> Result<OwnerSpec, String> {
