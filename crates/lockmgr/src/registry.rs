@@ -21,20 +21,14 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc::UnboundedSender;
 
+mod admin;
 mod error;
 mod gate;
+mod restore;
+pub use admin::Inspected;
 pub use error::RegistryError;
 pub use gate::{ClusterLink, GrantGate, LockChange, Open};
-
-/// What `inspect` finds of one disk or lease.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Inspected {
-    /// The disk or lease as people read it.
-    pub identity: String,
-    /// Its lock (resource) name; empty when it is not locked at all.
-    pub resource: String,
-    pub holders: Vec<LockInfo>,
-}
+pub use restore::Restored;
 
 struct Held {
     grant: Grant,
@@ -91,27 +85,6 @@ pub struct Registry {
     /// The cluster inventory, when the daemon runs one: lock changes are published to it
     /// (under the table lock, so in table order) and answers include other nodes' locks.
     cluster: std::sync::OnceLock<Arc<dyn ClusterLink>>,
-}
-
-/// What [`Registry::restore`] did.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Restored {
-    pub owners_adopted: usize,
-    pub locks_adopted: usize,
-    pub owners_dead: usize,
-    pub locks_released: usize,
-    pub locks_lost: usize,
-    /// As the backend counts them (the DLM's purge does not count: 0).
-    pub orphans_purged: usize,
-    /// Live owners with a lock that could not be taken back: their VMs run unprotected.
-    pub unconfirmed: Vec<OwnerKey>,
-    /// Journaled locks of live owners, registered but not taken back yet
-    /// ([`Registry::adopt_restored`] empties it).
-    pub to_adopt: Vec<(OwnerKey, ResName)>,
-    /// The journal could not be rewritten (full or read-only filesystem): the locks above
-    /// are held, the journal still says what it said before, and nothing new is granted
-    /// until it can be written.
-    pub journal_unwritable: Option<String>,
 }
 
 /// The grant id of a journaled lock not taken back yet after a restart: no backend holds it,
@@ -201,124 +174,6 @@ impl Registry {
 
     pub fn backend(&self) -> &Arc<dyn Backend> {
         &self.backend
-    }
-
-    /// After a daemon restart, before serving: takes back the journaled locks of owners that
-    /// still run, drops those of owners that died meanwhile, purges what nobody claims.
-    /// [`Registry::restore_owners`] then [`Registry::adopt_restored`].
-    pub fn restore(&self) -> Result<Restored, JournalError> {
-        let mut r = self.restore_owners()?;
-        self.adopt_restored(&mut r);
-        Ok(r)
-    }
-
-    /// First step of a restore, with no backend call (nothing here can block on the DLM): the
-    /// owners that still run are registered again with their journaled locks, so that lock-loss
-    /// handling, started next, knows which VMs to stop; those that died meanwhile are dropped.
-    /// The locks are taken back by [`Registry::adopt_restored`].
-    pub fn restore_owners(&self) -> Result<Restored, JournalError> {
-        let mut t = self.table.lock();
-        let mut r = Restored::default();
-        let saved = t.journal.state().clone();
-        let mut records = Vec::new();
-        for (key, o) in saved.owners {
-            let Some(spec) = o.spec.map(OwnerSpec::from) else {
-                records.push(Record::Gone { key });
-                continue;
-            };
-            if !owner::is_alive(key) {
-                r.owners_dead += 1;
-                for (name, lock) in &o.locks {
-                    r.locks_released += 1;
-                    tracing::info!(vm = %spec.name, uuid = %spec.uuid, disk = %lock.identity, mode = %lock.mode, resource = %name,
-                        "released: the VM's QEMU (pid {}) exited while virtdlmd was down", key.pid);
-                }
-                records.push(Record::Gone { key });
-                continue;
-            }
-            let mut held = BTreeMap::new();
-            for (name, lock) in o.locks {
-                let res = ResName(name);
-                let grant = Grant { name: res.clone(), mode: lock.mode, id: NOT_TAKEN_BACK };
-                r.to_adopt.push((key, res.clone()));
-                held.insert(res, Held { grant, readable: lock.identity, since: lock.since });
-            }
-            r.owners_adopted += 1;
-            let pidfd = owner::open_pidfd(key).map(Arc::new);
-            t.owners.insert(key, Owner { spec, held, pidfd });
-            let _ = self.watch.send(key);
-        }
-        // The journal as read stays true if it cannot be rewritten now: it names the locks
-        // being taken back (under their old grant ids, which nothing reads back), and dead
-        // owners are found dead again at the next start.
-        if let Err(e) = t.journal.append(&records).and_then(|()| t.journal.compact()) {
-            match e {
-                JournalError::Damaged { .. } => return Err(e),
-                e => r.journal_unwritable = Some(e.to_string()),
-            }
-        }
-        Ok(r)
-    }
-
-    /// Second step of a restore: takes back, in the backend, the locks [`Registry::restore_owners`]
-    /// registered, then purges what nobody claimed. The DLM blocks both while the lockspace is
-    /// stopped (this node cut off), so no table lock is held across them, and lock-loss
-    /// handling should be running already. A lock that cannot be taken back leaves the table,
-    /// and its owner is listed in `unconfirmed` (its VM runs unprotected: stop it).
-    pub fn adopt_restored(&self, r: &mut Restored) {
-        for (key, res) in std::mem::take(&mut r.to_adopt) {
-            let mode = {
-                let t = self.table.lock();
-                match t.owners.get(&key).and_then(|o| o.held.get(&res)) {
-                    Some(h) if h.grant.id == NOT_TAKEN_BACK => h.grant.mode,
-                    // Released, or its owner exited, meanwhile: an orphan for the purge.
-                    _ => continue,
-                }
-            };
-            let got = self.backend.adopt(&res, mode);
-            let mut guard = self.table.lock();
-            let t = &mut *guard;
-            let Some(o) =
-                t.owners.get_mut(&key).filter(|o| o.held.get(&res).is_some_and(|h| h.grant.id == NOT_TAKEN_BACK))
-            else {
-                // Let go of while it was being taken back: give it up again.
-                if let Ok(g) = got {
-                    drop(guard);
-                    self.backend_release(&g, &res.0, "(exited while its lock was taken back)");
-                }
-                continue;
-            };
-            let h = o.held.get_mut(&res).expect("checked above");
-            match got {
-                Ok(grant) => {
-                    r.locks_adopted += 1;
-                    tracing::info!(vm = %o.spec.name, uuid = %o.spec.uuid, disk = %h.readable, mode = %mode, resource = %res.0,
-                        "adopted after restart");
-                    let lock = LockEntry { identity: h.readable.clone(), mode, id: grant.id, since: h.since };
-                    h.grant = grant;
-                    if let Err(e) = t.journal.append(&[Record::Grant { key, name: res.0.clone(), lock }]) {
-                        tracing::warn!("journal: could not record the new grant id of a lock taken back (it keeps the old one, which nothing reads back): {e}");
-                    }
-                }
-                Err(e) => {
-                    r.locks_lost += 1;
-                    if !r.unconfirmed.contains(&key) {
-                        r.unconfirmed.push(key);
-                    }
-                    tracing::error!(vm = %o.spec.name, uuid = %o.spec.uuid, disk = %h.readable, mode = %mode, resource = %res.0,
-                        "LOCK LOST: could not take back the lock after restart: {e}");
-                    o.held.remove(&res);
-                    self.publish(LockChange::Released { resource: res.0.clone(), pid: key.pid });
-                    if let Err(e) = t.journal.append(&[Record::Release { key, name: res.0.clone() }]) {
-                        tracing::error!("journal write failed while dropping a lock not taken back: {e}");
-                    }
-                }
-            }
-        }
-        r.orphans_purged = self.backend.purge_orphans().unwrap_or_else(|e| {
-            tracing::error!("purging orphan locks failed: {e}");
-            0
-        });
     }
 
     fn resolve_all(&self, resources: &[Resource]) -> Result<Vec<Named>, RegistryError> {
@@ -817,63 +672,6 @@ impl Registry {
         v
     }
 
-    pub fn inspect(&self, res: &Resource) -> Result<Inspected, RegistryError> {
-        match self.naming.resolve(res) {
-            Ok(Some(n)) => {
-                Ok(Inspected { holders: self.holders(&n.name, None), identity: n.readable, resource: n.name.0 })
-            }
-            Ok(None) => Ok(Inspected {
-                identity: "read-only disk: not locked (lock_readonly = false)".into(),
-                resource: String::new(),
-                holders: vec![],
-            }),
-            Err(e) => Err(RegistryError::BadRequest(e.to_string())),
-        }
-    }
-
-    /// A resource's identity (as people read it) and its lock name.
-    pub fn resource_name(&self, res: &Resource) -> Result<(String, String), RegistryError> {
-        match self.naming.resolve(res) {
-            Ok(Some(n)) => Ok((n.readable, n.name.0)),
-            Ok(None) => Ok(("read-only disk: not locked (lock_readonly = false)".into(), String::new())),
-            Err(e) => Err(RegistryError::BadRequest(e.to_string())),
-        }
-    }
-
-    pub fn status(&self) -> proto::status::Status {
-        let cluster = self.cluster.get().map(|l| l.status());
-        let lock_loss = self.gate().lock_loss_status();
-        let t = self.table.lock();
-        let (node_id, node_name) = self.node();
-        let kind = if self.backend.kind() == "local" {
-            crate::config::BackendKind::Local
-        } else {
-            crate::config::BackendKind::Dlm
-        };
-        proto::status::Status {
-            cluster,
-            last_lock_loss: lock_loss.last.clone(),
-            node_name,
-            node_id,
-            backend: self.backend.kind().into(),
-            // Setups that run but do not protect (crate::backend_guard).
-            warnings: crate::backend_guard::warnings(kind, self.cluster.get().is_some())
-                .into_iter()
-                .map(String::from)
-                .collect(),
-            owners: t.owners.len(),
-            locks: t.owners.values().map(|o| o.held.len()).sum::<usize>(),
-            journal: t.journal.path().display().to_string(),
-            journal_bytes: t.journal.size(),
-            lock_readonly: self.naming.lock_readonly,
-            pid: std::process::id(),
-            protocol: proto::PROTOCOL_VERSION,
-            lock_loss,
-            releases_pending: self.unreleased.list(),
-            fencing: self.gate().fencing_status(),
-        }
-    }
-
     /// The refusal when a grant must wait for a lost node (crate::lockloss::quarantine), naming the
     /// first disk asked for.
     fn quarantined(&self, spec: &OwnerSpec, named: &[Named]) -> Option<RegistryError> {
@@ -881,55 +679,6 @@ impl Registry {
         let msg = self.gate().refusal(&vm(spec), &conflict::subject(&first.readable))?;
         tracing::warn!(vm = %spec.name, disk = %first.readable, "grant refused: {msg}");
         Some(RegistryError::Quarantined(msg))
-    }
-
-    /// Admin: an operator confirms a node is down (crate::lockloss::quarantine).
-    pub fn confirm_down(&self, node: &str, uid: u32) -> Result<proto::status::Confirmation, RegistryError> {
-        self.gate().confirm_down(node, uid)
-    }
-
-    /// Admin: release every lock of a VM. Refused while its QEMU runs unless `force`.
-    pub fn release_vm(&self, uuid: &str, force: bool) -> Result<Vec<LockInfo>, RegistryError> {
-        let mut t = self.table.lock();
-        let keys: Vec<OwnerKey> = t.owners.iter().filter(|(_, o)| o.spec.uuid == uuid).map(|(k, _)| *k).collect();
-        if keys.is_empty() {
-            return Err(RegistryError::UnknownOwner(format!(
-                "no VM with uuid {uuid} holds or registered locks on this node"
-            )));
-        }
-        if !force {
-            if let Some(k) = keys.iter().find(|k| owner::is_alive(**k)) {
-                let o = &t.owners[k];
-                return Err(RegistryError::Busy(format!(
-                    "VM {} still runs as pid {}; stop it first, or force the release if you know its disks are closed",
-                    vm(&o.spec),
-                    k.pid
-                )));
-            }
-        }
-        let mut locks = Vec::new();
-        for k in keys {
-            locks.extend(self.drop_owner(&mut t, k, "released by the administrator"));
-        }
-        self.unlock_and_release(t);
-        Ok(locks)
-    }
-
-    /// Admin: release the locks of owners whose process is gone (normally the pidfd already
-    /// did). `dry_run` only reports them.
-    pub fn cleanup(&self, dry_run: bool) -> Vec<LockInfo> {
-        let mut t = self.table.lock();
-        let dead: Vec<OwnerKey> = t.owners.keys().filter(|k| !owner::is_alive(**k)).copied().collect();
-        let mut locks = Vec::new();
-        for k in dead {
-            if dry_run {
-                locks.extend(self.infos_of(k, &t.owners[&k]));
-            } else {
-                locks.extend(self.drop_owner(&mut t, k, "cleanup: its QEMU process is gone"));
-            }
-        }
-        self.unlock_and_release(t);
-        locks
     }
 }
 
