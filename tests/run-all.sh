@@ -9,7 +9,7 @@ ROOT=$PWD
 LOG=${CARGO_TARGET_DIR:-$ROOT/target}/tier-logs
 mkdir -p "$LOG"
 TIERS=${TIERS:-unit reliability fuzz corosync inventory abi bench libvirt deb systemd cluster pacemaker}
-total_pass=0 total_fail=0 summary=()
+total_pass=0 total_fail=0 summary=() failures=()
 total_peer_pass=0 total_peer_fail=0 total_setup_pass=0 total_setup_fail=0
 
 # Runs one tier, showing its output, and records its "N passed, N failed" line.
@@ -36,6 +36,9 @@ tier() {
   if [ "$rc" != 0 ] && [ "$f" = 0 ] && [ "$of" = 0 ]; then f=1; fi
   if [ -z "$line" ] && [ "$rc" = 0 ]; then f=1; echo "tier $name printed no result line" >&2; fi
   total_pass=$((total_pass + p)); total_fail=$((total_fail + f))
+  # The failing checks by name, repeated at the end: a long run's log is often read from its tail.
+  local l
+  while IFS= read -r l; do failures+=("$name: ${l:0:300}"); done < <(grep -E '^(FAIL |peer: FAIL |setup: FAIL )|^test .* \.\.\. FAILED$' "$LOG/$name.log" | head -n 20)
   summary+=("$(printf '%-9s %4s passed, %3s failed  (%ss)%s' "$name" "$p" "$f" $((SECONDS - t0)) "${extra:+  [not virt-dlm, passed/failed:$extra]}")")
 }
 
@@ -69,6 +72,10 @@ for t in $TIERS; do
 done
 
 echo
+if [ ${#failures[@]} -gt 0 ]; then
+  echo "================ failed checks (each tier's log: $LOG/TIER.log)"
+  printf '%s\n' "${failures[@]}"
+fi
 echo "================ summary"
 printf '%s\n' "${summary[@]}"
 echo "not virt-dlm: peers (lockd, sanlock, nop) $total_peer_pass passed, $total_peer_fail failed; setup $total_setup_pass passed, $total_setup_fail failed"
