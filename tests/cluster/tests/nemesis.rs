@@ -19,7 +19,10 @@
 //! healed after the others took its disks: the first one with its daemon killed and restarted
 //! once it reported its locks lost (on a stopped lockspace), the second with no restart, the
 //! third with a restart 1-3 s after the cut (racing the membership change), and so on; every 50th (25, 75, ...) a crash of a random node (cluster.sh kill) and its
-//! reboot. After the last round the writers stop, the run settles, and:
+//! reboot. A node whose virtdlmd reports its release of the abandoned lockspace stuck in the
+//! kernel after a heal is rebooted at once, as fencing would (counted apart:
+//! `retire_stuck_rebooted`; docs/RELIABILITY.md, "a retire that never finishes").
+//! After the last round the writers stop, the run settles, and:
 //! - every image must be grantable EX on every node by a fresh owner (asked of the DLM through
 //!   the daemon), and every daemon's lock table must be empty: no lock left held without an
 //!   owner;
