@@ -70,6 +70,16 @@ fn run_alone_in(p: &Paths, ls: &str, nodeid: u32) -> Result<(), DlmError> {
     write(&p.lockspace.join("control"), 1)
 }
 
+/// The kernel's recovery state of `ls`, for a report: `recover_status` (the `DLM_RS_*` bits
+/// reached) and `recover_nodeid` from sysfs, or why they cannot be read.
+pub fn recover_status(ls: &str) -> String {
+    let dir = Path::new(SYSFS).join(ls);
+    let read = |f: &str| {
+        fs::read_to_string(dir.join(f)).map(|v| v.trim().to_owned()).unwrap_or_else(|e| format!("({f}: {e})"))
+    };
+    format!("recover_status={} recover_nodeid={}", read("recover_status"), read("recover_nodeid"))
+}
+
 /// Removes what [`run_alone`] put in configfs (after the lockspace is released), so that a
 /// new dlm_controld starts from nothing.
 pub fn cleanup(ls: &str, nodeid: u32) -> Result<(), DlmError> {

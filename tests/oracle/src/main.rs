@@ -5,12 +5,18 @@
 //!
 //! Usage: oracle-check RUNDIR
 //!
+//! A writer is known by its name (`vm` in its events and records), which it makes unique for
+//! the run (VM, pid and boot id: a rebooted guest reuses pids); a hold by the id its writer gave
+//! it. Two grants under one hold id, or one hold id on two images or of two writers, mean the
+//! writers' identities are not unique: a hold's span would then be a merge of several, and
+//! merged spans overlap holds that never met. The checker refuses to judge such input (exit 2).
+//!
 //! RUNDIR holds `images/*.img` (the shared images, as the host has them), `logs/*.jsonl` (the
 //! writers' event logs), `clocks.jsonl` (`{"node","off","unc"}`: each guest's wall clock minus
 //! the host's, and that measure's uncertainty, measured through the harness during the run)
 //! and `gone.jsonl` (`{"at","node","pids"|null,"kind"}`: host times at which owners were gone
 //! for sure: kill -9 of an owner, a node killed). Writes `RUNDIR/oracle.json` and prints it;
-//! exits 1 when it found an overlap, 2 when it cannot read its input.
+//! exits 1 when it found an overlap, 2 when it cannot read or cannot trust its input.
 //!
 //! Two kinds of evidence, either is an overlap:
 //! - **Disk**: a writer read back, in block 0 of an image it held, something other than its own
@@ -26,7 +32,7 @@
 mod modes;
 
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 const BLOCK: usize = 512;
@@ -79,6 +85,17 @@ struct Hold {
     mode: String,
     /// (host time, uncertainty) of each use.
     uses: Vec<(f64, f64)>,
+    /// Whether its grant was logged.
+    granted: bool,
+}
+
+/// Binds `h` (id `hold`) to its writer and image; another writer or image under the same id
+/// is a collision.
+fn bind(h: &mut Hold, hold: &str, node: u64, owner: &str, disk: String, collisions: &mut BTreeSet<String>) {
+    if !h.disk.is_empty() && (h.disk != disk || h.owner != owner || h.node != node) {
+        collisions.insert(hold.to_string());
+    }
+    (h.node, h.owner, h.disk) = (node, owner.to_string(), disk);
 }
 
 /// Per node, the measures of its clock against the host's: (host time, offset, uncertainty).
@@ -105,16 +122,46 @@ impl Clocks {
     }
 }
 
+/// What the checker concluded about one run directory.
+struct Verdict {
+    report: Value,
+    time_overlaps: usize,
+    mismatches: usize,
+    /// Hold ids that name more than one hold (see the module's doc): the input cannot be judged.
+    collisions: Vec<String>,
+}
+
 fn main() {
     let Some(dir) = std::env::args_os().nth(1).map(PathBuf::from) else {
         eprintln!("usage: oracle-check RUNDIR");
         std::process::exit(2);
     };
+    let v = match check(&dir) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("oracle-check: {e}");
+            std::process::exit(2);
+        }
+    };
+    let text = serde_json::to_string_pretty(&v.report).unwrap_or_default();
+    let _ = std::fs::write(dir.join("oracle.json"), &text);
+    println!("{text}");
+    if !v.collisions.is_empty() {
+        let some: Vec<&String> = v.collisions.iter().take(5).collect();
+        eprintln!("oracle-check: {} hold ids name more than one hold (the writers' names are not unique), e.g. {some:?}: cannot judge", v.collisions.len());
+        std::process::exit(2);
+    }
+    if v.time_overlaps > 0 || v.mismatches > 0 {
+        eprintln!("oracle-check: {} overlaps in time, {} mismatches read on the disks", v.time_overlaps, v.mismatches);
+        std::process::exit(1);
+    }
+}
+
+fn check(dir: &Path) -> Result<Verdict, String> {
     let logs = files(&dir.join("logs"), "jsonl");
     let images = files(&dir.join("images"), "img");
     if logs.is_empty() || images.is_empty() {
-        eprintln!("oracle-check: no logs/*.jsonl or images/*.img in {}", dir.display());
-        std::process::exit(2);
+        return Err(format!("no logs/*.jsonl or images/*.img in {}", dir.display()));
     }
     let mut measures: HashMap<u64, Vec<(f64, f64, f64)>> = HashMap::new();
     for c in jsonl(&dir.join("clocks.jsonl")) {
@@ -132,7 +179,9 @@ fn main() {
 
     let events: Vec<Value> = logs.iter().flat_map(|p| jsonl(p)).collect();
     let mut holds: BTreeMap<String, Hold> = BTreeMap::new();
-    let mut seen_writes: HashSet<(u64, u64, u64)> = HashSet::new();
+    // A write is known by its writer (node, name) and its sequence number.
+    let mut seen_writes: HashSet<(u64, String, u64)> = HashSet::new();
+    let mut collisions: BTreeSet<String> = BTreeSet::new();
     let (mut grants, mut writes, mut reads, mut io_kills) = (0u64, 0u64, 0u64, 0u64);
     // Of which acquires and releases (a daemon killed in the middle of one).
     let (mut acquires_cut, mut releases_cut) = (0u64, 0u64);
@@ -144,9 +193,13 @@ fn main() {
         match e["ev"].as_str().unwrap_or("") {
             "acquire" if e["outcome"] == "ok" => {
                 grants += 1;
-                let h = holds.entry(hold).or_default();
+                let h = holds.entry(hold.clone()).or_default();
+                if h.granted {
+                    collisions.insert(hold.clone());
+                }
+                h.granted = true;
                 h.mode = e["mode"].as_str().unwrap_or("?").to_string();
-                (h.node, h.owner, h.disk) = (node, e["vm"].as_str().unwrap_or("?").to_string(), disk);
+                bind(h, &hold, node, e["vm"].as_str().unwrap_or("?"), disk, &mut collisions);
             }
             k @ ("acquire" | "release") if e["outcome"] == "io" => {
                 io_kills += 1;
@@ -154,10 +207,10 @@ fn main() {
             }
             "write" => {
                 writes += 1;
-                let key = (node, e["pid"].as_u64().unwrap_or(0), e["seq"].as_u64().unwrap_or(0));
-                seen_writes.insert(key);
-                let h = holds.entry(hold).or_default();
-                (h.node, h.owner, h.disk) = (node, e["vm"].as_str().unwrap_or("?").to_string(), disk);
+                let vm = e["vm"].as_str().unwrap_or("?");
+                seen_writes.insert((node, vm.to_string(), e["seq"].as_u64().unwrap_or(0)));
+                let h = holds.entry(hold.clone()).or_default();
+                bind(h, &hold, node, vm, disk, &mut collisions);
                 if h.mode.is_empty() {
                     h.mode = "EX".into();
                 }
@@ -165,7 +218,9 @@ fn main() {
             }
             "read" => {
                 reads += 1;
-                holds.entry(hold).or_default().uses.push(clocks.host(node, e["real"].as_f64().unwrap_or(0.0)));
+                let h = holds.entry(hold.clone()).or_default();
+                bind(h, &hold, node, e["vm"].as_str().unwrap_or("?"), disk, &mut collisions);
+                h.uses.push(clocks.host(node, e["real"].as_f64().unwrap_or(0.0)));
             }
             "mismatch" => mismatches.push(e.clone()),
             _ => {}
@@ -179,18 +234,18 @@ fn main() {
         for block in bytes.chunks(BLOCK) {
             let Some(r) = record(block) else { continue };
             disk_records += 1;
-            let key = (r["node"].as_u64().unwrap_or(0), r["pid"].as_u64().unwrap_or(0), r["seq"].as_u64().unwrap_or(0));
-            if !seen_writes.insert(key) {
+            let (node, vm) = (r["node"].as_u64().unwrap_or(0), r["vm"].as_str().unwrap_or("?"));
+            if !seen_writes.insert((node, vm.to_string(), r["seq"].as_u64().unwrap_or(0))) {
                 continue;
             }
             disk_only += 1;
-            let h = holds.entry(r["hold"].as_str().unwrap_or("").to_string()).or_default();
-            (h.node, h.owner, h.disk) =
-                (key.0, r["vm"].as_str().unwrap_or("?").to_string(), base(r["disk"].as_str().unwrap_or("")));
+            let hold = r["hold"].as_str().unwrap_or("").to_string();
+            let h = holds.entry(hold.clone()).or_default();
+            bind(h, &hold, node, vm, base(r["disk"].as_str().unwrap_or("")), &mut collisions);
             if h.mode.is_empty() {
                 h.mode = "EX".into();
             }
-            h.uses.push(clocks.host(key.0, r["real"].as_f64().unwrap_or(0.0)));
+            h.uses.push(clocks.host(node, r["real"].as_f64().unwrap_or(0.0)));
         }
     }
 
@@ -237,13 +292,23 @@ fn main() {
         .filter_map(|e| Some((e["hold"].as_str()?, e["sent"].as_f64()?)))
         .collect();
     let mut unusable: Vec<Value> = Vec::new();
-    for g in jsonl(&dir.join("gone.jsonl")) {
+    let gone = jsonl(&dir.join("gone.jsonl"));
+    // Whole nodes gone (crashed, rebooted): a hold of that node granted before is over then,
+    // whether or not its release was logged (its writer died with the node).
+    let node_gone: Vec<(u64, f64)> = gone
+        .iter()
+        .filter(|g| g["pids"].is_null())
+        .filter_map(|g| Some((g["node"].as_u64()?, g["at"].as_f64()?)))
+        .collect();
+    for g in &gone {
         let (Some(at), Some(node)) = (g["at"].as_f64(), g["node"].as_u64()) else { continue };
         let pids: Option<HashSet<u64>> = g["pids"].as_array().map(|a| a.iter().filter_map(Value::as_u64).collect());
         for a in &acquires {
             let hold = a["hold"].as_str().unwrap_or("");
             let answered = a["answered"].as_f64().unwrap_or(f64::INFINITY);
-            let open = answered < at && releases.get(hold).is_none_or(|&r| r > at);
+            let ended_with_node =
+                node_gone.iter().any(|&(n, t)| a["node"].as_u64() == Some(n) && answered < t && t < at);
+            let open = answered < at && releases.get(hold).is_none_or(|&r| r > at) && !ended_with_node;
             let mine = a["node"].as_u64() == Some(node)
                 && pids.as_ref().is_none_or(|p| a["pid"].as_u64().is_some_and(|x| p.contains(&x)));
             if !(open && mine) {
@@ -285,18 +350,90 @@ fn main() {
         "overlaps": overlaps.len() + mismatches.len(),
         "owner_gone_cases": unusable.len(),
         "longest_unusable_after_owner_gone": longest.cloned().unwrap_or(Value::Null),
+        "hold_id_collisions": collisions.len(),
         "mismatch_events": mismatches.iter().take(20).collect::<Vec<_>>(),
         "overlap_details": overlaps.iter().take(20).collect::<Vec<_>>(),
     });
-    let text = serde_json::to_string_pretty(&report).unwrap_or_default();
-    let _ = std::fs::write(dir.join("oracle.json"), &text);
-    println!("{text}");
-    if !overlaps.is_empty() || !mismatches.is_empty() {
-        eprintln!(
-            "oracle-check: {} overlaps in time, {} mismatches read on the disks",
-            overlaps.len(),
-            mismatches.len()
-        );
-        std::process::exit(1);
+    Ok(Verdict {
+        report,
+        time_overlaps: overlaps.len(),
+        mismatches: mismatches.len(),
+        collisions: collisions.into_iter().collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A run directory with one empty image and the given writer logs (file name, events).
+    fn rundir(tag: &str, logs: &[(&str, Vec<Value>)]) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("oracle-test-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("logs")).unwrap();
+        std::fs::create_dir_all(dir.join("images")).unwrap();
+        std::fs::write(dir.join("images/d0.img"), vec![0u8; 4 * BLOCK]).unwrap();
+        for (name, events) in logs {
+            let text: String = events.iter().map(|e| format!("{e}\n")).collect();
+            std::fs::write(dir.join("logs").join(format!("{name}.jsonl")), text).unwrap();
+        }
+        dir
+    }
+
+    /// A writer's EX hold of `disk` from `t0` to `t1` (host time; no clock measured, so every
+    /// stamp gets the 0.5 s margin), one write a second.
+    fn hold(node: u64, vm: &str, hold: &str, disk: &str, t0: f64, t1: f64) -> Vec<Value> {
+        let mut v = vec![
+            json!({ "ev": "acquire", "node": node, "vm": vm, "hold": hold, "disk": disk, "mode": "EX", "outcome": "ok", "answered": t0 }),
+        ];
+        let (mut t, mut seq) = (t0, 0);
+        while t <= t1 {
+            seq += 1;
+            v.push(
+                json!({ "ev": "write", "node": node, "vm": vm, "hold": hold, "disk": disk, "seq": seq, "rec_real": t }),
+            );
+            t += 1.0;
+        }
+        v
+    }
+
+    #[test]
+    fn two_writers_of_one_image_at_one_time_are_an_overlap() {
+        let a = hold(1, "w10-800-aaaa", "1-w10-800-aaaa-1", "/i/d0.img", 100.0, 110.0);
+        let b = hold(2, "w20-800-bbbb", "2-w20-800-bbbb-1", "/i/d0.img", 105.0, 115.0);
+        let v = check(&rundir("overlap", &[("a", a), ("b", b)])).unwrap();
+        assert_eq!((v.time_overlaps, v.mismatches, v.collisions.len()), (1, 0, 0), "{}", v.report);
+    }
+
+    #[test]
+    fn a_writer_rebooted_with_its_old_pid_is_another_writer() {
+        // Node 1's writer w10 had pid 800 before a reboot and again after it; in between, node
+        // 2's writer held the image. Holds one after the other: no overlap.
+        let mut before = hold(1, "w10-800-aaaa", "1-w10-800-aaaa-1", "/i/d0.img", 100.0, 110.0);
+        before.extend(hold(1, "w10-800-aaaa", "1-w10-800-aaaa-2", "/i/d1.img", 112.0, 114.0));
+        let between = hold(2, "w20-900-bbbb", "2-w20-900-bbbb-1", "/i/d0.img", 120.0, 130.0);
+        let after = hold(1, "w10-800-cccc", "1-w10-800-cccc-1", "/i/d0.img", 140.0, 150.0);
+        let v = check(&rundir("reboot", &[("a", before), ("b", between), ("c", after)])).unwrap();
+        assert_eq!((v.time_overlaps, v.collisions.len()), (0, 0), "{}", v.report);
+    }
+
+    #[test]
+    fn one_hold_id_for_two_holds_is_refused_not_merged() {
+        // Writers named without their boot (as before the names carried it): the same hold id
+        // before and after a reboot. Merged, that hold would span both and seem to overlap
+        // node 2's hold in between.
+        let mut w10 = hold(1, "w10-800", "1-800-1", "/i/d1.img", 100.0, 110.0);
+        w10.extend(hold(1, "w10-800", "1-800-1", "/i/d0.img", 140.0, 150.0));
+        let w20 = hold(2, "w20-900", "2-900-1", "/i/d0.img", 120.0, 130.0);
+        let v = check(&rundir("collision", &[("a", w10), ("b", w20)])).unwrap();
+        assert_eq!(v.collisions, vec!["1-800-1".to_string()], "{}", v.report);
+    }
+
+    #[test]
+    fn a_record_read_back_that_is_not_the_writers_own_is_a_mismatch() {
+        let mut a = hold(1, "w10-800-aaaa", "1-w10-800-aaaa-1", "/i/d0.img", 100.0, 101.0);
+        a.push(json!({ "ev": "mismatch", "node": 1, "vm": "w10-800-aaaa", "hold": "1-w10-800-aaaa-1", "disk": "/i/d0.img", "when": "readback" }));
+        let v = check(&rundir("mismatch", &[("a", a)])).unwrap();
+        assert_eq!((v.time_overlaps, v.mismatches), (0, 1), "{}", v.report);
     }
 }

@@ -51,6 +51,11 @@ impl Deferring {
         self.inner.is_retired()
     }
 
+    /// Whether a retire is under way (see [`DlmBackend::is_retiring`]).
+    pub fn is_retiring(&self) -> bool {
+        self.inner.is_retiring()
+    }
+
     pub fn lockspace_name(&self) -> &str {
         self.inner.lockspace_name()
     }

@@ -73,6 +73,8 @@ pub struct DlmBackend {
     name: String,
     /// The lockspace was released after being abandoned; calls fail until `reopen`.
     retired: AtomicBool,
+    /// A [`DlmBackend::retire`] is under way (it may block in the kernel for good, see there).
+    retiring: AtomicBool,
     nodeid: u32,
     node_name: String,
     /// Which joining of the lockspace grants belong to (see [`grant_id`]).
@@ -93,6 +95,7 @@ impl DlmBackend {
             ls: RwLock::new(ls),
             name: lockspace.to_owned(),
             retired: AtomicBool::new(false),
+            retiring: AtomicBool::new(false),
             nodeid,
             node_name: node_name.into(),
             generation: AtomicU32::new(0),
@@ -106,6 +109,12 @@ impl DlmBackend {
         &self.name
     }
 
+    /// Whether a retire is under way: the lockspace is being released, nothing may be granted
+    /// through it.
+    pub fn is_retiring(&self) -> bool {
+        self.retiring.load(Ordering::SeqCst)
+    }
+
     /// Whether the lockspace was retired and not joined again yet.
     pub fn is_retired(&self) -> bool {
         self.retired.load(Ordering::SeqCst)
@@ -113,8 +122,17 @@ impl DlmBackend {
 
     /// Releases the lockspace dlm_controld abandoned when this node was removed from the
     /// cluster: recovered with this node alone, closed, released. Every lock held through it
-    /// is gone (the rest of the cluster recovered them long before). Blocks until done.
+    /// is gone (the rest of the cluster recovered them long before). Blocks until done, which
+    /// may be never: closing waits in the kernel (`dlm_clear_proc_locks`) for a recovery that
+    /// has been seen not to complete (docs/RELIABILITY.md, "a retire that never finishes").
     pub fn retire(&self) -> Result<(), BackendError> {
+        self.retiring.store(true, Ordering::SeqCst);
+        let r = self.retire_now();
+        self.retiring.store(false, Ordering::SeqCst);
+        r
+    }
+
+    fn retire_now(&self) -> Result<(), BackendError> {
         let name = &self.name;
         dlm::abandoned::run_alone(name, self.nodeid).map_err(|e| unavailable(name, e))?;
         // Closing waits for the recovery just started; with no other node it takes moments.

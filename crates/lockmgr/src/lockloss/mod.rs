@@ -156,6 +156,10 @@ impl LossEvent {
 /// How long releases deferred during a loss wait after the membership is safe again.
 const DEFERRED_RELEASE_DELAY: Duration = Duration::from_secs(15);
 
+/// How long a retire may take before it is reported stuck (with this node alone, the
+/// kernel's recovery takes moments).
+const RETIRE_STUCK_AFTER: Duration = Duration::from_secs(30);
+
 /// How many lock-loss events `Status` keeps.
 pub const RECENT: usize = 8;
 
@@ -367,8 +371,9 @@ impl LockLoss {
         match decide(self.gate.is_lost(), verdict) {
             Decision::Keep => {}
             Decision::Lose(reason) => self.trigger(reason).await,
-            // A retired lockspace is joined again first (`rejoin_lockspace`), then this recovers.
-            Decision::Recover if self.lockspace.as_ref().is_some_and(|l| l.is_retired()) => {}
+            // A retired lockspace is joined again first (`rejoin_lockspace`), then this recovers;
+            // one being retired is not running: nothing could be granted through it.
+            Decision::Recover if self.lockspace.as_ref().is_some_and(|l| l.is_retired() || l.is_retiring()) => {}
             Decision::Recover if self.controld_lost.load(Ordering::SeqCst) => {}
             Decision::Recover => self.recover(),
         }
@@ -628,7 +633,25 @@ async fn rejoin_lockspace(ls: Arc<Deferring>, loss: Arc<LockLoss>, verdicts: tok
                  recovering it alone to release it"
             );
             let l = ls.clone();
-            match tokio::task::spawn_blocking(move || l.retire()).await {
+            let mut retire = tokio::task::spawn_blocking(move || l.retire());
+            let done = tokio::select! {
+                r = &mut retire => Some(r),
+                _ = tokio::time::sleep(RETIRE_STUCK_AFTER) => None,
+            };
+            let done = match done {
+                Some(r) => r,
+                None => {
+                    let status = dlm::abandoned::recover_status(ls.lockspace_name());
+                    tracing::error!(
+                        lockspace = ls.lockspace_name(),
+                        recover_status = %status,
+                        "the abandoned lockspace's recovery has not completed after {} s: this daemon's thread closing it waits in the kernel (dlm_clear_proc_locks) and may never return; the lockspace stays, and a new dlm_controld will have this node removed from the cluster again: reboot the node",
+                        RETIRE_STUCK_AFTER.as_secs()
+                    );
+                    retire.await
+                }
+            };
+            match done {
                 Ok(Ok(())) => {
                     let registry = loss.registry.clone();
                     let dropped = tokio::task::spawn_blocking(move || registry.forget_lost_locks())
@@ -641,7 +664,14 @@ async fn rejoin_lockspace(ls: Arc<Deferring>, loss: Arc<LockLoss>, verdicts: tok
                         "lockspace released; this node holds no DLM state. Waiting for corosync and dlm_controld to run again"
                     );
                 }
-                Ok(Err(e)) => tracing::error!("releasing the abandoned lockspace failed (retrying): {e}"),
+                Ok(Err(e)) => {
+                    tracing::error!("releasing the abandoned lockspace failed (retrying): {e}");
+                    // A safe verdict that came meanwhile was held back for the retire (see
+                    // `LockLoss::on_verdict`): apply it now, as it would have been.
+                    if *verdicts.borrow() == Verdict::Safe {
+                        loss.recover();
+                    }
+                }
                 Err(e) => tracing::error!("releasing the abandoned lockspace panicked: {e}"),
             }
         } else if *verdicts.borrow() == Verdict::Safe {

@@ -7,8 +7,9 @@
 //! cycles until the stop file exists: pick one image and a mode (EX mostly, PR sometimes),
 //! acquire it, use it for a while, release it, idle.
 //!
-//! While it holds an image in EX it writes records (node, pid, VM, disk, hold, sequence,
-//! CLOCK_MONOTONIC, CLOCK_REALTIME, checksum) to a fresh slot (`1 + hash(node, pid, seq) %
+//! Its name is `<vm>-<pid>-<boot id>`: unique in a run even across the reboots of its guest.
+//! While it holds an image in EX it writes records (node, pid, name, disk, hold, sequence,
+//! CLOCK_MONOTONIC, CLOCK_REALTIME, checksum) to a fresh slot (`1 + hash(node, name, seq) %
 //! SLOTS`) and to block 0 ("the last write"), and reads block 0 back after each write and
 //! before the next one: anything but its own last record there is a second writer, logged as a
 //! `mismatch` event. While it holds an image in PR it only reads block 0 and logs a `mismatch`
@@ -190,7 +191,7 @@ impl Writer {
         let shared = self.rand(100) < self.a.pr;
         let mode = if shared { "PR" } else { "EX" };
         self.holds += 1;
-        let hold = format!("{}-{}-{}", self.a.node, self.pid, self.holds);
+        let hold = format!("{}-{}-{}", self.a.node, self.name, self.holds);
         let res = Resource::Disk { path: disk.clone(), readonly: shared, shared: false };
         let sent = realtime();
         let r =
@@ -250,7 +251,7 @@ impl Writer {
                 self.seq += 1;
                 let seq = self.seq;
                 let (buf, rec) = self.record(disk, hold, seq);
-                let slot = 1 + fnv(format!("{}:{}:{seq}", self.a.node, self.pid).as_bytes()) % SLOTS;
+                let slot = 1 + fnv(format!("{}:{}:{seq}", self.a.node, self.name).as_bytes()) % SLOTS;
                 let w = self
                     .file(disk)
                     .and_then(|f| f.write_all_at(&buf, slot * BLOCK).and_then(|_| f.write_all_at(&buf, 0)));
@@ -328,7 +329,13 @@ fn main() {
         }
     };
     let pid = std::process::id();
-    let name = format!("{}-{pid}", a.vm);
+    // The name, and with it the owner, its holds' ids and its log, must be this process's alone
+    // for the whole run: a node the nemesis reboots numbers its processes afresh, and a writer
+    // started there may get the pid of one that ran before the reboot. The boot's id tells
+    // them apart (the oracle would otherwise merge two holds into one).
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+    let boot: String = boot.chars().filter(char::is_ascii_hexdigit).take(8).collect();
+    let name = format!("{}-{pid}-{boot}", a.vm);
     let path = format!("{}/n{}-{name}.jsonl", a.logdir, a.node);
     let log = match OpenOptions::new().create(true).append(true).open(&path) {
         Ok(f) => f,
