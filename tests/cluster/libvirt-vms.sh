@@ -151,10 +151,14 @@ teardown() {
 trap teardown EXIT
 
 echo "== libvirt VMs on the DLM: libvirtd + virtdlmd (dlm backend) in the 3 guests"
-for n in 1 2 3; do
+# Node1 first: its libvirtd probes QEMU's capabilities (minutes in UML) and leaves them in
+# /shared/.qemucaps, where nodes 2 and 3 (and a later run in the same cluster) find them
+# (libvirt-node.sh; libvirtd revalidates a cached copy and probes again if it is stale).
+gx 1 "$NODE_SH setup 1 $VIRTDLMD $PLUGIN" > "$OUT/setup-n1.log" 2>&1 || { cat "$OUT/setup-n1.log"; setup_failed "libvirtd or virtdlmd did not start on node1"; }
+for n in 2 3; do
   gx "$n" "$NODE_SH setup $n $VIRTDLMD $PLUGIN" > "$OUT/setup-n$n.log" 2>&1 &
 done
-for n in 1 2 3; do wait -n || { cat "$OUT"/setup-n*.log; setup_failed "libvirtd or virtdlmd did not start in a guest"; }; done
+for n in 2 3; do wait -n || { cat "$OUT"/setup-n*.log; setup_failed "libvirtd or virtdlmd did not start in a guest"; }; done
 echo "setup: libvirtd $(vsh 1 version | sed -n 's/.*Running hypervisor: //p') with dlm.so and virtdlmd --backend dlm on nodes 1-3 ($(( $(date +%s) - T0 )) s)"
 for n in 1 2; do for d in a b m; do vsh "$n" define "/shared/vmx-$d.xml" >/dev/null || setup_failed "define vmx-$d on node$n"; done; done
 for n in 1 3; do for d in p q; do vsh "$n" define "/shared/vmx-$d.xml" >/dev/null || setup_failed "define vmx-$d on node$n"; done; done
@@ -194,7 +198,8 @@ vsh 1 destroy vmx-b >/dev/null || setup_failed "destroy vmx-b on node1"
 echo "---- libvirtd restart"
 table() { locks_json "$1" | jq -c 'map({identity, mode, vm_name, pid, node_name, since}) | sort_by(.identity)'; }
 before=$(table 2); qa=$(qemu_pid 2 vmx-a)
-gx 2 "$NODE_SH stop-libvirtd" || setup_failed "stop libvirtd on node2"
+how=$(gx 2 "$NODE_SH stop-libvirtd") || setup_failed "stop libvirtd on node2: $how"
+echo "    node2: $how"
 ok "node2: vmx-a's QEMU ($qa) survives libvirtd stopping" gx 2 "kill -0 $qa"
 gx 2 "$NODE_SH start-libvirtd" || setup_failed "start libvirtd again on node2"
 ok "node2: vmx-a still running after the libvirtd restart" state_is 2 vmx-a running

@@ -302,24 +302,22 @@ mod tests {
         let _ = std::fs::remove_dir_all(virsh.parent().unwrap());
     }
 
-    /// MANY `pause` VMs whose libvirt never answers (a fake virsh that sleeps) are all
-    /// terminated within one `pause_timeout + grace + kill_wait`, not MANY pause timeouts.
-    /// Break it as above: this test fails with "took 12.05s" (checked).
+    /// MANY `pause` VMs whose libvirt never answers (a fake virsh that sleeps): each suspend
+    /// times out once and every VM is then terminated. That they time out together, not one
+    /// after the other (which would hold SIGTERM back MANY pause timeouts, past the bound the
+    /// other nodes' grant hold assumes), is `pause_vms_are_suspended_all_at_once`'s barrier:
+    /// a count of events, not a clock.
     #[test]
     fn many_slow_suspends_keep_the_escalation_bound() {
         let virsh = fake_virsh("slow", "exec sleep 60");
         let (children, targets) = pause_vms(MANY);
         let cfg = FencerConfig { pause_timeout: Duration::from_secs(1), virsh: virsh.display().to_string(), ..quick() };
-        let bound = cfg.bound();
         let r = Fencer::new(cfg, Watchdog::none()).carry_out(targets);
         for v in &r.vms {
             assert_eq!(v.3, Outcome::Terminated, "VM {}", v.0);
             assert!(v.4.as_deref().unwrap_or("").contains("did not suspend"), "{:?}", v.4);
         }
         assert_eq!(std::fs::read_dir(virsh.parent().unwrap().join("calls")).unwrap().count(), MANY, "one suspend per VM");
-        // The bound is what the other nodes' grant hold is made of; one-at-a-time suspends
-        // take MANY times `pause_timeout` (12 s here), far past it.
-        assert!(r.elapsed < bound * 2, "took {:?}", r.elapsed);
         for mut c in children {
             c.wait().unwrap();
         }
@@ -347,6 +345,5 @@ mod tests {
         assert_eq!(r.vms[0].3, Outcome::Survived);
         assert_eq!(signals.load(Ordering::SeqCst), 2, "SIGTERM then SIGKILL");
         assert!(r.watchdog_fired && f.watchdog.fired());
-        assert!(r.elapsed < quick().bound() + Duration::from_secs(1));
     }
 }
