@@ -121,7 +121,9 @@ st "READY"
 # PID 1 must reap every orphan that exits (a daemon started with --daemon is reparented here):
 # bash as PID 1 leaves them zombies, and a zombie still answers kill -0, pgrep and /proc/PID, so
 # a test would see a stopped libvirtd or a killed QEMU as alive. So PID 1 is this reaper, and
-# the command loop its child.
+# the command loop its child. It reaps at once (blocking waitpid): ocf:pacemaker:controld's
+# stop waits until `killall -0 dlm_controld` fails, which a zombie never does, and a stop that
+# times out gets the node fenced (stonith-enabled=true).
 exec perl -e 'my $loop = fork() // die "fork: $!";
   if ($loop == 0) { exec(@ARGV) or die "exec @ARGV: $!"; }
   while (1) { my $p = waitpid(-1, 0); exit(1) if $p == $loop; sleep(1) if $p < 0; }' \
