@@ -459,7 +459,9 @@ async fn rejoin_lockspace(ls: Arc<Deferring>, loss: Arc<LockLoss>, verdicts: tok
                     tracing::error!(
                         lockspace = ls.lockspace_name(),
                         recover_status = %status,
-                        "the abandoned lockspace's recovery has not completed after {} s: this daemon's thread closing it                          waits in the kernel (dlm_clear_proc_locks) and may never return; the lockspace stays, and a new                          dlm_controld will have this node removed from the cluster again: reboot the node",
+                        "the abandoned lockspace's recovery has not completed after {} s: this daemon's thread closing it \
+                         waits in the kernel (dlm_clear_proc_locks) and may never return; the lockspace stays, and a new \
+                         dlm_controld will have this node removed from the cluster again: reboot the node",
                         RETIRE_STUCK_AFTER.as_secs()
                     );
                     retire.await
