@@ -32,7 +32,8 @@ TOP=$PWD
 export CL_NS=${CL_NS:-virtdlmpcmk} CL_BASE=${CL_BASE:-/tmp/virtdlm-pcmk} CL_NET=${CL_NET:-10.99.4} CL_PCMK=1
 CL=$TOP/tests/cluster/cluster.sh
 . "$TOP/tests/pacemaker/fencing.sh"
-RES=${CARGO_TARGET_DIR:-$TOP/target}/pacemaker-results
+TGT=${CARGO_TARGET_DIR:-$TOP/target}
+RES=$TGT/pacemaker-results
 PASSED=0
 FAILED=0
 STARTED=
@@ -82,11 +83,11 @@ if out=$("$CL" start 3 2>&1); then pass "3 guests with corosync and pacemakerd: 
 
 # ---- install what the .deb installs, into each guest's overlay (content-addressed copies:
 # a guest may serve a stale copy of a file rebuilt on the host after it booted)
-D=$("$CL" bin target/release/virtdlmd); C=$("$CL" bin target/release/virtdlm)
+D=$("$CL" bin "$TGT"/release/virtdlmd); C=$("$CL" bin "$TGT"/release/virtdlm)
 A=$("$CL" bin deploy/ocf/virtdlmd); F=$("$CL" bin deploy/cluster/virtdlmd.conf)
 VM=$("$CL" bin /bin/sleep)
 FA=$("$CL" bin tests/cluster/fence/fence_uml); DLMCONF=$("$CL" bin deploy/cluster/dlm.conf)
-DC=$("$CL" bin target/release/daemon-client)
+DC=$("$CL" bin "$TGT"/release/daemon-client)
 # syslog (busybox) so that virtdlmd's log reaches /var/log/messages, as on a real host.
 for i in 1 2 3; do fencing_provision "$i" || fail "install on node$i"; done
 if out=$(gx 1 "stonith_admin --metadata -a fence_uml" 2>&1) && echo "$out" | grep -q '<resource-agent name="fence_uml"'; then
@@ -213,7 +214,7 @@ done
 
 # ---- a VM's lock, seen from every node (a sleep stands in for QEMU; daemon-client speaks
 # the plugin's protocol)
-if [ -x target/release/daemon-client ]; then
+if [ -x "$TGT/release/daemon-client" ]; then
     out=$(gx 1 "mkdir -p /var/lib/libvirt/images && truncate -s 1M /var/lib/libvirt/images/web-1.img
         setsid $VM 3600 </dev/null >/dev/null 2>&1 & echo \$! > /run/vm-web-1.pid
         $DC /run/virt-dlm/virtdlmd.sock acquire:web-1:\$(cat /run/vm-web-1.pid):EX=/var/lib/libvirt/images/web-1.img" 2>&1)
@@ -228,7 +229,7 @@ if [ -x target/release/daemon-client ]; then
     if gwait 30 2 "! virtdlm locks | grep -q web-1"; then pass "web-1 exits: its lock is gone cluster-wide"
     else fail "web-1's lock still listed: $(gx 2 'virtdlm locks' 2>&1 | tr '\n' ' ')"; fi
 else
-    fail "no target/release/daemon-client"
+    fail "no $TGT/release/daemon-client"
 fi
 
 # ---- stopping the dlm clone on node3 stops virtdlmd there first
