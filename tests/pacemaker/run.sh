@@ -4,9 +4,10 @@
 # pacemakerd; nothing starts dlm_controld but Pacemaker). The guests have no systemd, so virtdlmd
 # runs through its OCF agent (deploy/ocf/virtdlmd), as the shipped configuration has it.
 #
-# 1. crm form: deploy/cluster/pacemaker-crm.txt loaded with `crm configure load update`; every
-#    resource starts on every node; stop-all-resources stops them (in order), then it is erased.
-# 2. pcs form: deploy/cluster/pacemaker-pcs.sh run on node1 (pcs against the live CIB, no pcsd);
+# 1. both forms on a copy of the live CIB, on the host: deploy/cluster/pacemaker-pcs.sh with
+#    `pcs -f` and deploy/cluster/pacemaker-crm.txt with `crm configure load update`
+#    (CIB_file); crm_verify accepts both, and both make the same configuration.
+# 2. pcs form: the CIB it made pushed on node1 (`pcs cluster cib-push --config`, no pcsd);
 #    on every node dlm_controld starts before virtdlmd, virtdlmd before libvirtd (each node's
 #    pacemaker log), `virtdlm status` answers on every node; a VM's lock shows cluster-wide;
 #    banning the dlm clone from node3 stops virtdlmd there before dlm_controld, and the
@@ -26,6 +27,11 @@
 #
 # Prints "N passed, N failed"; non-zero on any failure. Results (the configurations applied,
 # crm_mon output, each node's pacemaker and virtdlmd logs) go to target/pacemaker-results/.
+# Settings: CL_NS, CL_BASE, CL_NET (the cluster's network namespace, directory and subnet, as
+# for tests/cluster/cluster.sh; two clusters on one host need different ones); CARGO_TARGET_DIR
+# (where the release binaries are built and the results go, instead of target/);
+# FENCING_BENCH_OUT (a file to store the failure-to-grant figures in, e.g. docs/bench/fencing.json).
+# Takes about 9 minutes on 2 loaded cores, plus the release build.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 TOP=$PWD
