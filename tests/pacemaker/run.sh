@@ -4,9 +4,10 @@
 # pacemakerd; nothing starts dlm_controld but Pacemaker). The guests have no systemd, so virtdlmd
 # runs through its OCF agent (deploy/ocf/virtdlmd), as the shipped configuration has it.
 #
-# 1. crm form: deploy/cluster/pacemaker-crm.txt loaded with `crm configure load update`; every
-#    resource starts on every node; stop-all-resources stops them (in order), then it is erased.
-# 2. pcs form: deploy/cluster/pacemaker-pcs.sh run on node1 (pcs against the live CIB, no pcsd);
+# 1. both forms on a copy of the live CIB, on the host: deploy/cluster/pacemaker-pcs.sh with
+#    `pcs -f` and deploy/cluster/pacemaker-crm.txt with `crm configure load update`
+#    (CIB_file); crm_verify accepts both, and both make the same configuration.
+# 2. pcs form: the CIB it made pushed on node1 (`pcs cluster cib-push --config`, no pcsd);
 #    on every node dlm_controld starts before virtdlmd, virtdlmd before libvirtd (each node's
 #    pacemaker log), `virtdlm status` answers on every node; a VM's lock shows cluster-wide;
 #    banning the dlm clone from node3 stops virtdlmd there before dlm_controld, and the
@@ -26,13 +27,19 @@
 #
 # Prints "N passed, N failed"; non-zero on any failure. Results (the configurations applied,
 # crm_mon output, each node's pacemaker and virtdlmd logs) go to target/pacemaker-results/.
+# Settings: CL_NS, CL_BASE, CL_NET (the cluster's network namespace, directory and subnet, as
+# for tests/cluster/cluster.sh; two clusters on one host need different ones); CARGO_TARGET_DIR
+# (where the release binaries are built and the results go, instead of target/);
+# FENCING_BENCH_OUT (a file to store the failure-to-grant figures in, e.g. docs/bench/fencing.json).
+# Takes about 9 minutes on 2 loaded cores, plus the release build.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 TOP=$PWD
 export CL_NS=${CL_NS:-virtdlmpcmk} CL_BASE=${CL_BASE:-/tmp/virtdlm-pcmk} CL_NET=${CL_NET:-10.99.4} CL_PCMK=1
 CL=$TOP/tests/cluster/cluster.sh
 . "$TOP/tests/pacemaker/fencing.sh"
-RES=${CARGO_TARGET_DIR:-$TOP/target}/pacemaker-results
+TGT=${CARGO_TARGET_DIR:-$TOP/target}
+RES=$TGT/pacemaker-results
 PASSED=0
 FAILED=0
 STARTED=
@@ -82,11 +89,11 @@ if out=$("$CL" start 3 2>&1); then pass "3 guests with corosync and pacemakerd: 
 
 # ---- install what the .deb installs, into each guest's overlay (content-addressed copies:
 # a guest may serve a stale copy of a file rebuilt on the host after it booted)
-D=$("$CL" bin target/release/virtdlmd); C=$("$CL" bin target/release/virtdlm)
+D=$("$CL" bin "$TGT"/release/virtdlmd); C=$("$CL" bin "$TGT"/release/virtdlm)
 A=$("$CL" bin deploy/ocf/virtdlmd); F=$("$CL" bin deploy/cluster/virtdlmd.conf)
 VM=$("$CL" bin /bin/sleep)
 FA=$("$CL" bin tests/cluster/fence/fence_uml); DLMCONF=$("$CL" bin deploy/cluster/dlm.conf)
-DC=$("$CL" bin target/release/daemon-client)
+DC=$("$CL" bin "$TGT"/release/daemon-client)
 # syslog (busybox) so that virtdlmd's log reaches /var/log/messages, as on a real host.
 for i in 1 2 3; do fencing_provision "$i" || fail "install on node$i"; done
 if out=$(gx 1 "stonith_admin --metadata -a fence_uml" 2>&1) && echo "$out" | grep -q '<resource-agent name="fence_uml"'; then
@@ -213,7 +220,7 @@ done
 
 # ---- a VM's lock, seen from every node (a sleep stands in for QEMU; daemon-client speaks
 # the plugin's protocol)
-if [ -x target/release/daemon-client ]; then
+if [ -x "$TGT/release/daemon-client" ]; then
     out=$(gx 1 "mkdir -p /var/lib/libvirt/images && truncate -s 1M /var/lib/libvirt/images/web-1.img
         setsid $VM 3600 </dev/null >/dev/null 2>&1 & echo \$! > /run/vm-web-1.pid
         $DC /run/virt-dlm/virtdlmd.sock acquire:web-1:\$(cat /run/vm-web-1.pid):EX=/var/lib/libvirt/images/web-1.img" 2>&1)
@@ -228,7 +235,7 @@ if [ -x target/release/daemon-client ]; then
     if gwait 30 2 "! virtdlm locks | grep -q web-1"; then pass "web-1 exits: its lock is gone cluster-wide"
     else fail "web-1's lock still listed: $(gx 2 'virtdlm locks' 2>&1 | tr '\n' ' ')"; fi
 else
-    fail "no target/release/daemon-client"
+    fail "no $TGT/release/daemon-client"
 fi
 
 # ---- stopping the dlm clone on node3 stops virtdlmd there first
