@@ -1,4 +1,4 @@
-# Sourced by tests/libvirt/run.sh: README "5. Moving from sanlock or lockd", its steps as
+# Sourced by tests/libvirt/run.sh: docs/GUIDE.md "5. Moving from sanlock or lockd", its steps as
 # written, on this host. A VM runs under Debian's lockd.so with a virtlockd of our own; then
 # the guide's steps 2-5 switch libvirtd to virt-dlm. Needs the run.sh helpers (ok, refused,
 # holds_disk, lacks) and domains vdlm-t-m (disk $A/mig.img) and vdlm-t-n (same disk, $B).
@@ -25,7 +25,7 @@ virtlockd_holds() { # a POSIX lock of virtlockd's on FILE's inode
 }
 
 test_lockd_switch() {
-    echo "---- moving from lockd (README 5)"
+    echo "---- moving from lockd (GUIDE 5)"
     if [ ! -r "$LOCKD_SO" ]; then
         as setup fail "lockd: $LOCKD_SO is missing (package libvirt-daemon); run tests/install-deps.sh"; return
     fi

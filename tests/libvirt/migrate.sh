@@ -1,4 +1,4 @@
-# Sourced by tests/libvirt/run.sh: README "6. Live migration" for real. libvirt refuses to
+# Sourced by tests/libvirt/run.sh: docs/GUIDE.md "6. Live migration" for real. libvirt refuses to
 # migrate to its own host, so a second libvirtd plays the destination host: its own mount and
 # UTS namespaces with private /etc/libvirt, /run/libvirt, /var/lib/libvirt and
 # /var/log/libvirt, its own hostname and host_uuid, listening on TCP 127.0.0.1:$DST_PORT.
@@ -81,7 +81,7 @@ sample_holders() {
 }
 
 test_migration() {
-    echo "---- live migration (README 6)"
+    echo "---- live migration (GUIDE 6)"
     start_dst_libvirtd || { fail "migration: the destination libvirtd did not start"; return; }
     pass "migration: destination libvirtd (pid $DST_PID, hostname vdlm-dst) listens on $DST_URI"
     local src dst from

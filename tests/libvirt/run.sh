@@ -189,7 +189,7 @@ ok "destroy b" virsh_ destroy vdlm-t-b
 ok "destroy d" virsh_ destroy vdlm-t-d
 ok "no lock left in virtdlmd" no_locks
 
-# ---- the operator's guide, README 5 and 6
+# ---- the operator's guide, docs/GUIDE.md 5 and 6
 test_lockd_switch
 test_migration
 ok "no lock left in virtdlmd after the guide's steps" no_locks

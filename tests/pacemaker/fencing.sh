@@ -199,7 +199,7 @@ for r in rows:
 PY
 }
 
-# What an operator looks at (README, section 8): the devices and the fence history.
+# What an operator looks at (docs/GUIDE.md, section 8): the devices and the fence history.
 fencing_show() {
     local out
     if out=$(gx 1 "pcs stonith status 2>&1; echo '# stonith_admin --history $1'; stonith_admin --history $1 2>&1") &&

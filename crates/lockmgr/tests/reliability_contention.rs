@@ -25,7 +25,7 @@ type ClientResult = (Vec<(usize, Vec<u32>)>, usize);
 const FLAVOURS: [(bool, bool); 4] = [(false, false), (false, true), (true, false), (true, true)];
 
 /// The model: may a disk of flavour `a` be used while another VM uses it as `b`? Written
-/// from the documented table (docs/OPERATIONS.md): an exclusive writer shares with nobody;
+/// from the documented table (docs/GUIDE.md, section 3): an exclusive writer shares with nobody;
 /// shareable writers share with each other and with shareable readers; read-only users
 /// share with read-only users; a shareable reader shares with all but the exclusive writer.
 fn model_coexist(a: (bool, bool), b: (bool, bool)) -> bool {
