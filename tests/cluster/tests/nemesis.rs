@@ -395,6 +395,16 @@ echo "virtdlmd not serving after 120 s:"; since | tail -20; exit 1"#,
             self.reboot(v, "node-reboot-retire-stuck");
             return;
         }
+        // A lockspace of an earlier test left in its kernel (vl_nem is gone, checked above) makes
+        // the node come back "stateful": the survivors' dlm_controld kills its corosync as it
+        // joins, again and again. Only a reboot (what fencing does) clears it: done at once.
+        let left = self.exec(v, "ls /sys/kernel/dlm 2>/dev/null").text.split_whitespace().collect::<Vec<_>>().join(" ");
+        if !left.is_empty() {
+            self.say(&format!("node{v}: lockspaces of earlier tests left in its kernel ({left}): rebooting it"));
+            self.fault("node_reboot_leftover_lockspace");
+            self.reboot(v, "node-reboot-leftover-lockspace");
+            return;
+        }
         // Its suspended VMs are destroyed (virsh destroy): the supervisors start new ones.
         for pid in self.writers(v, true) {
             self.exec(v, &format!("kill -9 {pid}"));
