@@ -36,15 +36,21 @@ pub fn spawn(group: &str, hooks: Hooks) -> watch::Receiver<Verdict> {
         // Carried across reconnections: a corosync that went away leaves us `Lost` until we
         // are joined (and quorate) again.
         let mut was_joined = false;
+        // Failed attempts since the verdict last changed: logged once a minute, not every second.
+        let mut misses = 0u64;
         loop {
             match drive(&group, &tx, &mut was_joined, &hooks).await {
                 Ok(()) => return, // every receiver is gone
                 Err(e) => {
-                    if was_joined {
+                    if was_joined && *tx.borrow() != Verdict::Lost {
                         tracing::error!("membership: {e}");
                         let _ = tx.send(Verdict::Lost);
+                        misses = 1;
                     } else {
-                        tracing::warn!("membership: {e}; retrying");
+                        if misses.is_multiple_of(60) {
+                            tracing::warn!("membership: {e}; trying again every second");
+                        }
+                        misses += 1;
                     }
                 }
             }
