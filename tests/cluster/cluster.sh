@@ -214,15 +214,15 @@ cmd_start_node() {
   ip -n "$NS" link set "tap$i" up
   # A node that joins again soon after the others removed it (a heal's stateful merge) can be
   # removed once more at once by their dlm_controld ("corosync exited" at boot): booted again
-  # after a pause, as a fence device's reboot would be retried, up to 3 times.
+  # after a pause, as a fence device's reboot would be retried, up to 4 times.
   local try pg
-  for try in 1 2 3; do
+  for try in 1 2 3 4; do
     boot_node "$i" "$n"
     wait_ready "$i" $(( $(date +%s) + ${CL_TIMEOUT:-120} )) && break
-    grep -q 'FAILED: corosync exited' "$d/xchg/status" 2>/dev/null && [ "$try" -lt 3 ] || die "node$i did not come back"
-    echo "node$i: its corosync was stopped as it joined; booting it again in 15 s (try $((try + 1)))" >&2
+    grep -q 'FAILED: corosync exited' "$d/xchg/status" 2>/dev/null && [ "$try" -lt 4 ] || die "node$i did not come back"
+    echo "node$i: its corosync was stopped as it joined; booting it again in 20 s (try $((try + 1)))" >&2
     pg=$(guest_pgid "$i"); [ -z "$pg" ] || kill -KILL -- "-$pg"; rm -f "$d/vm.pid"
-    sleep 15
+    sleep 20
     for f in console.log xchg/status; do [ -f "$d/$f" ] && mv "$d/$f" "$d/$f.$(date +%s%N)"; done
     rm -f "$d"/xchg/cmd/*
   done
