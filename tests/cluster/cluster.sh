@@ -8,7 +8,8 @@
 #   cluster.sh heal NODE        bring the link back up
 #   cluster.sh kill NODE        hard-kill the guest (its whole process group); returns once it is gone
 #   cluster.sh start-node NODE  boot a killed guest again into the running cluster (a crashed node
-#                               rebooting); returns once it is READY
+#                               rebooting); returns once it is READY (booted again, up to 4 times,
+#                               when the others' dlm_controld stops its corosync as it joins)
 #   cluster.sh stop             kill every guest, delete the network namespace (never leaves anything behind)
 #   (start also runs the guests' power switch, fence/switch.sh: fence/fence_uml inside a guest
 #   powers guests off and on through it, as a fence agent does; log in $CL_BASE/switch.log)
