@@ -199,8 +199,11 @@ unsafe extern "C" fn nodelist_cb(
 ) {
     with_inner(handle, |inner| {
         // SAFETY: libquorum passes arrays of the given lengths, valid during the callback.
-        let (members, joined, left) =
-            unsafe { (nodes(member_list, member_n), nodes(joined_list, joined_n), nodes(left_list, left_n)) };
+        let members = unsafe { nodes(member_list, member_n) };
+        // SAFETY: as above.
+        let joined = unsafe { nodes(joined_list, joined_n) };
+        // SAFETY: as above.
+        let left = unsafe { nodes(left_list, left_n) };
         inner.queue.push_back(QuorumEvent::NodeList { ring_id: ring_id.into(), members, joined, left });
     });
 }
