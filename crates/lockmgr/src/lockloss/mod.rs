@@ -35,15 +35,13 @@ use corosync::Verdict;
 use fencing::{Action, Fencer, Outcome, PidProcess, Target};
 use parking_lot::Mutex;
 use proto::{FailureAction, OwnerSpec};
-use serde::Serialize;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Why this node's locks are lost.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case", tag = "kind", content = "detail")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LossReason {
     /// Our partition has no quorum: the quorate side recovers the lockspace without us.
     QuorumLost,
@@ -108,7 +106,7 @@ pub fn action_of(a: FailureAction) -> Action {
 pub use proto::status::VmOutcome;
 
 /// The last lock-loss event, as `Status` shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct LossEvent {
     pub reason: LossReason,
     pub message: String,
@@ -119,7 +117,6 @@ pub struct LossEvent {
     pub elapsed_ms: u64,
     pub watchdog_fired: bool,
     /// When grants resumed (the membership was safe again), seconds since the epoch.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub recovered_at: Option<f64>,
 }
 
@@ -741,6 +738,16 @@ fn targets(holders: Vec<(OwnerKey, OwnerSpec)>) -> (Vec<Target>, Vec<VmOutcome>)
 pub(crate) mod tests {
     use super::*;
     use corosync::RingId;
+
+    #[test]
+    fn a_reason_shows_in_status_as_its_kind_and_detail() {
+        let json = |r: LossReason| serde_json::to_value(r.wire()).unwrap();
+        assert_eq!(json(LossReason::QuorumLost), serde_json::json!({ "kind": "quorum_lost" }));
+        assert_eq!(
+            json(LossReason::LockspaceFailed("gone".into())),
+            serde_json::json!({ "kind": "lockspace_failed", "detail": "gone" })
+        );
+    }
 
     #[test]
     fn only_inquorate_and_lost_are_losses() {
