@@ -102,7 +102,11 @@ mkdir -p "$RES"
     echo " \"mem_gib\": $(free -g | awk '/^Mem:/{print $2}'), \"kernel\": \"$(uname -r)\","
     echo " \"load_before\": \"$(cut -d' ' -f1-3 /proc/loadavg)\","
     echo " \"packages\": \"$(dpkg-query -W -f='${Package} ${Version}, ' libvirt-daemon libvirt-sanlock sanlock 2>/dev/null | sed 's/, $//')\","
-    echo " \"iterations\": $K, \"vms\": $VMS, \"disks\": $N, \"rounds\": $ROUNDS}"
+    echo " \"iterations\": $K, \"vms\": $VMS, \"disks\": $N, \"rounds\": $ROUNDS,"
+    # The commit measured, the machine, its load and the settings a figure depends on
+    # (a change of settings needs a "settings:" note in the commit that stores it: docs/TESTING.md).
+    echo " \"provenance\": $(python3 tests/bench/provenance.py journal_fs="fs:$JOURNAL_DIR" \
+        scale_journal_fs=fs:/dev/shm log_level=info)}"
 } > "$RES/env.json"
 
 # Runs the driver against one plugin; records a failure but goes on with the next peer.

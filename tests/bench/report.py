@@ -5,7 +5,9 @@
   report.py store cluster FILE  figures of tests/cluster/bench.sh
   report.py show DIR            print the peer tables of a results directory, store nothing
   report.py show cluster FILE   print the cluster table of a figures file, store nothing
-  report.py render              regenerate docs/PERFORMANCE.md from docs/bench/*.json
+  report.py render              regenerate the generated sections of docs/PERFORMANCE.md and
+                                docs/LOCK-LOSS.md from docs/bench/*.json
+  report.py render --check      exit 1 if a generated section differs from what its data gives
 
 `store` compares the new figures with the stored ones (docs/bench/KIND.json) and prints one line
 per checked figure; a figure more than 20% worse is printed as a REGRESSION line and the exit
@@ -22,6 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 STORE = ROOT / "docs" / "bench"
 DOC = ROOT / "docs" / "PERFORMANCE.md"
+LOCKLOSS = ROOT / "docs" / "LOCK-LOSS.md"
 THRESHOLD = 0.20
 PEERS = [
     ("nop", "nop (floor)"),
@@ -77,7 +80,24 @@ def peers_record(d):
             rec["peers"][key] = load(d / f"{key}.json")
     if (d / "scale.json").exists():
         rec["scale"] = load(d / "scale.json")
+    prov = rec["env"].pop("provenance", None)
+    if prov:
+        rec.update(commit=prov["commit"], dirty=prov["dirty"], settings=prov["settings"])
     return rec
+
+
+def provenance_line(rec):
+    """The commit measured and the bench settings, as stored with the figures."""
+    if rec.get("commit"):
+        out = f"Commit measured: {rec['commit']}" + (" (work tree modified)" if rec.get("dirty") else "")
+    else:
+        out = f"Commit measured: {rec.get('commit_note', 'not recorded')}"
+    settings = rec.get("settings")
+    if settings:
+        out += "; settings: " + ", ".join(f"{k} {v}" for k, v in sorted(settings.items()))
+    else:
+        out += "; settings: not recorded"
+    return out + "."
 
 
 def peers_tables(rec):
@@ -89,7 +109,8 @@ def peers_tables(rec):
     out = [
         f"Measured {env['date'][:10]} on {env['cpu']} ({env['cores']} cores, {env['mem_gib']} GiB), "
         f"kernel {env['kernel']}, load {env['load_before']} before and {env.get('load_after', '?')} after; "
-        f"{env['packages']}. {env['iterations']} iterations per peer; median (p99) per operation.",
+        f"{env['packages']}. {env['iterations']} iterations per peer; median (p99) per operation. "
+        + provenance_line(rec),
         "",
         "| operation | " + " | ".join(t for _, t in have) + "".join(f" | dlm / {k}" for k, _ in others if dlm) + " |",
         "|---" + "|---:" * (len(have) + (len(others) if dlm else 0)) + "|",
@@ -191,7 +212,7 @@ def cluster_table(rec):
     out = [
         f"Measured {rec['date'][:10]} on {m['cpu']} ({m['cores']} cores, {m['mem_gib']} GiB, load {m['load']}), "
         f"{rec['guests']}, kernel {m['kernel']} on the host; {rec['samples']} samples per row after "
-        f"{rec['samples'] // 10} unmeasured, {rec['disks']} disks.",
+        f"{rec['samples'] // 10} unmeasured, {rec['disks']} disks. " + provenance_line(rec),
         "",
         "| what (4 disks, from node 1) | resources mastered on | acquire + release: median (p99) | "
         "acquire: median (p99) | release: median (p99) | median / libdlm floor (NL->EX->NL) |",
@@ -218,27 +239,63 @@ def cluster_checks(rec):
     return checks
 
 
+# ---------------------------------------------------------------- fencing
+
+FENCING_FAILURES = {"kill": "killed", "partition": "link cut"}
+
+
+def fencing_table(rec):
+    m = rec["machine"]
+    load_ = " ".join(m["load"]) if isinstance(m.get("load"), list) else m.get("load", "?")
+    out = [
+        f"Measured {rec['date'][:10]} on {m.get('cpu', 'cpu not recorded')} ({m['cores']} cores, host load "
+        f"{load_} when stored). {provenance_line(rec)}",
+        "",
+        "| scenario | nodes | failure | failure to power-off (host clock) | failure to grant | clock uncertainty |",
+        "|---|---:|---|---:|---:|---:|",
+    ]
+    for r in rec["rows"]:
+        off = r["powered_off_host"] - r["failure_host"]
+        out.append(f"| `{r['scenario']}` | {r['nodes']} | {FENCING_FAILURES.get(r['failure'], r['failure'])} | "
+                   f"{off:.2f} s | {r['failure_to_grant_s']:.2f} s | ±{r['clock_uncertainty']:.2f} s |")
+    return "\n".join(out)
+
+
 # ---------------------------------------------------------------- document
 
-SECTIONS = {
-    "peers": ("peers.json", peers_tables),
-    "scale": ("peers.json", scale_table),
-    "cluster": ("cluster.json", cluster_table),
-}
+# (document, section, stored file, renderer): a section may appear in several documents, always
+# rendered from the same file by the same function, so that they cannot disagree.
+SECTIONS = [
+    (DOC, "peers", "peers.json", peers_tables),
+    (DOC, "scale", "peers.json", scale_table),
+    (DOC, "cluster", "cluster.json", cluster_table),
+    (LOCKLOSS, "fencing", "fencing.json", fencing_table),
+]
 
 
-def render():
-    text = DOC.read_text()
-    for name, (file, fn) in SECTIONS.items():
+def render(check=False):
+    """Rewrites every generated section; with check, only reports the sections that differ."""
+    texts, stale = {}, []
+    for doc, name, file, fn in SECTIONS:
+        text = texts.setdefault(doc, doc.read_text())
         path = STORE / file
         body = fn(load(path)) if path.exists() else f"(no figures stored yet in docs/bench/{file})"
         begin = f"<!-- BEGIN {name}: generated by tests/bench/report.py from docs/bench/{file}; do not edit -->"
         end = f"<!-- END {name} -->"
         pat = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
         if not pat.search(text):
-            sys.exit(f"{DOC}: no generated section '{name}' (markers missing)")
-        text = pat.sub(lambda _: f"{begin}\n{body}\n{end}", text)
-    DOC.write_text(text)
+            sys.exit(f"{doc}: no generated section '{name}' (markers missing)")
+        new = pat.sub(lambda _: f"{begin}\n{body}\n{end}", text)
+        if new != text:
+            stale.append(f"{doc.relative_to(ROOT)}: section '{name}' differs from docs/bench/{file}")
+        texts[doc] = new
+    if check:
+        for line in stale:
+            print(line)
+        return 1 if stale else 0
+    for doc, text in texts.items():
+        doc.write_text(text)
+    return 0
 
 
 def compare(old, new):
@@ -298,8 +355,9 @@ def main(argv):
             print("\n" + scale_table(rec))
         return 0
     if argv == ["render"]:
-        render()
-        return 0
+        return render()
+    if argv == ["render", "--check"]:
+        return render(check=True)
     print(__doc__, file=sys.stderr)
     return 2
 

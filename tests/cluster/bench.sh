@@ -94,7 +94,9 @@ for r in "${RESULTS[@]}"; do jq -c --arg w "${r%% *}" '. + {master: $w}' <<<"${r
   jq -s --arg date "$(date -u +%Y-%m-%dT%H:%M:%SZ)" --arg cpu "${cpu:-unknown}" --argjson cores "$(nproc)" \
     --argjson mem "$(free -g | awk '/^Mem:/{print $2}')" --arg load "$(cut -d' ' -f1-3 /proc/loadavg)" \
     --arg kernel "$(uname -r)" --arg vm "${CL_VM:-uml}" --argjson n "$N" \
-    '{date: $date, machine: {cpu: $cpu, cores: $cores, mem_gib: $mem, load: $load, kernel: $kernel},
+    --argjson prov "$(python3 "$ROOT/tests/bench/provenance.py" "journal_fs=tmpfs (guest /run)" log_level=info)" \
+    '{date: $date, commit: $prov.commit, dirty: $prov.dirty, settings: $prov.settings,
+      machine: {cpu: $cpu, cores: $cores, mem_gib: $mem, load: $load, kernel: $kernel},
       guests: "3 \($vm) guests", samples: $n, disks: 4, rows: .}' > "$OUT.new" && mv "$OUT.new" "$OUT" ||
   die "cannot write $OUT"
 echo "== figures written to $OUT" >&2

@@ -186,9 +186,13 @@ fencing_bench() {
     [ -s "$RES/fencing-bench.jsonl" ] || return 0
     python3 - "$RES/fencing-bench.jsonl" "$RES/fencing-bench.json" "${FENCING_BENCH_OUT:-}" <<'PY'
 import json, sys, time, os
+sys.path.insert(0, "tests/bench")
+from provenance import provenance
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+prov = provenance({"journal_fs": "tmpfs (guest /run)", "log_level": "the ocf agent's default", "corosync_token_ms": "3000"})
 doc = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-       "machine": {"cores": os.cpu_count(), "load": open("/proc/loadavg").read().split()[:3]},
+       "commit": prov["commit"], "dirty": prov["dirty"], "settings": prov["settings"],
+       "machine": dict(prov["machine"], load=open("/proc/loadavg").read().split()[:3]),
        "what": "tests/pacemaker/run.sh: seconds from a node's failure (host clock: kill or link cut) to the survivor's virtdlmd grant of the failed node's disk (guest stamp on the host's time line); Pacemaker stonith via fence_uml, dlm_controld enable_fencing=1, corosync token 3000 ms",
        "rows": rows}
 for out in sys.argv[2:]:
