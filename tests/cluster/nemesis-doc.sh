@@ -3,8 +3,10 @@
 # with VIRTDLM_NEMESIS_RECORD=docs/results/nemesis-<what>.json) into docs/RELIABILITY.md,
 # between the lines "<!-- nemesis figures: begin -->" and "<!-- nemesis figures: end -->".
 # The figures are never edited by hand. Needs jq.
-#   tests/cluster/nemesis-doc.sh
+#   tests/cluster/nemesis-doc.sh            rewrite the section
+#   tests/cluster/nemesis-doc.sh --check    exit 1 if the section differs from the stored runs
 set -euo pipefail
+CHECK=${1:-}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 DOC=$ROOT/docs/RELIABILITY.md
 command -v jq >/dev/null || { echo "nemesis-doc.sh: jq is missing (tests/install-deps.sh)" >&2; exit 1; }
@@ -33,6 +35,13 @@ table=$(mktemp)
 awk -v t="$table" '
   /^<!-- nemesis figures: begin -->$/ { print; while ((getline l < t) > 0) print l; skip = 1; next }
   /^<!-- nemesis figures: end -->$/ { skip = 0 }
-  !skip { print }' "$DOC" > "$DOC.tmp" && mv "$DOC.tmp" "$DOC"
+  !skip { print }' "$DOC" > "$DOC.tmp"
 rm -f "$table"
+if [ "$CHECK" = --check ]; then
+  if cmp -s "$DOC" "$DOC.tmp"; then rm -f "$DOC.tmp"; exit 0; fi
+  rm -f "$DOC.tmp"
+  echo "docs/RELIABILITY.md: the nemesis figures differ from docs/results/nemesis*.json (tests/cluster/nemesis-doc.sh)"
+  exit 1
+fi
+mv "$DOC.tmp" "$DOC"
 echo "docs/RELIABILITY.md: nemesis figures from ${#files[@]} run(s)"

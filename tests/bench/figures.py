@@ -1,0 +1,176 @@
+#!/usr/bin/env python3
+"""Checks that every figure in docs/ comes from a stored raw result, and says which are stale.
+
+  tests/bench/figures.py check      (run by make lint and the unit tier of tests/run-all.sh)
+
+Reads docs/bench/manifest.json (docs/TESTING.md, "Figures"). Fails (exit 1) when:
+  - a result file under docs/bench/ or docs/results/ matches no manifest entry, or an entry
+    matches no file;
+  - a result carries no commit measured and no commit_note saying it was not recorded;
+  - a commit changed a result's settings (journal filesystem, log level, ...) without a line
+    starting with "settings:" in its message;
+  - a document lacks the "Not measured since <commit>" mark of an unmeasured entry;
+  - a generated section differs from what its data renders (tests/bench/report.py render
+    --check, tests/cluster/nemesis-doc.sh --check).
+Warns (exit 0) for every stale figure: a commit after the one measured changed a path the
+figure measures; FIGURES_STALE=fail makes stale figures fail too. Results whose commit is not
+recorded, and unmeasured figures, are listed the same way. Without git history (an export, or
+a shallow clone missing the commit) staleness is reported as not checked, never as an error.
+"""
+import fnmatch
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+MANIFEST = ROOT / "docs" / "bench" / "manifest.json"
+
+errors, warnings = [], []
+
+
+def git(*args):
+    try:
+        r = subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True)
+    except OSError:
+        return None
+    return r.stdout.strip() if r.returncode == 0 else None
+
+
+def have_git():
+    return git("rev-parse", "--verify", "HEAD") is not None
+
+
+def resolve(commit):
+    return git("rev-parse", "--verify", "--quiet", f"{commit}^{{commit}}")
+
+
+def result_files():
+    files = []
+    for d in ("docs/bench", "docs/results"):
+        for p in sorted((ROOT / d).glob("*.json")):
+            if p != MANIFEST:
+                files.append(str(p.relative_to(ROOT)))
+    return files
+
+
+def stored_commit(rec):
+    c = rec.get("commit") or rec.get("env", {}).get("commit")
+    if c:
+        return c, False
+    note = rec.get("commit_note")
+    m = re.search(r"commit ([0-9a-f]{7,40})", note or "")
+    return (m.group(1) if m else None), bool(note)
+
+
+def staleness(label, commit, measures, how):
+    """Appends a warning if a commit after `commit` changed a path in `measures`."""
+    if not have_git():
+        warnings.append(f"not checked  {label}: no git history here")
+        return
+    full = resolve(commit)
+    if not full:
+        shallow = git("rev-parse", "--is-shallow-repository") == "true"
+        warnings.append(f"not checked  {label}: commit {commit} is not in this clone's history"
+                        + (" (a shallow clone: git fetch --unshallow)" if shallow else ""))
+        return
+    later = git("rev-list", "--count", f"{full}..HEAD", "--", *measures)
+    if later and int(later) > 0:
+        last = git("log", "-1", "--format=%h %ad %s", "--date=short", f"{full}..HEAD", "--", *measures)
+        warnings.append(f"stale        {label}: {how} {commit}; {later} later commit(s) changed what it "
+                        f"measures, the last {last[:110]}")
+
+
+def settings_of(text):
+    try:
+        rec = json.loads(text)
+    except (TypeError, ValueError):
+        return None
+    return rec.get("settings") or (rec.get("env", {}).get("provenance") or {}).get("settings")
+
+
+def check_settings(path, rec):
+    """A change of bench settings needs a "settings:" note in the commit that stores it."""
+    if not have_git():
+        return
+    now = settings_of(json.dumps(rec))
+    head = git("show", f"HEAD:{path}")
+    if head is not None and (ROOT / path).read_text() != head + "\n" and (ROOT / path).read_text() != head:
+        before = settings_of(head)
+        if now and before and now != before:
+            warnings.append(f"settings     {path}: settings changed from {before} to {now} (not committed yet): "
+                            "the commit storing it needs a line 'settings: <what changed and why>'")
+    last = git("log", "-1", "--format=%H", "--", path)
+    if not last or not git("rev-parse", "--verify", "--quiet", f"{last}^"):
+        return
+    after, before = settings_of(git("show", f"{last}:{path}")), settings_of(git("show", f"{last}^:{path}"))
+    if after and before and after != before:
+        msg = git("log", "-1", "--format=%B", last) or ""
+        if not re.search(r"^settings:", msg, re.M):
+            errors.append(f"settings     {path}: commit {last[:10]} changed the bench settings from {before} to "
+                          f"{after} without a line 'settings: ...' in its message")
+
+
+def check():
+    manifest = json.loads(MANIFEST.read_text())
+    entries = manifest["results"]
+    files = result_files()
+    for f in files:
+        if not any(fnmatch.fnmatch(f, pat) for pat in entries):
+            errors.append(f"no entry     {f}: not in docs/bench/manifest.json (what does it measure?)")
+    for pat, entry in entries.items():
+        matched = [f for f in files if fnmatch.fnmatch(f, pat)]
+        if not matched:
+            errors.append(f"missing      {pat}: in docs/bench/manifest.json but no such result file")
+        for f in matched:
+            try:
+                rec = json.loads((ROOT / f).read_text())
+            except ValueError as e:
+                errors.append(f"unreadable   {f}: {e}")
+                continue
+            commit, note = stored_commit(rec)
+            if commit and not note:
+                staleness(f, commit, entry["measures"], "measured at")
+            elif commit and note:
+                warnings.append(f"no commit    {f}: the commit measured was not recorded; stored by {commit}")
+                staleness(f, commit, entry["measures"], "stored by")
+            else:
+                errors.append(f"no commit    {f}: no commit measured and no commit_note")
+            check_settings(f, rec)
+    for u in manifest.get("unmeasured", []):
+        doc = ROOT / u["doc"]
+        mark = f"not measured since {u['since']}"
+        if not doc.exists() or mark.lower() not in re.sub(r"\s+", " ", doc.read_text()).lower():
+            errors.append(f"unmarked     {u['doc']}: no '{mark}' beside its figures ({u['what']})")
+        else:
+            warnings.append(f"no raw data  {u['doc']}: {u['what']} (marked '{mark}')")
+            staleness(f"{u['doc']} ({u['what'][:40]}...)", u["since"], u["measures"], "written at")
+    for cmd in (["python3", "tests/bench/report.py", "render", "--check"],
+                ["bash", "tests/cluster/nemesis-doc.sh", "--check"]):
+        r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+        if r.returncode != 0:
+            errors.append(f"generated    {' '.join(cmd[1:])}: {(r.stdout + r.stderr).strip()}")
+
+    stale = [w for w in warnings if w.startswith("stale")]
+    for w in warnings:
+        print(("FAIL " if os.environ.get("FIGURES_STALE") == "fail" and w.startswith("stale") else "warn ") + w)
+    for e in errors:
+        print("FAIL " + e)
+    print(f"figures: {len(files)} result file(s), {len(manifest.get('unmeasured', []))} unmeasured figure group(s); "
+          f"{len(stale)} stale (warnings), {len(errors)} error(s)")
+    if errors or (stale and os.environ.get("FIGURES_STALE") == "fail"):
+        return 1
+    return 0
+
+
+def main(argv):
+    if argv == ["check"]:
+        return check()
+    print(__doc__, file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
