@@ -32,6 +32,7 @@ lint:
 	cargo fmt --all --check
 	cargo fmt --manifest-path fuzz/Cargo.toml --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
+	python3 tests/bench/figures.py check
 
 # The README's first command: a real libvirtd refusing a second VM on a locked disk (local backend).
 demo: build
@@ -39,6 +40,8 @@ demo: build
 
 # Benchmarks (not tests): figures go to docs/bench/*.json and docs/PERFORMANCE.md; a figure
 # more than 20% worse than the stored one prints REGRESSION and fails (see PERFORMANCE.md).
+# Each stored result carries its commit, machine, load and settings; `make lint` says which are
+# stale (tests/bench/figures.py, docs/TESTING.md "Figures").
 bench-peers: deps
 	./tests/bench/peers.sh
 

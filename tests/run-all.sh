@@ -50,6 +50,9 @@ unit_tier() {
   cargo fmt --all --check
   cargo fmt --manifest-path fuzz/Cargo.toml --check
   cargo clippy --workspace --all-targets --locked -- -D warnings
+  # Every figure in docs/ from a stored result; stale ones listed (docs/TESTING.md, "Figures").
+  python3 tests/bench/figures.py check
+  tests/bench/figures-selftest.sh
   cargo test --workspace --exclude cluster-tests --locked 2>&1 | tee "$LOG/unit-cargo.log"
   awk '/^test result:/{for(i=1;i<=NF;i++){if($i=="passed;")p+=$(i-1); if($i=="failed;")f+=$(i-1)}}
        END{printf "unit: %d passed, %d failed\n", p, f}' "$LOG/unit-cargo.log"
