@@ -65,22 +65,25 @@ def stored_commit(rec):
     return (m.group(1) if m else None), bool(note)
 
 
-def staleness(label, commit, measures, how):
-    """Appends a warning if a commit after `commit` changed a path in `measures`."""
+def staleness(label, commit, measures, how, prefix=""):
+    """Appends a warning if a commit after `commit` changed a path in `measures` (or if that
+    cannot be told); a figure already listed for another reason gets its prefix on the line."""
     if not have_git():
-        warnings.append(f"not checked  {label}: no git history here")
+        warnings.append(f"not checked  {label}: {prefix}no git history here")
         return
     full = resolve(commit)
     if not full:
         shallow = git("rev-parse", "--is-shallow-repository") == "true"
-        warnings.append(f"not checked  {label}: commit {commit} is not in this clone's history"
+        warnings.append(f"not checked  {label}: {prefix}commit {commit} is not in this clone's history"
                         + (" (a shallow clone: git fetch --unshallow)" if shallow else ""))
         return
     later = git("rev-list", "--count", f"{full}..HEAD", "--", *measures)
     if later and int(later) > 0:
         last = git("log", "-1", "--format=%h %ad %s", "--date=short", f"{full}..HEAD", "--", *measures)
-        warnings.append(f"stale        {label}: {how} {commit}; {later} later commit(s) changed what it "
-                        f"measures, the last {last[:110]}")
+        warnings.append(f"stale        {label}: {prefix}{how} {commit}; {later} later commit(s) changed what it "
+                        f"measures, the last {last[:90]}")
+    elif prefix:
+        warnings.append(f"no raw data  {label}: {prefix}{how} {commit}, nothing it measures changed since")
 
 
 def settings_of(text):
@@ -134,8 +137,7 @@ def check():
             if commit and not note:
                 staleness(f, commit, entry["measures"], "measured at")
             elif commit and note:
-                warnings.append(f"no commit    {f}: the commit measured was not recorded; stored by {commit}")
-                staleness(f, commit, entry["measures"], "stored by")
+                staleness(f, commit, entry["measures"], "stored by", "commit measured not recorded; ")
             else:
                 errors.append(f"no commit    {f}: no commit measured and no commit_note")
             check_settings(f, rec)
@@ -145,8 +147,8 @@ def check():
         if not doc.exists() or mark.lower() not in re.sub(r"\s+", " ", doc.read_text()).lower():
             errors.append(f"unmarked     {u['doc']}: no '{mark}' beside its figures ({u['what']})")
         else:
-            warnings.append(f"no raw data  {u['doc']}: {u['what']} (marked '{mark}')")
-            staleness(f"{u['doc']} ({u['what'][:40]}...)", u["since"], u["measures"], "written at")
+            staleness(f"{u['doc']} ({u['what'][:60]}...)", u["since"], u["measures"], "written at",
+                      "no raw data, marked 'not measured since'; ")
     for cmd in (["python3", "tests/bench/report.py", "render", "--check"],
                 ["bash", "tests/cluster/nemesis-doc.sh", "--check"]):
         r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
