@@ -27,7 +27,8 @@ table=$(mktemp)
       " | \(.grants) | \(.writes) (\(.records_on_disk)) | **\(.overlaps)** (mismatches read back \(.mismatches)) | **\(.locks_left_held_without_owner)** | " +
       (if .longest_unusable_after_owner_gone == null then "n/a" else
         "\(.longest_unusable_after_owner_gone.seconds * 100 | round / 100) s (\(.longest_unusable_after_owner_gone.kind), \(.longest_unusable_after_owner_gone.disk); \(.owner_gone_cases) cases)" end) +
-      " | \(.commit), \(.machine.cores) cores \(.machine.cpu), load \(.load_before) → \(.load_after) |" +
+      " | \(.commit)\(if .dirty then " (work tree modified)" else "" end), \(.machine.cores) cores \(.machine.cpu), load \(.load_before) → \(.load_after)" +
+      (if .settings then "; " + ([.settings | to_entries[] | "\(.key) \(.value)"] | join(", ")) else "" end) + " |" +
       (if (.failures | length) > 0 then "\n\nFailures in \($run): " + (.failures | join("; ")) else "" end) +
       (if ((.retire_stuck_rebooted // []) | length) > 0 then "\n\nReleases of an abandoned lockspace stuck in the kernel in \($run) (each node rebooted, see \"a retire that never finishes\"): " + (.retire_stuck_rebooted | join("; ")) else "" end)' "$f"
   done
