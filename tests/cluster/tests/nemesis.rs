@@ -612,6 +612,24 @@ fn commit() -> String {
         .unwrap_or_default()
 }
 
+/// Whether tracked files outside docs/ differ from the commit measured.
+fn dirty() -> bool {
+    std::process::Command::new("git")
+        .args([
+            "-C",
+            env!("CARGO_MANIFEST_DIR"),
+            "status",
+            "--porcelain",
+            "--untracked-files=no",
+            "--",
+            "../..",
+            ":(exclude)../../docs",
+        ])
+        .output()
+        .map(|o| !o.stdout.is_empty())
+        .unwrap_or(false)
+}
+
 #[test]
 fn no_two_incompatible_writers_ever_write_one_image_under_the_nemesis() {
     let c = Cluster::get();
@@ -734,9 +752,18 @@ fn no_two_incompatible_writers_ever_write_one_image_under_the_nemesis() {
             }
         }
     }
+    let daemon_kind = if std::env::var_os("VIRTDLMD").is_some() { "VIRTDLMD (not the tree's)" } else { "the tree's" };
     let figures = json!({
         "date": t0,
         "commit": commit(),
+        "dirty": dirty(),
+        // The settings the figures depend on; a change needs a "settings:" note in the commit
+        // that stores the result (tests/bench/figures.py, docs/TESTING.md).
+        "settings": {
+            "journal_fs": format!("tmpfs (guest {DIR})"),
+            "log_level": "info",
+            "daemon": daemon_kind,
+        },
         "machine": machine(),
         "load_before": load0,
         "load_after": loadavg(),
