@@ -96,6 +96,10 @@ enum Cmd {
     /// this lifts that for NODE until it is seen again. Confirm only a node you have powered
     /// off or whose VMs you know are stopped: a wrong confirmation lets two hosts write one disk.
     ConfirmDown { node: String },
+    /// Follow lock changes across the cluster as they happen: the table as it stands, then
+    /// one line per grant, release or node departure, on any node, until interrupted.
+    /// With --json: the table as one line ({"locks": [...]}), then one event per line.
+    Watch,
 }
 
 fn main() -> ExitCode {
@@ -180,6 +184,7 @@ fn run(args: &Args) -> Result<(), Failure> {
             }
         }
         Cmd::Release { vm, force } => release(args, admin, control, vm, *force)?,
+        Cmd::Watch => watch(args, admin)?,
         Cmd::ConfirmDown { node } => {
             if node.is_empty() || node.len() > 1024 {
                 return Err(Failure::bad_input(format!("node name or id of {} bytes (must be 1..=1024)", node.len())));
@@ -316,6 +321,25 @@ fn release(args: &Args, admin: &Path, control: &Path, vm: &str, force: bool) -> 
         }
     }
     Ok(())
+}
+
+/// `watch`: the table, then each change as the daemon streams it.
+fn watch(args: &Args, admin: &Path) -> Result<(), Failure> {
+    let (locks, mut stream) = client::watch(admin)?;
+    if args.json {
+        out!("{}", json!({ "locks": locks }));
+    } else {
+        out!("{}\n", render::locks(&locks));
+        out!("{}", render::event_header());
+    }
+    while let Some(event) = client::next_event(admin, &mut stream)? {
+        if args.json {
+            out!("{}", serde_json::to_string(&event).unwrap_or_default());
+        } else {
+            out!("{}", render::event(&event));
+        }
+    }
+    Err(Failure::new(exit::Code::Unreachable, "unreachable", "virtdlmd closed the watch (it stopped)"))
 }
 
 fn uuid_like(s: &str) -> bool {

@@ -3,6 +3,7 @@
 use comfy_table::{presets, Table};
 use proto::conflict::clock;
 use proto::status::{FencingStatus, LossEvent, Status};
+use proto::watch::{EventKind, LockEvent};
 use proto::LockInfo;
 
 fn table() -> Table {
@@ -31,6 +32,37 @@ pub fn locks(locks: &[LockInfo]) -> String {
         ]);
     }
     t.to_string()
+}
+
+/// The column heads of `watch`'s event lines.
+pub fn event_header() -> String {
+    format!("{:<16} {:<9} {:<4} {:<20} {:<16} DISK/LEASE", "TIME", "EVENT", "MODE", "VM", "NODE")
+}
+
+/// One `watch` event as a line under [`event_header`] (a stream cannot be a table whose
+/// widths are known in advance).
+pub fn event(e: &LockEvent) -> String {
+    let time = format!("{}.{:03}", clock(e.at_ms / 1000).trim_end_matches(" UTC"), e.at_ms % 1000);
+    let kind = match e.kind {
+        EventKind::Granted => "granted",
+        EventKind::Released => "released",
+        EventKind::Left => "left",
+        EventKind::Missed => "MISSED",
+    };
+    let Some(l) = &e.lock else {
+        return format!(
+            "{time:<16} {kind:<9} {} change(s) dropped: this watch fell behind; `virtdlm locks` shows the table",
+            e.missed.unwrap_or(0)
+        );
+    };
+    let why = e.why.as_deref().map(|w| format!(" ({w})")).unwrap_or_default();
+    format!(
+        "{time:<16} {kind:<9} {:<4} {:<20} {:<16} {}{why}",
+        l.mode.to_string(),
+        l.vm_name,
+        format!("{} ({})", l.node_name, l.node_id),
+        l.identity
+    )
 }
 
 /// A value for people: `-` when there is none.

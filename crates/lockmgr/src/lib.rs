@@ -26,6 +26,7 @@ pub mod backend_guard;
 pub mod cluster;
 pub mod config;
 pub mod daemon;
+pub mod events;
 pub mod journal;
 pub mod journal_lock;
 pub mod lockloss;

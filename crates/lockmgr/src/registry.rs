@@ -13,6 +13,7 @@ use crate::naming::{Named, Naming};
 use crate::owner;
 use parking_lot::{Condvar, Mutex};
 use proto::conflict;
+use proto::watch::EventKind;
 use proto::{Conflict, LockInfo, OwnerSpec, Resource};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
@@ -85,6 +86,8 @@ pub struct Registry {
     /// The cluster inventory, when the daemon runs one: lock changes are published to it
     /// (under the table lock, so in table order) and answers include other nodes' locks.
     cluster: std::sync::OnceLock<Arc<dyn ClusterLink>>,
+    /// This node's lock changes, for `watch`.
+    events: crate::events::Events,
 }
 
 /// The grant id of a journaled lock not taken back yet after a restart: no backend holds it,
@@ -124,6 +127,7 @@ impl Registry {
             gate: std::sync::OnceLock::new(),
             unreleased: Default::default(),
             cluster: std::sync::OnceLock::new(),
+            events: crate::events::Events::default(),
         }
     }
 
@@ -156,11 +160,21 @@ impl Registry {
         let _ = self.cluster.set(link);
     }
 
-    /// Publishes a lock change to the cluster; call with the table lock held.
-    fn publish(&self, change: LockChange) {
+    /// Publishes a lock change to the cluster and to watchers; call with the table lock held.
+    fn publish(&self, change: LockChange, why: Option<&str>) {
+        match &change {
+            LockChange::Granted(info) => self.events.emit(EventKind::Granted, || info.clone(), why),
+            LockChange::Released(info) => self.events.emit(EventKind::Released, || info.clone(), why),
+        }
         if let Some(l) = self.cluster.get() {
             l.publish(change);
         }
+    }
+
+    /// Lock changes as they happen (`watch`): this node's, and other nodes' when the cluster
+    /// task emits them.
+    pub fn events(&self) -> &crate::events::Events {
+        &self.events
     }
 
     /// The cluster link, when attached (forwarded `release --vm`).
@@ -402,7 +416,7 @@ impl Registry {
         let o = &t.owners[&key];
         for info in self.infos_of(key, o) {
             if new.contains(&info.resource) {
-                self.publish(LockChange::Granted(info));
+                self.publish(LockChange::Granted(info), None);
             }
         }
         Ok(())
@@ -508,7 +522,7 @@ impl Registry {
         for n in names {
             let h = o.held.remove(&n).expect("filtered above");
             t.releases.push((h.grant.clone(), h.readable.clone(), o.spec.clone()));
-            self.publish(LockChange::Released { resource: n.0.clone(), pid: key.pid });
+            self.publish(LockChange::Released(self.info(key, &o.spec, &n, &h)), None);
             tracing::info!(vm = %o.spec.name, uuid = %o.spec.uuid, disk = %h.readable, mode = %h.grant.mode, resource = %n.0, "released");
         }
         let state = state_string(o);
@@ -575,7 +589,7 @@ impl Registry {
             // Nothing goes to the backend: the locks went with the lockspace, and a lock of the
             // lockspace joined again may carry the same id.
             for (n, h) in std::mem::take(&mut o.held) {
-                self.publish(LockChange::Released { resource: n.0.clone(), pid: key.pid });
+                self.publish(LockChange::Released(self.info(key, &o.spec, &n, &h)), Some("lost with the lockspace"));
                 tracing::error!(vm = %o.spec.name, uuid = %o.spec.uuid, disk = %h.readable, mode = %h.grant.mode, resource = %n.0,
                     "lock lost with the lockspace: the VM no longer holds this disk and must acquire it again");
             }
@@ -607,7 +621,7 @@ impl Registry {
         let o = t.owners.remove(&key).expect("present");
         for (n, h) in o.held {
             t.releases.push((h.grant.clone(), h.readable.clone(), o.spec.clone()));
-            self.publish(LockChange::Released { resource: n.0.clone(), pid: key.pid });
+            self.publish(LockChange::Released(self.info(key, &o.spec, &n, &h)), Some(why));
             tracing::info!(vm = %o.spec.name, uuid = %o.spec.uuid, disk = %h.readable, mode = %h.grant.mode, resource = %n.0,
                 "released: {why}");
         }
@@ -622,22 +636,23 @@ impl Registry {
     }
 
     fn infos_of(&self, key: OwnerKey, o: &Owner) -> Vec<LockInfo> {
+        o.held.iter().map(|(n, h)| self.info(key, &o.spec, n, h)).collect()
+    }
+
+    fn info(&self, key: OwnerKey, spec: &OwnerSpec, n: &ResName, h: &Held) -> LockInfo {
         let (node_id, node_name) = self.node();
-        o.held
-            .iter()
-            .map(|(n, h)| LockInfo {
-                resource: n.0.clone(),
-                identity: h.readable.clone(),
-                mode: h.grant.mode,
-                vm_name: o.spec.name.clone(),
-                vm_uuid: o.spec.uuid.clone(),
-                pid: key.pid,
-                node_name: node_name.clone(),
-                node_id,
-                since: h.since,
-                state: "held".into(),
-            })
-            .collect()
+        LockInfo {
+            resource: n.0.clone(),
+            identity: h.readable.clone(),
+            mode: h.grant.mode,
+            vm_name: spec.name.clone(),
+            vm_uuid: spec.uuid.clone(),
+            pid: key.pid,
+            node_name,
+            node_id,
+            since: h.since,
+            state: "held".into(),
+        }
     }
 
     /// Every lock held on this node.

@@ -252,7 +252,7 @@ async fn read_request(stream: &mut UnixStream, trusted: bool, read_timeout: Dura
     }
 }
 
-async fn send(stream: &mut UnixStream, resp: &Response) -> bool {
+async fn send(stream: &mut (impl tokio::io::AsyncWrite + Unpin), resp: &Response) -> bool {
     let frame = match proto::encode(resp) {
         Ok(f) => f,
         Err(e) => {
@@ -292,6 +292,11 @@ async fn connection(
             let _ = send(&mut stream, &resp).await;
             return;
         }
+        if req.op == Op::Watch {
+            tracing::info!(peer_pid = pid, peer_uid = uid, "watch: streaming lock changes");
+            watch(&mut stream, &registry).await;
+            return;
+        }
         let resp = if kind == SocketKind::Admin && !req.op.is_read_only() {
             Response::error(
                 ErrorCode::Unauthorized,
@@ -302,6 +307,33 @@ async fn connection(
         };
         if !send(&mut stream, &resp).await {
             return;
+        }
+    }
+}
+
+/// `watch` (proto::watch): the table, then every change, until the client closes or sends
+/// anything (the connection carries nothing else from here on).
+async fn watch(stream: &mut UnixStream, registry: &Arc<Registry>) {
+    // Subscribed before the table is read: a change in between shows in both, never in neither.
+    let mut rx = registry.events().subscribe();
+    let reg = registry.clone();
+    let locks = tokio::task::spawn_blocking(move || reg.locks()).await.unwrap_or_default();
+    if !send(stream, &Response::Locks { locks }).await {
+        return;
+    }
+    let (mut rd, mut wr) = stream.split();
+    let mut byte = [0u8; 1];
+    loop {
+        tokio::select! {
+            ev = crate::events::next(&mut rx) => match ev {
+                Some(event) => {
+                    if !send(&mut wr, &Response::Event { event }).await {
+                        return;
+                    }
+                }
+                None => return,
+            },
+            _ = rd.read(&mut byte) => return,
         }
     }
 }
@@ -370,6 +402,8 @@ pub fn dispatch(reg: &Registry, peer: Option<Peer>, op: Op) -> Response {
             ),
         },
         Op::Cleanup { dry_run } => Response::Ok { locks: reg.cleanup(dry_run) },
+        // Served by the connection itself (`watch`), which never hands it here.
+        Op::Watch => Response::error(ErrorCode::BadRequest, "watch needs a connection of its own"),
         Op::ConfirmDown { node } => match peer {
             Some(p) => {
                 reply(reg.confirm_down(&node, p.uid).map(|confirmation| Response::ConfirmedDown { confirmation }))

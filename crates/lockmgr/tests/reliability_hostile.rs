@@ -74,6 +74,7 @@ fn answer_kind(r: &Result<Response, proto::FrameError>) -> String {
         Ok(Response::State { .. }) => "state".into(),
         Ok(Response::Ok { .. }) => "ok".into(),
         Ok(Response::ConfirmedDown { .. }) => "confirmed_down".into(),
+        Ok(Response::Event { .. }) => "event".into(),
         Err(e) => format!("io:{e}"),
     }
 }
@@ -99,6 +100,7 @@ fn every_op(victim: &OwnerSpec, own: &OwnerSpec, res: &Resource) -> Vec<(&'stati
         ("resource-name", Op::ResourceName { resource: res.clone() }, true),
         ("inquire", Op::Inquire { owner: victim.clone() }, true),
         ("cleanup-dry-run", Op::Cleanup { dry_run: true }, true),
+        ("watch", Op::Watch, true),
     ]
 }
 

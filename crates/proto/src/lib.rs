@@ -3,7 +3,8 @@
 //! Transport: a Unix stream socket. Framing: a 4-byte big-endian length, then that many bytes of
 //! UTF-8 JSON. A frame longer than [`MAX_FRAME`] is refused before it is read. Every request is
 //! a [`Request`] envelope carrying [`PROTOCOL_VERSION`]; every request gets exactly one
-//! [`Response`] frame, in order. A connection may carry any number of requests.
+//! [`Response`] frame, in order, except [`Op::Watch`], which turns the connection into a stream
+//! of events ([`watch`]). A connection may carry any number of requests.
 //!
 //! Sockets (paths are configurable):
 //! - the control socket (`/run/virt-dlm/virtdlmd.sock`, root only, checked with SO_PEERCRED)
@@ -15,13 +16,15 @@
 //! daemon: the plugin links it and nothing heavier. Beside the messages (this file):
 //! - [`mode`]: the lock-mode table (libvirt disk flags -> DLM mode, which modes coexist);
 //! - [`conflict`]: the sentence a refused user reads, and the clock format of lock times;
-//! - [`status`]: the `status` answer, typed.
+//! - [`status`]: the `status` answer, typed;
+//! - [`watch`]: the events of `watch`.
 
 #![forbid(unsafe_code)]
 
 pub mod conflict;
 pub mod mode;
 pub mod status;
+pub mod watch;
 
 use mode::Mode;
 use serde::{Deserialize, Serialize};
@@ -176,6 +179,9 @@ pub enum Op {
     /// cluster that cannot fence, grants held back for it resume until it is seen again
     /// (admin; answered with [`Response::ConfirmedDown`]).
     ConfirmDown { node: String },
+    /// The lock table, then every lock change as it happens ([`watch`]): the connection
+    /// carries nothing else afterwards.
+    Watch,
 }
 
 impl Op {
@@ -189,6 +195,7 @@ impl Op {
                 | Op::ResourceName { .. }
                 | Op::Inquire { .. }
                 | Op::Cleanup { dry_run: true }
+                | Op::Watch
         )
     }
 }
@@ -306,6 +313,10 @@ pub enum Response {
     /// ConfirmDown: who confirmed which node, when.
     ConfirmedDown {
         confirmation: status::Confirmation,
+    },
+    /// One lock change of a `watch` stream.
+    Event {
+        event: watch::LockEvent,
     },
     Error(ErrorReply),
 }

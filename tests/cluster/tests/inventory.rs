@@ -1,7 +1,8 @@
 //! The cluster-wide lock inventory over CPG, with virtdlmd on the kernel DLM in every guest:
-//! a lock taken on one node shows on the others with its VM, a daemon started later sees
-//! the locks that exist, a conflict names the VM and node that hold the disk, and a node
-//! cut off from the others is shown as `left` until it comes back.
+//! a lock taken on one node shows on the others with its VM (and in `virtdlm watch` there as it
+//! happens), a daemon started later sees the locks that exist, a conflict names the VM and
+//! node that hold the disk, and a node cut off from the others is shown as `left` until it
+//! comes back.
 mod inventory_support;
 
 use cluster_tests::Cluster;
@@ -42,9 +43,19 @@ fn locks_show_cluster_wide_late_joiners_see_them_and_conflicts_name_the_holder()
     let mut n1 = Node::start(&c, 1);
     let n3 = Node::start(&c, 3);
 
+    // `virtdlm watch` on node3 follows node1's changes as the inventory delivers them.
+    let watch = n3.watch();
+    watch.wait_for("the lock table first", Duration::from_secs(30), |v| v["locks"].is_array());
+
     let disk = n1.disk("a.img");
     let granted = n1.acquire("web-1", WEB, &disk);
     assert_eq!(granted["result"], "ok", "acquire on node1: {granted}");
+    let ev = watch.wait_for("node1's grant in node3's watch", Duration::from_secs(30), |v| {
+        v["kind"] == "granted" && v["lock"]["vm_name"] == "web-1"
+    });
+    assert_eq!(ev["lock"]["node_name"], "node1", "{ev}");
+    assert_eq!(ev["lock"]["mode"], "EX", "{ev}");
+    assert_eq!(ev["lock"]["identity"], disk.as_str(), "{ev}");
 
     let (locks, took) = poll(&n3, "web-1's lock", Duration::from_secs(30), |l| entry(l, "web-1").is_some());
     eprintln!(
@@ -112,9 +123,14 @@ fn zz_departed_members_are_left_until_their_node_re_sends() {
     poll(&n1, "web-2 gone after node2's new daemon re-sent", Duration::from_secs(30), |l| entry(l, "web-2").is_none());
     assert!(held("db-3")(&n1.locks()), "other nodes' entries are untouched");
 
-    // node3 cut off: shown as left on node1.
+    // node3 cut off: shown as left on node1, and `watch` there says so as it happens.
+    let watch = n1.watch();
+    watch.wait_for("the lock table first", Duration::from_secs(30), |v| v["locks"].is_array());
     c.node_action("partition", 3);
     let cut = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        watch.wait_for("db-3 left in node1's watch", Duration::from_secs(60), |v| {
+            v["kind"] == "left" && v["lock"]["vm_name"] == "db-3" && v["lock"]["node_name"] == "node3"
+        });
         poll(&n1, "db-3 left after node3 was cut off", Duration::from_secs(60), left("db-3"))
     }));
     c.node_action("heal", 3);

@@ -15,6 +15,7 @@
 
 use super::wire::Body;
 use corosync::Address;
+use proto::watch::EventKind;
 use proto::LockInfo;
 use std::collections::{BTreeMap, HashMap};
 
@@ -22,6 +23,9 @@ use std::collections::{BTreeMap, HashMap};
 pub const LEFT: &str = "left";
 
 type Key = (u32, String, u32); // node id, resource, pid
+
+/// One change of the table, as `watch` shows it.
+pub type Change = (EventKind, LockInfo);
 
 #[derive(Debug, Clone)]
 struct Entry {
@@ -41,51 +45,70 @@ impl Inventory {
         Self::default()
     }
 
-    /// Applies one delivered message.
-    pub fn deliver(&mut self, sender: Address, body: Body) {
+    /// Applies one delivered message; returns what changed in the table (for `watch`).
+    pub fn deliver(&mut self, sender: Address, body: Body) -> Vec<Change> {
         match body {
             Body::Grant { lock } => {
                 let mut lock = LockInfo::from(lock);
                 lock.node_id = sender.nodeid;
                 lock.state = "held".into();
                 let key = (sender.nodeid, lock.resource.clone(), lock.pid);
-                self.entries.insert(key, Entry { from: sender, info: lock });
+                self.entries.insert(key, Entry { from: sender, info: lock.clone() });
+                vec![(EventKind::Granted, lock)]
             }
-            Body::Release { resource, pid } => {
-                self.entries.remove(&(sender.nodeid, resource, pid));
-            }
+            Body::Release { resource, pid } => self
+                .entries
+                .remove(&(sender.nodeid, resource, pid))
+                .map(|e| (EventKind::Released, e.info))
+                .into_iter()
+                .collect(),
             Body::State { epoch, part, last, locks } => {
                 let acc = self.pending.entry(sender).or_insert_with(|| (epoch, Vec::new()));
                 if part == 0 || acc.0 != epoch {
                     *acc = (epoch, Vec::new());
                 }
                 acc.1.extend(locks);
-                if last {
-                    let (_, locks) = self.pending.remove(&sender).expect("inserted above");
-                    self.entries.retain(|k, _| k.0 != sender.nodeid);
-                    for lock in locks {
-                        let mut lock = LockInfo::from(lock);
-                        lock.node_id = sender.nodeid;
-                        lock.state = "held".into();
-                        self.entries.insert(
-                            (sender.nodeid, lock.resource.clone(), lock.pid),
-                            Entry { from: sender, info: lock },
-                        );
-                    }
+                if !last {
+                    return Vec::new();
                 }
+                let (_, locks) = self.pending.remove(&sender).expect("inserted above");
+                let mut before: BTreeMap<Key, Entry> = BTreeMap::new();
+                self.entries.retain(|k, e| {
+                    if k.0 == sender.nodeid {
+                        before.insert(k.clone(), e.clone());
+                    }
+                    k.0 != sender.nodeid
+                });
+                let mut changes = Vec::new();
+                for lock in locks {
+                    let mut lock = LockInfo::from(lock);
+                    lock.node_id = sender.nodeid;
+                    lock.state = "held".into();
+                    let key = (sender.nodeid, lock.resource.clone(), lock.pid);
+                    // Unchanged entries are no event; one back from `left` is granted again.
+                    if before.remove(&key).is_none_or(|old| old.info != lock) {
+                        changes.push((EventKind::Granted, lock.clone()));
+                    }
+                    self.entries.insert(key, Entry { from: sender, info: lock });
+                }
+                changes.extend(before.into_values().map(|e| (EventKind::Released, e.info)));
+                changes
             }
             // Forwarded releases are not the table's (the task routes them to `release`).
-            Body::ReleaseVm { .. } | Body::ReleaseVmReply { .. } => {}
+            Body::ReleaseVm { .. } | Body::ReleaseVmReply { .. } => Vec::new(),
         }
     }
 
     /// A member left the group: its entries stay, marked `left`; a half-received re-send of
-    /// it is dropped.
-    pub fn member_left(&mut self, who: Address) {
+    /// it is dropped. Returns the entries marked.
+    pub fn member_left(&mut self, who: Address) -> Vec<Change> {
         self.pending.remove(&who);
-        for e in self.entries.values_mut().filter(|e| e.from == who) {
+        let mut changes = Vec::new();
+        for e in self.entries.values_mut().filter(|e| e.from == who && e.info.state != LEFT) {
             e.info.state = LEFT.into();
+            changes.push((EventKind::Left, e.info.clone()));
         }
+        changes
     }
 
     /// Every entry, sorted by identity then node.
@@ -126,6 +149,36 @@ mod tests {
         assert_eq!(inv.locks().len(), 1);
         inv.deliver(B, Body::Release { resource: "d1:a".into(), pid: 7 });
         assert!(inv.locks().is_empty());
+    }
+
+    #[test]
+    fn each_delivery_says_what_changed_for_watch() {
+        let kinds = |c: Vec<Change>| c.into_iter().map(|(k, l)| (k, l.resource, l.node_id)).collect::<Vec<_>>();
+        let mut inv = Inventory::new();
+        assert_eq!(
+            kinds(inv.deliver(B, Body::Grant { lock: lock("d1:a", 7, "web-3") })),
+            [(EventKind::Granted, "d1:a".into(), 2)]
+        );
+        // A release of something not in the table changes nothing.
+        assert!(inv.deliver(B, Body::Release { resource: "d1:zz".into(), pid: 7 }).is_empty());
+        assert_eq!(kinds(inv.member_left(B)), [(EventKind::Left, "d1:a".into(), 2)]);
+        assert!(inv.member_left(B).is_empty(), "marked once");
+        // The node's re-send after a heal: d1:a back (granted again, no longer left), d1:b new;
+        // a second identical re-send changes nothing; one without d1:a releases it.
+        let re = state(2, vec![lock("d1:a", 7, "web-3"), lock("d1:b", 8, "db")]);
+        assert_eq!(
+            kinds(inv.deliver(B, re.clone())),
+            [(EventKind::Granted, "d1:a".into(), 2), (EventKind::Granted, "d1:b".into(), 2)]
+        );
+        assert!(inv.deliver(B, state(3, vec![lock("d1:a", 7, "web-3"), lock("d1:b", 8, "db")])).is_empty());
+        assert_eq!(
+            kinds(inv.deliver(B, state(4, vec![lock("d1:b", 8, "db")]))),
+            [(EventKind::Released, "d1:a".into(), 2)]
+        );
+        assert_eq!(
+            kinds(inv.deliver(B, Body::Release { resource: "d1:b".into(), pid: 8 })),
+            [(EventKind::Released, "d1:b".into(), 2)]
+        );
     }
 
     #[test]

@@ -138,6 +138,15 @@ fn connect(group: &str) -> Result<AsyncFd<Cpg>, String> {
     corosync::reactor::register(cpg).map_err(|e| e.to_string())
 }
 
+/// Other nodes' changes go to `watch` from here; this node's the registry emits as it makes them.
+fn watchers(t: &Ctx, s: &super::ClusterState, node: u32, changes: Vec<super::inventory::Change>, why: Option<&str>) {
+    if node != s.me.nodeid {
+        for (kind, lock) in changes {
+            t.registry.events().emit(kind, || lock, why);
+        }
+    }
+}
+
 fn on_cpg(t: &Ctx, ev: CpgEvent) {
     let mut s = t.state.lock();
     match ev {
@@ -158,12 +167,16 @@ fn on_cpg(t: &Ctx, ev: CpgEvent) {
                     tracing::info!(%sender, req, "an answer to a release this daemon no longer waits for (timed out, or of an earlier daemon)");
                 }
             }
-            Ok(body) => s.inventory.deliver(sender, body),
+            Ok(body) => {
+                let changes = s.inventory.deliver(sender, body);
+                watchers(t, &s, sender.nodeid, changes, None);
+            }
             Err(e) => tracing::warn!(%sender, "ignored an inventory message: {e}"),
         },
         CpgEvent::ConfChg { members, left, joined } => {
             for c in &left {
-                s.inventory.member_left(c.addr);
+                let changes = s.inventory.member_left(c.addr);
+                watchers(t, &s, c.addr.nodeid, changes, Some("its node left the cluster group"));
                 tracing::info!(node = %s.node_name(c.addr.nodeid), member = %c, "inventory: member left; its locks are shown as left");
             }
             for c in &joined {

@@ -150,7 +150,7 @@ impl From<LockChange> for Body {
     fn from(c: LockChange) -> Body {
         match c {
             LockChange::Granted(lock) => Body::Grant { lock: (&lock).into() },
-            LockChange::Released { resource, pid } => Body::Release { resource, pid },
+            LockChange::Released(lock) => Body::Release { resource: lock.resource, pid: lock.pid },
         }
     }
 }

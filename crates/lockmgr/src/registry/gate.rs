@@ -11,7 +11,8 @@ use proto::LockInfo;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LockChange {
     Granted(LockInfo),
-    Released { resource: String, pid: u32 },
+    /// The lock as it was held (the inventory multicasts only its resource and pid).
+    Released(LockInfo),
 }
 
 /// Whether a grant may be answered now: lock loss, the hold after a membership change, and

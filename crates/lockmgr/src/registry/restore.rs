@@ -135,8 +135,12 @@ impl Registry {
                     }
                     tracing::error!(vm = %o.spec.name, uuid = %o.spec.uuid, disk = %h.readable, mode = %mode, resource = %res.0,
                         "LOCK LOST: could not take back the lock after restart: {e}");
-                    o.held.remove(&res);
-                    self.publish(LockChange::Released { resource: res.0.clone(), pid: key.pid });
+                    if let Some(h) = o.held.remove(&res) {
+                        self.publish(
+                            LockChange::Released(self.info(key, &o.spec, &res, &h)),
+                            Some("not taken back after a restart"),
+                        );
+                    }
                     if let Err(e) = t.journal.append(&[Record::Release { key, name: res.0.clone() }]) {
                         tracing::error!("journal write failed while dropping a lock not taken back: {e}");
                     }

@@ -64,6 +64,18 @@ echo "virtdlmd not serving after 120 s:"; cat $d/log; exit 1"#
         )
     }
 
+    /// `virtdlm watch --json` against this daemon, in the background (its first line names
+    /// its pid, so that it is killed when dropped).
+    pub fn watch(&self) -> cluster_tests::Running {
+        self.c.spawn(
+            self.node,
+            &format!(
+                "echo '{{\"ev\":\"start\",\"pid\":'$$'}}'; exec {} --admin-socket {}/admin.sock watch --json",
+                self.virtdlm, self.dir
+            ),
+        )
+    }
+
     /// `virtdlm ARGS --json`, which must succeed and print JSON.
     pub fn json(&self, args: &str) -> Value {
         let out = self.virtdlm(&format!("{args} --json"));

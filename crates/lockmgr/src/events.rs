@@ -1,0 +1,44 @@
+//! The lock changes behind `virtdlm watch` ([`proto::watch`]): the registry emits this node's
+//! changes as it makes them, the cluster task every other node's as the inventory delivers
+//! them, and each watching connection reads them from its own subscription.
+//!
+//! Nothing waits on a watcher: a watcher that falls more than [`BACKLOG`] events behind loses
+//! the oldest and is told how many ([`proto::watch::EventKind::Missed`]).
+
+use proto::watch::{EventKind, LockEvent};
+use proto::LockInfo;
+use tokio::sync::broadcast;
+
+/// Events kept for the slowest watcher.
+pub const BACKLOG: usize = 4096;
+
+pub struct Events(broadcast::Sender<LockEvent>);
+
+impl Default for Events {
+    fn default() -> Self {
+        Events(broadcast::channel(BACKLOG).0)
+    }
+}
+
+impl Events {
+    /// Sends one change to every watcher (none: nothing is built).
+    pub fn emit(&self, kind: EventKind, lock: impl FnOnce() -> LockInfo, why: Option<&str>) {
+        if self.0.receiver_count() > 0 {
+            let _ = self.0.send(LockEvent::new(kind, lock(), why.map(str::to_owned)));
+        }
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<LockEvent> {
+        self.0.subscribe()
+    }
+}
+
+/// The next event of a subscription; a watcher that fell behind gets [`EventKind::Missed`].
+/// `None`: the daemon is shutting down.
+pub async fn next(rx: &mut broadcast::Receiver<LockEvent>) -> Option<LockEvent> {
+    match rx.recv().await {
+        Ok(e) => Some(e),
+        Err(broadcast::error::RecvError::Lagged(n)) => Some(LockEvent::missed(n)),
+        Err(broadcast::error::RecvError::Closed) => None,
+    }
+}
