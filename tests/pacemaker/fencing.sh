@@ -16,6 +16,7 @@ install -m755 $D /usr/sbin/virtdlmd; install -m755 $C /usr/bin/virtdlm
 install -D -m755 $A /usr/lib/ocf/resource.d/virt-dlm/virtdlmd; install -D -m644 $F /etc/virt-dlm/virtdlmd.conf
 install -m755 $FA /usr/sbin/fence_uml
 install -m644 $DLMCONF /etc/dlm/dlm.conf
+$(vms_provision_lines)
 EOP
     gx "$i" "bash /xchg/provision.sh"
 }
