@@ -30,7 +30,9 @@
 # fence_ipmilan (node1..3 instead of hv1..3), and libvirtd as lsb:libvirtd (systemd:libvirtd
 # needs systemd as PID 1; tests/pacemaker/libvirtd.init starts the same libvirtd).
 #
-# Prints "N passed, N failed"; non-zero on any failure. Results (the configurations applied,
+# Prints "N passed, N failed" (virt-dlm's own assertions) after "setup: N passed, N failed" (the
+# guests, Pacemaker's election, the fence agent and the test VM's resource: setup steps, not
+# counted as virt-dlm's); non-zero on any failure. Results (the configurations applied,
 # crm_mon output, each node's pacemaker and virtdlmd logs) go to target/pacemaker-results/.
 # Settings: CL_NS, CL_BASE, CL_NET (the cluster's network namespace, directory and subnet, as
 # for tests/cluster/cluster.sh; two clusters on one host need different ones); CARGO_TARGET_DIR
@@ -48,11 +50,20 @@ TGT=${CARGO_TARGET_DIR:-$TOP/target}
 RES=$TGT/pacemaker-results
 PASSED=0
 FAILED=0
+SETUP_PASSED=0
+SETUP_FAILED=0
 STARTED=
 
 pass() { echo "PASS $*"; PASSED=$((PASSED + 1)); }
 fail() { echo "FAIL $*"; FAILED=$((FAILED + 1)); }
-finish() { echo "$PASSED passed, $FAILED failed"; [ "$FAILED" -eq 0 ] && [ "$PASSED" -gt 0 ]; exit $?; }
+# Setup steps (tests/run-all.sh counts them apart from virt-dlm's assertions).
+setup_pass() { echo "setup: PASS $*"; SETUP_PASSED=$((SETUP_PASSED + 1)); }
+setup_fail() { echo "setup: FAIL $*"; SETUP_FAILED=$((SETUP_FAILED + 1)); }
+finish() {
+    echo "setup: $SETUP_PASSED passed, $SETUP_FAILED failed"
+    echo "$PASSED passed, $FAILED failed"
+    [ "$FAILED" -eq 0 ] && [ "$SETUP_FAILED" -eq 0 ] && [ "$PASSED" -gt 0 ]; exit $?
+}
 # Runs a command in a guest, output to stdout.
 gx() { CL_EXEC_TIMEOUT=${T_EXEC:-150} "$CL" exec "$@"; }
 # Waits up to $1 seconds (the guest's clock, however slow each try is) for the shell
@@ -92,7 +103,7 @@ fi
 "$CL" prepare >/dev/null || { fail "cluster.sh prepare"; finish; }
 "$CL" stop >/dev/null 2>&1
 STARTED=1
-if out=$("$CL" start 3 2>&1); then pass "3 guests with corosync and pacemakerd: $out"; else fail "cluster start: $out"; finish; fi
+if out=$("$CL" start 3 2>&1); then setup_pass "3 guests with corosync and pacemakerd: $out"; else setup_fail "cluster start: $out"; finish; fi
 
 # ---- install what the .deb installs, into each guest's overlay (content-addressed copies:
 # a guest may serve a stale copy of a file rebuilt on the host after it booted)
@@ -106,16 +117,16 @@ vms_bins
 for i in 1 2 3; do fencing_provision "$i" || fail "install on node$i"; done
 vms_precache & PRECACHE=$!
 if out=$(gx 1 "stonith_admin --metadata -a fence_uml" 2>&1) && echo "$out" | grep -q '<resource-agent name="fence_uml"'; then
-    pass "the fencer reads fence_uml's metadata (stonith_admin --metadata -a fence_uml)"
-else fail "stonith_admin --metadata -a fence_uml: $(echo "$out" | head -c 300)"; fi
+    setup_pass "the fencer reads fence_uml's metadata (stonith_admin --metadata -a fence_uml)"
+else setup_fail "stonith_admin --metadata -a fence_uml: $(echo "$out" | head -c 300)"; fi
 if gx 1 "crm_resource --show-metadata ocf:virt-dlm:virtdlmd" >"$RES/virtdlmd-meta-data.xml" 2>&1; then
     pass "pacemaker reads the agent's meta-data (crm_resource --show-metadata ocf:virt-dlm:virtdlmd)"
 else fail "crm_resource --show-metadata: $(head -c 300 "$RES/virtdlmd-meta-data.xml")"; fi
 
 # Pacemaker elects a DC (dc-deadtime, 20 s) before it takes any configuration.
 if gwait 90 1 "crm_mon -1 | grep -q 'Current DC: node.*partition with quorum' && crm_mon -1 | grep -q 'Online: \[ node1 node2 node3 \]'"; then
-    pass "pacemaker: DC elected, node1 node2 node3 online"
-else fail "no DC with 3 nodes online: $(gx 1 'crm_mon -1' 2>&1 | tr '\n' ' ')"; finish; fi
+    setup_pass "pacemaker: DC elected, node1 node2 node3 online"
+else setup_fail "no DC with 3 nodes online: $(gx 1 'crm_mon -1' 2>&1 | tr '\n' ' ')"; finish; fi
 
 # Every resource Started on every node (crm_mon's clone lines).
 ONLINE="node1 node2 node3"
@@ -202,7 +213,7 @@ cp "$T/pcs.xml" "$RES/cib.pcs.xml"; cp "$T/crm.xml" "$RES/cib.crm.xml"
 MARK=()
 for i in 1 2 3; do MARK[$i]=$(gx "$i" "wc -l < /var/log/pacemaker/pacemaker.log"); done
 P=$("$CL" bin "$T/pcs.xml")
-wait "$PRECACHE" || fail "node1: libvirtd's first start (QEMU capabilities for /shared/.qemucaps): $(tail -c 400 "$RES/qemucaps.txt" | tr '\n' ' ')"
+wait "$PRECACHE" || setup_fail "node1: libvirtd's first start (QEMU capabilities for /shared/.qemucaps): $(tail -c 400 "$RES/qemucaps.txt" | tr '\n' ' ')"
 if out=$(gx 1 "pcs cluster cib-push $P --config 2>&1"); then pass "pcs cluster cib-push --config on node1: $out"; echo "$out" >"$RES/cibpush.txt"
 else fail "pcs cluster cib-push: $out"; fi
 if all_started 600; then pass "dlm, virtdlmd and libvirtd clones Started on node1 node2 node3"

@@ -94,8 +94,8 @@ EOX
       cibadmin -C -o constraints -X \"<rsc_order id='vm1-after-libvirtd' first='libvirtd-clone' then='vm1' kind='Mandatory'/>\" &&
       cibadmin -C -o constraints -X \"<rsc_colocation id='vm1-with-libvirtd' rsc='vm1' with-rsc='libvirtd-clone' score='INFINITY'/>\" &&
       cibadmin -C -o constraints -X \"<rsc_location id='vm1-prefers-node1' rsc='vm1' node='node1' score='50'/>\"" 2>&1)
-    if [ $? = 0 ]; then pass "vm1 (ocf:heartbeat:VirtualDomain, $VMX) added after the libvirtd clone"
-    else fail "cibadmin vm1: $(echo "$out" | tr '\n' ' ' | cut -c1-400)"; return; fi
+    if [ $? = 0 ]; then setup_pass "vm1 (ocf:heartbeat:VirtualDomain, $VMX) added after the libvirtd clone"
+    else setup_fail "cibadmin vm1: $(echo "$out" | tr '\n' ' ' | cut -c1-400)"; return; fi
     if vm_wait_on 300 1; then pass "Pacemaker started vm1 on node1: $VMX's QEMU runs there (virsh domstate: running)"
     else fail "vm1 not running on node1: $(vm_where) / $(vm_state 1) / $(gx 1 'crm_mon -1 -r --failcounts' 2>&1 | tr '\n' ' ' | cut -c1-600)"; return; fi
     out=$(vm_holder 2)
