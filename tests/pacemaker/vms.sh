@@ -49,8 +49,13 @@ vm_holder() {
 }
 vm_where() { gx 1 "crm_resource --locate -r vm1" 2>/dev/null | sed -n 's/.*is running on: \(node[0-9]\).*/\1/p' | tr '\n' ' ' | sed 's/ $//'; }
 vm_state() { gx "$1" "virsh -q -c qemu:///system domstate $VMX" 2>/dev/null | head -n 1; }
-# Waits until vm1 runs on node $1 alone (Pacemaker's view) and QEMU runs there (libvirt's).
-vm_wait_on() { gwait "$1" 1 "[ \"\$(crm_resource --locate -r vm1 2>/dev/null | grep -c 'is running on')\" = 1 ] && crm_resource --locate -r vm1 | grep -q 'running on: node$2\$'" && [ "$(vm_state "$2")" = running ]; }
+# Waits up to $1 s until Pacemaker shows vm1 Started on node $2 and libvirt there shows the
+# domain running (QEMU starts paused and is resumed once dlm.so holds its disk). A QEMU start
+# takes 1-3 minutes in a UML guest on a loaded host.
+vm_wait_on() {
+    gwait "$1" 1 "crm_mon -1 -r 2>/dev/null | grep -q 'vm1.*(ocf:heartbeat:VirtualDomain):.* Started node$2\$'" &&
+        gwait 60 "$2" "[ \"\$(virsh -q -c qemu:///system domstate $VMX 2>/dev/null | head -n 1)\" = running ]"
+}
 
 vms_scenario() {
     local i out rel gra k1 k3 u1 u3 r g u
@@ -75,6 +80,8 @@ vms_scenario() {
   <on_crash>destroy</on_crash>
   <devices>
     <emulator>/usr/bin/qemu-system-x86_64</emulator>
+    <controller type='usb' model='none'/>
+    <memballoon model='none'/>
     <disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='$VMIMG'/><target dev='vda' bus='virtio'/></disk>
   </devices>
 </domain>
@@ -84,19 +91,20 @@ EOX
     # config=... hypervisor=qemu:///system force_stop=true ...; order and colocation with the
     # libvirtd clone), fed to cibadmin: each pcs command takes 10-20 s in a guest. force_stop:
     # the VM has no OS to answer an ACPI shutdown. node1 preferred (50), stickiness 100: a
-    # VM moved away stays where it was moved once the move is cleared.
+    # VM moved away stays where it was moved once the move is cleared. Start timeout 600 s: QEMU
+# starts in 1-3 minutes in a UML guest on a loaded host.
     out=$(gx 1 "cibadmin -C -o resources -X \"<primitive id='vm1' class='ocf' provider='heartbeat' type='VirtualDomain'>
         <instance_attributes id='vm1-ia'><nvpair id='vm1-config' name='config' value='/shared/$VMX.xml'/>
           <nvpair id='vm1-hv' name='hypervisor' value='qemu:///system'/><nvpair id='vm1-fs' name='force_stop' value='true'/></instance_attributes>
         <meta_attributes id='vm1-meta'><nvpair id='vm1-stick' name='resource-stickiness' value='100'/></meta_attributes>
-        <operations><op id='vm1-start' name='start' interval='0s' timeout='120s'/><op id='vm1-stop' name='stop' interval='0s' timeout='120s'/>
-          <op id='vm1-monitor' name='monitor' interval='30s' timeout='60s'/></operations></primitive>\" &&
+        <operations><op id='vm1-start' name='start' interval='0s' timeout='600s'/><op id='vm1-stop' name='stop' interval='0s' timeout='300s'/>
+          <op id='vm1-monitor' name='monitor' interval='30s' timeout='120s'/></operations></primitive>\" &&
       cibadmin -C -o constraints -X \"<rsc_order id='vm1-after-libvirtd' first='libvirtd-clone' then='vm1' kind='Mandatory'/>\" &&
       cibadmin -C -o constraints -X \"<rsc_colocation id='vm1-with-libvirtd' rsc='vm1' with-rsc='libvirtd-clone' score='INFINITY'/>\" &&
       cibadmin -C -o constraints -X \"<rsc_location id='vm1-prefers-node1' rsc='vm1' node='node1' score='50'/>\"" 2>&1)
     if [ $? = 0 ]; then setup_pass "vm1 (ocf:heartbeat:VirtualDomain, $VMX) added after the libvirtd clone"
     else setup_fail "cibadmin vm1: $(echo "$out" | tr '\n' ' ' | cut -c1-400)"; return; fi
-    if vm_wait_on 300 1; then pass "Pacemaker started vm1 on node1: $VMX's QEMU runs there (virsh domstate: running)"
+    if vm_wait_on 700 1; then pass "Pacemaker started vm1 on node1: $VMX's QEMU runs there (virsh domstate: running)"
     else fail "vm1 not running on node1: $(vm_where) / $(vm_state 1) / $(gx 1 'crm_mon -1 -r --failcounts' 2>&1 | tr '\n' ' ' | cut -c1-600)"; return; fi
     out=$(vm_holder 2)
     if [ "$out" = "$VMX@node1" ]; then pass "node2's virtdlmd: $VMIMG held EX by $VMX@node1 (the cluster inventory)"
@@ -116,7 +124,7 @@ EOX
     read -r k1 u1 <<<"$(clock_offset 1)"; read -r k3 u3 <<<"$(clock_offset 3)"
     u=$(python3 -c "import sys; print('%.3f' % (float(sys.argv[1]) + float(sys.argv[2])))" "$u1" "$u3")
     out=$(gx 1 "crm_resource --move -r vm1 -N node3 2>&1")
-    if vm_wait_on 300 3 && [ "$(vm_state 1)" != running ]; then pass "crm_resource --move -r vm1 -N node3: $VMX runs on node3 and no longer on node1"
+    if vm_wait_on 700 3 && [ "$(vm_state 1)" != running ]; then pass "crm_resource --move -r vm1 -N node3: $VMX runs on node3 and no longer on node1"
     else fail "move to node3: $out: $(vm_where) node1 '$(vm_state 1)' node3 '$(vm_state 3)'"; fi
     out=$(vm_holder 2)
     if [ "$out" = "$VMX@node3" ]; then pass "node2's virtdlmd: $VMIMG held EX by $VMX@node3 alone after the move"
@@ -140,6 +148,7 @@ EOX
 # on a survivor; in that survivor's pacemaker.log the start comes after the fence's completion.
 vms_after_fence() {
     local n=$1 s fin st out
+    gwait 700 1 "crm_mon -1 -r 2>/dev/null | grep -q 'vm1.*(ocf:heartbeat:VirtualDomain):.* Started node'" >/dev/null
     s=$(vm_where)
     if [ -n "$s" ] && [ "$s" != "node$n" ] && [ "$(vm_state "${s#node}")" = running ]; then
         pass "vm1 (on node$n when it crashed) runs on $s (crm_resource --locate; virsh domstate)"
