@@ -38,7 +38,9 @@
 # for tests/cluster/cluster.sh; two clusters on one host need different ones); CARGO_TARGET_DIR
 # (where the release binaries are built and the results go, instead of target/);
 # FENCING_BENCH_OUT (a file to store the failure-to-grant figures in, e.g. docs/bench/fencing.json).
-# Takes about 12 minutes on 2 loaded cores, plus the release build.
+# Takes about 9 minutes on 2 loaded cores, plus the release build, plus 6-8 for the VM (vms.sh:
+# each QEMU start takes 2-3 minutes in a UML guest; the restart after the fence overlaps the
+# rebooted node's rejoin).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 TOP=$PWD
