@@ -27,8 +27,9 @@ PKGS=(
   # report.py
   libvirt-sanlock sanlock python3
   # pacemaker tier (and the deb tier's check of the OCF agent): Pacemaker in the cluster guests,
-  # both configuration tools, ocf:pacemaker:controld/Dummy; busybox (above) gives the guests syslogd
-  pacemaker pacemaker-cli-utils pacemaker-resource-agents pcs crmsh
+  # both configuration tools, ocf:pacemaker:controld, ocf:heartbeat:VirtualDomain (the tier's VM);
+  # busybox (above) gives the guests syslogd
+  pacemaker pacemaker-cli-utils pacemaker-resource-agents resource-agents pcs crmsh
 )
 missing=()
 for p in "${PKGS[@]}"; do

@@ -44,6 +44,13 @@ pcs resource create libvirtd systemd:libvirtd op monitor interval=30s timeout=60
 pcs constraint order start virtdlmd-clone then libvirtd-clone
 pcs constraint colocation add libvirtd-clone with virtdlmd-clone
 
+# 5. Each VM: a VirtualDomain resource (resource-agents) after the libvirtd clone, its XML on
+#    storage every node sees. virt-dlm refuses it on a second node while it runs on one.
+#    pcs resource create vm1 ocf:heartbeat:VirtualDomain config=/shared/vm1.xml hypervisor=qemu:///system \
+#        op start timeout=120s op stop timeout=120s op monitor interval=30s timeout=60s
+#    pcs constraint order start libvirtd-clone then vm1
+#    pcs constraint colocation add vm1 with libvirtd-clone
+
 # Where Pacemaker manages systemd units, `systemd:virtdlmd` (the packaged unit) also works
 # in place of ocf:virt-dlm:virtdlmd, with one difference: stopping the unit leaves the DLM
 # lockspace in place, so a later stop of the dlm clone on that node waits until the stop

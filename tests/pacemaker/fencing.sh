@@ -16,6 +16,7 @@ install -m755 $D /usr/sbin/virtdlmd; install -m755 $C /usr/bin/virtdlm
 install -D -m755 $A /usr/lib/ocf/resource.d/virt-dlm/virtdlmd; install -D -m644 $F /etc/virt-dlm/virtdlmd.conf
 install -m755 $FA /usr/sbin/fence_uml
 install -m644 $DLMCONF /etc/dlm/dlm.conf
+$(vms_provision_lines)
 EOP
     gx "$i" "bash /xchg/provision.sh"
 }
@@ -155,12 +156,12 @@ fencing_two_node() {
     collect; mkdir -p "$RES/3nodes"; mv "$RES"/node[123] "$RES/3nodes/" 2>/dev/null
     cp "$CL_BASE/switch.log" "$RES/3nodes/switch.log" 2>/dev/null
     "$CL" stop >/dev/null 2>&1
-    if out=$("$CL" start 2 2>&1); then pass "two_node: 2 guests with corosync (two_node: 1) and pacemakerd: $out"
-    else fail "two_node: cluster start: $out"; return; fi
+    if out=$("$CL" start 2 2>&1); then setup_pass "two_node: 2 guests with corosync (two_node: 1) and pacemakerd: $out"
+    else setup_fail "two_node: cluster start: $out"; return; fi
     ONLINE="node1 node2"
     for i in 1 2; do fencing_provision "$i" || fail "two_node: install on node$i"; done
     if ! gwait 90 1 "crm_mon -1 | grep -q 'Current DC: node.*partition with quorum' && crm_mon -1 | grep -q 'Online: \[ node1 node2 \]'"; then
-        fail "two_node: no DC with 2 nodes online: $(gx 1 'crm_mon -1' 2>&1 | tr '\n' ' ')"; return; fi
+        setup_fail "two_node: no DC with 2 nodes online: $(gx 1 'crm_mon -1' 2>&1 | tr '\n' ' ')"; return; fi
     gx 1 "cibadmin -Q" >"$T/live2.xml" 2>/dev/null
     test_edits deploy/cluster/pacemaker-pcs.sh pcs | sed -e '/fence-node3/d' \
         -e 's/\(fence-node2 fence_uml pcmk_host_list=node2\)/\1 pcmk_delay_base=5s/' >"$RES/pacemaker-pcs.two-node.sh"

@@ -13,6 +13,11 @@
 #    banning the dlm clone from node3 stops virtdlmd there before dlm_controld, and the
 #    lockspace is left so dlm_controld can stop; a virtdlmd killed with kill -9 is started again
 #    by Pacemaker's monitor.
+#    A real libvirtd and VM (vms.sh): Pacemaker's libvirtd clone runs /usr/sbin/libvirtd with
+#    dlm.so; an ocf:heartbeat:VirtualDomain resource runs a QEMU TCG VM on /shared: a second
+#    `virsh start` of it on node2 is refused naming the holder; `crm_resource --move` hands its
+#    disk over (node1's release before node3's grant); after node3 crashes with it (below),
+#    Pacemaker starts it on a survivor only after the fence.
 # 3. fencing for real (fencing.sh): stonith-enabled=true, one fence_uml device per node (the
 #    guests' power switch, tests/cluster/fence/), dlm_controld with enable_fencing=1
 #    (deploy/cluster/dlm.conf as shipped) fencing through dlm_stonith. node3 crashes
@@ -22,31 +27,45 @@
 #    Then a 2-node cluster (two_node: 1): a partition ends in a fence race with one survivor
 #    (pcmk_delay_base=5s on fence-node2). Failure-to-grant times: $RES/fencing-bench.json.
 # What differs from the shipped files (shown in the output): fence_uml instead of
-# fence_ipmilan (node1..3 instead of hv1..3), and libvirtd as ocf:pacemaker:Dummy
-# (systemd:libvirtd needs systemd as PID 1).
+# fence_ipmilan (node1..3 instead of hv1..3), and libvirtd as lsb:libvirtd (systemd:libvirtd
+# needs systemd as PID 1; tests/pacemaker/libvirtd.init starts the same libvirtd).
 #
-# Prints "N passed, N failed"; non-zero on any failure. Results (the configurations applied,
+# Prints "N passed, N failed" (virt-dlm's own assertions) after "setup: N passed, N failed" (the
+# guests, Pacemaker's election, the fence agent and the test VM's resource: setup steps, not
+# counted as virt-dlm's); non-zero on any failure. Results (the configurations applied,
 # crm_mon output, each node's pacemaker and virtdlmd logs) go to target/pacemaker-results/.
 # Settings: CL_NS, CL_BASE, CL_NET (the cluster's network namespace, directory and subnet, as
 # for tests/cluster/cluster.sh; two clusters on one host need different ones); CARGO_TARGET_DIR
 # (where the release binaries are built and the results go, instead of target/);
 # FENCING_BENCH_OUT (a file to store the failure-to-grant figures in, e.g. docs/bench/fencing.json).
-# Takes about 9 minutes on 2 loaded cores, plus the release build.
+# Takes about 9 minutes on 2 loaded cores, plus the release build, plus 6-8 for the VM (vms.sh:
+# each QEMU start takes 2-3 minutes in a UML guest; the restart after the fence overlaps the
+# rebooted node's rejoin).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 TOP=$PWD
 export CL_NS=${CL_NS:-virtdlmpcmk} CL_BASE=${CL_BASE:-/tmp/virtdlm-pcmk} CL_NET=${CL_NET:-10.99.4} CL_PCMK=1
 CL=$TOP/tests/cluster/cluster.sh
 . "$TOP/tests/pacemaker/fencing.sh"
+. "$TOP/tests/pacemaker/vms.sh"
 TGT=${CARGO_TARGET_DIR:-$TOP/target}
 RES=$TGT/pacemaker-results
 PASSED=0
 FAILED=0
+SETUP_PASSED=0
+SETUP_FAILED=0
 STARTED=
 
 pass() { echo "PASS $*"; PASSED=$((PASSED + 1)); }
 fail() { echo "FAIL $*"; FAILED=$((FAILED + 1)); }
-finish() { echo "$PASSED passed, $FAILED failed"; [ "$FAILED" -eq 0 ] && [ "$PASSED" -gt 0 ]; exit $?; }
+# Setup steps (tests/run-all.sh counts them apart from virt-dlm's assertions).
+setup_pass() { echo "setup: PASS $*"; SETUP_PASSED=$((SETUP_PASSED + 1)); }
+setup_fail() { echo "setup: FAIL $*"; SETUP_FAILED=$((SETUP_FAILED + 1)); }
+finish() {
+    echo "setup: $SETUP_PASSED passed, $SETUP_FAILED failed"
+    echo "$PASSED passed, $FAILED failed"
+    [ "$FAILED" -eq 0 ] && [ "$SETUP_FAILED" -eq 0 ] && [ "$PASSED" -gt 0 ]; exit $?
+}
 # Runs a command in a guest, output to stdout.
 gx() { CL_EXEC_TIMEOUT=${T_EXEC:-150} "$CL" exec "$@"; }
 # Waits up to $1 seconds (the guest's clock, however slow each try is) for the shell
@@ -75,17 +94,18 @@ for t in pacemakerd crm_mon cibadmin pcs crm; do
     command -v "$t" >/dev/null || why="$t is missing (apt-get install pacemaker pacemaker-cli-utils pcs crmsh: tests/install-deps.sh)"
 done
 [ -x /usr/lib/ocf/resource.d/pacemaker/controld ] || why="ocf:pacemaker:controld is missing (pacemaker-resource-agents)"
-[ -x /usr/lib/ocf/resource.d/pacemaker/Dummy ] || why="ocf:pacemaker:Dummy is missing (pacemaker-resource-agents)"
+[ -x /usr/lib/ocf/resource.d/heartbeat/VirtualDomain ] || why="ocf:heartbeat:VirtualDomain is missing (resource-agents)"
+for t in libvirtd virsh qemu-system-x86_64 jq; do command -v "$t" >/dev/null || why="$t is missing (tests/install-deps.sh)"; done
 if [ -n "$why" ]; then fail "preflight: cannot run: $why"; finish; fi
 rm -rf "$RES"; mkdir -p "$RES"
 
-if ! { cargo build --release --locked -p lockmgr -p cli --bins && cargo build --release --locked -p cluster-tests --bin daemon-client; } >"$RES/build.log" 2>&1; then
+if ! { cargo build --release --locked -p lockmgr -p cli --bins && cargo build --release --locked -p plugin --lib && cargo build --release --locked -p cluster-tests --bin daemon-client; } >"$RES/build.log" 2>&1; then
     fail "cargo build --release: $(tail -n 10 "$RES/build.log" | tr '\n' ' ')"; finish
 fi
 "$CL" prepare >/dev/null || { fail "cluster.sh prepare"; finish; }
 "$CL" stop >/dev/null 2>&1
 STARTED=1
-if out=$("$CL" start 3 2>&1); then pass "3 guests with corosync and pacemakerd: $out"; else fail "cluster start: $out"; finish; fi
+if out=$("$CL" start 3 2>&1); then setup_pass "3 guests with corosync and pacemakerd: $out"; else setup_fail "cluster start: $out"; finish; fi
 
 # ---- install what the .deb installs, into each guest's overlay (content-addressed copies:
 # a guest may serve a stale copy of a file rebuilt on the host after it booted)
@@ -94,19 +114,21 @@ A=$("$CL" bin deploy/ocf/virtdlmd); F=$("$CL" bin deploy/cluster/virtdlmd.conf)
 VM=$("$CL" bin /bin/sleep)
 FA=$("$CL" bin tests/cluster/fence/fence_uml); DLMCONF=$("$CL" bin deploy/cluster/dlm.conf)
 DC=$("$CL" bin "$TGT"/release/daemon-client)
+vms_bins
 # syslog (busybox) so that virtdlmd's log reaches /var/log/messages, as on a real host.
 for i in 1 2 3; do fencing_provision "$i" || fail "install on node$i"; done
+vms_precache & PRECACHE=$!
 if out=$(gx 1 "stonith_admin --metadata -a fence_uml" 2>&1) && echo "$out" | grep -q '<resource-agent name="fence_uml"'; then
-    pass "the fencer reads fence_uml's metadata (stonith_admin --metadata -a fence_uml)"
-else fail "stonith_admin --metadata -a fence_uml: $(echo "$out" | head -c 300)"; fi
+    setup_pass "the fencer reads fence_uml's metadata (stonith_admin --metadata -a fence_uml)"
+else setup_fail "stonith_admin --metadata -a fence_uml: $(echo "$out" | head -c 300)"; fi
 if gx 1 "crm_resource --show-metadata ocf:virt-dlm:virtdlmd" >"$RES/virtdlmd-meta-data.xml" 2>&1; then
     pass "pacemaker reads the agent's meta-data (crm_resource --show-metadata ocf:virt-dlm:virtdlmd)"
 else fail "crm_resource --show-metadata: $(head -c 300 "$RES/virtdlmd-meta-data.xml")"; fi
 
 # Pacemaker elects a DC (dc-deadtime, 20 s) before it takes any configuration.
 if gwait 90 1 "crm_mon -1 | grep -q 'Current DC: node.*partition with quorum' && crm_mon -1 | grep -q 'Online: \[ node1 node2 node3 \]'"; then
-    pass "pacemaker: DC elected, node1 node2 node3 online"
-else fail "no DC with 3 nodes online: $(gx 1 'crm_mon -1' 2>&1 | tr '\n' ' ')"; finish; fi
+    setup_pass "pacemaker: DC elected, node1 node2 node3 online"
+else setup_fail "no DC with 3 nodes online: $(gx 1 'crm_mon -1' 2>&1 | tr '\n' ' ')"; finish; fi
 
 # Every resource Started on every node (crm_mon's clone lines).
 ONLINE="node1 node2 node3"
@@ -115,13 +137,16 @@ all_started() {
 }
 # The test's edits (the output shows them as a diff): the fence devices are fence_uml (the
 # guests' power switch) instead of fence_ipmilan, the nodes are node1..3 instead of hv1..3,
-# libvirtd is a Dummy. Fencing stays as shipped (stonith-enabled=true, on-fail=fence).
+# libvirtd is lsb:libvirtd (tests/pacemaker/libvirtd.init: no systemd in the guests, and
+# Debian's libvirt has no init script), with the start and stop timeouts of the crm form (pcs
+# takes lsb's default of 20 s). Fencing stays as shipped (stonith-enabled=true, on-fail=fence).
 test_edits() {
     sed -e 's/fence-hv\([0-9]\) fence_ipmilan .*pcmk_host_list=hv[0-9]/fence-node\1 fence_uml pcmk_host_list=node\1/' \
         -e 's/fence-hv\([0-9]\) stonith:fence_ipmilan params .*pcmk_host_list=hv[0-9]/fence-node\1 stonith:fence_uml params pcmk_host_list=node\1/' \
         -e 's/location fence-hv\([0-9]\) avoids hv[0-9]/location fence-node\1 avoids node\1/' \
         -e 's/location fence-hv\([0-9]\)-avoids-hv[0-9] fence-hv[0-9] -inf: hv[0-9]/location fence-node\1-avoids-node\1 fence-node\1 -inf: node\1/' \
-        -e 's#systemd:libvirtd#ocf:pacemaker:Dummy#' "$1"
+        -e 's#systemd:libvirtd op monitor#lsb:libvirtd op start timeout=100s op stop timeout=100s op monitor#' \
+        -e 's#systemd:libvirtd#lsb:libvirtd#' "$1"
 }
 
 # ---- both forms, applied to a copy of the live CIB on this host (pcs -f, crmsh with CIB_file):
@@ -142,7 +167,9 @@ in_ocf_ns() {
         install -D -m755 deploy/ocf/virtdlmd "$0/rd/virt-dlm/virtdlmd" &&
         mount --bind "$0/rd" /usr/lib/ocf/resource.d &&
         mkdir -p "$0/sbin" && install -m755 tests/cluster/fence/fence_uml "$0/sbin/fence_uml" &&
-        mount -t overlay overlay -o "lowerdir=$0/sbin:/usr/sbin" /usr/sbin && exec "$@"' "$T" "$@"
+        mount -t overlay overlay -o "lowerdir=$0/sbin:/usr/sbin" /usr/sbin &&
+        mkdir -p "$0/initd" && install -m755 tests/pacemaker/libvirtd.init "$0/initd/libvirtd" &&
+        mount -t overlay overlay -o "lowerdir=$0/initd:/etc/init.d" /etc/init.d && exec "$@"' "$T" "$@"
 }
 # The pcs script unchanged but for `pcs` itself, which writes the file CIB.
 if out=$(in_ocf_ns sh -c 'pcs() { command pcs -f "$0" "$@"; }; . "$1"' "$T/pcs.xml" "$RES/pacemaker-pcs.test.sh" 2>&1) &&
@@ -188,6 +215,7 @@ cp "$T/pcs.xml" "$RES/cib.pcs.xml"; cp "$T/crm.xml" "$RES/cib.crm.xml"
 MARK=()
 for i in 1 2 3; do MARK[$i]=$(gx "$i" "wc -l < /var/log/pacemaker/pacemaker.log"); done
 P=$("$CL" bin "$T/pcs.xml")
+wait "$PRECACHE" || setup_fail "node1: libvirtd's first start (QEMU capabilities for /shared/.qemucaps): $(tail -c 400 "$RES/qemucaps.txt" | tr '\n' ' ')"
 if out=$(gx 1 "pcs cluster cib-push $P --config 2>&1"); then pass "pcs cluster cib-push --config on node1: $out"; echo "$out" >"$RES/cibpush.txt"
 else fail "pcs cluster cib-push: $out"; fi
 if all_started 600; then pass "dlm, virtdlmd and libvirtd clones Started on node1 node2 node3"
@@ -284,8 +312,12 @@ else fail "crm_resource --cleanup: $(echo "$out" | tr '\n' ' ')"; fi
 echo "--- /var/log/messages (node2), from the failed monitor on"
 cat "$RES/messages-node2.txt"
 
+# ---- a real VM under Pacemaker (vms.sh); it is left on node3 for the crash below
+vms_scenario
+
 # ---- fencing for real (fencing.sh): a crash and a partition, each fenced through fence_uml
 fencing_failure crash-3 3 3 kill
+vms_after_fence 3
 fencing_show node3
 fencing_failure part-2 2 3 partition
 fencing_two_node
