@@ -29,6 +29,8 @@ PKGS=(
   # pacemaker tier (and the deb tier's check of the OCF agent): Pacemaker in the cluster guests,
   # both configuration tools, ocf:pacemaker:controld/Dummy; busybox (above) gives the guests syslogd
   pacemaker pacemaker-cli-utils pacemaker-resource-agents pcs crmsh
+  # pacemaker tier, sbd.sh: watchdog-only sbd (the guests' UML kernel has softdog)
+  sbd
 )
 missing=()
 for p in "${PKGS[@]}"; do
