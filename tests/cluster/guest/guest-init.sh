@@ -105,6 +105,10 @@ st "quorate with $NODES nodes"
 if [ "${PCMK:-0}" = 1 ]; then
   # pacemakerd always runs in the foreground; it starts and watches its own daemons. Its log
   # stays in the guest (the daemons running as hacluster cannot write to /xchg).
+  # Where sbd runs (started by a test's /xchg/provision.sh, as sbd.service starts before
+  # pacemaker.service), pacemakerd gets its settings as pacemaker.service's
+  # EnvironmentFile=-/etc/default/sbd gives them.
+  if [ -s /run/sbd.pid ]; then set -a; . /etc/default/sbd; set +a; fi
   pacemakerd > /xchg/pacemakerd.stdout 2>&1 &
   PMPID=$!
   until crm_mon -1 >/dev/null 2>&1; do
