@@ -1,6 +1,7 @@
 #!/bin/bash
 # Watchdog fencing for real in the Pacemaker tier: sbd without a disk (watchdog only) on every
-# node, on the guests' softdog (/dev/watchdog; the UML kernel has it as a module), Pacemaker
+# node, on the guests' softdog (a module of the UML kernel; its device is /dev/watchdog1:
+# /dev/watchdog is UML's built-in harddog, which needs uml_watchdog on the host), Pacemaker
 # with stonith-enabled=true, no fence device and stonith-watchdog-timeout=$SBD_STONITH_WD;
 # dlm_controld with enable_fencing=1 (deploy/cluster/dlm.conf as shipped) asks Pacemaker's
 # fencer, which counts a lost node fenced once stonith-watchdog-timeout has passed.
@@ -32,13 +33,14 @@ sbd_provision() {
     fencing_provision "$i" || return 1
     cat >>"$f" <<EOP
 m=\$(sed -n 's/.*cl\.umlmods=\([^ ]*\).*/\1/p' /proc/cmdline)
-[ -e /dev/watchdog ] || insmod "\$m/kernel/drivers/watchdog/softdog.ko"
-[ -e /dev/watchdog ]
+ls /dev/watchdog[0-9]* >/dev/null 2>&1 || insmod "\$m/kernel/drivers/watchdog/softdog.ko"
+w=\$(ls /dev/watchdog[0-9]* | head -n1)
+[ -c "\$w" ]
 cat > /etc/default/sbd <<EOC
 SBD_PACEMAKER=yes
 SBD_STARTMODE=always
 SBD_DELAY_START=no
-SBD_WATCHDOG_DEV=/dev/watchdog
+SBD_WATCHDOG_DEV=\$w
 SBD_WATCHDOG_TIMEOUT=$SBD_WD_TIMEOUT
 SBD_TIMEOUT_ACTION=flush,reboot
 SBD_MOVE_TO_ROOT_CGROUP=no
@@ -76,7 +78,7 @@ sbd_scenario() {
     done
     wait
     for i in 1 2 3; do sbd_provision "$i" || { fail "sbd: install or start sbd on node$i: $(gx "$i" 'cat /xchg/sbd.start.log' 2>&1 | tr '\n' ' ')"; return; }; done
-    pass "sbd: softdog loaded (/dev/watchdog), sbd -p /run/sbd.pid watch running on node1 node2 node3 (watchdog only, SBD_WATCHDOG_TIMEOUT=$SBD_WD_TIMEOUT)"
+    pass "sbd: softdog loaded ($(gx 1 ". /etc/default/sbd; echo \$SBD_WATCHDOG_DEV" 2>/dev/null)), sbd -p /run/sbd.pid watch running on node1 node2 node3 (watchdog only, SBD_WATCHDOG_TIMEOUT=$SBD_WD_TIMEOUT)"
     for i in 1 2 3; do
         gx "$i" "(set -a; . /etc/default/sbd; set +a; setsid pacemakerd >/xchg/pacemakerd.stdout 2>&1 </dev/null &)" >/dev/null 2>&1
     done
