@@ -128,8 +128,7 @@ sbd_scenario() {
     wait "$pid"
     if grep -q '"outcome":"ok"' "$RES/$name.until-granted.json"; then pass "$name: node$s's VM $name-b granted EX on $img after node$n was cut off"
     else fail "$name: node$s not granted: $(tr '\n' ' ' <"$RES/$name.until-granted.json" | cut -c1-400)"; kill "$SBD_WATCH_PID" 2>/dev/null; return; fi
-    # node3 boots again (UML re-executes its kernel on a reboot): give the console a moment.
-    sleep 5
+    sleep 2
     kill "$SBD_WATCH_PID" 2>/dev/null
     local grantline tgrant treset
     gx "$s" "grep -a 'granted' /var/log/messages | grep -a 'vm=$name-b'" | sed 's/\x1b\[[0-9;]*m//g' >"$RES/$name.grant.txt"
@@ -140,9 +139,13 @@ sbd_scenario() {
     if [ -n "$treset" ]; then
         pass "$name: node$n reset by its watchdog: $(grep -a -m1 'softdog: Initiating' "$RES/$name.console.node$n.txt" | cut -d' ' -f2- | cut -c1-120) ($(python3 -c "import sys; print('%.2f' % (float(sys.argv[1]) - float(sys.argv[2])))" "$treset" "$tfail") s after the failure)"
     else fail "$name: no watchdog reset in node$n's console: $(tail -n 15 "$RES/$name.console.node$n.txt" | cut -c1-200 | tr '\n' ' ')"; return; fi
-    if sed -n "/softdog: Initiating/,\$p" "$RES/$name.console.node$n.txt" | grep -a -q -E 'Linux version|Kernel command line'; then
-        pass "$name: node$n booted again after the reset (console)"
-    else echo "note: no new boot banner of node$n in the console yet"; fi
+    # The UML guest does not boot again by itself: its restart path faults ("Received SIGSEGV
+    # in SIGSEGV handler" on the console) and the kernel stays stopped, as a host that a
+    # reset left off. The test turns it off (cluster.sh kill) as a power switch would.
+    if T_EXEC=15 gx "$n" true >/dev/null 2>&1; then
+        fail "$name: node$n still runs commands after its reset"
+    else pass "$name: node$n's kernel stopped at the reset (no command runs there; console: $(sed -n '/softdog: Initiating/,$p' "$RES/$name.console.node$n.txt" | sed -n 2p | cut -d' ' -f2- | cut -c1-60))"; fi
+    "$CL" kill "$n" >/dev/null 2>&1
     local verdict
     verdict=$(python3 -c "import sys; g,o,u,r,f=map(float,sys.argv[1:]); h=g-o-u-0.05; print('%s %.3f %.3f' % ('after' if h>r else 'BEFORE', h-r, g-o-f))" "$tgrant" "$off" "$unc" "$treset" "$tfail")
     set -- $verdict
