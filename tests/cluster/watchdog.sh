@@ -10,10 +10,11 @@
 # timeout, as the configuration asks of every node (their grant hold counts it). node3's VM
 # holds EX on a disk; node1's VM asks for the same disk until granted. node3's link is cut:
 # node3 is inquorate, its virtdlmd stops the VM (SIGTERM, SIGKILL), finds it still there and
-# stops petting the watchdog; softdog resets node3 (UML re-executes its kernel: a new boot).
+# stops petting the watchdog; softdog resets node3 (the UML guest's kernel then stays stopped:
+# its restart path faults, so the node does not boot again by itself).
 # Proved from the logs: node3's virtdlmd logged the VM surviving SIGKILL and the watchdog
 # fired (its log is on the host, /xchg), node3's console shows softdog's "Initiating system
-# reboot" (stamped by the host as it came) and a new boot, and node1's grant came after that
+# reboot" (stamped by the host as it came), node3 runs nothing after it, and node1's grant came after that
 # reset on the host's time line. Failure-to-grant time: $RESULTS/watchdog-bench.json (and
 # WATCHDOG_BENCH_OUT, e.g. docs/bench/watchdog.json); a figure, not an assertion.
 #
@@ -122,9 +123,11 @@ tfire=$(rfc3339 "$(grep -a -m1 'petting stopped' "$L3" | sed 's/\x1b\[[0-9;]*m//
 treset=$(grep -a -m1 'softdog: Initiating system reboot' "$RESULTS/console.node3.stamped" | cut -d' ' -f1)
 if [ -n "$treset" ]; then pass "node3 reset by softdog: $(python3 -c "import sys; print('%.2f' % (float(sys.argv[1]) - float(sys.argv[2])))" "$treset" "$tfail") s after the link was cut (console, host stamp)"
 else fail "no softdog reset in node3's console: $(tail -n 10 "$RESULTS/console.node3.stamped" | cut -c1-160 | tr '\n' ' ')"; finish; fi
-if sed -n '/softdog: Initiating/,$p' "$RESULTS/console.node3.stamped" | grep -a -q -E 'Linux version|Kernel command line'; then
-    pass "node3 booted again after the reset (console)"
-else fail "no new boot of node3 in its console after the reset"; fi
+# The UML guest does not boot again by itself: its restart path faults ("Received SIGSEGV in
+# SIGSEGV handler" on the console) and the kernel stays stopped, as a host a reset left off.
+if T_EXEC=15 gx 3 true >/dev/null 2>&1; then fail "node3 still runs commands after its reset"
+else pass "node3's kernel stopped at the reset (no command runs there; console: $(sed -n '/softdog: Initiating/,$p' "$RESULTS/console.node3.stamped" | sed -n 2p | cut -d' ' -f2- | cut -c1-60))"; fi
+"$CL" kill 3 >/dev/null 2>&1
 gx 1 "cat /xchg/virtdlmd-wd.log" | sed 's/\x1b\[[0-9;]*m//g' | grep -a 'granted' | grep -a 'vm=wd-b' >"$RESULTS/grant.txt"
 grantline=$(head -n1 "$RESULTS/grant.txt")
 [ -n "$grantline" ] || { fail "no grant line for wd-b in node1's log"; finish; }

@@ -24,14 +24,14 @@
 SBD_WD_TIMEOUT=${SBD_WD_TIMEOUT:-10}   # SBD_WATCHDOG_TIMEOUT (s): softdog's timeout
 SBD_STONITH_WD=${SBD_STONITH_WD:-20s}  # stonith-watchdog-timeout: twice the watchdog's, as sbd(8) advises
 
-# Watchdog-only sbd in guest $1, before corosync and Pacemaker on every boot (provision.sh,
-# which fencing_provision wrote, runs at each boot before corosync): softdog loaded,
-# /etc/default/sbd (the Debian file, watchdog only: no SBD_DEVICE), sbd started as
-# sbd.service starts it. guest-init.sh gives pacemakerd the same environment.
-sbd_provision() {
-    local i=$1 f=$CL_BASE/n$1/xchg/provision.sh
-    fencing_provision "$i" || return 1
-    cat >>"$f" <<EOP
+# The provision script of every guest (cluster.sh CL_PROVISION: it runs at each boot before
+# corosync and Pacemaker, as sbd.service runs before pacemaker.service): what fencing.sh
+# installs, softdog loaded, /etc/default/sbd (the Debian file, watchdog only: no SBD_DEVICE),
+# sbd started as sbd.service starts it. guest-init.sh gives pacemakerd sbd's environment, as
+# pacemaker.service's EnvironmentFile does.
+sbd_provision_script() {
+    fencing_provision_script
+    cat <<EOP
 m=\$(sed -n 's/.*cl\.umlmods=\([^ ]*\).*/\1/p' /proc/cmdline)
 ls /dev/watchdog[0-9]* >/dev/null 2>&1 || insmod "\$m/kernel/drivers/watchdog/softdog.ko"
 w=\$(ls /dev/watchdog[0-9]* | head -n1)
@@ -50,7 +50,6 @@ if [ ! -s /run/sbd.pid ]; then (set -a; . /etc/default/sbd; set +a; exec /usr/sb
 for t in \$(seq 40); do [ -s /run/sbd.pid ] && break; sleep 0.25; done
 [ -s /run/sbd.pid ]
 EOP
-    gx "$i" "sed -n '/^m=/,\$p' /xchg/provision.sh | bash"
 }
 
 # The host's stamps on guest $1's console lines from now on (kernel messages: the watchdog's).
@@ -64,24 +63,15 @@ sbd_scenario() {
     local out name=sbd-hang-3 n=3 s=1 img=/var/lib/libvirt/images/sbd-hang-3.img
     collect; mkdir -p "$RES/before-sbd"; mv "$RES"/node[123] "$RES/before-sbd/" 2>/dev/null
     "$CL" stop >/dev/null 2>&1
-    # Each guest starts sbd from its provision.sh before corosync: the files must be in place
-    # before the boot, so the cluster is booted, provisioned, and every node booted again.
-    if out=$("$CL" start 3 2>&1); then pass "sbd: 3 guests with corosync and pacemakerd: $out"
+    # Every guest boots with sbd (provision.sh, before corosync and Pacemaker).
+    sbd_provision_script >"$T/provision-sbd.sh"
+    if out=$(CL_PROVISION=$T/provision-sbd.sh "$CL" start 3 2>&1); then pass "sbd: 3 guests with sbd, corosync and pacemakerd: $out"
     else fail "sbd: cluster start: $out"; return; fi
     ONLINE="node1 node2 node3"
-    # The boot order of a host with sbd.service: sbd before pacemaker. The cluster booted
-    # without it (cluster.sh start wipes the node directories, provision.sh included), so
-    # pacemakerd is stopped on every node, sbd started, and pacemakerd started again with
-    # sbd's environment (guest-init.sh does the same on a reboot: provision.sh starts sbd).
     for i in 1 2 3; do
-        gx "$i" "pkill -x pacemakerd; for t in \$(seq 480); do pgrep -x pacemakerd >/dev/null || pgrep -x pacemaker-controld >/dev/null || exit 0; sleep 0.25; done; exit 1" >/dev/null 2>&1 &
+        gx "$i" "kill -0 \$(cat /run/sbd.pid)" >/dev/null 2>&1 || { fail "sbd: sbd does not run on node$i: $(gx "$i" 'cat /xchg/sbd.start.log /xchg/provision.log' 2>&1 | tr '\n' ' ')"; return; }
     done
-    wait
-    for i in 1 2 3; do sbd_provision "$i" || { fail "sbd: install or start sbd on node$i: $(gx "$i" 'cat /xchg/sbd.start.log' 2>&1 | tr '\n' ' ')"; return; }; done
-    pass "sbd: softdog loaded ($(gx 1 ". /etc/default/sbd; echo \$SBD_WATCHDOG_DEV" 2>/dev/null)), sbd -p /run/sbd.pid watch running on node1 node2 node3 (watchdog only, SBD_WATCHDOG_TIMEOUT=$SBD_WD_TIMEOUT)"
-    for i in 1 2 3; do
-        gx "$i" "(set -a; . /etc/default/sbd; set +a; setsid pacemakerd >/xchg/pacemakerd.stdout 2>&1 </dev/null &)" >/dev/null 2>&1
-    done
+    pass "sbd: softdog loaded ($(gx 1 ". /etc/default/sbd; echo \$SBD_WATCHDOG_DEV" 2>/dev/null)), sbd -p /run/sbd.pid watch running on node1 node2 node3 before corosync (watchdog only, SBD_WATCHDOG_TIMEOUT=$SBD_WD_TIMEOUT)"
     if ! gwait 180 1 "crm_mon -1 | grep -q 'Current DC: node.*partition with quorum' && crm_mon -1 | grep -q 'Online: \[ node1 node2 node3 \]'"; then
         fail "sbd: no DC with 3 nodes online: $(gx 1 'crm_mon -1' 2>&1 | tr '\n' ' ')"; return; fi
     if gwait 60 1 "[ \"\$(crm_attribute --type crm_config --name have-watchdog --query --quiet 2>/dev/null)\" = true ]"; then
