@@ -46,9 +46,10 @@ SBD_TIMEOUT_ACTION=flush,reboot
 SBD_MOVE_TO_ROOT_CGROUP=no
 SBD_SYNC_RESOURCE_STARTUP=no
 EOC
-if [ ! -s /run/sbd.pid ]; then (set -a; . /etc/default/sbd; set +a; exec /usr/sbin/sbd -p /run/sbd.pid watch) >/xchg/sbd.start.log 2>&1; fi
-for t in \$(seq 40); do [ -s /run/sbd.pid ] && break; sleep 0.25; done
-[ -s /run/sbd.pid ]
+# sbd goes to the background once corosync answers (it starts before it): not waited for here;
+# guest-init.sh waits for its pid file (/run/sbd.wanted) before it starts pacemakerd.
+touch /run/sbd.wanted
+(set -a; . /etc/default/sbd; set +a; exec setsid /usr/sbin/sbd -p /run/sbd.pid watch) >/xchg/sbd.start.log 2>&1 </dev/null &
 EOP
 }
 
