@@ -30,6 +30,8 @@ PKGS=(
   # both configuration tools, ocf:pacemaker:controld, ocf:heartbeat:VirtualDomain (the tier's VM);
   # busybox (above) gives the guests syslogd
   pacemaker pacemaker-cli-utils pacemaker-resource-agents resource-agents pcs crmsh
+  # pacemaker tier, sbd.sh: watchdog-only sbd (the guests' UML kernel has softdog)
+  sbd
 )
 missing=()
 for p in "${PKGS[@]}"; do

@@ -33,6 +33,8 @@
 #               start; has debugfs, so `dlm_tool lockdebug` works). Set it for prepare and start.
 #   CL_PCMK     1: the guests start pacemakerd after corosync instead of dlm_controld (the
 #               pacemaker tier; Pacemaker then runs dlm_controld as a resource). Default 0.
+#   CL_PROVISION  a script each guest booted by this command runs before corosync (copied to
+#               its /xchg/provision.sh, which also runs at every later boot). Default none.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 NS=${CL_NS:-virtdlmcl}
@@ -149,6 +151,8 @@ boot_node() {
   local i=$1 n=$2 d mac cpu args mods=""
   [ "$VM" = uml ] && mods=$(uml_modules)
   d=$BASE/n$i; mkdir -p "$d/xchg/cmd" "$d/xchg/fence" "$BASE/shared"; mac=52:54:00:99:00:$(printf %02x "$i")
+  # A provision script for the first boot (guest-init.sh runs /xchg/provision.sh before corosync).
+  if [ -n "${CL_PROVISION:-}" ]; then cp "$CL_PROVISION" "$d/xchg/provision.sh"; fi
   rm -rf "$BASE/uml/n$i"
   # Exists before the guest boots: a directory the guest looked up while it was missing stays
   # missing in its overlay (negative dentry), and cl.keep binds it when it lives under /tmp.

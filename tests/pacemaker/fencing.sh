@@ -8,8 +8,12 @@
 # as /xchg/provision.sh so that a guest fenced and booted again gets it back before Pacemaker
 # starts (guest-init.sh runs it).
 fencing_provision() {
-    local i=$1 f=$CL_BASE/n$1/xchg/provision.sh
-    cat >"$f" <<EOP
+    fencing_provision_script >"$CL_BASE/n$1/xchg/provision.sh"
+    gx "$1" "bash /xchg/provision.sh"
+}
+# The script itself (cluster.sh's CL_PROVISION takes it before a boot).
+fencing_provision_script() {
+    cat <<EOP
 set -e
 busybox syslogd -O /var/log/messages
 install -m755 $D /usr/sbin/virtdlmd; install -m755 $C /usr/bin/virtdlm
@@ -18,7 +22,6 @@ install -m755 $FA /usr/sbin/fence_uml
 install -m644 $DLMCONF /etc/dlm/dlm.conf
 $(vms_provision_lines)
 EOP
-    gx "$i" "bash /xchg/provision.sh"
 }
 
 # Seconds since the epoch, as a float, from the first RFC 3339 stamp in a line (virtdlmd's log).

@@ -26,6 +26,9 @@
 #    was powered off and Pacemaker's fence completed; the fenced node reboots and rejoins.
 #    Then a 2-node cluster (two_node: 1): a partition ends in a fence race with one survivor
 #    (pcmk_delay_base=5s on fence-node2). Failure-to-grant times: $RES/fencing-bench.json.
+# 4. watchdog fencing (sbd.sh): sbd without a disk on softdog, stonith-watchdog-timeout, no fence
+#    device; a node cut off with its sbd stopped is reset by its watchdog, the survivors' grant
+#    comes after Pacemaker counted it fenced. Also runs alone: tests/pacemaker/sbd.sh.
 # What differs from the shipped files (shown in the output): fence_uml instead of
 # fence_ipmilan (node1..3 instead of hv1..3), and libvirtd as lsb:libvirtd (systemd:libvirtd
 # needs systemd as PID 1; tests/pacemaker/libvirtd.init starts the same libvirtd).
@@ -40,7 +43,8 @@
 # FENCING_BENCH_OUT (a file to store the failure-to-grant figures in, e.g. docs/bench/fencing.json).
 # Takes about 9 minutes on 2 loaded cores, plus the release build, plus 6-8 for the VM (vms.sh:
 # each QEMU start takes 2-3 minutes in a UML guest; the restart after the fence overlaps the
-# rebooted node's rejoin).
+# rebooted node's rejoin), plus sbd.sh (4 to 8 minutes: a fresh 3-node cluster, sbd, Pacemaker
+# started again, the dlm and virtdlmd clones, the reset).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 TOP=$PWD
@@ -48,6 +52,7 @@ export CL_NS=${CL_NS:-virtdlmpcmk} CL_BASE=${CL_BASE:-/tmp/virtdlm-pcmk} CL_NET=
 CL=$TOP/tests/cluster/cluster.sh
 . "$TOP/tests/pacemaker/fencing.sh"
 . "$TOP/tests/pacemaker/vms.sh"
+. "$TOP/tests/pacemaker/sbd.sh"
 TGT=${CARGO_TARGET_DIR:-$TOP/target}
 RES=$TGT/pacemaker-results
 PASSED=0
@@ -322,5 +327,6 @@ fencing_show node3
 fencing_failure part-2 2 3 partition
 fencing_two_node
 fencing_bench
+sbd_scenario
 
 finish

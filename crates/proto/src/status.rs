@@ -151,6 +151,18 @@ pub struct PacemakerFencing {
     pub stonith_enabled: bool,
     /// Stonith resources in the CIB.
     pub stonith_devices: usize,
+    /// The stonith resources among them that only cut a node off its storage or its network
+    /// (fence_scsi, fence_mpath, fabric switches): `id (type)`. A node fenced by one keeps
+    /// running, and so do its VMs.
+    #[serde(default)]
+    pub storage_only: Vec<String>,
+    /// Pacemaker's `stonith-watchdog-timeout` when set and not 0 (watchdog fencing: sbd
+    /// without a disk resets a node that lost quorum; the others count it fenced after this).
+    #[serde(default)]
+    pub watchdog_timeout: Option<String>,
+    /// Pacemaker's `have-watchdog`: sbd runs on the nodes.
+    #[serde(default)]
+    pub have_watchdog: bool,
 }
 
 /// A configured node.

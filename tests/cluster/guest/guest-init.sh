@@ -105,6 +105,14 @@ st "quorate with $NODES nodes"
 if [ "${PCMK:-0}" = 1 ]; then
   # pacemakerd always runs in the foreground; it starts and watches its own daemons. Its log
   # stays in the guest (the daemons running as hacluster cannot write to /xchg).
+  # Where sbd runs (started by a test's /xchg/provision.sh, which leaves /run/sbd.wanted),
+  # pacemakerd starts once sbd is up (its pid file), as pacemaker.service after sbd.service, and
+  # gets sbd's settings as pacemaker.service's EnvironmentFile=-/etc/default/sbd gives them.
+  if [ -e /run/sbd.wanted ]; then
+    for t in $(seq 240); do [ -s /run/sbd.pid ] && break; sleep 0.25; done
+    [ -s /run/sbd.pid ] || { st "FAILED: sbd did not start: $(tail -c 300 /xchg/sbd.start.log)"; sleep infinity; }
+  fi
+  if [ -s /run/sbd.pid ]; then set -a; . /etc/default/sbd; set +a; fi
   pacemakerd > /xchg/pacemakerd.stdout 2>&1 &
   PMPID=$!
   until crm_mon -1 >/dev/null 2>&1; do

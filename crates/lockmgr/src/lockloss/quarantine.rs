@@ -13,7 +13,9 @@
 //! The shape is read at start and again after every membership change (off the request path):
 //! dlm_controld's running `enable_fencing` (`dlm_tool dump_config`), corosync's
 //! `quorum.two_node` / `quorum.wait_for_all` (cmap), and where Pacemaker runs, its
-//! `stonith-enabled` and whether a stonith device is configured.
+//! `stonith-enabled`, its stonith devices and their kind (a storage-only device such as
+//! fence_scsi does not stop a node's VMs), and watchdog fencing (sbd without a disk:
+//! `stonith-watchdog-timeout` set and `have-watchdog` true).
 
 use corosync::Cmap;
 use parking_lot::Mutex;
@@ -42,10 +44,42 @@ pub struct Shape {
 
 impl Shape {
     /// The DLM waits for a lost node to be fenced before recovering its locks, and the fence
-    /// can succeed: dlm_controld fences, and Pacemaker (if it runs) has stonith on with a device.
+    /// stops the node: dlm_controld fences, and Pacemaker (if it runs) has stonith on with a
+    /// device that powers nodes off, or with working watchdog fencing. Storage-only devices
+    /// (fence_scsi, ...) alone do not count: the fenced node's VMs keep running.
     pub fn fencing_works(&self) -> bool {
         self.dlm_fencing == Some(true)
-            && self.pacemaker.as_ref().is_none_or(|p| p.stonith_enabled && p.stonith_devices > 0)
+            && self
+                .pacemaker
+                .as_ref()
+                .is_none_or(|p| p.stonith_enabled && (power_devices(p) > 0 || self.watchdog_fencing()))
+    }
+
+    /// Watchdog fencing (sbd, no disk) works: Pacemaker has `stonith-watchdog-timeout` set and
+    /// sbd runs (`have-watchdog`), and quorum picks one side (a node resets itself only when
+    /// it loses quorum: with `two_node` both halves stay quorate, none resets, and each would
+    /// count the other fenced after the timeout).
+    pub fn watchdog_fencing(&self) -> bool {
+        self.pacemaker.as_ref().is_some_and(|p| p.have_watchdog && p.watchdog_timeout.is_some()) && !self.two_node
+    }
+
+    /// Stonith devices that do not stop the node they fence (`id (type)`): exclusivity of a
+    /// disk is not guaranteed by them. Empty without Pacemaker.
+    pub fn storage_only(&self) -> &[String] {
+        self.pacemaker.as_ref().map_or(&[], |p| p.storage_only.as_slice())
+    }
+
+    /// What a storage-only device leaves unguaranteed, for the start log and `status` (`None`
+    /// without one).
+    pub fn storage_only_warning(&self) -> Option<String> {
+        let devs = self.storage_only();
+        (!devs.is_empty()).then(|| {
+            format!(
+                "storage-only stonith device(s) {}: exclusivity NOT guaranteed by them (a node they fence keeps \
+                 running its VMs; only disks on the LUNs they reserve are cut off)",
+                devs.join(", ")
+            )
+        })
     }
 
     /// Quorum leaves at most one side able to act after a split (no `two_node`).
@@ -77,10 +111,22 @@ impl Shape {
             Some(true) => {}
         }
         if let Some(p) = &self.pacemaker {
+            let watchdog = p.have_watchdog && p.watchdog_timeout.is_some();
             if !p.stonith_enabled {
                 why.push("Pacemaker stonith-enabled=false".into());
-            } else if p.stonith_devices == 0 {
-                why.push("no Pacemaker stonith device".into());
+            } else if power_devices(p) == 0 && !self.watchdog_fencing() {
+                if p.stonith_devices == 0 && !watchdog {
+                    why.push("no Pacemaker stonith device".into());
+                }
+                if !p.storage_only.is_empty() {
+                    why.push(format!("only storage-only stonith devices ({})", p.storage_only.join(", ")));
+                }
+                if p.watchdog_timeout.is_some() && !p.have_watchdog {
+                    why.push("stonith-watchdog-timeout set but sbd does not run (have-watchdog=false)".into());
+                }
+                if watchdog && self.two_node {
+                    why.push("watchdog fencing (sbd) with two_node: both halves stay quorate, neither resets".into());
+                }
             }
         }
         why.join(", ")
@@ -103,15 +149,39 @@ impl fmt::Display for Shape {
         let pcmk = match &self.pacemaker {
             None => "no Pacemaker".to_string(),
             Some(p) => {
-                format!("Pacemaker stonith-enabled={} with {} stonith device(s)", p.stonith_enabled, p.stonith_devices)
+                let mut s = format!(
+                    "Pacemaker stonith-enabled={} with {} stonith device(s)",
+                    p.stonith_enabled, p.stonith_devices
+                );
+                if let Some(t) = &p.watchdog_timeout {
+                    s += &format!(
+                        ", watchdog fencing stonith-watchdog-timeout={t} (sbd {})",
+                        if p.have_watchdog { "runs" } else { "does not run" }
+                    );
+                }
+                s
             }
         };
         let rule = match self.needs_quarantine() {
             true => "grants wait until every configured node is a member or confirmed down",
             false => "no quarantine needed",
         };
-        write!(f, "{fencing}; {quorum}; {pcmk}: {rule}")
+        write!(f, "{fencing}; {quorum}; {pcmk}: {rule}")?;
+        match self.storage_only_warning() {
+            Some(w) => write!(f, "; {w}"),
+            None => Ok(()),
+        }
     }
+}
+
+/// Stonith devices of a kind that cuts a node off its storage or network but leaves it
+/// running (SCSI-3 / multipath reservations, fabric switch ports).
+pub const STORAGE_ONLY_AGENTS: &[&str] =
+    &["fence_scsi", "fence_mpath", "fence_brocade", "fence_cisco_mds", "fence_ifmib"];
+
+/// Devices that can stop a node (power, watchdog-backed disk sbd, ...): all but storage-only.
+fn power_devices(p: &PacemakerFencing) -> usize {
+    p.stonith_devices.saturating_sub(p.storage_only.len())
 }
 
 /// `enable_fencing` from `dlm_tool dump_config` output (`name=value` lines, the value
@@ -123,9 +193,61 @@ pub fn parse_dump_config(out: &str) -> Option<bool> {
         .map(|v| v != 0)
 }
 
-/// Stonith resources in `cibadmin --query --scope resources` output.
-pub fn count_stonith(cib: &str) -> usize {
-    cib.matches("class=\"stonith\"").count()
+/// Stonith resources in `cibadmin --query --scope resources` output: (id, agent type), in
+/// the order of the CIB.
+pub fn stonith_resources(cib: &str) -> Vec<(String, String)> {
+    cib.split("<primitive")
+        .skip(1)
+        .filter_map(|rest| {
+            let tag = &rest[..rest.find('>')?];
+            (attr(tag, "class")? == "stonith")
+                .then(|| (attr(tag, "id").unwrap_or("?").to_string(), attr(tag, "type").unwrap_or("?").to_string()))
+        })
+        .collect()
+}
+
+/// The value of attribute `name` in the inside of an XML start tag (double or single quotes).
+fn attr<'a>(tag: &'a str, name: &str) -> Option<&'a str> {
+    let mut from = 0;
+    while let Some(i) = tag[from..].find(name).map(|i| i + from) {
+        from = i + name.len();
+        let before_ok = tag[..i].ends_with(|c: char| c.is_ascii_whitespace());
+        let rest = tag[from..].trim_start();
+        if let (true, Some(rest)) = (before_ok, rest.strip_prefix('=')) {
+            let rest = rest.trim_start();
+            let q = rest.chars().next().filter(|c| *c == '"' || *c == '\'')?;
+            let v = &rest[1..];
+            return v.find(q).map(|end| &v[..end]);
+        }
+    }
+    None
+}
+
+/// Pacemaker's fencing, from the CIB's resources and the cluster properties
+/// `stonith-enabled` (unset: true), `stonith-watchdog-timeout` (unset or 0: no watchdog
+/// fencing) and `have-watchdog`.
+pub fn pacemaker_fencing(
+    cib: &str,
+    stonith_enabled: Option<&str>,
+    watchdog_timeout: Option<&str>,
+    have_watchdog: Option<&str>,
+) -> PacemakerFencing {
+    let truthy = |v: &str| matches!(v.trim().to_ascii_lowercase().as_str(), "true" | "1" | "yes" | "on" | "y");
+    let devices = stonith_resources(cib);
+    PacemakerFencing {
+        stonith_enabled: stonith_enabled.is_none_or(|v| !matches!(v.trim(), "false" | "0" | "no" | "off" | "n")),
+        stonith_devices: devices.len(),
+        storage_only: devices
+            .iter()
+            .filter(|(_, t)| STORAGE_ONLY_AGENTS.contains(&t.as_str()))
+            .map(|(id, t)| format!("{id} ({t})"))
+            .collect(),
+        watchdog_timeout: watchdog_timeout
+            .map(str::trim)
+            .filter(|t| !t.is_empty() && !matches!(t.trim_end_matches('s').trim(), "0" | "0m" | "0ms"))
+            .map(str::to_string),
+        have_watchdog: have_watchdog.is_some_and(truthy),
+    }
 }
 
 /// Runs a command with a bound; its stdout if it exited 0.
@@ -171,12 +293,11 @@ pub fn detect() -> (Shape, BTreeMap<u32, String>) {
     };
     // Pacemaker runs when its CIB answers; absent Pacemaker is not an error.
     let pacemaker = run("cibadmin", &["--query", "--scope", "resources"]).ok().map(|cib| {
-        // crm_attribute exits non-zero when the property is unset: Pacemaker's default is true.
-        let enabled =
-            run("crm_attribute", &["--type", "crm_config", "--name", "stonith-enabled", "--query", "--quiet"])
-                .map(|v| !matches!(v.trim(), "false" | "0" | "no" | "off"))
-                .unwrap_or(true);
-        PacemakerFencing { stonith_enabled: enabled, stonith_devices: count_stonith(&cib) }
+        // crm_attribute exits non-zero when the property is unset.
+        let prop =
+            |name: &str| run("crm_attribute", &["--type", "crm_config", "--name", name, "--query", "--quiet"]).ok();
+        let (enabled, wd, have) = (prop("stonith-enabled"), prop("stonith-watchdog-timeout"), prop("have-watchdog"));
+        pacemaker_fencing(&cib, enabled.as_deref(), wd.as_deref(), have.as_deref())
     });
     (Shape { dlm_fencing, two_node, wait_for_all, pacemaker }, nodes)
 }
@@ -212,7 +333,7 @@ impl Quarantine {
         let mut s = self.state.lock();
         if s.shape.as_ref() != Some(&shape) {
             let msg = format!("cluster fencing shape: {shape}");
-            match shape.needs_quarantine() {
+            match shape.needs_quarantine() || shape.storage_only_warning().is_some() {
                 true => tracing::warn!("{msg}"),
                 false => tracing::info!("{msg}"),
             }
@@ -377,8 +498,94 @@ mod tests {
             dlm_fencing: dlm,
             two_node,
             wait_for_all: two_node,
-            pacemaker: pcmk.map(|(e, d)| PacemakerFencing { stonith_enabled: e, stonith_devices: d }),
+            pacemaker: pcmk.map(|(e, d)| PacemakerFencing {
+                stonith_enabled: e,
+                stonith_devices: d,
+                storage_only: vec![],
+                watchdog_timeout: None,
+                have_watchdog: false,
+            }),
         }
+    }
+
+    fn with_pcmk(dlm: Option<bool>, two_node: bool, p: PacemakerFencing) -> Shape {
+        Shape { dlm_fencing: dlm, two_node, wait_for_all: two_node, pacemaker: Some(p) }
+    }
+
+    const POWER: &str = r#"<resources><primitive id="fence-node1" class="stonith" type="fence_uml"/></resources>"#;
+    const SCSI: &str = r#"<resources>
+  <primitive id="fence-scsi" class="stonith" type="fence_scsi">
+    <instance_attributes id="fence-scsi-ia"><nvpair id="d" name="devices" value="/dev/sdb"/></instance_attributes>
+  </primitive>
+  <clone id="dlm-clone"><primitive id="dlm" class="ocf" provider="pacemaker" type="controld"/></clone>
+</resources>"#;
+
+    #[test]
+    fn stonith_devices_are_classified() {
+        assert_eq!(
+            stonith_resources(SCSI),
+            vec![("fence-scsi".to_string(), "fence_scsi".to_string())],
+            "ocf resources are not stonith devices"
+        );
+        assert_eq!(
+            stonith_resources("<resources><primitive type='fence_mpath' class='stonith' id='mp'/></resources>").len(),
+            1
+        );
+        let scsi = pacemaker_fencing(SCSI, None, None, None);
+        assert_eq!(scsi.storage_only, vec!["fence-scsi (fence_scsi)".to_string()]);
+        assert!(scsi.stonith_enabled, "unset stonith-enabled is true");
+        let power = pacemaker_fencing(POWER, Some("true"), Some("0"), Some("false"));
+        assert!(power.storage_only.is_empty() && power.watchdog_timeout.is_none() && !power.have_watchdog);
+        let sbd = pacemaker_fencing("<resources/>", Some("true"), Some("10s"), Some("true"));
+        assert_eq!((sbd.stonith_devices, sbd.watchdog_timeout.as_deref(), sbd.have_watchdog), (0, Some("10s"), true));
+        assert!(!pacemaker_fencing("<resources/>", Some("false"), None, None).stonith_enabled);
+    }
+
+    /// Storage-only devices alone are not working fencing: with two_node that means
+    /// quarantine; `status` and the start log say exclusivity is not guaranteed by them.
+    #[test]
+    fn storage_only_fencing_is_not_counted_and_said() {
+        let s = with_pcmk(Some(true), true, pacemaker_fencing(SCSI, Some("true"), None, None));
+        assert!(!s.fencing_works() && s.needs_quarantine(), "{s}");
+        let text = s.to_string();
+        assert!(text.contains("only storage-only stonith devices (fence-scsi (fence_scsi))"), "{text}");
+        assert!(text.contains("exclusivity NOT guaranteed"), "{text}");
+        // 3+ nodes: quorum still picks a side, and the warning stays.
+        let s3 = with_pcmk(Some(true), false, pacemaker_fencing(SCSI, Some("true"), None, None));
+        assert!(!s3.fencing_works() && !s3.needs_quarantine());
+        assert!(s3.to_string().contains("exclusivity NOT guaranteed"));
+        // A power device beside it: fencing works, the storage-only device is still named.
+        let both = format!("{POWER}{SCSI}");
+        let s = with_pcmk(Some(true), true, pacemaker_fencing(&both, Some("true"), None, None));
+        assert!(s.fencing_works() && !s.needs_quarantine());
+        assert!(s.storage_only_warning().is_some_and(|w| w.contains("fence-scsi")));
+        // A power device alone: no warning.
+        let s = with_pcmk(Some(true), true, pacemaker_fencing(POWER, Some("true"), None, None));
+        assert!(s.fencing_works() && s.storage_only_warning().is_none() && !s.to_string().contains("storage-only"));
+    }
+
+    /// sbd without a disk (stonith-watchdog-timeout set, sbd running) is working fencing where
+    /// quorum picks a side; not with two_node, nor when sbd does not run.
+    #[test]
+    fn watchdog_only_sbd_is_working_fencing() {
+        let sbd = pacemaker_fencing("<resources/>", Some("true"), Some("10s"), Some("true"));
+        let s = with_pcmk(Some(true), false, sbd.clone());
+        assert!(s.watchdog_fencing() && s.fencing_works(), "{s}");
+        let text = s.to_string();
+        assert!(
+            text.starts_with("fencing works;") && text.contains("stonith-watchdog-timeout=10s (sbd runs)"),
+            "{text}"
+        );
+        let s2 = with_pcmk(Some(true), true, sbd);
+        assert!(!s2.fencing_works() && s2.needs_quarantine());
+        assert!(s2.to_string().contains("neither resets"), "{s2}");
+        let no_sbd =
+            with_pcmk(Some(true), false, pacemaker_fencing("<resources/>", Some("true"), Some("10s"), Some("false")));
+        assert!(!no_sbd.fencing_works());
+        assert!(no_sbd.to_string().contains("sbd does not run (have-watchdog=false)"), "{no_sbd}");
+        // dlm_controld must still fence (dlm_stonith waits for Pacemaker's watchdog fence).
+        let s = with_pcmk(Some(false), false, pacemaker_fencing("<resources/>", None, Some("10"), Some("true")));
+        assert!(!s.fencing_works());
     }
 
     /// (dlm enable_fencing, two_node, Pacemaker (stonith-enabled, devices), quarantine).
@@ -413,9 +620,10 @@ mod tests {
         assert_eq!(parse_dump_config("post_join_delay=0 (dlm.conf)\nenable_fencing=0 (dlm.conf)\n"), Some(false));
         assert_eq!(parse_dump_config("enable_fencing_x\n"), None);
         assert_eq!(
-            count_stonith(
+            stonith_resources(
                 r#"<resources><primitive id="f" class="stonith" type="fence_x"/><primitive class="ocf"/></resources>"#
-            ),
+            )
+            .len(),
             1
         );
     }
