@@ -140,13 +140,18 @@ echo "--- node3's console (host stamps):"; grep -a -E "softdog|Linux version" "$
 echo "--- node1's grant:"; echo "$grantline" | cut -c1-220 | sed 's/^/  | /'
 python3 - "$RESULTS/watchdog-bench.json" "${WATCHDOG_BENCH_OUT:-}" "$tfail" "${tfire:-0}" "$treset" "$tgrant" "$off" "$unc" "$f2g" "$WD_SECS" <<'PY'
 import json, sys, time, os
+sys.path.insert(0, "tests/bench")
+from provenance import provenance
 out1, out2, fail, fire, reset, grant, off, unc, f2g, wd = sys.argv[1], sys.argv[2], *map(float, sys.argv[3:])
+prov = provenance({"journal_fs": "tmpfs (guest /run)", "log_level": "info", "corosync_token_ms": "3000",
+                   "softdog_soft_margin_s": "%d" % wd})
 o3 = None
 row = {"scenario": "frozen-vm-3", "nodes": 3, "failure": "link cut; the VM survives SIGKILL (cgroup-v1 freezer)",
        "failure_host": fail, "watchdog_reset_host": reset, "grant_guest": grant, "clock_offset": off,
        "clock_uncertainty": unc, "failure_to_watchdog_reset_s": round(reset - fail, 3), "failure_to_grant_s": f2g}
 doc = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-       "machine": {"cores": os.cpu_count(), "load": open("/proc/loadavg").read().split()[:3]},
+       "commit": prov["commit"], "dirty": prov["dirty"], "settings": prov["settings"],
+       "machine": dict(prov["machine"], load=open("/proc/loadavg").read().split()[:3]),
        "what": "tests/cluster/watchdog.sh: seconds from node3's link cut (host clock) to its softdog reset (host stamp on its console) and to node1's virtdlmd grant of its disk (guest stamp on the host's time line); dlm_controld enable_fencing=0, corosync token 3000 ms, fence_grace_ms=1000, fence_kill_wait_ms=1000, softdog soft_margin=%d s" % wd,
        "rows": [row]}
 for out in (out1, out2):

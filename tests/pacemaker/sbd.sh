@@ -190,9 +190,14 @@ PY
         "$name" "$tfail" "$treset" "$tgrant" "$off" "$unc" "$f2g" >"$RES/sbd-bench.jsonl"
     python3 - "$RES/sbd-bench.jsonl" "$RES/sbd-bench.json" "${SBD_BENCH_OUT:-}" "$SBD_WD_TIMEOUT" "$SBD_STONITH_WD" <<'PY'
 import json, sys, time, os
+sys.path.insert(0, "tests/bench")
+from provenance import provenance
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+prov = provenance({"journal_fs": "tmpfs (guest /run)", "log_level": "the ocf agent's default", "corosync_token_ms": "3000",
+                   "sbd_watchdog_timeout_s": sys.argv[4], "stonith_watchdog_timeout": sys.argv[5]})
 doc = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-       "machine": {"cores": os.cpu_count(), "load": open("/proc/loadavg").read().split()[:3]},
+       "commit": prov["commit"], "dirty": prov["dirty"], "settings": prov["settings"],
+       "machine": dict(prov["machine"], load=open("/proc/loadavg").read().split()[:3]),
        "what": "tests/pacemaker/sbd.sh: seconds from a node's failure (host clock: its sbd stopped and its link cut) to the survivor's virtdlmd grant of the failed node's disk (guest stamp on the host's time line); sbd watchdog only on softdog, SBD_WATCHDOG_TIMEOUT=%s s, stonith-watchdog-timeout=%s, dlm_controld enable_fencing=1, corosync token 3000 ms" % (sys.argv[4], sys.argv[5]),
        "rows": rows}
 for out in sys.argv[2:4]:
