@@ -3,8 +3,9 @@
 # (corosync + kernel DLM + dlm_controld), runs every test of the cluster-tests crate against it,
 # then real libvirtd + QEMU VMs on the DLM in the same guests (libvirt-vms.sh; CL_LIBVIRT=0
 # leaves them out), then the corosync tier's scenarios in the same guests (tests/corosync/run.sh
-# --guests), then boots a 2-node cluster for the two-node tests (tests/two_node.rs), keeps
-# the guests' logs, and always tears the cluster down. Prints "N passed, N failed" over both;
+# --guests), then boots a 2-node cluster for the two-node tests (tests/two_node.rs), then 3
+# nodes for virtdlmd's watchdog on softdog (watchdog.sh; CL_WATCHDOG=0 leaves it out), keeps
+# the guests' logs, and always tears the cluster down. Prints "N passed, N failed" over all;
 # exits non-zero on any failure, or when the cluster cannot be built or started (saying why).
 #
 # Needs root (network namespace, taps) and the packages of tests/install-deps.sh.
@@ -14,7 +15,8 @@
 # extra arguments are passed to the test binaries (e.g. a test name filter; the corosync
 # scenarios, the libvirt VMs and the two-node cluster then do not run). CL_COROSYNC=0 leaves
 # the corosync scenarios out, CL_TWO_NODE=0 the two-node cluster (started after the 3-node
-# one, for tests/two_node.rs). The real libvirtd + QEMU VMs cost 10-20 min on 2 cores
+# one, for tests/two_node.rs), CL_WATCHDOG=0 the watchdog test (watchdog.sh). The real
+# libvirtd + QEMU VMs cost 10-20 min on 2 cores
 # (tests/cluster/README.md).
 set -uo pipefail
 # The nemesis's default in this tier: 50 rounds on the DLM (kill -9 of daemons mid-request and of
@@ -151,6 +153,27 @@ if [ "${CL_TWO_NODE:-1}" = 1 ] && [ $# = 0 ]; then
   passed=$((passed + tn_passed)); failed=$((failed + tn_failed))
 else
   echo "== cluster tier: two-node tests not run (${CL_TWO_NODE:+CL_TWO_NODE=$CL_TWO_NODE, }test filter: ${*:-none})"
+fi
+# virtdlmd's own watchdog on the guests' softdog (watchdog.sh): a VM that survives SIGKILL on
+# a node cut off; the node is reset and the survivor's grant waits for it. It boots 3 nodes of
+# its own (the reset guest does not boot again) and stops them; about 3 minutes.
+if [ "${CL_WATCHDOG:-1}" = 1 ] && [ $# = 0 ]; then
+  T4=$(date +%s)
+  echo "== cluster tier: virtdlmd's watchdog on softdog"
+  collect; "$CL" stop >/dev/null 2>&1
+  "$HERE/watchdog.sh" 2>&1 | tee "$RESULTS/watchdog.log"
+  wd_rc=${PIPESTATUS[0]}
+  summary=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$RESULTS/watchdog.log" | tail -1)
+  if [ -n "$summary" ]; then
+    wd_passed=${summary%% passed*}; wd_failed=${summary#*, }; wd_failed=${wd_failed%% failed}
+  else
+    wd_passed=0; wd_failed=1; echo "tests/cluster/watchdog.sh ended without a summary" >&2
+  fi
+  if [ "$wd_rc" != 0 ] && [ "$wd_failed" = 0 ]; then wd_failed=1; echo "tests/cluster/watchdog.sh exited $wd_rc without a failed check" >&2; fi
+  echo "== cluster tier: watchdog: $wd_passed passed, $wd_failed failed in $(( $(date +%s) - T4 )) s"
+  passed=$((passed + wd_passed)); failed=$((failed + wd_failed))
+else
+  echo "== cluster tier: watchdog test not run (${CL_WATCHDOG:+CL_WATCHDOG=$CL_WATCHDOG, }test filter: ${*:-none})"
 fi
 echo "== cluster tier: tests took $(( $(date +%s) - T1 )) s, whole tier $(elapsed); results in $RESULTS"
 echo "$passed passed, $failed failed"
