@@ -49,6 +49,10 @@ for u in systemd-udevd.service systemd-udevd-control.socket systemd-udevd-kernel
   systemd-repart.service systemd-growfs-root.service systemd-sysext.service; do
   ln -sf /dev/null "$U/$u"
 done
+# Debian's sbd package (the pacemaker tier installs it) makes corosync, dlm and pacemaker require
+# sbd once enabled; this guest runs no sbd (its watchdog is UML's harddog, which needs a host
+# helper): the host's enablement links are dropped from the overlay, so corosync starts alone.
+rm -f $U/*.requires/sbd.service $U/*.requires/sbd_remote.service
 # dlm.service loads the dlm module with modprobe; uml-init.sh loaded it already (the UML kernel's
 # modules are not under /lib/modules). libdlm and dlm_controld open /dev/misc/<name>; no udev.
 mkdir -p $U/dlm.service.d && printf '[Service]\nExecStartPre=\n' > $U/dlm.service.d/guest.conf
