@@ -261,6 +261,24 @@ def fencing_table(rec):
     return "\n".join(out)
 
 
+def watchdog_table(rec, file):
+    """One stored watchdog-fencing result (sbd.json or watchdog.json) as table rows."""
+    m = rec["machine"]
+    load_ = " ".join(m["load"]) if isinstance(m.get("load"), list) else m.get("load", "?")
+    out = [
+        f"`{file}`: measured {rec['date'][:10]} on {m.get('cpu', 'cpu not recorded')} ({m['cores']} cores, host "
+        f"load {load_} when stored). {provenance_line(rec)}",
+        "",
+        "| scenario | failure | failure to watchdog reset (host clock) | failure to grant | clock uncertainty |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for r in rec["rows"]:
+        reset = r["watchdog_reset_host"] - r["failure_host"]
+        out.append(f"| `{r['scenario']}` | {r['failure']} | {reset:.2f} s | {r['failure_to_grant_s']:.2f} s | "
+                   f"±{r['clock_uncertainty']:.2f} s |")
+    return "\n".join(out)
+
+
 # ---------------------------------------------------------------- document
 
 # (document, section, stored file, renderer): a section may appear in several documents, always
@@ -270,6 +288,8 @@ SECTIONS = [
     (DOC, "scale", "peers.json", scale_table),
     (DOC, "cluster", "cluster.json", cluster_table),
     (LOCKLOSS, "fencing", "fencing.json", fencing_table),
+    (LOCKLOSS, "sbd", "sbd.json", lambda rec: watchdog_table(rec, "sbd.json")),
+    (LOCKLOSS, "watchdog", "watchdog.json", lambda rec: watchdog_table(rec, "watchdog.json")),
 ]
 
 
