@@ -116,6 +116,9 @@ pub struct PendingRelease {
     pub error: String,
 }
 
+/// [`FencingStatus::summary`] of a daemon that has not read how its cluster is fenced.
+pub const FENCING_NOT_READ: &str = "not read (no cluster backend)";
+
 /// How this cluster makes sure a lost node is dead before its locks are handed over, and
 /// whether grants wait for a node nobody can account for.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

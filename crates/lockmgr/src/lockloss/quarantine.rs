@@ -450,7 +450,7 @@ impl Quarantine {
                 .shape
                 .as_ref()
                 .map(|sh| sh.to_string())
-                .unwrap_or_else(|| "not read (no cluster backend)".into()),
+                .unwrap_or_else(|| proto::status::FENCING_NOT_READ.into()),
             shape: s.shape.as_ref().map(Shape::wire),
             needs_quarantine: needs,
             active: !missing.is_empty(),

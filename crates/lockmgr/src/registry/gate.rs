@@ -51,7 +51,7 @@ impl GrantGate for Open {
     fn fencing_status(&self) -> FencingStatus {
         FencingStatus {
             shape: None,
-            summary: "not read (no cluster backend)".into(),
+            summary: proto::status::FENCING_NOT_READ.into(),
             needs_quarantine: false,
             active: false,
             unaccounted: Vec::new(),
