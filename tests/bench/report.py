@@ -244,12 +244,17 @@ def cluster_checks(rec):
 FENCING_FAILURES = {"kill": "killed", "partition": "link cut"}
 
 
-def fencing_table(rec):
+def stored_on(rec):
+    """When, where and from which commit a fencing result was measured (after "measured")."""
     m = rec["machine"]
     load_ = " ".join(m["load"]) if isinstance(m.get("load"), list) else m.get("load", "?")
+    return (f"{rec['date'][:10]} on {m.get('cpu', 'cpu not recorded')} ({m['cores']} cores, host load "
+            f"{load_} when stored). {provenance_line(rec)}")
+
+
+def fencing_table(rec):
     out = [
-        f"Measured {rec['date'][:10]} on {m.get('cpu', 'cpu not recorded')} ({m['cores']} cores, host load "
-        f"{load_} when stored). {provenance_line(rec)}",
+        f"Measured {stored_on(rec)}",
         "",
         "| scenario | nodes | failure | failure to power-off (host clock) | failure to grant | clock uncertainty |",
         "|---|---:|---|---:|---:|---:|",
@@ -263,11 +268,8 @@ def fencing_table(rec):
 
 def watchdog_table(rec, file):
     """One stored watchdog-fencing result (sbd.json or watchdog.json) as table rows."""
-    m = rec["machine"]
-    load_ = " ".join(m["load"]) if isinstance(m.get("load"), list) else m.get("load", "?")
     out = [
-        f"`{file}`: measured {rec['date'][:10]} on {m.get('cpu', 'cpu not recorded')} ({m['cores']} cores, host "
-        f"load {load_} when stored). {provenance_line(rec)}",
+        f"`{file}`: measured {stored_on(rec)}",
         "",
         "| scenario | failure | failure to watchdog reset (host clock) | failure to grant | clock uncertainty |",
         "|---|---|---:|---:|---:|",
