@@ -91,23 +91,32 @@ if [ "$rc" != 0 ] && [ "$failed" = 0 ]; then failed=1; echo "cargo test exited $
 if [ "$passed" = 0 ] && [ "$failed" = 0 ]; then failed=1; echo "no cluster test ran" >&2; fi
 echo "== cluster tier: cargo tests: $passed passed, $failed failed in $(( $(date +%s) - T1 )) s"
 
+# Runs one part of the tier that prints "N passed, N failed" (a script of its own), adds its
+# counts to the tier's, and counts a failure when it ends without a summary, or exits non-zero
+# without a failed check. Usage: part LABEL LOG COMMAND...
+part() {
+  local label=$1 log=$2 t0 rc summary p f
+  shift 2
+  t0=$(date +%s)
+  "$@" 2>&1 | tee "$log"
+  rc=${PIPESTATUS[0]}
+  summary=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$log" | tail -1)
+  if [ -n "$summary" ]; then
+    p=${summary%% passed*}; f=${summary#*, }; f=${f%% failed}
+  else
+    p=0; f=1; echo "$* ended without a summary" >&2
+  fi
+  if [ "$rc" != 0 ] && [ "$f" = 0 ]; then f=1; echo "$* exited $rc without a failed check" >&2; fi
+  echo "== cluster tier: $label: $p passed, $f failed in $(( $(date +%s) - t0 )) s"
+  passed=$((passed + p)); failed=$((failed + f))
+}
+
 # Real libvirtd + QEMU on the DLM in the same guests (tests/cluster/libvirt-vms.sh). Before the
 # corosync scenarios: it restarts node 3's stack after its own partition, leaving three
 # quorate nodes behind.
 if [ "${CL_LIBVIRT:-1}" = 1 ] && [ $# = 0 ]; then
-  T3=$(date +%s)
   echo "== cluster tier: real libvirtd + QEMU VMs on the DLM in the guests"
-  "$HERE/libvirt-vms.sh" 2>&1 | tee "$RESULTS/libvirt-vms.log"
-  lv_rc=${PIPESTATUS[0]}
-  summary=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$RESULTS/libvirt-vms.log" | tail -1)
-  if [ -n "$summary" ]; then
-    lv_passed=${summary%% passed*}; lv_failed=${summary#*, }; lv_failed=${lv_failed%% failed}
-  else
-    lv_passed=0; lv_failed=1; echo "tests/cluster/libvirt-vms.sh ended without a summary" >&2
-  fi
-  if [ "$lv_rc" != 0 ] && [ "$lv_failed" = 0 ]; then lv_failed=1; echo "tests/cluster/libvirt-vms.sh exited $lv_rc without a failed check" >&2; fi
-  echo "== cluster tier: libvirt VMs: $lv_passed passed, $lv_failed failed in $(( $(date +%s) - T3 )) s"
-  passed=$((passed + lv_passed)); failed=$((failed + lv_failed))
+  part "libvirt VMs" "$RESULTS/libvirt-vms.log" "$HERE/libvirt-vms.sh"
 else
   echo "== cluster tier: real libvirtd + QEMU VMs not run (${CL_LIBVIRT:+CL_LIBVIRT=$CL_LIBVIRT, }test filter: ${*:-none})"
 fi
@@ -116,19 +125,8 @@ fi
 # a node cut off). Last: its partition scenario leaves the DLM to recover, which no later test
 # should have to wait for. It leaves the cluster running; the trap above stops it.
 if [ "${CL_COROSYNC:-1}" = 1 ] && [ $# = 0 ]; then
-  T2=$(date +%s)
   echo "== cluster tier: corosync scenarios in the guests"
-  CS_REUSE_CLUSTER=1 "$ROOT/tests/corosync/run.sh" --guests 2>&1 | tee "$RESULTS/corosync.log"
-  cs_rc=${PIPESTATUS[0]}
-  summary=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$RESULTS/corosync.log" | tail -1)
-  if [ -n "$summary" ]; then
-    cs_passed=${summary%% passed*}; cs_failed=${summary#*, }; cs_failed=${cs_failed%% failed}
-  else
-    cs_passed=0; cs_failed=1; echo "tests/corosync/run.sh --guests ended without a summary" >&2
-  fi
-  if [ "$cs_rc" != 0 ] && [ "$cs_failed" = 0 ]; then cs_failed=1; echo "tests/corosync/run.sh --guests exited $cs_rc without a failed scenario" >&2; fi
-  echo "== cluster tier: corosync scenarios: $cs_passed passed, $cs_failed failed in $(( $(date +%s) - T2 )) s"
-  passed=$((passed + cs_passed)); failed=$((failed + cs_failed))
+  CS_REUSE_CLUSTER=1 part "corosync scenarios" "$RESULTS/corosync.log" "$ROOT/tests/corosync/run.sh" --guests
 else
   echo "== cluster tier: corosync scenarios not run (${CL_COROSYNC:+CL_COROSYNC=$CL_COROSYNC, }test filter: ${*:-none})"
 fi
@@ -158,20 +156,9 @@ fi
 # a node cut off; the node is reset and the survivor's grant waits for it. It boots 3 nodes of
 # its own (the reset guest does not boot again) and stops them; about 3 minutes.
 if [ "${CL_WATCHDOG:-1}" = 1 ] && [ $# = 0 ]; then
-  T4=$(date +%s)
   echo "== cluster tier: virtdlmd's watchdog on softdog"
   collect; "$CL" stop >/dev/null 2>&1
-  "$HERE/watchdog.sh" 2>&1 | tee "$RESULTS/watchdog.log"
-  wd_rc=${PIPESTATUS[0]}
-  summary=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$RESULTS/watchdog.log" | tail -1)
-  if [ -n "$summary" ]; then
-    wd_passed=${summary%% passed*}; wd_failed=${summary#*, }; wd_failed=${wd_failed%% failed}
-  else
-    wd_passed=0; wd_failed=1; echo "tests/cluster/watchdog.sh ended without a summary" >&2
-  fi
-  if [ "$wd_rc" != 0 ] && [ "$wd_failed" = 0 ]; then wd_failed=1; echo "tests/cluster/watchdog.sh exited $wd_rc without a failed check" >&2; fi
-  echo "== cluster tier: watchdog: $wd_passed passed, $wd_failed failed in $(( $(date +%s) - T4 )) s"
-  passed=$((passed + wd_passed)); failed=$((failed + wd_failed))
+  part watchdog "$RESULTS/watchdog.log" "$HERE/watchdog.sh"
 else
   echo "== cluster tier: watchdog test not run (${CL_WATCHDOG:+CL_WATCHDOG=$CL_WATCHDOG, }test filter: ${*:-none})"
 fi
