@@ -636,23 +636,13 @@ impl Registry {
     }
 
     fn infos_of(&self, key: OwnerKey, o: &Owner) -> Vec<LockInfo> {
-        o.held.iter().map(|(n, h)| self.info(key, &o.spec, n, h)).collect()
+        // The node is looked up once per owner, not once per lock.
+        let node = self.node();
+        o.held.iter().map(|(n, h)| lock_info(&node, key, &o.spec, n, h)).collect()
     }
 
     fn info(&self, key: OwnerKey, spec: &OwnerSpec, n: &ResName, h: &Held) -> LockInfo {
-        let (node_id, node_name) = self.node();
-        LockInfo {
-            resource: n.0.clone(),
-            identity: h.readable.clone(),
-            mode: h.grant.mode,
-            vm_name: spec.name.clone(),
-            vm_uuid: spec.uuid.clone(),
-            pid: key.pid,
-            node_name,
-            node_id,
-            since: h.since,
-            state: "held".into(),
-        }
+        lock_info(&self.node(), key, spec, n, h)
     }
 
     /// Every lock held on this node.
@@ -698,6 +688,22 @@ impl Registry {
 }
 
 /// Refuses owner details no libvirt would send.
+/// One lock of this node as shown to people and published.
+fn lock_info((node_id, node_name): &(u32, String), key: OwnerKey, spec: &OwnerSpec, n: &ResName, h: &Held) -> LockInfo {
+    LockInfo {
+        resource: n.0.clone(),
+        identity: h.readable.clone(),
+        mode: h.grant.mode,
+        vm_name: spec.name.clone(),
+        vm_uuid: spec.uuid.clone(),
+        pid: key.pid,
+        node_name: node_name.clone(),
+        node_id: *node_id,
+        since: h.since,
+        state: "held".into(),
+    }
+}
+
 fn validate(spec: &OwnerSpec) -> Result<(), RegistryError> {
     if uuid::Uuid::try_parse(&spec.uuid).is_err() {
         return Err(RegistryError::BadRequest(format!("VM uuid {:?} is not a UUID", spec.uuid)));
