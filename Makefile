@@ -22,7 +22,7 @@ test: deps
 	./tests/run-all.sh
 
 test-unit:
-	cargo test --workspace --exclude cluster-tests --locked
+	cargo test --workspace --exclude cluster-tests --locked --no-fail-fast
 
 # Real multi-node cluster (User-Mode Linux guests); needs root.
 test-cluster: deps

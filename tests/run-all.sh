@@ -53,7 +53,7 @@ unit_tier() {
   # Every figure in docs/ from a stored result; stale ones listed (docs/TESTING.md, "Figures").
   python3 tests/bench/figures.py check
   tests/bench/figures-selftest.sh
-  cargo test --workspace --exclude cluster-tests --locked 2>&1 | tee "$LOG/unit-cargo.log"
+  cargo test --workspace --exclude cluster-tests --locked --no-fail-fast 2>&1 | tee "$LOG/unit-cargo.log"
   awk '/^test result:/{for(i=1;i<=NF;i++){if($i=="passed;")p+=$(i-1); if($i=="failed;")f+=$(i-1)}}
        END{printf "unit: %d passed, %d failed\n", p, f}' "$LOG/unit-cargo.log"
 }

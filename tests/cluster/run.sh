@@ -79,7 +79,7 @@ T1=$(date +%s)
 
 echo "== cluster tier: running the tests"
 export VIRTDLM_CLUSTER=$CL VIRTDLM_RESULTS=$RESULTS
-cargo test -p cluster-tests --locked -- --test-threads=1 "$@" 2>&1 | tee "$RESULTS/tests.log"
+cargo test -p cluster-tests --locked --no-fail-fast -- --test-threads=1 "$@" 2>&1 | tee "$RESULTS/tests.log"
 rc=${PIPESTATUS[0]}
 # Figures the lock-loss test measured (timings, checked grants and overlaps).
 [ -f "$RESULTS/lockloss.txt" ] && sed 's/^/   lockloss: /' "$RESULTS/lockloss.txt"
@@ -138,7 +138,7 @@ if [ "${CL_TWO_NODE:-1}" = 1 ] && [ $# = 0 ]; then
   echo "== cluster tier: two-node cluster"
   collect; "$CL" stop >/dev/null 2>&1
   if "$CL" start 2; then
-    cargo test -p cluster-tests --locked --test two_node -- --ignored --test-threads=1 2>&1 | tee "$RESULTS/two_node.log"
+    cargo test -p cluster-tests --locked --no-fail-fast --test two_node -- --ignored --test-threads=1 2>&1 | tee "$RESULTS/two_node.log"
     tn_rc=${PIPESTATUS[0]}
     tn_passed=$(awk '/^test result:/{for(i=1;i<=NF;i++){if($i=="passed;")p+=$(i-1)}} END{print p+0}' "$RESULTS/two_node.log")
     tn_failed=$(awk '/^test result:/{for(i=1;i<=NF;i++){if($i=="failed;")f+=$(i-1)}} END{print f+0}' "$RESULTS/two_node.log")

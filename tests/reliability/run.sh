@@ -26,7 +26,7 @@ for tool in mount umount setpriv; do
 done
 
 t0=$SECONDS
-cargo test -p lockmgr --locked \
+cargo test -p lockmgr --locked --no-fail-fast \
     --test reliability_contention --test reliability_crash --test reliability_journal --test reliability_hostile \
     -- --include-ignored --nocapture --test-threads=1 2>&1 | tee "$OUT"
 rc=${PIPESTATUS[0]}

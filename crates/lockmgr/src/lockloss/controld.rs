@@ -130,6 +130,11 @@ impl Members {
         Members { dir: PathBuf::from(SPACES).join(lockspace).join("nodes"), last: None }
     }
 
+    #[cfg(test)]
+    pub(crate) fn at(dir: PathBuf) -> Members {
+        Members { dir, last: None }
+    }
+
     /// Reads the members again; returns the nodes that left since the last read. A tree that
     /// cannot be read (no dlm_controld) changes nothing.
     pub fn refresh(&mut self) -> Vec<u32> {

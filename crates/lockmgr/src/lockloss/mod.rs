@@ -183,20 +183,20 @@ impl LossGate {
 
     /// Blocks until the grant hold (if any) has passed. Called before a grant is answered.
     pub fn wait_hold(&self) {
+        let left = self.hold_left();
+        if !left.is_zero() {
+            tracing::info!(wait_ms = left.as_millis() as u64, "grant held back: a node may still be stopping its VMs");
+            std::thread::sleep(left);
+        }
+    }
+
+    /// How long grants are still held back.
+    fn hold_left(&self) -> Duration {
         // Read now, not only on the next tick: the grant being answered may be the one the
         // DLM made right after it recovered without a node.
         self.check_lockspace_members();
         let until = *self.hold_until.lock();
-        if let Some(until) = until {
-            let left = until.saturating_duration_since(Instant::now());
-            if !left.is_zero() {
-                tracing::info!(
-                    wait_ms = left.as_millis() as u64,
-                    "grant held back: a node may still be stopping its VMs"
-                );
-                std::thread::sleep(left);
-            }
-        }
+        until.map_or(Duration::ZERO, |u| u.saturating_duration_since(Instant::now()))
     }
 
     /// The cluster membership changed (a new totem ring): hold grants back. Called by the
@@ -221,16 +221,22 @@ impl LossGate {
         if self.is_lost() {
             return;
         }
-        let left = match self.ls_members.lock().as_mut() {
-            Some(m) => m.refresh(),
-            None => return,
-        };
-        if !left.is_empty() {
-            let d = *self.hold.lock();
-            tracing::warn!(nodes = ?left, hold_ms = d.as_millis() as u64,
-                "lockspace membership changed: node(s) left the lockspace; holding grants back while they may still stop their VMs");
-            self.hold_for(d);
+        // The members are read and the hold set under one lock. Another thread answering a
+        // grant meanwhile reads no departure itself (this read consumed it), so it must wait
+        // here until the hold is set, or it would answer a grant the recovery made at once.
+        let mut members = self.ls_members.lock();
+        let Some(m) = members.as_mut() else { return };
+        let left = m.refresh();
+        if left.is_empty() {
+            return;
         }
+        #[cfg(test)]
+        tests::AFTER_DEPARTURE_READ.with(|h| h.borrow().as_ref().map(|f| f()));
+        let d = *self.hold.lock();
+        self.hold_for(d);
+        drop(members);
+        tracing::warn!(nodes = ?left, hold_ms = d.as_millis() as u64,
+            "lockspace membership changed: node(s) left the lockspace; holding grants back while they may still stop their VMs");
     }
 
     fn hold_for(&self, d: Duration) {
@@ -738,6 +744,58 @@ fn targets(holders: Vec<(OwnerKey, OwnerSpec)>) -> (Vec<Target>, Vec<VmOutcome>)
 pub(crate) mod tests {
     use super::*;
     use corosync::RingId;
+    use std::cell::RefCell;
+
+    thread_local! {
+        /// Runs in `check_lockspace_members` between reading a departure and setting the hold.
+        pub(super) static AFTER_DEPARTURE_READ: RefCell<Option<Box<dyn Fn()>>> = const { RefCell::new(None) };
+    }
+
+    /// A grant answered while another thread reports a node leaving the lockspace must see
+    /// the hold. Fails on the build before this test (or with `drop(members)` moved up to
+    /// right after `refresh()`), where the departure was read under one lock and the hold set
+    /// after it was released: the grant in between read no departure and no hold, and was
+    /// answered while the node that left still ran its VM (seen on the cluster:
+    /// `a_killed_dlm_controld_...` granted node 3's disk 12 ms before its VM stopped).
+    #[test]
+    fn a_grant_answered_while_a_departure_is_being_reported_waits_for_its_hold() {
+        let dir = std::env::temp_dir().join(format!("virtdlm-hold-race-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        for n in ["1", "3"] {
+            std::fs::create_dir_all(dir.join(n)).unwrap();
+        }
+        let gate = Arc::new(LossGate::default());
+        *gate.hold.lock() = Duration::from_secs(60);
+        *gate.ls_members.lock() = Some(controld::Members::at(dir.clone()));
+        gate.check_lockspace_members();
+        assert!(gate.hold_left().is_zero(), "the first read is the baseline");
+        std::fs::remove_dir(dir.join("3")).unwrap();
+
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<Duration>();
+        let g = gate.clone();
+        let granting = std::thread::spawn(move || {
+            go_rx.recv().unwrap();
+            // The hook has stopped listening once it timed out.
+            let _ = done_tx.send(g.hold_left());
+        });
+        let seen = Arc::new(Mutex::new(None));
+        let s = seen.clone();
+        AFTER_DEPARTURE_READ.with(|h| {
+            *h.borrow_mut() = Some(Box::new(move || {
+                go_tx.send(()).unwrap();
+                // With the hold set under the members' lock, the grant blocks and this times
+                // out; without, it answers in the window.
+                *s.lock() = done_rx.recv_timeout(Duration::from_secs(2)).ok();
+            }))
+        });
+        gate.check_lockspace_members();
+        AFTER_DEPARTURE_READ.with(|h| h.borrow_mut().take());
+        granting.join().unwrap();
+        assert_eq!(*seen.lock(), None, "the grant was answered between the departure's read and its hold");
+        assert!(!gate.hold_left().is_zero(), "the departure holds grants back");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn a_reason_shows_in_status_as_its_kind_and_detail() {
