@@ -193,47 +193,56 @@ pub fn parse_dump_config(out: &str) -> Option<bool> {
         .map(|v| v != 0)
 }
 
-/// Stonith resources in `cibadmin --query --scope resources` output: (id, agent type), in
-/// the order of the CIB.
-pub fn stonith_resources(cib: &str) -> Vec<(String, String)> {
-    cib.split("<primitive")
-        .skip(1)
-        .filter_map(|rest| {
-            let tag = &rest[..rest.find('>')?];
-            (attr(tag, "class")? == "stonith")
-                .then(|| (attr(tag, "id").unwrap_or("?").to_string(), attr(tag, "type").unwrap_or("?").to_string()))
-        })
+/// Stonith resources in the CIB (`cibadmin --query`, any scope holding `resources`): (id,
+/// agent type), in the order of the CIB, including those inside groups and clones.
+pub fn stonith_resources(cib: &roxmltree::Document) -> Vec<(String, String)> {
+    cib.descendants()
+        .filter(|n| n.has_tag_name("primitive") && n.attribute("class") == Some("stonith"))
+        .map(|n| (n.attribute("id").unwrap_or("?").to_string(), n.attribute("type").unwrap_or("?").to_string()))
         .collect()
 }
 
-/// The value of attribute `name` in the inside of an XML start tag (double or single quotes).
-fn attr<'a>(tag: &'a str, name: &str) -> Option<&'a str> {
-    let mut from = 0;
-    while let Some(i) = tag[from..].find(name).map(|i| i + from) {
-        from = i + name.len();
-        let before_ok = tag[..i].ends_with(|c: char| c.is_ascii_whitespace());
-        let rest = tag[from..].trim_start();
-        if let (true, Some(rest)) = (before_ok, rest.strip_prefix('=')) {
-            let rest = rest.trim_start();
-            let q = rest.chars().next().filter(|c| *c == '"' || *c == '\'')?;
-            let v = &rest[1..];
-            return v.find(q).map(|end| &v[..end]);
-        }
-    }
-    None
+/// A cluster property (`crm_config`) as `crm_attribute --type crm_config --query` reads it:
+/// from the set `cib-bootstrap-options` first, else from any property set.
+fn crm_property(cib: &roxmltree::Document, name: &str) -> Option<String> {
+    let sets: Vec<_> = cib
+        .descendants()
+        .filter(|n| n.has_tag_name("crm_config"))
+        .flat_map(|c| c.children().filter(|n| n.has_tag_name("cluster_property_set")))
+        .collect();
+    let in_set = |set: &roxmltree::Node| {
+        set.children()
+            .find(|n| n.has_tag_name("nvpair") && n.attribute("name") == Some(name))
+            .and_then(|n| n.attribute("value"))
+            .map(str::to_string)
+    };
+    let bootstrap = sets.iter().filter(|s| s.attribute("id") == Some("cib-bootstrap-options"));
+    bootstrap.chain(sets.iter()).find_map(in_set)
 }
 
-/// Pacemaker's fencing, from the CIB's resources and the cluster properties
+/// Pacemaker's fencing from one `cibadmin --query --scope configuration` (the resources and
+/// the cluster properties together: one process instead of one per property).
+pub fn pacemaker_from_cib(cib: &str) -> Result<PacemakerFencing, roxmltree::Error> {
+    let doc = roxmltree::Document::parse(cib)?;
+    let prop = |name: &str| crm_property(&doc, name);
+    Ok(pacemaker_fencing(
+        stonith_resources(&doc),
+        prop("stonith-enabled").as_deref(),
+        prop("stonith-watchdog-timeout").as_deref(),
+        prop("have-watchdog").as_deref(),
+    ))
+}
+
+/// Pacemaker's fencing, from the CIB's stonith resources and the cluster properties
 /// `stonith-enabled` (unset: true), `stonith-watchdog-timeout` (unset or 0: no watchdog
 /// fencing) and `have-watchdog`.
 pub fn pacemaker_fencing(
-    cib: &str,
+    devices: Vec<(String, String)>,
     stonith_enabled: Option<&str>,
     watchdog_timeout: Option<&str>,
     have_watchdog: Option<&str>,
 ) -> PacemakerFencing {
     let truthy = |v: &str| matches!(v.trim().to_ascii_lowercase().as_str(), "true" | "1" | "yes" | "on" | "y");
-    let devices = stonith_resources(cib);
     PacemakerFencing {
         stonith_enabled: stonith_enabled.is_none_or(|v| !matches!(v.trim(), "false" | "0" | "no" | "off" | "n")),
         stonith_devices: devices.len(),
@@ -292,12 +301,20 @@ pub fn detect() -> (Shape, BTreeMap<u32, String>) {
         }
     };
     // Pacemaker runs when its CIB answers; absent Pacemaker is not an error.
-    let pacemaker = run("cibadmin", &["--query", "--scope", "resources"]).ok().map(|cib| {
-        // crm_attribute exits non-zero when the property is unset.
-        let prop =
-            |name: &str| run("crm_attribute", &["--type", "crm_config", "--name", name, "--query", "--quiet"]).ok();
-        let (enabled, wd, have) = (prop("stonith-enabled"), prop("stonith-watchdog-timeout"), prop("have-watchdog"));
-        pacemaker_fencing(&cib, enabled.as_deref(), wd.as_deref(), have.as_deref())
+    let pacemaker = run("cibadmin", &["--query", "--scope", "configuration"]).ok().map(|cib| {
+        pacemaker_from_cib(&cib).unwrap_or_else(|e| {
+            // Unreadable is counted as no working fencing: the quarantine errs on the safe side.
+            tracing::error!(
+                "fencing shape: cannot read the CIB cibadmin printed ({e}); Pacemaker's fencing counted as off"
+            );
+            PacemakerFencing {
+                stonith_enabled: false,
+                stonith_devices: 0,
+                storage_only: vec![],
+                watchdog_timeout: None,
+                have_watchdog: false,
+            }
+        })
     });
     (Shape { dlm_fencing, two_node, wait_for_all, pacemaker }, nodes)
 }
@@ -512,6 +529,43 @@ mod tests {
         Shape { dlm_fencing: dlm, two_node, wait_for_all: two_node, pacemaker: Some(p) }
     }
 
+    fn res(xml: &str) -> Vec<(String, String)> {
+        stonith_resources(&roxmltree::Document::parse(xml).unwrap())
+    }
+
+    fn pf(xml: &str, enabled: Option<&str>, wd: Option<&str>, have: Option<&str>) -> PacemakerFencing {
+        pacemaker_fencing(res(xml), enabled, wd, have)
+    }
+
+    /// As `cibadmin --query --scope configuration` prints it (Pacemaker 2.1, sbd watchdog-only
+    /// plus a power device in a group), trimmed.
+    const CIB: &str = r#"<configuration>
+  <crm_config>
+    <cluster_property_set id="other"><nvpair id="o1" name="stonith-enabled" value="false"/></cluster_property_set>
+    <cluster_property_set id="cib-bootstrap-options">
+      <nvpair id="b1" name="have-watchdog" value="true"/>
+      <nvpair id="b2" name="stonith-enabled" value="true"/>
+      <nvpair id="b3" name="stonith-watchdog-timeout" value="20s"/>
+    </cluster_property_set>
+  </crm_config>
+  <nodes><node id="1" uname="node1"/></nodes>
+  <resources>
+    <group id="g"><primitive id="fence-all" class="stonith" type="fence_uml"/></group>
+    <clone id="dlm-clone"><primitive id="dlm" class="ocf" provider="pacemaker" type="controld"/></clone>
+  </resources>
+</configuration>"#;
+
+    #[test]
+    fn one_cib_query_gives_devices_and_properties() {
+        let p = pacemaker_from_cib(CIB).unwrap();
+        assert_eq!((p.stonith_devices, p.storage_only.len()), (1, 0), "the device inside a group counts");
+        assert!(p.stonith_enabled, "cib-bootstrap-options comes first, as crm_attribute reads it");
+        assert_eq!((p.watchdog_timeout.as_deref(), p.have_watchdog), (Some("20s"), true));
+        let bare = pacemaker_from_cib("<configuration><crm_config/><resources/></configuration>").unwrap();
+        assert!(bare.stonith_enabled && bare.stonith_devices == 0 && bare.watchdog_timeout.is_none());
+        assert!(pacemaker_from_cib("<configuration><resources>").is_err(), "truncated output is an error");
+    }
+
     const POWER: &str = r#"<resources><primitive id="fence-node1" class="stonith" type="fence_uml"/></resources>"#;
     const SCSI: &str = r#"<resources>
   <primitive id="fence-scsi" class="stonith" type="fence_scsi">
@@ -523,44 +577,41 @@ mod tests {
     #[test]
     fn stonith_devices_are_classified() {
         assert_eq!(
-            stonith_resources(SCSI),
+            res(SCSI),
             vec![("fence-scsi".to_string(), "fence_scsi".to_string())],
             "ocf resources are not stonith devices"
         );
-        assert_eq!(
-            stonith_resources("<resources><primitive type='fence_mpath' class='stonith' id='mp'/></resources>").len(),
-            1
-        );
-        let scsi = pacemaker_fencing(SCSI, None, None, None);
+        assert_eq!(res("<resources><primitive type='fence_mpath' class='stonith' id='mp'/></resources>").len(), 1);
+        let scsi = pf(SCSI, None, None, None);
         assert_eq!(scsi.storage_only, vec!["fence-scsi (fence_scsi)".to_string()]);
         assert!(scsi.stonith_enabled, "unset stonith-enabled is true");
-        let power = pacemaker_fencing(POWER, Some("true"), Some("0"), Some("false"));
+        let power = pf(POWER, Some("true"), Some("0"), Some("false"));
         assert!(power.storage_only.is_empty() && power.watchdog_timeout.is_none() && !power.have_watchdog);
-        let sbd = pacemaker_fencing("<resources/>", Some("true"), Some("10s"), Some("true"));
+        let sbd = pf("<resources/>", Some("true"), Some("10s"), Some("true"));
         assert_eq!((sbd.stonith_devices, sbd.watchdog_timeout.as_deref(), sbd.have_watchdog), (0, Some("10s"), true));
-        assert!(!pacemaker_fencing("<resources/>", Some("false"), None, None).stonith_enabled);
+        assert!(!pf("<resources/>", Some("false"), None, None).stonith_enabled);
     }
 
     /// Storage-only devices alone are not working fencing: with two_node that means
     /// quarantine; `status` and the start log say exclusivity is not guaranteed by them.
     #[test]
     fn storage_only_fencing_is_not_counted_and_said() {
-        let s = with_pcmk(Some(true), true, pacemaker_fencing(SCSI, Some("true"), None, None));
+        let s = with_pcmk(Some(true), true, pf(SCSI, Some("true"), None, None));
         assert!(!s.fencing_works() && s.needs_quarantine(), "{s}");
         let text = s.to_string();
         assert!(text.contains("only storage-only stonith devices (fence-scsi (fence_scsi))"), "{text}");
         assert!(text.contains("exclusivity NOT guaranteed"), "{text}");
         // 3+ nodes: quorum still picks a side, and the warning stays.
-        let s3 = with_pcmk(Some(true), false, pacemaker_fencing(SCSI, Some("true"), None, None));
+        let s3 = with_pcmk(Some(true), false, pf(SCSI, Some("true"), None, None));
         assert!(!s3.fencing_works() && !s3.needs_quarantine());
         assert!(s3.to_string().contains("exclusivity NOT guaranteed"));
         // A power device beside it: fencing works, the storage-only device is still named.
-        let both = format!("{POWER}{SCSI}");
-        let s = with_pcmk(Some(true), true, pacemaker_fencing(&both, Some("true"), None, None));
+        let both = format!("<configuration>{POWER}{SCSI}</configuration>");
+        let s = with_pcmk(Some(true), true, pf(&both, Some("true"), None, None));
         assert!(s.fencing_works() && !s.needs_quarantine());
         assert!(s.storage_only_warning().is_some_and(|w| w.contains("fence-scsi")));
         // A power device alone: no warning.
-        let s = with_pcmk(Some(true), true, pacemaker_fencing(POWER, Some("true"), None, None));
+        let s = with_pcmk(Some(true), true, pf(POWER, Some("true"), None, None));
         assert!(s.fencing_works() && s.storage_only_warning().is_none() && !s.to_string().contains("storage-only"));
     }
 
@@ -568,7 +619,7 @@ mod tests {
     /// quorum picks a side; not with two_node, nor when sbd does not run.
     #[test]
     fn watchdog_only_sbd_is_working_fencing() {
-        let sbd = pacemaker_fencing("<resources/>", Some("true"), Some("10s"), Some("true"));
+        let sbd = pf("<resources/>", Some("true"), Some("10s"), Some("true"));
         let s = with_pcmk(Some(true), false, sbd.clone());
         assert!(s.watchdog_fencing() && s.fencing_works(), "{s}");
         let text = s.to_string();
@@ -579,12 +630,11 @@ mod tests {
         let s2 = with_pcmk(Some(true), true, sbd);
         assert!(!s2.fencing_works() && s2.needs_quarantine());
         assert!(s2.to_string().contains("neither resets"), "{s2}");
-        let no_sbd =
-            with_pcmk(Some(true), false, pacemaker_fencing("<resources/>", Some("true"), Some("10s"), Some("false")));
+        let no_sbd = with_pcmk(Some(true), false, pf("<resources/>", Some("true"), Some("10s"), Some("false")));
         assert!(!no_sbd.fencing_works());
         assert!(no_sbd.to_string().contains("sbd does not run (have-watchdog=false)"), "{no_sbd}");
         // dlm_controld must still fence (dlm_stonith waits for Pacemaker's watchdog fence).
-        let s = with_pcmk(Some(false), false, pacemaker_fencing("<resources/>", None, Some("10"), Some("true")));
+        let s = with_pcmk(Some(false), false, pf("<resources/>", None, Some("10"), Some("true")));
         assert!(!s.fencing_works());
     }
 
@@ -620,10 +670,8 @@ mod tests {
         assert_eq!(parse_dump_config("post_join_delay=0 (dlm.conf)\nenable_fencing=0 (dlm.conf)\n"), Some(false));
         assert_eq!(parse_dump_config("enable_fencing_x\n"), None);
         assert_eq!(
-            stonith_resources(
-                r#"<resources><primitive id="f" class="stonith" type="fence_x"/><primitive class="ocf"/></resources>"#
-            )
-            .len(),
+            res(r#"<resources><primitive id="f" class="stonith" type="fence_x"/><primitive class="ocf"/></resources>"#)
+                .len(),
             1
         );
     }
