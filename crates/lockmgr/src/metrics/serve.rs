@@ -17,10 +17,20 @@ const READ_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_CONNECTIONS: usize = 16;
 
 #[derive(Debug, thiserror::Error)]
-#[error("cannot listen for metrics on {addr}: {source}")]
+#[error("cannot listen for metrics on {addr}: {source}{}", hint(source))]
 pub struct BindError {
     pub addr: SocketAddr,
     pub source: std::io::Error,
+}
+
+/// What to do when the cause is the shipped unit's sandbox (no IP sockets).
+fn hint(e: &std::io::Error) -> &'static str {
+    match e.raw_os_error() {
+        Some(libc::EAFNOSUPPORT) => {
+            " (the virtdlmd.service unit allows no IP sockets: add the drop-in deploy/prometheus/virtdlmd-metrics.conf, docs/GUIDE.md section 9)"
+        }
+        _ => "",
+    }
 }
 
 /// Binds `addr` (before the daemon serves, so that a taken port stops the start).

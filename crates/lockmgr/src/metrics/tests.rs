@@ -251,6 +251,9 @@ fn the_textfile_is_replaced_whole() {
     textfile::write_atomically(&p, "a 1\n").unwrap();
     textfile::write_atomically(&p, "a 2\n").unwrap();
     assert_eq!(std::fs::read_to_string(&p).unwrap(), "a 2\n");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o644, "readable by node_exporter whatever the umask");
     let names: Vec<_> = std::fs::read_dir(&d).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(names, vec![std::ffi::OsString::from("virtdlm.prom")], "no temporary file left");
     assert!(textfile::write_atomically(&d.join("missing/virtdlm.prom"), "a 1\n").is_err());

@@ -13,19 +13,18 @@ pub const PERIOD: Duration = Duration::from_secs(15);
 const COALESCE: Duration = Duration::from_millis(250);
 
 /// Writes `text` to `path` atomically: `.NAME.tmp` beside it, then renamed (node_exporter
-/// reads only `*.prom`, so it never sees the temporary file).
+/// reads only `*.prom`, so it never sees the temporary file). The file is made readable by
+/// all (node_exporter runs as another user) whatever the umask (the unit's is 0077).
 pub fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
     let tmp = path.with_file_name(format!(".{name}.tmp"));
-    let written = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o644)
-        .open(&tmp)
-        .and_then(|mut f| f.write_all(text.as_bytes()));
+    let written =
+        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o644).open(&tmp).and_then(|mut f| {
+            f.set_permissions(std::fs::Permissions::from_mode(0o644))?;
+            f.write_all(text.as_bytes())
+        });
     if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, path)) {
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
