@@ -201,6 +201,9 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
         if let Some(addr) = config.metrics_listen {
             let listener = crate::metrics::serve::bind(addr).await?;
             tracing::info!("metrics on http://{addr}/metrics");
+            if !addr.ip().is_loopback() {
+                tracing::warn!("metrics_listen {addr} is not on localhost: whoever reaches it reads the metrics (no TLS, no authentication)");
+            }
             tokio::spawn(crate::metrics::serve::serve(listener, metrics.clone()));
         }
         if let Some(path) = &config.metrics_textfile {
