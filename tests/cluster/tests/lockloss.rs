@@ -331,6 +331,12 @@ fn partition_cycle(c: &Cluster, b: &Bins, n: u32, history: &mut Vec<Event>) -> (
     let quorum_lost = "virtdlm_lock_loss_events_total{reason=\"quorum_lost\"}";
     let losses = sample(&before, quorum_lost).unwrap_or_else(|| panic!("no {quorum_lost}: {before}"));
     report(&format!("partition {n}: node 3's metrics before the cut: {}", loss_lines(&before)));
+    // Node 3's own locks by mode, and node 3's as node 1's inventory knows them.
+    assert!(sample(&before, "virtdlm_locks{mode=\"EX\"}").is_some_and(|v| v >= 1.0), "{before}");
+    assert!(sample(&before, "virtdlm_locks{mode=\"CW\"}").is_some_and(|v| v >= 1.0), "{before}");
+    let on1 = scrape(c, 1);
+    let inventory = "virtdlm_inventory_locks{node=\"node3\",mode=\"EX\"}";
+    assert!(sample(&on1, inventory).is_some_and(|v| v >= 1.0), "{inventory}: {on1}");
     let cut = host_now();
     c.node_action("partition", 3);
     let g1 = w1.wait_for("grant of the exclusive disk", Duration::from_secs(150), |v| {
