@@ -14,6 +14,9 @@ PKGS=(
   busybox-static cpio
   # libvirt tier and demo: a real libvirtd with qemu TCG domains
   libvirt-daemon-system libvirt-clients libvirt-daemon-driver-qemu qemu-system-x86
+  # libvirt tier's metrics step: the scrape (curl), promtool check metrics / check rules /
+  # test rules (promtool is in Debian's prometheus package)
+  curl prometheus
   # plugin ABI tier: the C harness (gcc), dlm.so's linkage checks (readelf, nm), lockd.so and
   # virtlockd as the reference plugin (libvirt-daemon)
   gcc libc6-dev binutils libvirt-daemon

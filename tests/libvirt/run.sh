@@ -22,6 +22,7 @@ LV_PREFIX=vdlm-t-
 . tests/libvirt/lib.sh
 . tests/libvirt/lockd-switch.sh
 . tests/libvirt/migrate.sh
+. tests/libvirt/metrics.sh
 PASSED=0
 FAILED=0
 trap 'dst_cleanup; lv_cleanup' EXIT
@@ -77,8 +78,11 @@ mkdir -p "$A" "$B" "$T/leases"
 chmod 0755 "$A" "$B" "$T/leases"
 for f in a sh base hot own-c own-d mig; do truncate -s 16M "$A/$f.img" "$B/$f.img"; done
 
+METRICS_PORT=$(metrics_port) || { as setup fail "no free port for metrics_listen in 29665..29764"; finish; }
 start_virtdlmd <<EOC || { as setup fail "virtdlmd did not start"; finish; }
 path_map = $B:$A
+metrics_listen = 127.0.0.1:$METRICS_PORT
+metrics_textfile = $T/virtdlm.prom
 EOC
 start_libvirtd || { as setup fail "libvirtd with dlm.so did not start"; finish; }
 pass "libvirtd $(virsh_ version | sed -n 's/.*Running hypervisor: //p' | head -n 1) started with dlm.so (pid $LIBVIRTD_PID)"
@@ -99,6 +103,9 @@ ok "a's locks are in virtdlmd's table" holds_disk vdlm-t-a "$A/a.img"
 refused "b (same disk, other mount point) refused at start, holder named" \
     "resource busy: .*$A/a.img.* held exclusively by VM vdlm-t-a" virsh_ start vdlm-t-b
 ok "b stayed shut off" state_is vdlm-t-b "shut off"
+
+# ---- the metrics while a holds its locks and b was refused (docs/GUIDE.md)
+test_metrics "$METRICS_PORT"
 
 # ---- suspend releases, resume re-acquires
 ok "suspend a" virsh_ suspend vdlm-t-a

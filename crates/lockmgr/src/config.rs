@@ -43,6 +43,8 @@ pub const KEYS: &[&str] = &[
     "watchdog_timeout_ms",
     "cluster",
     "cluster_group",
+    "metrics_listen",
+    "metrics_textfile",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,6 +105,11 @@ pub struct Config {
     pub cluster: Option<bool>,
     /// The inventory's CPG group.
     pub cluster_group: String,
+    /// Serve the Prometheus metrics over HTTP (`GET /metrics`) on this address; `None`: off.
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Write the Prometheus metrics to this file for node_exporter's textfile collector;
+    /// `None`: off.
+    pub metrics_textfile: Option<PathBuf>,
 }
 
 impl Config {
@@ -145,6 +152,8 @@ impl Default for Config {
             watchdog_timeout: None,
             cluster: None,
             cluster_group: DEFAULT_CLUSTER_GROUP.into(),
+            metrics_listen: None,
+            metrics_textfile: None,
         }
     }
 }
@@ -267,6 +276,10 @@ struct FileConfig {
     cluster: Option<bool>,
     #[serde(default, deserialize_with = "cluster_group")]
     cluster_group: Option<String>,
+    #[serde(default, deserialize_with = "listen")]
+    metrics_listen: Option<std::net::SocketAddr>,
+    #[serde(default, deserialize_with = "abs_path")]
+    metrics_textfile: Option<PathBuf>,
 }
 
 impl FileConfig {
@@ -309,6 +322,8 @@ impl FileConfig {
         c.watchdog_timeout = self.watchdog_timeout_ms;
         c.cluster = self.cluster;
         c.cluster_group = self.cluster_group.unwrap_or(c.cluster_group);
+        c.metrics_listen = self.metrics_listen;
+        c.metrics_textfile = self.metrics_textfile;
         c
     }
 }
@@ -380,6 +395,26 @@ fn cluster_group<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::E
             return Err(format!("{v:?} must be 1..=128 of [A-Za-z0-9_.-]"));
         }
         Ok(v.to_owned())
+    })
+}
+
+/// `metrics_listen`: `ADDRESS:PORT` (`[v6]:PORT`), `localhost:PORT`, or a port alone
+/// (localhost).
+fn listen<'de, D: Deserializer<'de>>(d: D) -> Result<Option<std::net::SocketAddr>, D::Error> {
+    use std::net::{Ipv4Addr, SocketAddr};
+    text(d, |v| {
+        let bad = || format!("{v:?} is not ADDRESS:PORT, localhost:PORT or a port");
+        let addr = if let Ok(port) = v.parse::<u16>() {
+            SocketAddr::from((Ipv4Addr::LOCALHOST, port))
+        } else if let Some(port) = v.strip_prefix("localhost:") {
+            SocketAddr::from((Ipv4Addr::LOCALHOST, port.parse::<u16>().map_err(|_| bad())?))
+        } else {
+            v.parse::<SocketAddr>().map_err(|_| bad())?
+        };
+        if addr.port() == 0 {
+            return Err(format!("{v:?}: the port must not be 0"));
+        }
+        Ok(addr)
     })
 }
 
@@ -578,6 +613,29 @@ mod tests {
         let known: std::collections::BTreeSet<String> = KEYS.iter().map(|k| k.to_string()).collect();
         assert_eq!(documented, known);
         parse(&uncommented).unwrap();
+    }
+
+    #[test]
+    fn metrics_are_off_by_default_and_on_localhost_when_only_a_port_is_given() {
+        let c = parse("").unwrap();
+        assert_eq!((c.metrics_listen, c.metrics_textfile), (None, None));
+        for (v, want) in [
+            ("9665", "127.0.0.1:9665"),
+            ("localhost:9665", "127.0.0.1:9665"),
+            ("\"[::1]:9665\"", "[::1]:9665"),
+            ("0.0.0.0:9665", "0.0.0.0:9665"),
+        ] {
+            let c = parse(&format!("metrics_listen = {v}")).unwrap();
+            assert_eq!(c.metrics_listen.map(|a| a.to_string()).as_deref(), Some(want), "{v}");
+        }
+        for v in ["0", "localhost", "host:9665", "127.0.0.1:0", "127.0.0.1:99999"] {
+            let (line, reason) = line_of(parse(&format!("metrics_listen = {v}")).unwrap_err());
+            assert_eq!(line, 1, "{v}");
+            assert!(reason.contains("metrics_listen"), "{v}: {reason}");
+        }
+        let c = parse("metrics_textfile = /var/lib/prometheus/node-exporter/virtdlm.prom").unwrap();
+        assert_eq!(c.metrics_textfile.as_deref(), Some(Path::new("/var/lib/prometheus/node-exporter/virtdlm.prom")));
+        assert!(parse("metrics_textfile = virtdlm.prom").is_err(), "a relative path");
     }
 
     #[test]

@@ -49,6 +49,8 @@ pub enum DaemonError {
     Runtime(std::io::Error),
     #[error(transparent)]
     Cluster(#[from] crate::cluster::ClusterError),
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::serve::BindError),
 }
 
 /// Raises the soft limit on open files to the hard one: every client connection is a file,
@@ -193,6 +195,19 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
         });
         if let (Some(c), Some(v)) = (&cluster, &verdicts) {
             c.follow_membership(v.clone());
+        }
+        // Metrics: bound before serving, so that a taken port stops the start.
+        let metrics = crate::metrics::Source { registry: registry.clone(), verdict: verdicts.clone() };
+        if let Some(addr) = config.metrics_listen {
+            let listener = crate::metrics::serve::bind(addr).await?;
+            tracing::info!("metrics on http://{addr}/metrics");
+            if !addr.ip().is_loopback() {
+                tracing::warn!("metrics_listen {addr} is not on localhost: whoever reaches it reads the metrics (no TLS, no authentication)");
+            }
+            tokio::spawn(crate::metrics::serve::serve(listener, metrics.clone()));
+        }
+        if let Some(path) = &config.metrics_textfile {
+            tokio::spawn(crate::metrics::textfile::run(path.clone(), metrics.clone()));
         }
         let mut loss = None;
         if let (Some(ls), Some(verdicts)) = (dlm, verdicts) {

@@ -228,6 +228,8 @@ pub struct Journal {
     file_id: Option<(u64, u64)>,
     /// Set once another process was found writing the journal: nothing is written any more.
     taken_over: Option<String>,
+    /// Compactions made since the journal was opened (the one at open included).
+    compactions: u64,
 }
 
 impl Journal {
@@ -280,6 +282,7 @@ impl Journal {
             live_size: 0,
             file_id,
             taken_over: None,
+            compactions: 0,
         };
         // A fresh file, or one just salvaged, is rewritten from the state (header included).
         if fresh || salvaged.is_some() {
@@ -296,6 +299,11 @@ impl Journal {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Compactions made since the journal was opened.
+    pub fn compactions(&self) -> u64 {
+        self.compactions
     }
 
     pub fn size(&self) -> u64 {
@@ -424,6 +432,7 @@ impl Journal {
             }
         };
         std::fs::rename(&tmp, &self.path).map_err(io)?;
+        self.compactions += 1;
         self.file_id = Some((m.dev(), m.ino()));
         // The new file is in place: whatever the directory sync says, it is the journal now.
         self.size = buf.len() as u64;

@@ -18,6 +18,7 @@
 //!   lockspace, dlm_controld: `lockloss::controld`), stopping the VMs that held them, the grant
 //!   hold, and refusing grants while a lost node may still write (`lockloss::quarantine`).
 //! - `membership`: the one CPG + quorum driver publishing this node's membership verdict.
+//! - `metrics`: the Prometheus metrics, served over HTTP and/or written for node_exporter.
 //! - `backend`: where a lock lives (`local`, `dlm`); `backend_guard`: no silent `local` in a cluster.
 #![forbid(unsafe_code)]
 
@@ -31,6 +32,7 @@ pub mod journal;
 pub mod journal_lock;
 pub mod lockloss;
 pub mod membership;
+pub mod metrics;
 pub mod naming;
 pub mod owner;
 pub mod registry;

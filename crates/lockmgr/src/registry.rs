@@ -163,8 +163,8 @@ impl Registry {
     /// Publishes a lock change to the cluster and to watchers; call with the table lock held.
     fn publish(&self, change: LockChange, why: Option<&str>) {
         match &change {
-            LockChange::Granted(info) => self.events.emit(EventKind::Granted, || info.clone(), why),
-            LockChange::Released(info) => self.events.emit(EventKind::Released, || info.clone(), why),
+            LockChange::Granted(info) => self.events.local(EventKind::Granted, info, why),
+            LockChange::Released(info) => self.events.local(EventKind::Released, info, why),
         }
         if let Some(l) = self.cluster.get() {
             l.publish(change);

@@ -372,7 +372,10 @@ pub fn dispatch(reg: &Registry, peer: Option<Peer>, op: Op) -> Response {
     match op {
         Op::Register { owner, resources } => reply(reg.register(&owner, &resources).map(|()| done())),
         Op::Acquire { owner, resources, state: _, wait_ms } => {
-            reply(reg.acquire(peer_pid, &owner, &resources, wait_ms).map(|()| done()))
+            let t0 = std::time::Instant::now();
+            let r = reg.acquire(peer_pid, &owner, &resources, wait_ms);
+            reg.events().metrics().acquire_answered(t0.elapsed(), r.as_ref().err());
+            reply(r.map(|()| done()))
         }
         Op::Release { owner, resources } => {
             reply(reg.release(peer_pid, &owner, &resources).map(|state| Response::State { state }))

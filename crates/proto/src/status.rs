@@ -19,6 +19,9 @@ pub struct Status {
     pub locks: usize,
     pub journal: String,
     pub journal_bytes: u64,
+    /// Journal compactions since the daemon started.
+    #[serde(default)]
+    pub journal_compactions: u64,
     pub lock_readonly: bool,
     pub pid: u32,
     pub protocol: u32,

@@ -21,6 +21,10 @@
 //! After every cycle, `virtdlm locks` on every node must list exactly the holds the history
 //! has open: nothing stale, nothing missing.
 //!
+//! Each partition also scrapes node 3's Prometheus metrics (`metrics_listen`, read inside the
+//! guest) before the cut and after its VMs were stopped: the verdict leaves `safe`, the
+//! lock-loss event and its VMs' outcomes are counted, and the locks show as lost.
+//!
 //! Cycles: `VIRTDLM_LOSS_CYCLES` partitions (default 3) and `VIRTDLM_CRASH_CYCLES` crashes
 //! (default 3, of node 1, 2, 3, ... in turn), interleaved.
 
@@ -35,7 +39,7 @@ const DIR: &str = "/run/virtdlmd-loss";
 /// fence_pause_timeout_ms + fence_grace_ms + fence_kill_wait_ms below.
 const BOUND_MS: u64 = 3000;
 const LOCKSPACE: &str = "vl_loss";
-const CONFIG: &str = "lockspace = vl_loss\\nwatchdog = none\\nfence_grace_ms = 1000\\nfence_kill_wait_ms = 1000\\nfence_pause_timeout_ms = 1000\\n";
+const CONFIG: &str = "lockspace = vl_loss\\nwatchdog = none\\nfence_grace_ms = 1000\\nfence_kill_wait_ms = 1000\\nfence_pause_timeout_ms = 1000\\nmetrics_listen = 127.0.0.1:9665\\n";
 
 /// A figure line: to stderr (shown when the test fails or with --nocapture) and, under
 /// `run.sh`, to `$VIRTDLM_RESULTS/lockloss.txt`, which `run.sh` prints after the tests.
@@ -119,6 +123,30 @@ fn client(c: &Cluster, b: &Bins, node: u32, socket: &str, steps: &[String]) -> V
     let out: Output = c.exec(node, &cmd);
     assert_eq!(out.code, 0, "loss-client on node{node}: {}", out.text);
     out.events()
+}
+
+/// Node `node`'s metrics, scraped inside the guest (`metrics_listen` is on its localhost).
+fn scrape(c: &Cluster, node: u32) -> String {
+    let out = c.exec(node, "curl -sS --fail --max-time 10 http://127.0.0.1:9665/metrics");
+    assert_eq!(out.code, 0, "scraping node{node}'s metrics: {}", out.text);
+    out.text
+}
+
+/// The value of one sample (its name with its labels, as printed) in a scrape.
+fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// The lines of a scrape that show the membership and lock loss (for the report): the
+/// current verdict, whether it is safe, whether the locks are lost, and the non-zero counts.
+fn loss_lines(text: &str) -> String {
+    let shown = |l: &&str| {
+        l.starts_with("virtdlm_membership_safe ")
+            || l.starts_with("virtdlm_locks_lost ")
+            || (l.starts_with("virtdlm_membership_verdict{") && l.ends_with(" 1"))
+            || (l.starts_with("virtdlm_lock_loss_") && !l.ends_with(" 0"))
+    };
+    text.lines().filter(shown).collect::<Vec<_>>().join("; ")
 }
 
 fn one(events: &[Value]) -> &Value {
@@ -297,6 +325,18 @@ fn partition_cycle(c: &Cluster, b: &Bins, n: u32, history: &mut Vec<Event>) -> (
     let w1 = c.spawn(1, &format!("{} {DIR}/ctl.sock 'until-granted:120:{v1}:{p1}:EX={d1}'", b.client));
     let w2 = c.spawn(2, &format!("{} {DIR}/ctl.sock 'until-granted:120:{v2}:{p2}:PR={d2}'", b.client));
     std::thread::sleep(Duration::from_millis(500));
+    let before = scrape(c, 3);
+    assert_eq!(sample(&before, "virtdlm_membership_verdict{verdict=\"safe\"}"), Some(1.0), "{before}");
+    assert_eq!(sample(&before, "virtdlm_locks_lost"), Some(0.0), "{before}");
+    let quorum_lost = "virtdlm_lock_loss_events_total{reason=\"quorum_lost\"}";
+    let losses = sample(&before, quorum_lost).unwrap_or_else(|| panic!("no {quorum_lost}: {before}"));
+    report(&format!("partition {n}: node 3's metrics before the cut: {}", loss_lines(&before)));
+    // Node 3's own locks by mode, and node 3's as node 1's inventory knows them.
+    assert!(sample(&before, "virtdlm_locks{mode=\"EX\"}").is_some_and(|v| v >= 1.0), "{before}");
+    assert!(sample(&before, "virtdlm_locks{mode=\"CW\"}").is_some_and(|v| v >= 1.0), "{before}");
+    let on1 = scrape(c, 1);
+    let inventory = "virtdlm_inventory_locks{node=\"node3\",mode=\"EX\"}";
+    assert!(sample(&on1, inventory).is_some_and(|v| v >= 1.0), "{inventory}: {on1}");
     let cut = host_now();
     c.node_action("partition", 3);
     let g1 = w1.wait_for("grant of the exclusive disk", Duration::from_secs(150), |v| {
@@ -326,6 +366,24 @@ fn partition_cycle(c: &Cluster, b: &Bins, n: u32, history: &mut Vec<Event>) -> (
     );
     let trigger = k.end(3, last["at"].as_f64().expect("at"));
     let killed = trigger + elapsed_ms as f64 / 1000.0;
+    // Its metrics show the loss: the verdict left `safe`, the event and its VMs are counted.
+    let after = scrape(c, 3);
+    report(&format!("partition {n}: node 3's metrics after its VMs were stopped: {}", loss_lines(&after)));
+    assert_eq!(sample(&after, "virtdlm_membership_safe"), Some(0.0), "{after}");
+    assert_eq!(sample(&after, "virtdlm_membership_verdict{verdict=\"safe\"}"), Some(0.0), "{after}");
+    assert!(
+        ["inquorate", "lost", "settling", "no-quorum-yet", "not-joined"]
+            .iter()
+            .any(|v| sample(&after, &format!("virtdlm_membership_verdict{{verdict=\"{v}\"}}")) == Some(1.0)),
+        "one verdict other than safe is current: {after}"
+    );
+    assert_eq!(sample(&after, "virtdlm_locks_lost"), Some(1.0), "{after}");
+    assert_eq!(sample(&after, quorum_lost), Some(losses + 1.0), "one more quorum loss: {after}");
+    for outcome in ["killed", "terminated"] {
+        let name = format!("virtdlm_lock_loss_vms_total{{outcome=\"{outcome}\"}}");
+        let was = sample(&before, &name).unwrap_or_else(|| panic!("no {name}: {before}"));
+        assert!(sample(&after, &name).is_some_and(|v| v > was), "{name} was {was}: {after}");
+    }
     let gone = c.exec(3, &format!("for p in {p3a} {p3b}; do [ -e /proc/$p ] && ! grep -q '^State:.*Z' /proc/$p/status && echo ALIVE $p; done; true"));
     assert!(!gone.text.contains("ALIVE"), "node 3's VMs still run: {}", gone.text);
     // Every VM of node 3 holding a lock was stopped, those of earlier cycles too.

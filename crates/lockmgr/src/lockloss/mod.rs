@@ -469,7 +469,7 @@ impl LockLoss {
                 "lock loss: VM handled");
         }
         tracing::error!(elapsed_ms = elapsed.as_millis() as u64, watchdog_fired, "lock loss handled: {reason}");
-        self.gate.record(LossEvent {
+        let ev = LossEvent {
             message: reason.to_string(),
             reason,
             at,
@@ -477,7 +477,9 @@ impl LockLoss {
             elapsed_ms: elapsed.as_millis() as u64,
             watchdog_fired,
             recovered_at: None,
-        });
+        };
+        self.registry.events().metrics().lock_loss(&ev);
+        self.gate.record(ev);
     }
 }
 

@@ -66,6 +66,7 @@ impl Registry {
             locks: t.owners.values().map(|o| o.held.len()).sum::<usize>(),
             journal: t.journal.path().display().to_string(),
             journal_bytes: t.journal.size(),
+            journal_compactions: t.journal.compactions(),
             lock_readonly: self.naming.lock_readonly,
             pid: std::process::id(),
             protocol: proto::PROTOCOL_VERSION,
