@@ -86,17 +86,18 @@ check stop-keeps-journal 'systemctl stop virtdlmd; systemctl is-active virtdlmd;
 check owner-exit 'kill $(cat /run/web-1.pid); for i in $(seq 1 50); do virtdlm locks | grep -q web-1 || break; sleep 0.1; done; virtdlm locks; journalctl -u virtdlmd --no-pager -o cat | tail -3' \
   '^no locks$' 'released: its QEMU process exited vm=web-1'
 check journal-tag 'journalctl -t virtdlmd --no-pager | tail -3' 'virtdlmd\[[0-9]+\]: .*INFO'
-# Metrics under the hardened unit: the drop-in shipped as an example (docs/GUIDE.md section 9)
-# allows the HTTP endpoint's IP socket and the textfile's directory; without it the start fails.
-EX=/usr/share/doc/virt-dlm/examples/prometheus
-check metrics-blocked "mkdir -p /var/lib/prometheus/node-exporter; printf 'metrics_listen = 127.0.0.1:9665\\nmetrics_textfile = /var/lib/prometheus/node-exporter/virtdlm.prom\\n' >> /etc/virt-dlm/virtdlmd.conf; systemctl restart virtdlmd; sleep 1; systemctl is-active virtdlmd; journalctl -u virtdlmd --no-pager -o cat | tail -5; true" \
-  '^(failed|activating)$' 'metrics'
-check metrics-dropin "mkdir -p /etc/systemd/system/virtdlmd.service.d; cp $EX/virtdlmd-metrics.conf /etc/systemd/system/virtdlmd.service.d/metrics.conf; systemctl daemon-reload; systemctl reset-failed virtdlmd; systemctl restart virtdlmd; systemctl is-active virtdlmd; curl -sf http://127.0.0.1:9665/metrics | grep -E '^virtdlm_(build_info|owners) '; for i in \$(seq 1 50); do [ -s /var/lib/prometheus/node-exporter/virtdlm.prom ] && break; sleep 0.1; done; grep -c '^virtdlm_' /var/lib/prometheus/node-exporter/virtdlm.prom; promtool check metrics < /var/lib/prometheus/node-exporter/virtdlm.prom && echo textfile-ok" \
-  '^active$' '^virtdlm_build_info\{.*backend="local".*\} 1$' '^virtdlm_owners 0$' '^textfile-ok$'
 check disable-now 'systemctl disable --now virtdlmd libvirtd; systemctl is-enabled virtdlmd; systemctl is-active virtdlmd; true' \
   'Removed "/etc/systemd/system/multi-user.target.wants/virtdlmd.service"' '^disabled$' '^inactive$'
 check no-failed-units 'systemctl --failed --no-legend --plain; journalctl -b -p err --no-pager -o cat | grep -i virtdlm; echo end' '^end$'
 grep -q 'virtdlmd' "$RES/no-failed-units.txt" && fail "no-failed-units: $(cat "$RES/no-failed-units.txt")"
+# Metrics under the hardened unit: the drop-in shipped as an example (docs/GUIDE.md section 9)
+# allows the HTTP endpoint's IP socket and the textfile's directory; without it the start fails,
+# naming the drop-in. After the no-failed-units check: the refused start is logged at err.
+EX=/usr/share/doc/virt-dlm/examples/prometheus
+check metrics-blocked "mkdir -p /var/lib/prometheus/node-exporter; printf 'metrics_listen = 127.0.0.1:9665\\nmetrics_textfile = /var/lib/prometheus/node-exporter/virtdlm.prom\\n' >> /etc/virt-dlm/virtdlmd.conf; systemctl restart virtdlmd; sleep 1; systemctl is-active virtdlmd; journalctl -u virtdlmd --no-pager -o cat | tail -5; true" \
+  '^(failed|activating)$' 'cannot listen for metrics on 127.0.0.1:9665: .*add the drop-in .*virtdlmd-metrics.conf'
+check metrics-dropin "mkdir -p /etc/systemd/system/virtdlmd.service.d; cp $EX/virtdlmd-metrics.conf /etc/systemd/system/virtdlmd.service.d/metrics.conf; systemctl daemon-reload; systemctl reset-failed virtdlmd; systemctl restart virtdlmd; systemctl is-active virtdlmd; curl -sf http://127.0.0.1:9665/metrics | grep -E '^virtdlm_(build_info\{|owners )'; for i in \$(seq 1 50); do [ -s /var/lib/prometheus/node-exporter/virtdlm.prom ] && break; sleep 0.1; done; grep -c '^virtdlm_' /var/lib/prometheus/node-exporter/virtdlm.prom; promtool check metrics < /var/lib/prometheus/node-exporter/virtdlm.prom && echo textfile-ok; systemctl stop virtdlmd" \
+  '^active$' '^virtdlm_build_info\{.*backend="local".*\} 1$' '^virtdlm_owners [0-9]+$' '^textfile-ok$'
 
 # backend = dlm behind corosync and dlm_controld of their own units (one node, on loopback):
 # After= orders the three; a lock loss (corosync killed) makes the hardened daemon stop the VM

@@ -27,7 +27,7 @@ pub struct BindError {
 fn hint(e: &std::io::Error) -> &'static str {
     match e.raw_os_error() {
         Some(libc::EAFNOSUPPORT) => {
-            " (the virtdlmd.service unit allows no IP sockets: add the drop-in deploy/prometheus/virtdlmd-metrics.conf, docs/GUIDE.md section 9)"
+            " (the virtdlmd.service unit allows no IP sockets: add the drop-in /usr/share/doc/virt-dlm/examples/prometheus/virtdlmd-metrics.conf as /etc/systemd/system/virtdlmd.service.d/metrics.conf, docs/GUIDE.md section 9)"
         }
         _ => "",
     }
