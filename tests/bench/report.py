@@ -284,14 +284,27 @@ def watchdog_table(rec, file):
 
 # ---------------------------------------------------------------- reliability
 
-def reliability_floods(rec):
-    """The hostile-client phases of the reliability tier (RELIABILITY_BENCH_OUT of
-    tests/reliability/run.sh): a well-behaved client's latencies under each flood."""
+def reliability_run(rec):
+    """The stored run of the reliability tier (RELIABILITY_BENCH_OUT of tests/reliability/run.sh):
+    when and where, and every figure its tests printed."""
     m = rec["machine"]
     out = [
         f"Measured {rec['date'][:10]} on {m.get('cpu', 'cpu not recorded')} ({m['cores']} cores, host load "
-        f"{rec.get('load', '?')} when stored) by `tests/reliability/run.sh` ({rec['result']}, {rec['wall_s']} s). "
-        f"{provenance_line(rec)}",
+        f"{rec.get('load', '?')} when stored) by `tests/reliability/run.sh`: {rec['result']} in "
+        f"{rec['wall_s']} s. {provenance_line(rec)} Every figure the tests printed:",
+        "",
+    ]
+    out += [f"- {f}" for f in rec["figures"] if not f.startswith("hostile-latency ")]
+    out.append("- hostile-latency: the table under \"Latency of a well-behaved client under attack\"")
+    return "\n".join(out)
+
+
+def reliability_floods(rec):
+    """The hostile-client phases of the stored reliability run: a well-behaved client's
+    latencies under each flood."""
+    out = [
+        f"From the stored run of {rec['date'][:10]} (commit {rec.get('commit') or 'not recorded'}, host load "
+        f"{rec.get('load', '?')}; 150 samples per cell unless said):",
         "",
         "| phase | acquire+release p50 / p99 / max | connect+status p50 / p99 / max |",
         "|---|---|---|",
@@ -331,6 +344,7 @@ SECTIONS = [
     (LOCKLOSS, "fencing", "fencing.json", fencing_table),
     (LOCKLOSS, "sbd", "sbd.json", lambda rec: watchdog_table(rec, "sbd.json")),
     (LOCKLOSS, "watchdog", "watchdog.json", lambda rec: watchdog_table(rec, "watchdog.json")),
+    (RELIABILITY, "reliability-run", "reliability.json", reliability_run),
     (RELIABILITY, "floods", "reliability.json", reliability_floods),
 ]
 
