@@ -320,7 +320,7 @@ def reliability_floods(rec):
             continue
         phase, rest = m_.groups()
         if rest.startswith("status "):
-            out.append(f"| {phase} | – | {cell(rest)} (status) |")
+            out.append(f"| {phase} | – | status: {cell(rest)} |")
         else:
             ar, cs = rest.split("; connect+status ")
             out.append(f"| {phase} | {cell(ar)} | {cell(cs)} |")

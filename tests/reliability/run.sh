@@ -49,7 +49,7 @@ lines = open(log, errors="replace").read().splitlines()
 rec = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), **json.loads(prov),
        "wall_s": int(wall), "result": result.removeprefix("reliability: "),
        "figures": [m.group(1) for l in lines for m in [re.search(r"FIGURE (.*)", l)] if m],
-       "rlimit": next((l.split(": ", 1)[1] for l in lines if l.startswith("RLIMIT_NOFILE: ")), None)}
+       "rlimit": next((m.group(1) for l in lines for m in [re.search(r"RLIMIT_NOFILE: (.*)", l)] if m), None)}
 open(out, "w").write(json.dumps(rec, indent=1) + "\n")
 print(f"figures stored in {out}")
 PY
