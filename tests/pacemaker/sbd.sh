@@ -224,6 +224,7 @@ if [ "${BASH_SOURCE[0]}" = "$0" ]; then
     # run.sh's libvirtd is a real one (lsb:libvirtd with dlm.so, provisioned by
     # tests/pacemaker/vms.sh); run alone, that provisioning is not done and a Dummy stands in.
     test_edits() { sed -e 's#systemd:libvirtd#ocf:pacemaker:Dummy#' "$1"; }
+    vms_provision_lines() { :; }   # fencing_provision_script's libvirt part: not run alone
     cleanup() { collect; [ -n "$STARTED" ] && "$CL" stop >/dev/null 2>&1; [ -n "${T:-}" ] && rm -rf "$T"; }
     trap cleanup EXIT
     command -v sbd >/dev/null || { fail "preflight: sbd is missing (tests/install-deps.sh)"; finish; }
