@@ -3,7 +3,8 @@
 # committed): passes as committed; a figure measured at the clone's HEAD is fresh, then stale
 # once a commit changes a path it measures (and fails with FIGURES_STALE=fail); a result with no
 # commit fails; a settings change fails without a "settings:" line in the commit and passes
-# with one; a shallow clone reports staleness as not checked instead of failing.
+# with one; an estimate is listed, not stale, and fails without its mark; a shallow clone
+# reports staleness as not checked instead of failing.
 # Prints "figures-selftest: N passed, N failed"; exit 1 on any failure. Needs git, python3, jq.
 #   tests/bench/figures-selftest.sh
 set -uo pipefail
@@ -45,6 +46,16 @@ if ! check && grep -q "^FAIL settings .*$R" "$T/out"; then ok "a settings change
 else ko "a settings change without a note: $(grep "$R" "$T/out")"; fi
 git commit -q --amend -m "figures at info" -m "settings: log level back to info, as in production"
 check && ok "the same change with a 'settings:' line passes" || ko "with a note: $(grep FAIL "$T/out")"
+
+# An estimate is listed, never stale; without its mark in the document the check fails.
+E=docs/PERFORMANCE.md M="Unmeasured estimates of the run times"
+if check && grep -q "^info estimate .*$E" "$T/out" && ! grep -q "stale .*$E (the run times" "$T/out"
+then ok "an estimate is listed as such, not as stale"
+else ko "an estimate: $(grep "$E" "$T/out" | head -3)"; fi
+sed -i "s/$M/Run times/" $E
+check; grep -q "^FAIL unmarked .*$E" "$T/out" && ! check && ok "an estimate without its mark fails" ||
+  ko "an estimate without its mark: $(grep "$E" "$T/out" | head -3)"
+git checkout -q -- $E
 
 git clone -q --depth 1 "file://$T/r" "$T/shallow" && cd "$T/shallow" &&
   if python3 tests/bench/figures.py check >"$T/out" 2>&1 && grep -q "not checked .*shallow" "$T/out"

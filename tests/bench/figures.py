@@ -9,12 +9,15 @@ Reads docs/bench/manifest.json (docs/TESTING.md, "Figures"). Fails (exit 1) when
   - a result carries no commit measured and no commit_note saying it was not recorded;
   - a commit changed a result's settings (journal filesystem, log level, ...) without a line
     starting with "settings:" in its message;
-  - a document lacks the "Not measured since <commit>" mark of an unmeasured entry;
+  - a document lacks the "Not measured since <commit>" mark of an unmeasured entry, or the
+    mark of an estimate (its "mark", which starts with "unmeasured estimate");
   - a generated section differs from what its data renders (tests/bench/report.py render
     --check, tests/cluster/nemesis-doc.sh --check).
 Warns (exit 0) for every stale figure: a commit after the one measured changed a path the
 figure measures; FIGURES_STALE=fail makes stale figures fail too. Results whose commit is not
-recorded, and unmeasured figures, are listed the same way. Without git history (an export, or
+recorded, and unmeasured figures, are listed the same way. Estimates (approximate run times
+and costs given for planning, marked as unmeasured estimates with the reason in their
+document) are listed as such, never as stale: nothing measured them. Without git history (an export, or
 a shallow clone missing the commit) staleness is reported as not checked, never as an error.
 """
 import fnmatch
@@ -149,6 +152,16 @@ def check():
         else:
             staleness(f"{u['doc']} ({u['what'][:60]}...)", u["since"], u["measures"], "written at",
                       "no raw data, marked 'not measured since'; ")
+    estimates = manifest.get("estimates", [])
+    for u in estimates:
+        doc = ROOT / u["doc"]
+        mark = u["mark"]
+        if not mark.lower().startswith("unmeasured estimate"):
+            errors.append(f"estimate     {u['doc']}: its mark must start with 'unmeasured estimate': {mark!r}")
+        elif not doc.exists() or re.sub(r"\s+", " ", mark).lower() not in re.sub(r"\s+", " ", doc.read_text()).lower():
+            errors.append(f"unmarked     {u['doc']}: no '{mark}' beside its estimates ({u['what']})")
+        else:
+            warnings.append(f"estimate     {u['doc']} ({u['what'][:60]}...): {u['reason']}")
     for cmd in (["python3", "tests/bench/report.py", "render", "--check"],
                 ["bash", "tests/cluster/nemesis-doc.sh", "--check"]):
         r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
@@ -157,10 +170,12 @@ def check():
 
     stale = [w for w in warnings if w.startswith("stale")]
     for w in warnings:
-        print(("FAIL " if os.environ.get("FIGURES_STALE") == "fail" and w.startswith("stale") else "warn ") + w)
+        kind = "info " if w.startswith("estimate") else "warn "
+        print(("FAIL " if os.environ.get("FIGURES_STALE") == "fail" and w.startswith("stale") else kind) + w)
     for e in errors:
         print("FAIL " + e)
-    print(f"figures: {len(files)} result file(s), {len(manifest.get('unmeasured', []))} unmeasured figure group(s); "
+    print(f"figures: {len(files)} result file(s), {len(manifest.get('unmeasured', []))} unmeasured figure group(s), "
+          f"{len(estimates)} estimate group(s); "
           f"{len(stale)} stale (warnings), {len(errors)} error(s)")
     if errors or (stale and os.environ.get("FIGURES_STALE") == "fail"):
         return 1

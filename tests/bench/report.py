@@ -5,15 +5,15 @@
   report.py store cluster FILE  figures of tests/cluster/bench.sh
   report.py show DIR            print the peer tables of a results directory, store nothing
   report.py show cluster FILE   print the cluster table of a figures file, store nothing
-  report.py render              regenerate the generated sections of docs/PERFORMANCE.md and
-                                docs/LOCK-LOSS.md from docs/bench/*.json
+  report.py render              regenerate the generated sections of docs/PERFORMANCE.md,
+                                docs/LOCK-LOSS.md and docs/RELIABILITY.md from docs/bench/*.json
   report.py render --check      exit 1 if a generated section differs from what its data gives
 
 `store` compares the new figures with the stored ones (docs/bench/KIND.json) and prints one line
 per checked figure; a figure more than 20% worse is printed as a REGRESSION line and the exit
 status is 1. Then the new figures are stored and the document regenerated, unless there was a
 regression: the stored figures stay (BENCH_ACCEPT=1 stores them anyway, e.g. after a deliberate
-change). Only the sections between the BEGIN/END markers of PERFORMANCE.md are rewritten.
+change). Only the sections between the BEGIN/END markers of the documents are rewritten.
 """
 import json
 import os
@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 STORE = ROOT / "docs" / "bench"
 DOC = ROOT / "docs" / "PERFORMANCE.md"
 LOCKLOSS = ROOT / "docs" / "LOCK-LOSS.md"
+RELIABILITY = ROOT / "docs" / "RELIABILITY.md"
 THRESHOLD = 0.20
 PEERS = [
     ("nop", "nop (floor)"),
@@ -281,6 +282,57 @@ def watchdog_table(rec, file):
     return "\n".join(out)
 
 
+# ---------------------------------------------------------------- reliability
+
+def reliability_run(rec):
+    """The stored run of the reliability tier (RELIABILITY_BENCH_OUT of tests/reliability/run.sh):
+    when and where, and every figure its tests printed."""
+    m = rec["machine"]
+    out = [
+        f"Measured {rec['date'][:10]} on {m.get('cpu', 'cpu not recorded')} ({m['cores']} cores, host load "
+        f"{rec.get('load', '?')} when stored) by `tests/reliability/run.sh`: {rec['result']} in "
+        f"{rec['wall_s']} s. {provenance_line(rec)} Every figure the tests printed:",
+        "",
+    ]
+    out += [f"- {f}" for f in rec["figures"] if not f.startswith("hostile-latency ")]
+    out.append("- hostile-latency: the table under \"Latency of a well-behaved client under attack\"")
+    return "\n".join(out)
+
+
+def reliability_floods(rec):
+    """The hostile-client phases of the stored reliability run: a well-behaved client's
+    latencies under each flood."""
+    out = [
+        f"From the stored run of {rec['date'][:10]} (commit {rec.get('commit') or 'not recorded'}, host load "
+        f"{rec.get('load', '?')}; 150 samples per cell unless said):",
+        "",
+        "| phase | acquire+release p50 / p99 / max | connect+status p50 / p99 / max |",
+        "|---|---|---|",
+    ]
+
+    def cell(text):
+        v = dict(re.findall(r"(n=|p50|p99|max) ?([0-9.]+)", text))
+        return f"{v['p50']} / {v['p99']} / {v['max']} ms" + ("" if v.get("n=") == "150" else f" (n = {v.get('n=')})")
+
+    for f in rec["figures"]:
+        m_ = re.match(r"hostile-latency \[(.*)\]: (.*)", f)
+        if not m_:
+            continue
+        phase, rest = m_.groups()
+        if rest.startswith("status "):
+            out.append(f"| {phase} | – | status: {cell(rest)} |")
+        else:
+            ar, cs = rest.split("; connect+status ")
+            out.append(f"| {phase} | {cell(ar)} | {cell(cs)} |")
+    out.append("")
+    for f in rec["figures"]:
+        if f.startswith("hostile-loris: "):
+            out.append(f"Slow loris: {f.removeprefix('hostile-loris: ')}.")
+    if rec.get("rlimit"):
+        out.append(f"Open files: {rec['rlimit']}.")
+    return "\n".join(out)
+
+
 # ---------------------------------------------------------------- document
 
 # (document, section, stored file, renderer): a section may appear in several documents, always
@@ -292,6 +344,8 @@ SECTIONS = [
     (LOCKLOSS, "fencing", "fencing.json", fencing_table),
     (LOCKLOSS, "sbd", "sbd.json", lambda rec: watchdog_table(rec, "sbd.json")),
     (LOCKLOSS, "watchdog", "watchdog.json", lambda rec: watchdog_table(rec, "watchdog.json")),
+    (RELIABILITY, "reliability-run", "reliability.json", reliability_run),
+    (RELIABILITY, "floods", "reliability.json", reliability_floods),
 ]
 
 

@@ -14,8 +14,11 @@
 #   inventory on node3: never two exclusive holders, the source's release before the
 #   destination's grant; node3 cut off with <on_lockfailure> pause and poweroff: libvirt pauses
 #   one and powers the other off, node1 is granted their disks only after that.
-# Setup steps print "setup:" and abort the run (one failure) when they fail; they are not counted.
-# Prints "PASS ..."/"FAIL ..." per check and "N passed, N failed"; non-zero on any failure.
+# Setup steps (starting libvirtd and virtdlmd, defining domains, destroying a VM between checks,
+# cutting node3 off, bringing it back) print "setup: PASS/FAIL ..." and are counted apart, on a
+# "setup: N passed, N failed" line (tests/run-all.sh and tests/cluster/run.sh add them up apart
+# from virt-dlm's); a failed one ends the run. Prints "PASS ..."/"FAIL ..." per virt-dlm check,
+# then the setup line, then "N passed, N failed" (virt-dlm's checks); non-zero on any failure.
 # Leaves the cluster as it found it: three quorate nodes (node3's stack is restarted after the
 # partition) and no libvirtd, QEMU or virtdlmd of its own.
 set -uo pipefail
@@ -28,17 +31,22 @@ export CL_EXEC_TIMEOUT=${CL_EXEC_TIMEOUT:-600}
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/debug
 SH=$CL_BASE/shared                     # /shared in the guests
 OUT=${VIRTDLM_RESULTS:-$CL_BASE}/libvirt-vms
-PASSED=0 FAILED=0
+PASSED=0 FAILED=0 SETUP_PASSED=0 SETUP_FAILED=0
 T0=$(date +%s)
 
 pass() { echo "PASS $*"; PASSED=$((PASSED + 1)); }
 fail() { echo "FAIL $*"; FAILED=$((FAILED + 1)); }
 finish() {
   echo "== libvirt VMs on the DLM took $(( $(date +%s) - T0 )) s"
+  echo "setup: $SETUP_PASSED passed, $SETUP_FAILED failed"
   echo "$PASSED passed, $FAILED failed"
-  [ "$FAILED" -eq 0 ] && [ "$PASSED" -gt 0 ]; exit $?
+  [ "$FAILED" -eq 0 ] && [ "$SETUP_FAILED" -eq 0 ] && [ "$PASSED" -gt 0 ]; exit $?
 }
-setup_failed() { echo "setup: FAILED: $*"; FAILED=$((FAILED + 1)); finish; }
+setup_pass() { echo "setup: PASS $*"; SETUP_PASSED=$((SETUP_PASSED + 1)); }
+# A failed setup step ends the run: the checks after it would test nothing.
+setup_failed() { echo "setup: FAIL $*"; SETUP_FAILED=$((SETUP_FAILED + 1)); finish; }
+# step NAME CMD...: a setup step (its output dropped); counted, and the run ends if it fails.
+step() { local name=$1; shift; if "$@" >/dev/null; then setup_pass "$name"; else setup_failed "$name"; fi; }
 
 gx() { local n=$1; shift; "$CL" exec "$n" "$*"; }        # a shell command in guest $1
 vsh() { local n=$1; shift; gx "$n" "virsh -q -c qemu:///system $*"; }
@@ -125,6 +133,7 @@ image() {
 for f in virtdlmd virtdlm libvirtdlm_plugin.so; do [ -f "$BIN/$f" ] || setup_failed "$BIN/$f is not built"; done
 VIRTDLMD=$("$CL" bin "$BIN/virtdlmd") && VIRTDLM=$("$CL" bin "$BIN/virtdlm") && PLUGIN=$("$CL" bin "$BIN/libvirtdlm_plugin.so") ||
   setup_failed "cluster.sh bin"
+setup_pass "preflight: $SH shared, 3 nodes, virtdlmd, virtdlm and dlm.so built and in the guests"
 rm -rf "$OUT"; mkdir -p "$OUT" "$SH/leases"; chmod 0777 "$SH" "$SH/leases"
 for f in a b hot mig p q; do image "$f.img"; done
 define_xml vmx-a 01 poweroff a.img vm-a
@@ -159,9 +168,10 @@ for n in 2 3; do
   gx "$n" "$NODE_SH setup $n $VIRTDLMD $PLUGIN" > "$OUT/setup-n$n.log" 2>&1 &
 done
 for n in 2 3; do wait -n || { cat "$OUT"/setup-n*.log; setup_failed "libvirtd or virtdlmd did not start in a guest"; }; done
-echo "setup: libvirtd $(vsh 1 version | sed -n 's/.*Running hypervisor: //p') with dlm.so and virtdlmd --backend dlm on nodes 1-3 ($(( $(date +%s) - T0 )) s)"
+setup_pass "libvirtd $(vsh 1 version | sed -n 's/.*Running hypervisor: //p') with dlm.so and virtdlmd --backend dlm on nodes 1-3 ($(( $(date +%s) - T0 )) s)"
 for n in 1 2; do for d in a b m; do vsh "$n" define "/shared/vmx-$d.xml" >/dev/null || setup_failed "define vmx-$d on node$n"; done; done
 for n in 1 3; do for d in p q; do vsh "$n" define "/shared/vmx-$d.xml" >/dev/null || setup_failed "define vmx-$d on node$n"; done; done
+setup_pass "vmx-a, vmx-b, vmx-m defined on nodes 1 and 2; vmx-p, vmx-q on nodes 1 and 3"
 
 # ---- start on one node, refused on another naming the holder; destroy and handover
 echo "---- start, refusal, handover"
@@ -192,16 +202,16 @@ refused "node1: attach the same <lease> to vmx-b refused, naming vmx-a on node2"
 ok "node2: detach <lease> hot from vmx-a" vsh 2 detach-device vmx-a /shared/lease-hot.xml --live
 ok "node1: attach <lease> hot to vmx-b once node2 let go" vsh 1 attach-device vmx-b /shared/lease-hot.xml --live
 ok "node1: detach <lease> hot from vmx-b" vsh 1 detach-device vmx-b /shared/lease-hot.xml --live
-vsh 1 destroy vmx-b >/dev/null || setup_failed "destroy vmx-b on node1"
+step "node1: virsh destroy vmx-b" vsh 1 destroy vmx-b
 
 # ---- libvirtd restart on node2 while vmx-a runs there
 echo "---- libvirtd restart"
 table() { locks_json "$1" | jq -c 'map({identity, mode, vm_name, pid, node_name, since}) | sort_by(.identity)'; }
 before=$(table 2); qa=$(qemu_pid 2 vmx-a)
 how=$(gx 2 "$NODE_SH stop-libvirtd") || setup_failed "stop libvirtd on node2: $how"
-echo "    node2: $how"
+setup_pass "node2: libvirtd stopped ($how)"
 ok "node2: vmx-a's QEMU ($qa) survives libvirtd stopping" gx 2 "kill -0 $qa"
-gx 2 "$NODE_SH start-libvirtd" || setup_failed "start libvirtd again on node2"
+step "node2: libvirtd started again" gx 2 "$NODE_SH start-libvirtd"
 ok "node2: vmx-a still running after the libvirtd restart" state_is 2 vmx-a running
 after=$(table 2)
 if [ "$before" = "$after" ] && [ "$before" != "[]" ]; then pass "node2: lock table unchanged by the restart ($after)"
@@ -211,11 +221,11 @@ refused "node1: vmx-a still refused after node2's libvirtd restart" "held exclus
 # ---- kill -9 of QEMU frees the locks; the other node then starts the VM
 echo "---- kill -9 of QEMU"
 qa=$(qemu_pid 2 vmx-a)
-gx 2 "kill -9 $qa" || setup_failed "kill -9 QEMU $qa on node2"
+step "node2: kill -9 of vmx-a's QEMU ($qa)" gx 2 "kill -9 $qa"
 ok "node2: libvirt sees vmx-a shut off after kill -9 of its QEMU" wait_state 2 vmx-a "shut off" 60
 ok "a.img is free in node1's view after the kill" test -z "$(holder 1 /shared/a.img)"
 ok "node1: virsh start vmx-a after its QEMU on node2 was killed" vsh 1 start vmx-a
-vsh 1 destroy vmx-a >/dev/null || setup_failed "destroy vmx-a on node1"
+step "node1: virsh destroy vmx-a" vsh 1 destroy vmx-a
 
 # ---- live migration node1 -> node2, each node with its own virtdlmd; node3 samples the inventory
 echo "---- live migration"
@@ -225,6 +235,7 @@ src=$(qemu_pid 1 vmx-m)
 gx 3 "rm -f /run/vms/mig.done /run/vms/mig.samples; while [ ! -e /run/vms/mig.done ]; do
   $VIRTDLM --admin-socket /run/vms/admin.sock --json locks 2>/dev/null | jq -r '[.[] | select(.identity == \"/shared/mig.img\" and .mode == \"EX\") | \"\(.vm_name)@\(.node_name)\"] | join(\" \")' >> /run/vms/mig.samples
   sleep 0.05; done </dev/null >/dev/null 2>&1 &" || setup_failed "start the sampler on node3"
+setup_pass "node3: the sampler of mig.img's holders started"
 sleep 2
 k1=$(offset 1); k2=$(offset 2)
 ok "node1: virsh migrate --live --unsafe vmx-m qemu+tcp://$CL_NET.2/system" \
@@ -254,7 +265,7 @@ if [ -n "$rel" ] && [ -n "$gra" ]; then
 else fail "virtdlmd logs lack node1's release or node2's grant of mig.img for vmx-m"; fi
 src_gone=$(gx 1 "[ -e /proc/$src ] && echo alive || echo gone")
 ok "node1: the source QEMU ($src) is gone" test "$src_gone" = gone
-vsh 2 destroy vmx-m >/dev/null || setup_failed "destroy vmx-m on node2"
+step "node2: virsh destroy vmx-m" vsh 2 destroy vmx-m
 
 # ---- partition: node3 cut off with vmx-p (pause) and vmx-q (poweroff)
 echo "---- partition of node3: <on_lockfailure> pause and poweroff"
@@ -263,7 +274,7 @@ ok "node3: virsh start vmx-q (on_lockfailure poweroff)" vsh 3 start vmx-q
 ok "node1 sees vmx-p@node3 holding p.img before the cut" test "$(holder 1 /shared/p.img)" = vmx-p@node3
 k1=$(offset 1); k3=$(offset 3)
 cut=$(date +%s.%N)
-"$CL" partition 3 >/dev/null || setup_failed "cluster.sh partition 3"
+step "node3 cut off (cluster.sh partition 3)" "$CL" partition 3
 # Node1 starts both as soon as it may (each try: the refusal or the grant, never a wait on node3).
 gx 1 "for i in \$(seq 150); do virsh -q -c qemu:///system start vmx-p >/dev/null 2>&1 && break; sleep 1; done
       for i in \$(seq 60); do virsh -q -c qemu:///system start vmx-q >/dev/null 2>&1 && break; sleep 1; done" > /dev/null &
@@ -295,15 +306,17 @@ done
 gx 3 "for i in \$(seq 480); do corosync-cmapctl -g totem.cluster_name >/dev/null 2>&1 || dlm_tool status 2>/dev/null | grep -q '^cluster nodeid' ||
   [ -e /sys/kernel/dlm/vmtest ] || exit 0; sleep 0.25; done; exit 1" ||
   setup_failed "node3 still runs corosync or dlm_controld, or holds lockspace vmtest, 120 s after the heal"
+setup_pass "node3 healed: removed from corosync (stateful merge), lockspace vmtest released"
 # A node that still holds any DLM lockspace in its kernel (one this test's virtdlmd released is
 # gone; an earlier test's may be left) comes back "stateful": the survivors' dlm_controld kills
 # its corosync again as it joins ("Killed by node 1: dlm_controld"). Then only a reboot brings it
 # back, as fencing would: done here, and said, so that the next tier finds three nodes.
 if gx 3 "$NODE_SH teardown; $HERE/guest/cluster-stack.sh 3" >/dev/null && sleep 15 &&
    gx 3 "corosync-cmapctl -g totem.cluster_name >/dev/null && dlm_tool status >/dev/null"; then
-  :
+  setup_pass "node3 back in the cluster with a fresh stack"
 else
-  echo "setup: node3 did not stay in the cluster after its stack restarted (lockspaces in its kernel: $(gx 3 'ls /sys/kernel/dlm 2>/dev/null' | tr '\n' ' ')); rebooting it"
+  echo "    node3 did not stay in the cluster after its stack restarted (lockspaces in its kernel: $(gx 3 'ls /sys/kernel/dlm 2>/dev/null' | tr '\n' ' ')); rebooting it"
   { "$CL" kill 3 && "$CL" start-node 3; } >/dev/null || setup_failed "rebooting node3 after the heal"
+  setup_pass "node3 back in the cluster after a reboot"
 fi
 finish

@@ -5,8 +5,10 @@
 # leaves them out), then the corosync tier's scenarios in the same guests (tests/corosync/run.sh
 # --guests), then boots a 2-node cluster for the two-node tests (tests/two_node.rs), then 3
 # nodes for virtdlmd's watchdog on softdog (watchdog.sh; CL_WATCHDOG=0 leaves it out), keeps
-# the guests' logs, and always tears the cluster down. Prints "N passed, N failed" over all;
-# exits non-zero on any failure, or when the cluster cannot be built or started (saying why).
+# the guests' logs, and always tears the cluster down. Prints "N passed, N failed" over all
+# virt-dlm checks, after "setup: N passed, N failed" over the setup steps its parts count apart
+# (libvirt-vms.sh: starting libvirtd, defining domains...); exits non-zero on any failure, setup
+# included, or when the cluster cannot be built or started (saying why).
 #
 # Needs root (network namespace, taps) and the packages of tests/install-deps.sh.
 # Settings: CL_NS, CL_BASE, CL_NET (see cluster.sh) to run beside another cluster on this host,
@@ -91,11 +93,14 @@ if [ "$rc" != 0 ] && [ "$failed" = 0 ]; then failed=1; echo "cargo test exited $
 if [ "$passed" = 0 ] && [ "$failed" = 0 ]; then failed=1; echo "no cluster test ran" >&2; fi
 echo "== cluster tier: cargo tests: $passed passed, $failed failed in $(( $(date +%s) - T1 )) s"
 
-# Runs one part of the tier that prints "N passed, N failed" (a script of its own), adds its
-# counts to the tier's, and counts a failure when it ends without a summary, or exits non-zero
-# without a failed check. Usage: part LABEL LOG COMMAND...
+# Setup steps of the parts (a "setup: N passed, N failed" line), counted apart from virt-dlm's.
+setup_passed=0 setup_failed=0
+# Runs one part of the tier that prints "N passed, N failed" (a script of its own) and maybe
+# "setup: N passed, N failed", adds its counts to the tier's, and counts a failure when it ends
+# without a summary, or exits non-zero without a failed check or setup step.
+# Usage: part LABEL LOG COMMAND...
 part() {
-  local label=$1 log=$2 t0 rc summary p f
+  local label=$1 log=$2 t0 rc summary setup p f sp=0 sf=0
   shift 2
   t0=$(date +%s)
   "$@" 2>&1 | tee "$log"
@@ -106,9 +111,14 @@ part() {
   else
     p=0; f=1; echo "$* ended without a summary" >&2
   fi
-  if [ "$rc" != 0 ] && [ "$f" = 0 ]; then f=1; echo "$* exited $rc without a failed check" >&2; fi
-  echo "== cluster tier: $label: $p passed, $f failed in $(( $(date +%s) - t0 )) s"
+  setup=$(grep -E '^setup: [0-9]+ passed, [0-9]+ failed$' "$log" | tail -1)
+  if [ -n "$setup" ]; then
+    setup=${setup#setup: }; sp=${setup%% passed*}; sf=${setup#*, }; sf=${sf%% failed}
+  fi
+  if [ "$rc" != 0 ] && [ "$f" = 0 ] && [ "$sf" = 0 ]; then f=1; echo "$* exited $rc without a failed check" >&2; fi
+  echo "== cluster tier: $label: $p passed, $f failed${setup:+ (setup steps: $sp passed, $sf failed)} in $(( $(date +%s) - t0 )) s"
   passed=$((passed + p)); failed=$((failed + f))
+  setup_passed=$((setup_passed + sp)); setup_failed=$((setup_failed + sf))
 }
 
 # Real libvirtd + QEMU on the DLM in the same guests (tests/cluster/libvirt-vms.sh). Before the
@@ -163,5 +173,7 @@ else
   echo "== cluster tier: watchdog test not run (${CL_WATCHDOG:+CL_WATCHDOG=$CL_WATCHDOG, }test filter: ${*:-none})"
 fi
 echo "== cluster tier: tests took $(( $(date +%s) - T1 )) s, whole tier $(elapsed); results in $RESULTS"
+# tests/run-all.sh reads the last "setup: N passed, N failed" line as the tier's setup count.
+echo "setup: $setup_passed passed, $setup_failed failed"
 echo "$passed passed, $failed failed"
-[ "$failed" = 0 ]
+[ "$failed" = 0 ] && [ "$setup_failed" = 0 ]

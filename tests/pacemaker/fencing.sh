@@ -165,13 +165,9 @@ fencing_two_node() {
     for i in 1 2; do fencing_provision "$i" || fail "two_node: install on node$i"; done
     if ! gwait 90 1 "crm_mon -1 | grep -q 'Current DC: node.*partition with quorum' && crm_mon -1 | grep -q 'Online: \[ node1 node2 \]'"; then
         setup_fail "two_node: no DC with 2 nodes online: $(gx 1 'crm_mon -1' 2>&1 | tr '\n' ' ')"; return; fi
-    gx 1 "cibadmin -Q" >"$T/live2.xml" 2>/dev/null
     test_edits deploy/cluster/pacemaker-pcs.sh pcs | sed -e '/fence-node3/d' \
         -e 's/\(fence-node2 fence_uml pcmk_host_list=node2\)/\1 pcmk_delay_base=5s/' >"$RES/pacemaker-pcs.two-node.sh"
-    echo "--- two_node: pcs form as applied (diff against deploy/cluster/pacemaker-pcs.sh):"
-    diff deploy/cluster/pacemaker-pcs.sh "$RES/pacemaker-pcs.two-node.sh"
-    if out=$(in_ocf_ns sh -c 'pcs() { command pcs -f "$0" "$@"; }; . "$1"' "$T/live2.xml" "$RES/pacemaker-pcs.two-node.sh" 2>&1) &&
-       out=$(gx 1 "pcs cluster cib-push $("$CL" bin "$T/live2.xml") --config 2>&1"); then
+    if pcs_push two_node "$RES/pacemaker-pcs.two-node.sh"; then
         pass "two_node: pcs form (fence-node2 with pcmk_delay_base=5s) pushed: $out"
     else fail "two_node: pcs: $(echo "$out" | tr '\n' ' ' | cut -c1-600)"; return; fi
     if all_started 600; then pass "two_node: dlm, virtdlmd and libvirtd clones Started on node1 node2"

@@ -50,6 +50,8 @@ cd "$(dirname "$0")/../.."
 TOP=$PWD
 export CL_NS=${CL_NS:-virtdlmpcmk} CL_BASE=${CL_BASE:-/tmp/virtdlm-pcmk} CL_NET=${CL_NET:-10.99.4} CL_PCMK=1
 CL=$TOP/tests/cluster/cluster.sh
+# gx, gwait, collect, all_started, in_ocf_ns, pcs_push (shared with sbd.sh run alone).
+. "$TOP/tests/pacemaker/lib.sh"
 . "$TOP/tests/pacemaker/fencing.sh"
 . "$TOP/tests/pacemaker/vms.sh"
 . "$TOP/tests/pacemaker/sbd.sh"
@@ -70,24 +72,6 @@ finish() {
     echo "setup: $SETUP_PASSED passed, $SETUP_FAILED failed"
     echo "$PASSED passed, $FAILED failed"
     [ "$FAILED" -eq 0 ] && [ "$SETUP_FAILED" -eq 0 ] && [ "$PASSED" -gt 0 ]; exit $?
-}
-# Runs a command in a guest, output to stdout.
-gx() { CL_EXEC_TIMEOUT=${T_EXEC:-150} "$CL" exec "$@"; }
-# Waits up to $1 seconds (the guest's clock, however slow each try is) for the shell
-# condition $3 to hold in guest $2.
-gwait() {
-    local secs=$1 node=$2 cond=$3
-    T_EXEC=$((secs + 60)) gx "$node" "end=\$((\$(date +%s) + $secs)); while :; do if $cond; then exit 0; fi; [ \$(date +%s) -lt \$end ] || exit 1; sleep 0.5; done" >/dev/null
-}
-collect() {
-    local i
-    [ -n "$STARTED" ] || return 0
-    for i in 1 2 3; do
-        gx "$i" "cp /var/log/pacemaker/pacemaker.log /xchg/pacemaker.log; cp /var/log/messages /xchg/messages 2>/dev/null; true" >/dev/null 2>&1
-        mkdir -p "$RES/node$i"
-        cp "$CL_BASE/n$i/xchg/"{pacemaker.log,messages,corosync.log} "$RES/node$i/" 2>/dev/null
-        cp "$CL_BASE/n$i/console.log" "$RES/node$i/" 2>/dev/null
-    done
 }
 cleanup() { collect; [ -n "$STARTED" ] && "$CL" stop >/dev/null 2>&1; [ -n "${T:-}" ] && rm -rf "$T"; }
 trap cleanup EXIT
@@ -135,11 +119,8 @@ if gwait 90 1 "crm_mon -1 | grep -q 'Current DC: node.*partition with quorum' &&
     setup_pass "pacemaker: DC elected, node1 node2 node3 online"
 else setup_fail "no DC with 3 nodes online: $(gx 1 'crm_mon -1' 2>&1 | tr '\n' ' ')"; finish; fi
 
-# Every resource Started on every node (crm_mon's clone lines).
+# The nodes all_started (lib.sh) waits for: every clone Started on each (crm_mon's clone lines).
 ONLINE="node1 node2 node3"
-all_started() {
-    gwait "$1" "${2:-1}" "m=\$(crm_mon -1 -r 2>/dev/null); n=0; for r in dlm virtdlmd libvirtd; do echo \"\$m\" | grep -A3 \"Clone Set: \$r-clone\" | grep -q 'Started: \[ $ONLINE \]' && n=\$((n + 1)); done; [ \$n = 3 ]"
-}
 # The test's edits (the output shows them as a diff): the fence devices are fence_uml (the
 # guests' power switch) instead of fence_ipmilan, the nodes are node1..3 instead of hv1..3,
 # libvirtd is lsb:libvirtd (tests/pacemaker/libvirtd.init: no systemd in the guests, and
@@ -167,15 +148,6 @@ echo "--- pcs form as applied (diff against deploy/cluster/pacemaker-pcs.sh):"
 diff deploy/cluster/pacemaker-pcs.sh "$RES/pacemaker-pcs.test.sh"
 echo "--- crm form as applied (diff against deploy/cluster/pacemaker-crm.txt):"
 diff deploy/cluster/pacemaker-crm.txt "$RES/pacemaker-crm.test.txt"
-in_ocf_ns() {
-    unshare -m sh -c 'mount --make-rprivate / && mkdir -p "$0/rd" && cp -a /usr/lib/ocf/resource.d/. "$0/rd/" &&
-        install -D -m755 deploy/ocf/virtdlmd "$0/rd/virt-dlm/virtdlmd" &&
-        mount --bind "$0/rd" /usr/lib/ocf/resource.d &&
-        mkdir -p "$0/sbin" && install -m755 tests/cluster/fence/fence_uml "$0/sbin/fence_uml" &&
-        mount -t overlay overlay -o "lowerdir=$0/sbin:/usr/sbin" /usr/sbin &&
-        mkdir -p "$0/initd" && install -m755 tests/pacemaker/libvirtd.init "$0/initd/libvirtd" &&
-        mount -t overlay overlay -o "lowerdir=$0/initd:/etc/init.d" /etc/init.d && exec "$@"' "$T" "$@"
-}
 # The pcs script unchanged but for `pcs` itself, which writes the file CIB.
 if out=$(in_ocf_ns sh -c 'pcs() { command pcs -f "$0" "$@"; }; . "$1"' "$T/pcs.xml" "$RES/pacemaker-pcs.test.sh" 2>&1) &&
    out2=$(crm_verify -V -x "$T/pcs.xml" 2>&1); then

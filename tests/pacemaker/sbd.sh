@@ -80,13 +80,8 @@ sbd_scenario() {
     else fail "sbd: have-watchdog is not true: $(gx 1 'crm_attribute --type crm_config --name have-watchdog --query; cat /xchg/sbd.start.log' 2>&1 | tr '\n' ' ')"; return; fi
     # The pcs form without the fence devices, plus stonith-watchdog-timeout (crm_attribute:
     # pcs refuses it unless it finds sbd enabled in systemd, which the guests do not run).
-    gx 1 "cibadmin -Q" >"$T/sbd.xml" 2>/dev/null
     test_edits deploy/cluster/pacemaker-pcs.sh pcs | sed -e '/fence-hv[0-9]\|fence-node[0-9]/d' >"$RES/pacemaker-pcs.sbd.sh"
-    echo "--- sbd: pcs form as applied (diff against deploy/cluster/pacemaker-pcs.sh), plus stonith-watchdog-timeout=$SBD_STONITH_WD:"
-    diff deploy/cluster/pacemaker-pcs.sh "$RES/pacemaker-pcs.sbd.sh"
-    if out=$(in_ocf_ns sh -c 'pcs() { command pcs -f "$0" "$@"; }; . "$1"' "$T/sbd.xml" "$RES/pacemaker-pcs.sbd.sh" 2>&1) &&
-       out=$(CIB_file="$T/sbd.xml" crm_attribute --type crm_config --name stonith-watchdog-timeout --update "$SBD_STONITH_WD" 2>&1) &&
-       out=$(gx 1 "pcs cluster cib-push $("$CL" bin "$T/sbd.xml") --config 2>&1"); then
+    if pcs_push sbd "$RES/pacemaker-pcs.sbd.sh" crm_attribute --type crm_config --name stonith-watchdog-timeout --update "$SBD_STONITH_WD"; then
         pass "sbd: pcs form without fence devices, stonith-watchdog-timeout=$SBD_STONITH_WD, pushed: $out"
     else fail "sbd: configuration: $(echo "$out" | tr '\n' ' ' | cut -c1-600)"; return; fi
     if all_started 600; then pass "sbd: dlm, virtdlmd and libvirtd clones Started on node1 node2 node3"
@@ -217,6 +212,7 @@ if [ "${BASH_SOURCE[0]}" = "$0" ]; then
     TOP=$PWD
     export CL_NS=${CL_NS:-virtdlmpcmk} CL_BASE=${CL_BASE:-/tmp/virtdlm-pcmk} CL_NET=${CL_NET:-10.99.4} CL_PCMK=1
     CL=$TOP/tests/cluster/cluster.sh
+    . "$TOP/tests/pacemaker/lib.sh"
     . "$TOP/tests/pacemaker/fencing.sh"
     TGT=${CARGO_TARGET_DIR:-$TOP/target}
     RES=$TGT/pacemaker-results-sbd
@@ -224,30 +220,11 @@ if [ "${BASH_SOURCE[0]}" = "$0" ]; then
     pass() { echo "PASS $*"; PASSED=$((PASSED + 1)); }
     fail() { echo "FAIL $*"; FAILED=$((FAILED + 1)); }
     finish() { echo "$PASSED passed, $FAILED failed"; [ "$FAILED" -eq 0 ] && [ "$PASSED" -gt 0 ]; exit $?; }
-    gx() { CL_EXEC_TIMEOUT=${T_EXEC:-150} "$CL" exec "$@"; }
-    gwait() {
-        local secs=$1 node=$2 cond=$3
-        T_EXEC=$((secs + 60)) gx "$node" "end=\$((\$(date +%s) + $secs)); while :; do if $cond; then exit 0; fi; [ \$(date +%s) -lt \$end ] || exit 1; sleep 0.5; done" >/dev/null
-    }
-    collect() {
-        local i
-        [ -n "$STARTED" ] || return 0
-        for i in 1 2 3; do
-            gx "$i" "cp /var/log/pacemaker/pacemaker.log /xchg/pacemaker.log; cp /var/log/messages /xchg/messages 2>/dev/null; true" >/dev/null 2>&1
-            mkdir -p "$RES/node$i"
-            cp "$CL_BASE/n$i/xchg/"{pacemaker.log,messages,corosync.log} "$CL_BASE/n$i/console.log" "$RES/node$i/" 2>/dev/null
-        done
-    }
     ONLINE="node1 node2 node3"
-    all_started() {
-        gwait "$1" "${2:-1}" "m=\$(crm_mon -1 -r 2>/dev/null); n=0; for r in dlm virtdlmd libvirtd; do echo \"\$m\" | grep -A3 \"Clone Set: \$r-clone\" | grep -q 'Started: \[ $ONLINE \]' && n=\$((n + 1)); done; [ \$n = 3 ]"
-    }
+    # run.sh's libvirtd is a real one (lsb:libvirtd with dlm.so, provisioned by
+    # tests/pacemaker/vms.sh); run alone, that provisioning is not done and a Dummy stands in.
     test_edits() { sed -e 's#systemd:libvirtd#ocf:pacemaker:Dummy#' "$1"; }
-    in_ocf_ns() {
-        unshare -m sh -c 'mount --make-rprivate / && mkdir -p "$0/rd" && cp -a /usr/lib/ocf/resource.d/. "$0/rd/" &&
-            install -D -m755 deploy/ocf/virtdlmd "$0/rd/virt-dlm/virtdlmd" &&
-            mount --bind "$0/rd" /usr/lib/ocf/resource.d && exec "$@"' "$T" "$@"
-    }
+    vms_provision_lines() { :; }   # fencing_provision_script's libvirt part: not run alone
     cleanup() { collect; [ -n "$STARTED" ] && "$CL" stop >/dev/null 2>&1; [ -n "${T:-}" ] && rm -rf "$T"; }
     trap cleanup EXIT
     command -v sbd >/dev/null || { fail "preflight: sbd is missing (tests/install-deps.sh)"; finish; }

@@ -135,6 +135,23 @@ print $s pack("N", length $b) . $b; read($s, $h, 4) == 4 or die "no answer\n"; r
         assert_eq!(out.code, 0, "kill -9 virtdlmd ({pid}) on node{}: {}", self.node, out.text);
     }
 
+    /// Stops the daemon (SIGSTOP) until [`Node::thaw`]: it reads and sends nothing meanwhile,
+    /// as if it were slow; returns once the kernel shows it stopped.
+    pub fn freeze(&self) {
+        let pid = self.pid;
+        let out = self.c.exec(
+            self.node,
+            &format!("kill -STOP {pid} && until grep -q '^State:.*T' /proc/{pid}/status; do sleep 0.05; done"),
+        );
+        assert_eq!(out.code, 0, "kill -STOP virtdlmd ({pid}) on node{}: {}", self.node, out.text);
+    }
+
+    /// Lets a daemon stopped by [`Node::freeze`] run on (SIGCONT).
+    pub fn thaw(&self) {
+        let out = self.c.exec(self.node, &format!("kill -CONT {}", self.pid));
+        assert_eq!(out.code, 0, "kill -CONT virtdlmd ({}) on node{}: {}", self.pid, self.node, out.text);
+    }
+
     pub fn log(&self) -> String {
         self.c.exec(self.node, &format!("cat {}/log", self.dir)).text
     }
@@ -146,7 +163,8 @@ impl Drop for Node<'_> {
         let mut pids = vec![];
         pids.extend(self.vms.iter().map(|p| format!("kill -9 {p} 2>/dev/null;")));
         if self.pid != 0 {
-            pids.push(format!("kill -TERM {} 2>/dev/null;", self.pid));
+            // SIGCONT first: a stopped daemon ([`Node::freeze`]) acts on SIGTERM only once it runs.
+            pids.push(format!("kill -CONT {0} 2>/dev/null; kill -TERM {0} 2>/dev/null;", self.pid));
         }
         let _ = self.c.exec(self.node, &format!("{} true", pids.join(" ")));
     }
