@@ -22,16 +22,25 @@ pub struct Resolved {
 
 /// [`resolve_path`], through the file itself when it exists.
 pub(super) fn resolve(p: &Path) -> Option<Resolved> {
-    if let Some(r) = through_fd(p) {
-        return Some(r);
+    match through_fd(p) {
+        Ok(Some(r)) => Some(r),
+        // Not there (or a file taken for a directory): realpath would fail the same way.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) => {
+            walk(p).map(|path| Resolved { path, meta: None })
+        }
+        _ => resolve_path(p).map(|path| Resolved { path, meta: None }),
     }
-    resolve_path(p).map(|path| Resolved { path, meta: None })
 }
 
 /// The canonical path of an existing file from an `O_PATH` fd on it (opens no device: `O_PATH`
-/// reads and writes nothing). `None` when that name could be wrong or is unknown.
-fn through_fd(p: &Path) -> Option<Resolved> {
-    let f = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_PATH).open(p).ok()?;
+/// reads and writes nothing). `Ok(None)` when that name could be wrong or is unknown; the
+/// open's error when there is no such file.
+fn through_fd(p: &Path) -> std::io::Result<Option<Resolved>> {
+    let f = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_PATH).open(p)?;
+    Ok(named(&f))
+}
+
+fn named(f: &std::fs::File) -> Option<Resolved> {
     let meta = f.metadata().ok()?;
     // Removed meanwhile: the kernel names it "… (deleted)", no path it can be found by.
     if meta.nlink() == 0 {
@@ -59,6 +68,11 @@ pub fn resolve_path(p: &Path) -> Option<PathBuf> {
     if let Ok(real) = std::fs::canonicalize(p) {
         return Some(real);
     }
+    walk(p)
+}
+
+/// [`resolve_path`] one component at a time (what is missing is taken as written).
+fn walk(p: &Path) -> Option<PathBuf> {
     let mut out = PathBuf::from("/");
     // Components still to walk, the next one last.
     let mut todo: Vec<std::ffi::OsString> = Vec::new();
@@ -125,19 +139,28 @@ mod tests {
             d.join("real/sub/disk.img"),
         ];
         for c in &cases {
-            let fast = through_fd(c).unwrap_or_else(|| panic!("{c:?} exists: named through its fd"));
+            let fast = through_fd(c).unwrap().unwrap_or_else(|| panic!("{c:?} exists: named through its fd"));
             assert_eq!(fast.path, d.join("real/sub").join(if c.ends_with("sub/") { "" } else { "disk.img" }), "{c:?}");
             assert_eq!(Some(fast.path), resolve_path(c), "{c:?}");
             assert!(fast.meta.is_some());
         }
         // A file whose name looks like the kernel's mark of a removed one: named the slow way.
-        assert!(through_fd(&d.join("named (deleted)")).is_none());
+        assert!(through_fd(&d.join("named (deleted)")).unwrap().is_none());
         assert_eq!(resolve(&d.join("named (deleted)")).unwrap().path, d.join("named (deleted)"));
         // Missing: the component walk names it as written.
-        assert!(through_fd(&d.join("abs/new.img")).is_none());
+        assert!(through_fd(&d.join("abs/new.img")).is_err());
         assert_eq!(resolve(&d.join("abs/new.img")).unwrap().path, d.join("real/new.img"));
+        // A link to a file not created yet leads where that file will be; a loop is refused.
+        std::os::unix::fs::symlink(d.join("real/later.img"), d.join("dangling")).unwrap();
+        assert_eq!(resolve(&d.join("dangling")).unwrap().path, d.join("real/later.img"));
+        std::os::unix::fs::symlink(d.join("loop"), d.join("loop")).unwrap();
+        assert!(resolve(&d.join("loop/x")).is_none());
         // A file as a directory: not opened, named by the walk (the file's own name).
-        assert!(through_fd(&d.join("real/sub/disk.img/")).is_none());
+        assert!(through_fd(&d.join("real/sub/disk.img/")).is_err());
+        assert_eq!(
+            resolve(&d.join("real/sub/disk.img/")).unwrap().path,
+            resolve_path(&d.join("real/sub/disk.img/")).unwrap()
+        );
         let _ = std::fs::remove_dir_all(&d);
     }
 
