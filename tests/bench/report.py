@@ -290,13 +290,14 @@ def watchdog_table(rec, file):
 
 # What makes each syscall of a request, for the profile table (by syscall name).
 SYSCALL_GROUPS = [
-    ("path resolution", ["readlink", "readlinkat", "statx", "newfstatat", "fstat"],
-     "naming the disks (and the journal file's identity check: one statx)"),
-    ("log and journal writes", ["write"], "one log line per disk, one journal append"),
-    ("journal", ["openat", "flock", "lseek", "fdatasync", "fsync", "rename"],
-     "the append: open by path, flock, append, flush"),
-    ("connection", ["accept4", "recvfrom", "sendto", "getsockopt", "close", "ppoll"],
-     "accept (one more returns EAGAIN), peer credentials, request, answer, close (and the fds opened to name disks)"),
+    ("naming", ["readlink", "readlinkat", "statx", "newfstatat", "fstat"],
+     "naming the disks, and one statx: the journal file's identity check"),
+    ("opens and closes", ["openat", "close"],
+     "the journal (opened by path for each append), the fds opened to name disks, the connection"),
+    ("writes", ["write"], "one log line per disk, one journal append"),
+    ("journal", ["flock", "lseek", "fdatasync", "fsync", "rename"], "the append: flock, seek to the end, flush"),
+    ("connection", ["accept4", "recvfrom", "sendto", "getsockopt", "ppoll"],
+     "accept (one more returns EAGAIN), peer credentials, request, answer"),
     ("async runtime", ["epoll_wait", "epoll_ctl", "futex"], "waking the thread that serves the connection"),
 ]
 
