@@ -5,7 +5,7 @@ SHELL := /bin/bash
 
 # Debian packages: tests/install-deps.sh (the one list, used by every target).
 
-.PHONY: deps build deb test test-unit test-cluster demo lint clean-cluster bench-peers bench-cluster
+.PHONY: deps build deb test test-unit test-cluster demo lint clean-cluster bench-peers bench-cluster bench-profile
 
 deps:
 	./tests/install-deps.sh
@@ -47,3 +47,6 @@ bench-peers: deps
 
 bench-cluster: deps
 	./tests/cluster/bench.sh
+
+bench-profile: deps
+	./tests/bench/profile.sh

@@ -3,6 +3,8 @@
 
   report.py store peers DIR     figures of tests/bench/peers.sh (DIR/{env,nop,dlm,lockd,sanlock,scale}.json)
   report.py store cluster FILE  figures of tests/cluster/bench.sh
+  report.py store profile DIR   counts of tests/bench/profile.sh (DIR/{strace.txt,journal-writes.txt,
+                                perf-top.txt,provenance.json})
   report.py show DIR            print the peer tables of a results directory, store nothing
   report.py show cluster FILE   print the cluster table of a figures file, store nothing
   report.py render              regenerate the generated sections of docs/PERFORMANCE.md,
@@ -335,12 +337,103 @@ def reliability_floods(rec):
 
 # ---------------------------------------------------------------- document
 
+
+# ---------------------------------------------------------------- profile
+
+# What makes each syscall of a request, for the profile table (by syscall name).
+SYSCALL_GROUPS = [
+    ("naming", ["readlink", "readlinkat", "statx", "newfstatat", "fstat"],
+     "naming the disks, and one statx: the journal file's identity check"),
+    ("opens and closes", ["openat", "close"],
+     "the journal (opened by path for each append), the fds opened to name disks, the connection"),
+    ("writes", ["write"], "one log line per disk, one journal append"),
+    ("journal", ["flock", "lseek", "fdatasync", "fsync", "rename"], "the append: flock, seek to the end, flush"),
+    ("connection", ["accept4", "recvfrom", "sendto", "getsockopt", "ppoll"],
+     "accept (one more returns EAGAIN), peer credentials, request, answer"),
+    ("async runtime", ["epoll_wait", "epoll_ctl", "futex"], "waking the thread that serves the connection"),
+]
+
+
+def profile_record(d):
+    """Syscalls per request (from strace -c; requests = accepted connections), journal bytes
+    per record (from strace -y -e write), the perf top entries, and the provenance."""
+    d = Path(d)
+    calls = {}
+    for line in (d / "strace.txt").read_text().splitlines():
+        f = line.split()
+        if len(f) < 5 or not f[0][0].isdigit() or f[-1] == "total":
+            continue
+        n_calls, errors = int(f[3]), (int(f[4]) if len(f) == 6 else 0)
+        calls[f[-1]] = (n_calls, errors)
+    requests = calls["accept4"][0] - calls["accept4"][1]
+    per = {k: round(c / requests, 2) for k, (c, _) in calls.items() if c / requests >= 0.05}
+    failed = {k: round(e / requests, 2) for k, (_, e) in calls.items() if e / requests >= 0.05}
+    journal = {}
+    for line in (d / "journal-writes.txt").read_text(errors="replace").splitlines():
+        m = re.search(r"= (\d+)$", line)
+        if "journal>" not in line or not m:
+            continue
+        for kind in ("grant", "release"):
+            k = line.count('\\"r\\":\\"%s\\"' % kind)
+            if k:
+                b, c = journal.get(kind, (0, 0))
+                journal[kind] = (b + int(m.group(1)), c + k)
+    rec = load(d / "provenance.json")
+    rec.update(
+        date=rec.pop("date", None),
+        requests=requests,
+        disks=4,
+        syscalls_per_request=per,
+        failed_per_request=failed,
+        syscalls_total_per_request=round(sum(c for c, _ in calls.values()) / requests, 1),
+        journal_bytes_per_record={k: round(b / c) for k, (b, c) in journal.items()},
+        perf_top=[l.rstrip() for l in (d / "perf-top.txt").read_text().splitlines()[:12]]
+        if (d / "perf-top.txt").exists() else [],
+    )
+    return rec
+
+
+def profile_table(rec):
+    per, failed = rec["syscalls_per_request"], rec["failed_per_request"]
+    out = [
+        f"Measured {rec['date']} on {rec['machine']['cpu']} ({rec['machine']['cores']} cores), "
+        f"load {rec['load']}; {rec['requests']} requests counted. {provenance_line(rec)}",
+        "",
+        f"| syscalls per request ({rec['disks']} disks) | per request | what makes them |",
+        "|---|---:|---|",
+    ]
+    seen = set()
+    for title, names, why in SYSCALL_GROUPS:
+        have = [n for n in names if n in per]
+        seen.update(have)
+        if not have:
+            continue
+        parts = ", ".join(f"`{n}` {per[n]:g}" + (f" ({failed[n]:g} failing)" if n in failed else "") for n in have)
+        out.append(f"| {title}: {parts} | {sum(per[n] for n in have):.1f} | {why} |")
+    rest = [n for n in per if n not in seen]
+    if rest:
+        out.append(f"| other: {', '.join(f'`{n}` {per[n]:g}' for n in rest)} | {sum(per[n] for n in rest):.1f} | |")
+    out.append(f"| **total** | **{rec['syscalls_total_per_request']:.1f}** | |")
+    jb = rec["journal_bytes_per_record"]
+    out += ["", "Journal: " + ", ".join(f"{b} bytes per {k} record" for k, b in sorted(jb.items()))
+            + " (one write and one `fdatasync` per request, whatever the number of disks)."]
+    if rec["perf_top"]:
+        out += ["", "Top of `perf report --no-children --sort dso,symbol` (self time, the daemon only):", "",
+                "```", *rec["perf_top"], "```"]
+    return "\n".join(out)
+
+
+def profile_checks(rec):
+    return [("syscalls per request (4 disks)", rec["syscalls_total_per_request"], True)]
+
+
 # (document, section, stored file, renderer): a section may appear in several documents, always
 # rendered from the same file by the same function, so that they cannot disagree.
 SECTIONS = [
     (DOC, "peers", "peers.json", peers_tables),
     (DOC, "scale", "peers.json", scale_table),
     (DOC, "cluster", "cluster.json", cluster_table),
+    (DOC, "profile", "profile.json", profile_table),
     (LOCKLOSS, "fencing", "fencing.json", fencing_table),
     (LOCKLOSS, "sbd", "sbd.json", lambda rec: watchdog_table(rec, "sbd.json")),
     (LOCKLOSS, "watchdog", "watchdog.json", lambda rec: watchdog_table(rec, "watchdog.json")),
@@ -396,8 +489,10 @@ def store(kind, src):
         rec, checks = peers_record(src), peers_checks
     elif kind == "cluster":
         rec, checks = load(src), cluster_checks
+    elif kind == "profile":
+        rec, checks = profile_record(src), profile_checks
     else:
-        sys.exit(f"unknown kind {kind} (peers, cluster)")
+        sys.exit(f"unknown kind {kind} (peers, cluster, profile)")
     dest = STORE / f"{kind}.json"
     bad = 0
     if dest.exists():
@@ -407,15 +502,22 @@ def store(kind, src):
         print(f"== no stored figures in {dest.relative_to(ROOT)}: nothing to compare with")
     if bad and os.environ.get("BENCH_ACCEPT") != "1":
         print(f"{bad} REGRESSION(s): figures not stored (BENCH_ACCEPT=1 stores them anyway)")
-        print(peers_tables(rec) if kind == "peers" else cluster_table(rec))
+        print(SHOW[kind](rec))
         return 1
     STORE.mkdir(parents=True, exist_ok=True)
     dest.write_text(json.dumps(rec, indent=1) + "\n")
     render()
     print(f"== stored {dest.relative_to(ROOT)}; regenerated {DOC.relative_to(ROOT)}")
     print()
-    print(peers_tables(rec) + "\n\n" + scale_table(rec) if kind == "peers" else cluster_table(rec))
+    print(SHOW[kind](rec))
     return 1 if bad else 0
+
+
+SHOW = {
+    "peers": lambda rec: peers_tables(rec) + "\n\n" + scale_table(rec),
+    "cluster": cluster_table,
+    "profile": profile_table,
+}
 
 
 def main(argv):

@@ -46,6 +46,8 @@ x() { "$CL" exec "$@"; }
 disks() { for i in 1 2 3 4; do printf ' /srv/virtdlm-bench/%s/disk%d.img' "$1" "$i"; done; }
 LOCAL=$(disks local)
 REMOTE=$(disks remote)
+# The disk files exist, as libvirt's do when it locks them (a missing one is named the slow way).
+for n in 1 2; do x $n "mkdir -p /srv/virtdlm-bench/local /srv/virtdlm-bench/remote && touch $LOCAL $REMOTE" >&2; done
 
 # Background program in a guest; returns once its output (in $DIR/$2.out) shows $3.
 background() {

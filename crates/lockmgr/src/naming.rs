@@ -43,6 +43,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
 
+mod resolve;
+pub use resolve::{resolve_path, Resolved};
+
 /// Hex digits of the digest kept in a name: `d1:` + 56 = 59 bytes, under the DLM's 64.
 const DIGEST_HEX: usize = 56;
 
@@ -182,8 +185,9 @@ impl Naming {
         if !p.is_absolute() {
             return Err(NamingError::NotAbsolute(path.to_owned()));
         }
-        let canonical = resolve_path(p).ok_or_else(|| NamingError::SymlinkLoop(path.to_owned()))?;
-        if let Some(id) = self.block_device_id(&canonical) {
+        let Resolved { path: canonical, meta } =
+            resolve::resolve(p).ok_or_else(|| NamingError::SymlinkLoop(path.to_owned()))?;
+        if let Some(id) = self.block_device_id(&canonical, meta) {
             let shown = escape_bytes(canonical.as_os_str().as_bytes());
             let id = id.ok_or(NamingError::NoStableId(shown.clone()))?;
             return Ok((IdentityBytes(format!("dev:{id}").into_bytes()), format!("{shown} ({id})")));
@@ -195,8 +199,12 @@ impl Naming {
     }
 
     /// `None` if `path` is no block device; else its cluster-wide id (`Some(None)`: it has none).
-    fn block_device_id(&self, path: &Path) -> Option<Option<String>> {
-        let meta = std::fs::metadata(path).ok()?;
+    /// `meta`: the file's metadata when its resolution already read them.
+    fn block_device_id(&self, path: &Path, meta: Option<std::fs::Metadata>) -> Option<Option<String>> {
+        let meta = match meta {
+            Some(m) => m,
+            None => std::fs::metadata(path).ok()?,
+        };
         if !meta.file_type().is_block_device() {
             return None;
         }
@@ -300,54 +308,6 @@ pub fn escape_bytes(bytes: &[u8]) -> String {
         }
     }
     out
-}
-
-/// Most symlinks followed while resolving one path (the kernel's limit, MAXSYMLINKS).
-const MAX_SYMLINKS: usize = 40;
-
-/// Where an absolute path leads, as `realpath -m` answers: symlinks are followed wherever
-/// they are (a link to a file not created yet too), `.`, `..`, `//` and a trailing `/` are
-/// resolved, and components that do not exist are kept as written. For a path that exists
-/// this is the kernel's realpath; for one that does not, it is the realpath the file will
-/// have once it is created. `None`: more than [`MAX_SYMLINKS`] links (a loop).
-pub fn resolve_path(p: &Path) -> Option<PathBuf> {
-    if let Ok(real) = std::fs::canonicalize(p) {
-        return Some(real);
-    }
-    let mut out = PathBuf::from("/");
-    // Components still to walk, the next one last.
-    let mut todo: Vec<std::ffi::OsString> = Vec::new();
-    let push_all = |todo: &mut Vec<std::ffi::OsString>, p: &Path| {
-        for c in p.components().rev() {
-            match c {
-                Component::Normal(s) => todo.push(s.to_owned()),
-                Component::ParentDir => todo.push("..".into()),
-                Component::CurDir | Component::RootDir | Component::Prefix(_) => {}
-            }
-        }
-    };
-    push_all(&mut todo, p);
-    let mut links = 0;
-    while let Some(c) = todo.pop() {
-        if c == ".." {
-            // `out` holds no symlink, so its parent is the real parent.
-            out.pop();
-            continue;
-        }
-        out.push(&c);
-        // A component that cannot be looked at (missing, not a directory) is taken as written.
-        let Ok(target) = std::fs::read_link(&out) else { continue };
-        links += 1;
-        if links > MAX_SYMLINKS {
-            return None;
-        }
-        out.pop();
-        if target.is_absolute() {
-            out = PathBuf::from("/");
-        }
-        push_all(&mut todo, &target);
-    }
-    Some(out)
 }
 
 /// `prefix` + the first [`DIGEST_HEX`] hex digits of SHA-256(`identity`).

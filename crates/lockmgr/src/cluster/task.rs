@@ -69,16 +69,19 @@ async fn serve(
                 Err(e) => Some(e.to_string()),
             },
             Some(change) = changes.recv() => {
-                send(cpg.get_ref(), &Body::from(change));
+                // One request publishes one change per disk: those queued meanwhile go out
+                // together, with one hand-over of this thread (block_in_place) instead of one each.
+                let mut bodies = vec![Body::from(change)];
+                bodies.extend(std::iter::from_fn(|| changes.try_recv().ok()).map(Body::from));
+                send(cpg.get_ref(), &bodies);
                 None
             }
             Some(body) = outgoing_rx.recv() => {
                 // A release's lock changes were published before its answer was queued: they
                 // go first, so the asker's table has them by the time it reads the answer.
-                while let Ok(change) = changes.try_recv() {
-                    send(cpg.get_ref(), &Body::from(change));
-                }
-                send(cpg.get_ref(), &body);
+                let mut bodies: Vec<Body> = std::iter::from_fn(|| changes.try_recv().ok()).map(Body::from).collect();
+                bodies.push(body);
+                send(cpg.get_ref(), &bodies);
                 None
             }
         };
@@ -193,17 +196,26 @@ fn on_cpg(t: &Ctx, ev: CpgEvent) {
     }
 }
 
-fn send(cpg: &Cpg, body: &Body) {
-    match wire::encode(body) {
-        Ok(bytes) => mcast(cpg, &bytes),
-        Err(e) => tracing::error!("inventory message not sent: {e}"),
-    }
+/// Multicasts `bodies` in order, one message each (the wire format every node reads).
+fn send(cpg: &Cpg, bodies: &[Body]) {
+    let encoded: Vec<Vec<u8>> = bodies
+        .iter()
+        .filter_map(|b| wire::encode(b).map_err(|e| tracing::error!("inventory message not sent: {e}")).ok())
+        .collect();
+    tokio::task::block_in_place(|| {
+        for bytes in &encoded {
+            mcast_now(cpg, bytes);
+        }
+    });
 }
 
 /// `cpg_mcast_joined` may sleep under flow control: let tokio move other tasks away.
 fn mcast(cpg: &Cpg, bytes: &[u8]) {
-    let r = tokio::task::block_in_place(|| cpg.mcast(bytes));
-    if let Err(e) = r {
+    tokio::task::block_in_place(|| mcast_now(cpg, bytes));
+}
+
+fn mcast_now(cpg: &Cpg, bytes: &[u8]) {
+    if let Err(e) = cpg.mcast(bytes) {
         tracing::warn!("inventory message not sent: {e}; the next membership change re-sends the table");
     }
 }

@@ -1,0 +1,53 @@
+#!/bin/bash
+# Profile (not a test): syscalls per request, journal bytes per record and where the CPU goes in
+# virtdlmd's request path (local backend, journal on tmpfs, logging at info): counts that do
+# not move with the machine's load, beside docs/PERFORMANCE.md's times.
+# Runs crates/lockmgr/examples/bench.rs's latency loop (one VM, acquire then release of 4
+# disks, a new connection per request, as dlm.so makes) and attaches to the daemon meanwhile:
+#   1. strace -f -c for PROFILE_SECS: syscalls by name (requests = accepted connections);
+#   2. strace -f -y -e write for 2 s: the journal's writes, by record kind;
+#   3. perf record -g for PROFILE_SECS (if perf is installed): the top entries by self time.
+# Then tests/bench/report.py stores the counts in docs/bench/profile.json (compared with the
+# stored ones first, as every bench) and regenerates docs/PERFORMANCE.md.
+#   tests/bench/profile.sh          (make bench-profile) root; ~1 min
+#   PROFILE_OUT=DIR                 raw output there (default a new /tmp directory, kept)
+#   PROFILE_STORE=0                 do not store, only print the table
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+TARGET=${CARGO_TARGET_DIR:-$PWD/target}
+OUT=${PROFILE_OUT:-$(mktemp -d /tmp/virtdlm-profile.XXXXXX)}
+SECS=${PROFILE_SECS:-5}
+command -v strace >/dev/null || { echo "strace is missing (apt-get install strace)" >&2; exit 1; }
+mkdir -p "$OUT"
+cargo build -q --release --locked -p lockmgr --bin virtdlmd --example bench
+# Long enough to outlast the attached tools; stopped below.
+"$TARGET/release/examples/bench" --dir /dev/shm --virtdlmd "$TARGET/release/virtdlmd" --iterations 1000000 \
+    >"$OUT/bench.out" 2>&1 &
+BENCH=$!
+DPID=
+cleanup() {
+    kill "$BENCH" 2>/dev/null || true
+    if [ -n "$DPID" ]; then kill "$DPID" 2>/dev/null || true; fi
+    pkill -P "$BENCH" -x sleep 2>/dev/null || true
+    rm -rf "/dev/shm/virtdlm-bench-$BENCH"
+}
+trap cleanup EXIT
+for _ in $(seq 100); do DPID=$(pgrep -P $BENCH -x virtdlmd || true); [ -n "$DPID" ] && break; sleep 0.1; done
+[ -n "$DPID" ] || { echo "virtdlmd did not start" >&2; exit 1; }
+sleep 1
+{ echo '{'; echo " \"date\": \"$(date -u +%F)\","
+  python3 tests/bench/provenance.py journal_fs=fs:/dev/shm log_level=info disk_path_components=4 | sed 's/^{//'
+} >"$OUT/provenance.json"
+timeout -s INT "$SECS" strace -f -c -o "$OUT/strace.txt" -p "$DPID" 2>/dev/null || true
+timeout -s INT 2 strace -f -y -s 65536 -e trace=write -o "$OUT/journal-writes.txt" -p "$DPID" 2>/dev/null || true
+if command -v perf >/dev/null; then
+    timeout -s INT "$SECS" perf record -q -g -o "$OUT/perf.data" -p "$DPID" >/dev/null 2>&1 || true
+    perf report -i "$OUT/perf.data" --no-children --stdio --sort dso,symbol 2>/dev/null \
+        | grep '^ *[0-9.]*%' | sed 's/[ -]*$//' | head -25 >"$OUT/perf-top.txt" || true
+fi
+echo "== raw output in $OUT" >&2
+if [ "${PROFILE_STORE:-1}" = 0 ]; then
+    python3 -c 'import sys; sys.path.insert(0, "tests/bench"); import report; print(report.profile_table(report.profile_record(sys.argv[1])))' "$OUT"
+else
+    python3 tests/bench/report.py store profile "$OUT"
+fi
