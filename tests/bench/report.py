@@ -5,6 +5,11 @@
   report.py store cluster FILE  figures of tests/cluster/bench.sh
   report.py store profile DIR   counts of tests/bench/profile.sh (DIR/{strace.txt,journal-writes.txt,
                                 perf-top.txt,provenance.json})
+  report.py store lockloss FILE [PROV]
+                                the `lockloss:` lines of the cluster tier's lock-loss test
+                                ($VIRTDLM_RESULTS/lockloss.txt; run.sh stores them with
+                                VIRTDLM_LOCKLOSS_RECORD=1), with PROV (tests/bench/provenance.py's
+                                JSON, taken in the checkout that ran) or this checkout's provenance
   report.py show DIR            print the peer tables of a results directory, store nothing
   report.py show cluster FILE   print the cluster table of a figures file, store nothing
   report.py render              regenerate the generated sections of docs/PERFORMANCE.md,
@@ -92,7 +97,8 @@ def peers_record(d):
 def provenance_line(rec):
     """The commit measured and the bench settings, as stored with the figures."""
     if rec.get("commit"):
-        out = f"Commit measured: {rec['commit']}" + (" (work tree modified)" if rec.get("dirty") else "")
+        out = f"Commit measured: {rec['commit']}" + (" (work tree modified" + (f": {rec['dirty_note']}" if rec.get(
+            "dirty_note") else "") + ")" if rec.get("dirty") else "")
     else:
         out = f"Commit measured: {rec.get('commit_note', 'not recorded')}"
     settings = rec.get("settings")
@@ -429,6 +435,70 @@ def profile_checks(rec):
 
 # (document, section, stored file, renderer): a section may appear in several documents, always
 # rendered from the same file by the same function, so that they cannot disagree.
+# ---------------------------------------------------------------- lock loss (cluster tier)
+
+def lockloss_record(src, prov=None):
+    """The figures tests/cluster/tests/lockloss.rs printed (lockloss.txt), parsed, with the lines
+    themselves and the provenance of the run (a file of tests/bench/provenance.py's JSON) or, without
+    one, of this checkout."""
+    import datetime
+    from provenance import provenance
+    settings = {"test": "tests/cluster/tests/lockloss.rs", "build": "debug"}
+    prov = json.loads(Path(prov).read_text()) if prov else provenance(settings)
+    lines = [l.rstrip("\n") for l in open(src) if l.strip()]
+    num = r"([0-9.]+)"
+    parts, heals, crashes, summary = [], {}, [], None
+    for l in lines:
+        m = re.match(rf"partition (\d+): cut {num}; node3 noticed {num} \(\+{num} s\), its VMs stopped {num} "
+                     rf"\((\d+) ms, bound (\d+) ms\); node1 granted {num} .*?, node2 granted {num}", l)
+        if m:
+            cut, stopped = float(m[2]), float(m[5])
+            parts.append({"cycle": int(m[1]), "cut_to_notice_s": float(m[4]), "notice_to_stopped_ms": int(m[6]),
+                          "bound_ms": int(m[7]),
+                          "stopped_to_first_grant_s": round(min(float(m[8]), float(m[9])) - stopped, 3),
+                          "cut_to_first_grant_s": round(min(float(m[8]), float(m[9])) - cut, 3)})
+        m = re.match(rf"partition (\d+): healed {num}; node 3 clean .*? \+{num} s; stack restarted \+{num} s; "
+                     rf"node 3 serving again {num} s after its stack", l)
+        if m:
+            heals[int(m[1])] = {"heal_to_clean_s": float(m[3]), "heal_to_stack_s": float(m[4]),
+                                "stack_to_serving_s": float(m[5])}
+        m = re.match(rf"crash (\d+): (node\d) killed {num}; (node\d) granted \+{num} s, (node\d) granted \+{num} s", l)
+        if m:
+            crashes.append({"cycle": int(m[1]), "killed": m[2], "death_to_grants_s": [float(m[5]), float(m[7])]})
+        if l.startswith("lock loss: "):
+            summary = l.removeprefix("lock loss: ")
+    for p_ in parts:
+        p_.update(heals.get(p_["cycle"], {}))
+    if not parts and not crashes:
+        sys.exit(f"{src}: no partition or crash lines")
+    return {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            **prov,
+            "summary": summary, "partitions": parts, "crashes": crashes, "lines": lines}
+
+
+def lockloss_table(rec):
+    m = rec["machine"]
+    out = [
+        f"Measured {rec['date'][:10]} on {m.get('cpu', 'cpu not recorded')} ({m['cores']} cores, host load "
+        f"{rec.get('load', '?')} when stored) by the cluster tier's `lockloss.rs`. {provenance_line(rec)} "
+        f"Host clock; each guest's offset measured per cycle. The run: {rec.get('summary') or 'no summary line'}.",
+        "",
+        "| partition | cut → node 3 notices | notice → its VMs stopped (bound) | stopped → first survivor grant "
+        "| heal → node 3 clean | heal → its stack back | then → serving |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for p_ in rec["partitions"]:
+        out.append(f"| {p_['cycle']} | {p_['cut_to_notice_s']:.2f} s | {p_['notice_to_stopped_ms']} ms "
+                   f"({p_['bound_ms']} ms) | +{p_['stopped_to_first_grant_s']:.2f} s | "
+                   f"{p_.get('heal_to_clean_s', float('nan')):.2f} s | {p_.get('heal_to_stack_s', float('nan')):.2f} s | "
+                   f"{p_.get('stack_to_serving_s', float('nan')):.2f} s |")
+    if rec["crashes"]:
+        out += ["", "| crash | node killed | death → the two survivors' grants |", "|---:|---|---:|"]
+        for c in rec["crashes"]:
+            out.append(f"| {c['cycle']} | {c['killed']} | " + ", ".join(f"{t:.2f} s" for t in c["death_to_grants_s"]) + " |")
+    return "\n".join(out)
+
+
 SECTIONS = [
     (DOC, "peers", "peers.json", peers_tables),
     (DOC, "scale", "peers.json", scale_table),
@@ -437,6 +507,7 @@ SECTIONS = [
     (LOCKLOSS, "fencing", "fencing.json", fencing_table),
     (LOCKLOSS, "sbd", "sbd.json", lambda rec: watchdog_table(rec, "sbd.json")),
     (LOCKLOSS, "watchdog", "watchdog.json", lambda rec: watchdog_table(rec, "watchdog.json")),
+    (LOCKLOSS, "lockloss", "lockloss.json", lockloss_table),
     (RELIABILITY, "reliability-run", "reliability.json", reliability_run),
     (RELIABILITY, "floods", "reliability.json", reliability_floods),
 ]
@@ -484,15 +555,18 @@ def compare(old, new):
     return bad
 
 
-def store(kind, src):
+def store(kind, src, prov=None):
     if kind == "peers":
         rec, checks = peers_record(src), peers_checks
     elif kind == "cluster":
         rec, checks = load(src), cluster_checks
     elif kind == "profile":
         rec, checks = profile_record(src), profile_checks
+    elif kind == "lockloss":
+        # Reported, not compared: the times follow the token timeout and the hold, not the code's speed.
+        rec, checks = lockloss_record(src, prov), (lambda rec: [])
     else:
-        sys.exit(f"unknown kind {kind} (peers, cluster, profile)")
+        sys.exit(f"unknown kind {kind} (peers, cluster, profile, lockloss)")
     dest = STORE / f"{kind}.json"
     bad = 0
     if dest.exists():
@@ -517,12 +591,15 @@ SHOW = {
     "peers": lambda rec: peers_tables(rec) + "\n\n" + scale_table(rec),
     "cluster": cluster_table,
     "profile": profile_table,
+    "lockloss": lockloss_table,
 }
 
 
 def main(argv):
     if len(argv) == 3 and argv[0] == "store":
         return store(argv[1], argv[2])
+    if len(argv) == 4 and argv[:2] == ["store", "lockloss"]:
+        return store("lockloss", argv[2], argv[3])
     if len(argv) == 3 and argv[:2] == ["show", "cluster"]:
         print(cluster_table(load(argv[2])))
         return 0

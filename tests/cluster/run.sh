@@ -85,6 +85,12 @@ cargo test -p cluster-tests --locked --no-fail-fast -- --test-threads=1 "$@" 2>&
 rc=${PIPESTATUS[0]}
 # Figures the lock-loss test measured (timings, checked grants and overlaps).
 [ -f "$RESULTS/lockloss.txt" ] && sed 's/^/   lockloss: /' "$RESULTS/lockloss.txt"
+# VIRTDLM_LOCKLOSS_RECORD=1: they are stored in docs/bench/lockloss.json and rendered into
+# docs/LOCK-LOSS.md (tests/bench/report.py store lockloss), with this checkout's provenance.
+if [ "${VIRTDLM_LOCKLOSS_RECORD:-}" = 1 ] && [ -f "$RESULTS/lockloss.txt" ]; then
+  python3 "$ROOT/tests/bench/report.py" store lockloss "$RESULTS/lockloss.txt" >/dev/null &&
+    echo "   lockloss: stored in docs/bench/lockloss.json" || echo "   lockloss: not stored (report.py failed)" >&2
+fi
 # Figures of the nemesis and its oracle (raw JSON in $RESULTS/nemesis.json).
 [ -f "$RESULTS/nemesis.txt" ] && sed 's/^/   nemesis: /' "$RESULTS/nemesis.txt"
 passed=$(awk '/^test result:/{for(i=1;i<=NF;i++){if($i=="passed;")p+=$(i-1)}} END{print p+0}' "$RESULTS/tests.log")
