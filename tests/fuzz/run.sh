@@ -47,6 +47,9 @@ read -r -a TARGETS <<<"${FUZZ_TARGETS:-${ALL[*]}}"
 # No sanitizer: the parsers are safe Rust, so what fuzzing finds is panics, arithmetic
 # overflow (debug assertions on) and broken properties; ASan would only slow both steps.
 BUILD=(--sanitizer none --debug-assertions --target-dir "$TARGET_DIR/fuzz")
+# cargo fuzz has no --locked: a stale fuzz/Cargo.lock would be rewritten silently by the build.
+(cd fuzz && cargo metadata --locked --format-version 1 >/dev/null) ||
+  fail_setup "fuzz/Cargo.lock is out of date with the crates it builds (cargo metadata --locked); update it with: cd fuzz && cargo update -w"
 echo "building the fuzz targets (running ${#TARGETS[@]})"
 (cd fuzz && "$CARGO_FUZZ" build "${BUILD[@]}") || fail_setup "the fuzz targets do not build"
 
