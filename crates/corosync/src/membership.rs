@@ -30,18 +30,28 @@ pub enum Verdict {
     Lost,
 }
 
+impl Verdict {
+    /// The verdict's name without its ring ids (`settling` for every `Settling`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Verdict::Safe => "safe",
+            Verdict::NotJoined => "not-joined",
+            Verdict::NoQuorumYet => "no-quorum-yet",
+            Verdict::Inquorate => "inquorate",
+            Verdict::Settling { .. } => "settling",
+            Verdict::Lost => "lost",
+        }
+    }
+}
+
 impl fmt::Display for Verdict {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Verdict::Safe => f.write_str("safe"),
-            Verdict::NotJoined => f.write_str("not-joined"),
-            Verdict::NoQuorumYet => f.write_str("no-quorum-yet"),
-            Verdict::Inquorate => f.write_str("inquorate"),
             Verdict::Settling { cpg: Some(c), quorum } => write!(f, "settling(cpg {c}, quorum {quorum})"),
             Verdict::Settling { cpg: None, quorum } => {
                 write!(f, "settling(cpg none, quorum {quorum})")
             }
-            Verdict::Lost => f.write_str("lost"),
+            v => f.write_str(v.kind()),
         }
     }
 }

@@ -69,6 +69,16 @@ impl Mode {
         self as u32
     }
 
+    /// The mode's name as the lock table, the logs and the metrics show it (`CR`, `CW`, `PR`, `EX`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Cr => "CR",
+            Mode::Cw => "CW",
+            Mode::Pr => "PR",
+            Mode::Ex => "EX",
+        }
+    }
+
     /// What the mode means to a person reading a conflict message or the lock table.
     pub fn describe(self) -> &'static str {
         match self {
@@ -82,12 +92,7 @@ impl Mode {
 
 impl fmt::Display for Mode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Mode::Cr => "CR",
-            Mode::Cw => "CW",
-            Mode::Pr => "PR",
-            Mode::Ex => "EX",
-        })
+        f.write_str(self.as_str())
     }
 }
 

@@ -12,14 +12,7 @@ pub struct ModeLabel {
 
 impl ModeLabel {
     pub fn of(mode: Mode) -> Self {
-        ModeLabel {
-            mode: match mode {
-                Mode::Cr => "CR",
-                Mode::Cw => "CW",
-                Mode::Pr => "PR",
-                Mode::Ex => "EX",
-            },
-        }
+        ModeLabel { mode: mode.as_str() }
     }
 }
 
@@ -96,15 +89,3 @@ pub const LOSS_REASONS: [&str; 6] =
 
 /// Every value of the `verdict` label (`corosync::Verdict`, ring ids left out).
 pub const VERDICTS: [&str; 6] = ["safe", "not-joined", "no-quorum-yet", "inquorate", "settling", "lost"];
-
-pub fn verdict_label(v: &corosync::Verdict) -> &'static str {
-    use corosync::Verdict;
-    match v {
-        Verdict::Safe => "safe",
-        Verdict::NotJoined => "not-joined",
-        Verdict::NoQuorumYet => "no-quorum-yet",
-        Verdict::Inquorate => "inquorate",
-        Verdict::Settling { .. } => "settling",
-        Verdict::Lost => "lost",
-    }
-}

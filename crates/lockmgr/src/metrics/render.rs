@@ -1,7 +1,7 @@
 //! One scrape: the counted values ([`super::Metrics`]) and the state read now from the
 //! registry, in one prometheus-client registry encoded as the Prometheus text format.
 
-use super::labels::{verdict_label, ModeLabel, NodeModeLabels, VerdictLabel, VERDICTS};
+use super::labels::{ModeLabel, NodeModeLabels, VerdictLabel, VERDICTS};
 use crate::registry::Registry;
 use corosync::Verdict;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -151,7 +151,7 @@ pub fn render(reg: &Registry, verdict: Option<Verdict>) -> String {
 
     // Membership and fencing.
     if let Some(v) = verdict {
-        let now = verdict_label(&v);
+        let now = v.kind();
         let f = Family::<VerdictLabel, Gauge>::default();
         for verdict in VERDICTS {
             f.get_or_create(&VerdictLabel { verdict }).set(i64::from(verdict == now));
