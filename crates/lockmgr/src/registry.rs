@@ -687,7 +687,6 @@ impl Registry {
     }
 }
 
-/// Refuses owner details no libvirt would send.
 /// One lock of this node as shown to people and published.
 fn lock_info((node_id, node_name): &(u32, String), key: OwnerKey, spec: &OwnerSpec, n: &ResName, h: &Held) -> LockInfo {
     LockInfo {
@@ -704,6 +703,7 @@ fn lock_info((node_id, node_name): &(u32, String), key: OwnerKey, spec: &OwnerSp
     }
 }
 
+/// Refuses owner details no libvirt would send.
 fn validate(spec: &OwnerSpec) -> Result<(), RegistryError> {
     if uuid::Uuid::try_parse(&spec.uuid).is_err() {
         return Err(RegistryError::BadRequest(format!("VM uuid {:?} is not a UUID", spec.uuid)));
