@@ -254,9 +254,11 @@ FENCING_FAILURES = {"kill": "killed", "partition": "link cut"}
 
 
 def stored_on(rec):
-    """When, where and from which commit a fencing result was measured (after "measured")."""
+    """When, where and from which commit a result was measured (after "measured"). The load is
+    provenance.py's (top level) or, in the fencing results, the machine's."""
     m = rec["machine"]
-    load_ = " ".join(m["load"]) if isinstance(m.get("load"), list) else m.get("load", "?")
+    load_ = rec.get("load") or m.get("load", "?")
+    load_ = " ".join(load_) if isinstance(load_, list) else load_
     return (f"{rec['date'][:10]} on {m.get('cpu', 'cpu not recorded')} ({m['cores']} cores, host load "
             f"{load_} when stored). {provenance_line(rec)}")
 
@@ -477,11 +479,9 @@ def lockloss_record(src, prov=None):
 
 
 def lockloss_table(rec):
-    m = rec["machine"]
     out = [
-        f"Measured {rec['date'][:10]} on {m.get('cpu', 'cpu not recorded')} ({m['cores']} cores, host load "
-        f"{rec.get('load', '?')} when stored) by the cluster tier's `lockloss.rs`. {provenance_line(rec)} "
-        f"Host clock; each guest's offset measured per cycle. The run: {rec.get('summary') or 'no summary line'}.",
+        f"Measured {stored_on(rec)} By the cluster tier's `lockloss.rs`, on the host clock (each guest's "
+        f"offset measured per cycle). The run: {rec.get('summary') or 'no summary line'}.",
         "",
         "| partition | cut → node 3 notices | notice → its VMs stopped (bound) | stopped → first survivor grant "
         "| heal → node 3 clean | heal → its stack back | then → serving |",
