@@ -5,7 +5,7 @@ SHELL := /bin/bash
 
 # Debian packages: tests/install-deps.sh (the one list, used by every target).
 
-.PHONY: deps build deb test test-unit test-cluster demo lint clean-cluster bench-peers bench-cluster bench-profile
+.PHONY: deps build deb test test-unit test-cluster demo lint clean-cluster bench-peers bench-cluster bench-profile bench-stall
 
 deps:
 	./tests/install-deps.sh
@@ -50,3 +50,6 @@ bench-cluster: deps
 
 bench-profile: deps
 	./tests/bench/profile.sh
+
+bench-stall: deps
+	./tests/bench/stall.sh

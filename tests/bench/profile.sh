@@ -6,7 +6,8 @@
 # disks, a new connection per request, as dlm.so makes) and attaches to the daemon meanwhile:
 #   1. strace -f -c for PROFILE_SECS: syscalls by name (requests = accepted connections);
 #   2. strace -f -y -e write for 2 s: the journal's writes, by record kind;
-#   3. perf record -g for PROFILE_SECS (if perf is installed): the top entries by self time.
+#   3. perf record -g -a for PROFILE_SECS (if perf is installed): the daemon's top entries by
+#      self time.
 # Then tests/bench/report.py stores the counts in docs/bench/profile.json (compared with the
 # stored ones first, as every bench) and regenerates docs/PERFORMANCE.md.
 #   tests/bench/profile.sh          (make bench-profile) root; ~1 min
@@ -41,8 +42,10 @@ sleep 1
 timeout -s INT "$SECS" strace -f -c -o "$OUT/strace.txt" -p "$DPID" 2>/dev/null || true
 timeout -s INT 2 strace -f -y -s 65536 -e trace=write -o "$OUT/journal-writes.txt" -p "$DPID" 2>/dev/null || true
 if command -v perf >/dev/null; then
-    timeout -s INT "$SECS" perf record -q -g -o "$OUT/perf.data" -p "$DPID" >/dev/null 2>&1 || true
-    perf report -i "$OUT/perf.data" --no-children --stdio --sort dso,symbol 2>/dev/null \
+    # The whole machine, then the daemon's share: `perf record -p` follows only the threads
+    # there are when it attaches, and the daemon starts a connection thread now and then.
+    timeout -s INT "$SECS" perf record -q -g -a -o "$OUT/perf.data" >/dev/null 2>&1 || true
+    perf report -i "$OUT/perf.data" --pid "$DPID" --percentage relative --no-children --stdio --sort dso,symbol 2>/dev/null \
         | grep '^ *[0-9.]*%' | sed 's/[ -]*$//' | head -25 >"$OUT/perf-top.txt" || true
 fi
 echo "== raw output in $OUT" >&2

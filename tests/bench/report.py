@@ -5,13 +5,20 @@
   report.py store cluster FILE  figures of tests/cluster/bench.sh
   report.py store profile DIR   counts of tests/bench/profile.sh (DIR/{strace.txt,journal-writes.txt,
                                 perf-top.txt,provenance.json})
+  report.py store stall DIR     figures of tests/bench/stall.sh (DIR/{stall.json,provenance.json})
   report.py store lockloss FILE [PROV]
                                 the `lockloss:` lines of the cluster tier's lock-loss test
                                 ($VIRTDLM_RESULTS/lockloss.txt; run.sh stores them with
                                 VIRTDLM_LOCKLOSS_RECORD=1), with PROV (tests/bench/provenance.py's
                                 JSON, taken in the checkout that ran) or this checkout's provenance
+  report.py store controld FILE [PROV]
+                                the lines of the cluster tier's dlm_controld test
+                                ($VIRTDLM_RESULTS/controld.txt), stored the same way
   report.py show DIR            print the peer tables of a results directory, store nothing
   report.py show cluster FILE   print the cluster table of a figures file, store nothing
+  report.py strace-counts FILE...
+                                the `strace -c` summaries as JSON, [{syscall: [calls, errors]}, ...]
+                                (tests/cluster/bench.sh stores them)
   report.py render              regenerate the generated sections of docs/PERFORMANCE.md,
                                 docs/LOCK-LOSS.md and docs/RELIABILITY.md from docs/bench/*.json
   report.py render --check      exit 1 if a generated section differs from what its data gives
@@ -238,8 +245,117 @@ def cluster_table(rec):
     return "\n".join(out)
 
 
+def evac_table(rec):
+    e = rec.get("evacuation")
+    if not e:
+        return "(not in the stored run: measured since the bench had it)"
+    rows = {(r["mode"], r["node"]): r for r in e["rows"]}
+    nodes = sorted({r["node"] for r in e["rows"]})
+    r0 = e["rows"][0]
+    out = [
+        f"Same run as the table above ({rec['date'][:10]}, host load {rec['machine']['load']}). On each of the "
+        f"{len(nodes)} nodes at once: {r0['vms']} VMs x {r0['disks']} disks, {r0['parallelism']} requests in flight "
+        "per node; the wall time is from the common start to the node's last grant.",
+        "",
+        "| node | virtdlmd: all VMs granted | one VM's acquire: median (p99) | libdlm, the same number of new "
+        "locks: all granted | one VM's 4 locks: median (p99) | virtdlmd / libdlm |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    ms = lambda v: fmt_us(v * 1e3)
+    for n in nodes:
+        d, r = rows[("evac-daemon", n)], rows[("evac-raw", n)]
+        out.append(f"| node {n} | {ms(d['wall_ms'])} | {ms(d['each_median_ms'])} ({ms(d['each_p99_ms'])}) | "
+                   f"{ms(r['wall_ms'])} | {ms(r['each_median_ms'])} ({ms(r['each_p99_ms'])}) | "
+                   f"{fmt_ratio(d['wall_ms'], r['wall_ms'])} |")
+    d, r = evac_walls(e)
+    out.append(f"| **all 3: the last grant** | **{ms(d)}** | | **{ms(r)}** | | **{fmt_ratio(d, r)}** |")
+    return "\n".join(out)
+
+
+def evac_walls(e):
+    """The slowest node's wall time, virtdlmd and raw libdlm (ms)."""
+    return (max(r["wall_ms"] for r in e["rows"] if r["mode"] == "evac-daemon"),
+            max(r["wall_ms"] for r in e["rows"] if r["mode"] == "evac-raw"))
+
+
+def cluster_syscalls(sc):
+    """Syscalls per request (an acquire or a release of 4 disks) of the floor and of virtdlmd:
+    ({name: per request}, total per request) each."""
+    a, b = sc["floor_samples"]
+    # Each run adds a tenth of its samples as warm-up; a sample is an acquire and a release.
+    requests = 2 * ((b + b // 10) - (a + a // 10))
+    fa, fb = sc["floor_a"], sc["floor_b"]
+    floor = {k: (fb[k][0] - fa.get(k, (0, 0))[0]) / requests for k in fb}
+    d = sc["daemon"]
+    served = d["accept4"][0] - d["accept4"][1]
+    daemon = {k: c / served for k, (c, _) in d.items()}
+    return (floor, sum(floor.values())), (daemon, sum(daemon.values())), served
+
+
+def syscalls_table(rec):
+    sc = rec.get("syscalls")
+    if not sc:
+        return "(not in the stored run: measured since the bench had it)"
+    (floor, ft), (daemon, dt), served = cluster_syscalls(sc)
+    # A syscall in UML; answered in user space (the vDSO) on real hardware.
+    nt = lambda per: per.get("clock_gettime", 0)
+    top = lambda per: ", ".join(f"`{k}` {v:.2g}" for k, v in sorted(per.items(), key=lambda kv: -kv[1]) if v >= 0.05)
+    return "\n".join([
+        f"Same run ({rec['date'][:10]}), counted by `strace -c` in node 1, resources mastered there. The floor (`strace -f`): "
+        f"the difference of two runs of {sc['floor_samples'][0]} and {sc['floor_samples'][1]} samples (set-up "
+        f"cancels out); virtdlmd: {served} requests served while attached to its "
+        f"{sc['daemon_threads_attached']} threads ({sc['daemon_threads_started_during']} started or ended meanwhile, "
+        "not counted).",
+        "",
+        "| syscalls per request: one acquire or one release of 4 disks | per request | without `clock_gettime` "
+        "| the syscalls, per request |",
+        "|---|---:|---:|---|",
+        f"| libdlm floor: 4 conversions (NL->EX, or EX->NL), each waited for | {ft:.1f} | {ft - nt(floor):.1f} | "
+        f"{top(floor)} |",
+        f"| virtdlmd, dlm backend, cluster inventory on (the whole daemon, all its threads) | {dt:.1f} | "
+        f"{dt - nt(daemon):.1f} | {top(daemon)} |",
+        f"| virtdlmd / floor | {fmt_ratio(dt, ft)} | {fmt_ratio(dt - nt(daemon), ft - nt(floor))} | |",
+    ])
+
+
+def adopt_table(rec):
+    a = rec.get("adoption")
+    if not a:
+        return "(not in the stored run: measured since the bench had it)"
+    mib = lambda kib: f"{kib / 1024:.1f} MiB"
+    return "\n".join([
+        f"Same run ({rec['date'][:10]}), node 1's virtdlmd (dlm backend, cluster inventory on, journal in the "
+        "guest's /run).",
+        "",
+        "| what | figure |",
+        "|---|---:|",
+        f"| locks taken ({a['vms']} acquires of {a['per_vm']} disks, one after another) | {a['locks']:,} in "
+        f"{fmt_us(a['take_ms'] * 1e3)} ({fmt_us(a['take_ms'] * 1e3 / a['locks'])} per lock) |",
+        f"| RSS with {a['locks']:,} held locks | {mib(a['rss_held_kib'])} |",
+        f"| journal with {a['locks']:,} locks | {mib(a['journal_bytes'] / 1024)} |",
+        f"| kill -9 of virtdlmd with no lock held, restart, serving (the fixed cost) | "
+        f"{fmt_us(a['restart_empty_ms'] * 1e3)} |",
+        f"| kill -9 of virtdlmd, restart, all {a['locks_after_restart']:,} orphans re-adopted, serving | "
+        f"{fmt_us(a['restart_ms'] * 1e3)} |",
+        f"| the same, over the fixed cost, per lock | "
+        f"{fmt_us((a['restart_ms'] - a['restart_empty_ms']) * 1e3 / a['locks'])} |",
+        f"| RSS after that restart | {mib(a['rss_after_restart_kib'])} |",
+    ])
+
+
+def cluster_all(rec):
+    return "\n\n".join([cluster_table(rec), evac_table(rec), syscalls_table(rec), adopt_table(rec)])
+
+
 def cluster_checks(rec):
     checks = []
+    if rec.get("evacuation"):
+        d, r = evac_walls(rec["evacuation"])
+        checks.append(("evacuation: virtdlmd / libdlm, slowest node", d / r, True))
+    if rec.get("syscalls"):
+        checks.append(("syscalls per request, virtdlmd on the dlm backend", cluster_syscalls(rec["syscalls"])[1][1], True))
+    if rec.get("adoption"):
+        checks.append(("dlm backend: RSS with held locks (KiB)", rec["adoption"]["rss_held_kib"], True))
     for master in ("local", "remote"):
         rows = {r["mode"]: r for r in rec["rows"] if r["master"] == master}
         if "daemon" in rows and "raw-convert" in rows:
@@ -356,23 +472,31 @@ SYSCALL_GROUPS = [
      "the journal (opened by path for each append), the fds opened to name disks, the connection"),
     ("writes", ["write"], "one log line per disk, one journal append"),
     ("journal", ["flock", "lseek", "fdatasync", "fsync", "rename"], "the append: flock, seek to the end, flush"),
-    ("connection", ["accept4", "recvfrom", "sendto", "getsockopt", "ppoll"],
-     "accept (one more returns EAGAIN), peer credentials, request, answer"),
-    ("async runtime", ["epoll_wait", "epoll_ctl", "futex"], "waking the thread that serves the connection"),
+    ("connection", ["accept4", "recvfrom", "sendto", "getsockopt", "ppoll", "ioctl"],
+     "accept, peer credentials, request, answer, the client's close"),
+    ("async runtime", ["epoll_wait", "epoll_ctl", "futex"], "handing the connection to another thread"),
+    ("thread starts", ["clone3", "clone", "mmap", "munmap", "mprotect", "madvise", "sigaltstack", "rt_sigprocmask",
+                       "set_robust_list", "rseq", "exit", "sched_getaffinity", "prctl"],
+     "a connection thread started when every waiting one is busy"),
 ]
+
+
+def strace_calls(text):
+    """{syscall: (calls, errors)} of a `strace -c` summary."""
+    calls = {}
+    for line in text.splitlines():
+        f = line.split()
+        if len(f) < 5 or not f[0][0].isdigit() or f[-1] == "total":
+            continue
+        calls[f[-1]] = (int(f[3]), int(f[4]) if len(f) == 6 else 0)
+    return calls
 
 
 def profile_record(d):
     """Syscalls per request (from strace -c; requests = accepted connections), journal bytes
     per record (from strace -y -e write), the perf top entries, and the provenance."""
     d = Path(d)
-    calls = {}
-    for line in (d / "strace.txt").read_text().splitlines():
-        f = line.split()
-        if len(f) < 5 or not f[0][0].isdigit() or f[-1] == "total":
-            continue
-        n_calls, errors = int(f[3]), (int(f[4]) if len(f) == 6 else 0)
-        calls[f[-1]] = (n_calls, errors)
+    calls = strace_calls((d / "strace.txt").read_text())
     requests = calls["accept4"][0] - calls["accept4"][1]
     per = {k: round(c / requests, 2) for k, (c, _) in calls.items() if c / requests >= 0.05}
     failed = {k: round(e / requests, 2) for k, (_, e) in calls.items() if e / requests >= 0.05}
@@ -401,11 +525,15 @@ def profile_record(d):
     return rec
 
 
+def measured_line(rec):
+    """When and on what a host-side bench (profile, stall) ran, with the load provenance.py read."""
+    return f"Measured {rec['date']} on {rec['machine']['cpu']} ({rec['machine']['cores']} cores), load {rec['load']}"
+
+
 def profile_table(rec):
     per, failed = rec["syscalls_per_request"], rec["failed_per_request"]
     out = [
-        f"Measured {rec['date']} on {rec['machine']['cpu']} ({rec['machine']['cores']} cores), "
-        f"load {rec['load']}; {rec['requests']} requests counted. {provenance_line(rec)}",
+        f"{measured_line(rec)}; {rec['requests']} requests counted. {provenance_line(rec)}",
         "",
         f"| syscalls per request ({rec['disks']} disks) | per request | what makes them |",
         "|---|---:|---|",
@@ -433,6 +561,38 @@ def profile_table(rec):
 
 def profile_checks(rec):
     return [("syscalls per request (4 disks)", rec["syscalls_total_per_request"], True)]
+
+
+# ---------------------------------------------------------------- stalled resource
+
+def stall_record(d):
+    """The figures of crates/lockmgr/examples/stall.rs (DIR/stall.json), with the provenance."""
+    d = Path(d)
+    rec = load(d / "provenance.json")
+    rec.update(date=rec.pop("date", None), **load(d / "stall.json"))
+    return rec
+
+
+def stall_table(rec):
+    q, s = rec["bystander_quiet"], rec["bystander_stalled"]
+    out = [
+        f"{measured_line(rec)}. {provenance_line(rec)}",
+        "",
+        f"While the bystander's loop ran, VM waiter's requests for the held disk waited "
+        f"{rec['stall_ms']} ms each ({rec['stalled_requests']} of them, the shortest "
+        f"{rec['shortest_stall_ms']:g} ms; the loop took {rec['stalling_for_ms']} ms).",
+        "",
+        "| bystander: acquire + release of 4 other disks | median | p99 | max | runs |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for what, r in [("no request waiting", q), ("a request waiting on a held disk", s)]:
+        out.append(f"| {what} | {r['median_us']:g} µs | {r['p99_us']:g} µs | {r['max_us']:g} µs | {r['n']} |")
+    return "\n".join(out)
+
+
+def stall_checks(rec):
+    return [("bystander median with a request waiting / without",
+             rec["bystander_stalled"]["median_us"] / rec["bystander_quiet"]["median_us"], True)]
 
 
 # (document, section, stored file, renderer): a section may appear in several documents, always
@@ -499,15 +659,72 @@ def lockloss_table(rec):
     return "\n".join(out)
 
 
+# ---------------------------------------------------------------- dlm_controld death and hang (cluster tier)
+
+def controld_record(src, prov=None):
+    """The figures tests/cluster/tests/controld.rs printed (controld.txt), parsed, with the lines
+    themselves and the provenance of the run (as lockloss_record)."""
+    import datetime
+    from provenance import provenance
+    settings = {"test": "tests/cluster/tests/controld.rs", "build": "debug"}
+    prov = json.loads(Path(prov).read_text()) if prov else provenance(settings)
+    lines = [l.rstrip("\n") for l in open(src) if l.strip()]
+    num = r"(-?[0-9.]+)"
+    rec = {}
+    for l in lines:
+        m = re.match(rf"killed: node 3's VM gone \+{num} s, node 1 granted \+{num} s after the kill "
+                     rf"\(host clock, each ±{num} s\); VM gone {num} s before the grant \(widened\); "
+                     rf"node 3 stopped it on (.*)$", l)
+        if m:
+            rec["killed"] = {"kill_to_vm_gone_s": float(m[1]), "kill_to_grant_s": float(m[2]),
+                             "uncertainty_s": float(m[3]), "gone_before_grant_s": float(m[4]), "stopped_on": m[5]}
+        m = re.match(rf"stopped: node 3's VM gone \+{num} s after the stop \(host clock, ±{num} s\); "
+                     rf"node 1 not granted in (\d+) s of asking", l)
+        if m:
+            rec["stopped"] = {"stop_to_vm_gone_s": float(m[1]), "uncertainty_s": float(m[2]),
+                              "node1_refused_s": int(m[3])}
+    if not rec:
+        sys.exit(f"{src}: no killed or stopped line")
+    return {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            **prov, **rec, "lines": lines}
+
+
+def controld_table(rec):
+    out = [
+        f"Measured {stored_on(rec)} By the cluster tier's `controld.rs` (`enable_fencing=0`), on the host "
+        "clock (each guest's offset measured before the signal, to within ± "
+        f"{max(v.get('uncertainty_s', 0) for v in (rec.get('killed', {}), rec.get('stopped', {}))):.2f} s; the "
+        "VM-before-grant margin is the one the test checks, widened by that uncertainty).",
+        "",
+        "| dlm_controld on node 3 | signal → node 3's VM gone | signal → node 1 granted | VM gone before the grant "
+        "| node 3 stopped its VM on |",
+        "|---|---:|---:|---:|---|",
+    ]
+    if "killed" in rec:
+        k = rec["killed"]
+        out.append(f"| killed (`kill -9`) | {k['kill_to_vm_gone_s']:.2f} s | {k['kill_to_grant_s']:.2f} s "
+                   f"| at least {k['gone_before_grant_s']:.2f} s | {k['stopped_on']} |")
+    if "stopped" in rec:
+        t = rec["stopped"]
+        out.append(f"| stopped (`SIGSTOP`) | {t['stop_to_vm_gone_s']:.2f} s | not granted "
+                   f"({t['node1_refused_s']} s of asking) | — | its dlm_controld stopped |")
+    return "\n".join(out)
+
+
 SECTIONS = [
     (DOC, "peers", "peers.json", peers_tables),
     (DOC, "scale", "peers.json", scale_table),
     (DOC, "cluster", "cluster.json", cluster_table),
+    (DOC, "cluster-evacuation", "cluster.json", evac_table),
+    (DOC, "cluster-syscalls", "cluster.json", syscalls_table),
+    (DOC, "cluster-adoption", "cluster.json", adopt_table),
     (DOC, "profile", "profile.json", profile_table),
+    (DOC, "stall", "stall.json", stall_table),
     (LOCKLOSS, "fencing", "fencing.json", fencing_table),
     (LOCKLOSS, "sbd", "sbd.json", lambda rec: watchdog_table(rec, "sbd.json")),
     (LOCKLOSS, "watchdog", "watchdog.json", lambda rec: watchdog_table(rec, "watchdog.json")),
     (LOCKLOSS, "lockloss", "lockloss.json", lockloss_table),
+    (LOCKLOSS, "controld", "controld.json", controld_table),
     (RELIABILITY, "reliability-run", "reliability.json", reliability_run),
     (RELIABILITY, "floods", "reliability.json", reliability_floods),
 ]
@@ -562,11 +779,16 @@ def store(kind, src, prov=None):
         rec, checks = load(src), cluster_checks
     elif kind == "profile":
         rec, checks = profile_record(src), profile_checks
+    elif kind == "stall":
+        rec, checks = stall_record(src), stall_checks
     elif kind == "lockloss":
         # Reported, not compared: the times follow the token timeout and the hold, not the code's speed.
         rec, checks = lockloss_record(src, prov), (lambda rec: [])
+    elif kind == "controld":
+        # Reported, not compared, as lockloss: they follow dlm_controld's handling and the watch's period.
+        rec, checks = controld_record(src, prov), (lambda rec: [])
     else:
-        sys.exit(f"unknown kind {kind} (peers, cluster, profile, lockloss)")
+        sys.exit(f"unknown kind {kind} (peers, cluster, profile, stall, lockloss, controld)")
     dest = STORE / f"{kind}.json"
     bad = 0
     if dest.exists():
@@ -589,25 +811,30 @@ def store(kind, src, prov=None):
 
 SHOW = {
     "peers": lambda rec: peers_tables(rec) + "\n\n" + scale_table(rec),
-    "cluster": cluster_table,
+    "cluster": cluster_all,
     "profile": profile_table,
+    "stall": stall_table,
     "lockloss": lockloss_table,
+    "controld": controld_table,
 }
 
 
 def main(argv):
     if len(argv) == 3 and argv[0] == "store":
         return store(argv[1], argv[2])
-    if len(argv) == 4 and argv[:2] == ["store", "lockloss"]:
-        return store("lockloss", argv[2], argv[3])
+    if len(argv) == 4 and argv[0] == "store" and argv[1] in ("lockloss", "controld"):
+        return store(argv[1], argv[2], argv[3])
     if len(argv) == 3 and argv[:2] == ["show", "cluster"]:
-        print(cluster_table(load(argv[2])))
+        print(cluster_all(load(argv[2])))
         return 0
     if len(argv) == 2 and argv[0] == "show":
         rec = peers_record(argv[1])
         print(peers_tables(rec))
         if "scale" in rec:
             print("\n" + scale_table(rec))
+        return 0
+    if argv and argv[0] == "strace-counts":
+        print(json.dumps([strace_calls(Path(f).read_text()) for f in argv[1:]]))
         return 0
     if argv == ["render"]:
         return render()

@@ -91,6 +91,12 @@ if [ "${VIRTDLM_LOCKLOSS_RECORD:-}" = 1 ] && [ -f "$RESULTS/lockloss.txt" ]; the
   python3 "$ROOT/tests/bench/report.py" store lockloss "$RESULTS/lockloss.txt" >/dev/null &&
     echo "   lockloss: stored in docs/bench/lockloss.json" || echo "   lockloss: not stored (report.py failed)" >&2
 fi
+# The dlm_controld death and hang test's timings, printed and stored the same way.
+[ -f "$RESULTS/controld.txt" ] && sed 's/^/   controld: /' "$RESULTS/controld.txt"
+if [ "${VIRTDLM_LOCKLOSS_RECORD:-}" = 1 ] && [ -f "$RESULTS/controld.txt" ]; then
+  python3 "$ROOT/tests/bench/report.py" store controld "$RESULTS/controld.txt" >/dev/null &&
+    echo "   controld: stored in docs/bench/controld.json" || echo "   controld: not stored (report.py failed)" >&2
+fi
 # Figures of the nemesis and its oracle (raw JSON in $RESULTS/nemesis.json).
 [ -f "$RESULTS/nemesis.txt" ] && sed 's/^/   nemesis: /' "$RESULTS/nemesis.txt"
 passed=$(awk '/^test result:/{for(i=1;i<=NF;i++){if($i=="passed;")p+=$(i-1)}} END{print p+0}' "$RESULTS/tests.log")

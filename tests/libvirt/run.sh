@@ -23,6 +23,7 @@ LV_PREFIX=vdlm-t-
 . tests/libvirt/lockd-switch.sh
 . tests/libvirt/migrate.sh
 . tests/libvirt/metrics.sh
+. tests/libvirt/chains.sh
 PASSED=0
 FAILED=0
 trap 'dst_cleanup; lv_cleanup' EXIT
@@ -200,5 +201,9 @@ ok "no lock left in virtdlmd" no_locks
 test_lockd_switch
 test_migration
 ok "no lock left in virtdlmd after the guide's steps" no_locks
+
+# ---- backing chains (docs/GUIDE.md, "Backing chains")
+test_chains
+test_chain_ops
 
 finish

@@ -12,15 +12,13 @@
 //! `--json` also writes the figures there (tests/bench/peers.sh stores them in docs/bench/).
 use proto::{self, FailureAction, Op, OwnerSpec, Resource, Response};
 use serde_json::json;
-use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-fn call(sock: &Path, op: Op) -> Response {
-    let mut s = UnixStream::connect(sock).expect("connect");
-    proto::call(&mut s, op).expect("call")
-}
+#[path = "common/daemon.rs"]
+mod daemon;
+use daemon::call;
 
 fn rss_kib(pid: u32) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -57,26 +55,8 @@ fn main() {
     let base = arg("--dir").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
     let dir = base.join(format!("virtdlm-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let sock = dir.join("ctl.sock");
-    std::fs::write(dir.join("virtdlmd.conf"), "backend = local\n").unwrap();
-    let log = std::fs::File::create(dir.join("virtdlmd.log")).unwrap();
-    let mut daemon = Command::new(&virtdlmd)
-        .arg("--config")
-        .arg(dir.join("virtdlmd.conf"))
-        .arg("--socket")
-        .arg(&sock)
-        .arg("--admin-socket")
-        .arg(dir.join("admin.sock"))
-        .arg("--journal")
-        .arg(dir.join("journal"))
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start virtdlmd");
-    while UnixStream::connect(&sock).is_err() {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let sock = daemon::socket(&dir);
+    let mut daemon = daemon::spawn(&virtdlmd, &dir, "info", Duration::from_millis(10));
     let dpid = daemon.id();
     println!("virtdlmd {} (pid {dpid}), journal on {}", virtdlmd.display(), dir.display());
     let idle_rss = rss_kib(dpid);
@@ -152,25 +132,7 @@ fn main() {
     daemon.kill().unwrap();
     daemon.wait().unwrap();
     let t0 = Instant::now();
-    let log = std::fs::OpenOptions::new().append(true).open(dir.join("virtdlmd.log")).unwrap();
-    let _ = std::fs::remove_file(&sock);
-    let mut daemon = Command::new(&virtdlmd)
-        .arg("--config")
-        .arg(dir.join("virtdlmd.conf"))
-        .arg("--socket")
-        .arg(&sock)
-        .arg("--admin-socket")
-        .arg(dir.join("admin.sock"))
-        .arg("--journal")
-        .arg(dir.join("journal"))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    while UnixStream::connect(&sock).is_err() {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let mut daemon = daemon::spawn(&virtdlmd, &dir, "warn", Duration::from_millis(5));
     let locks = match call(&sock, Op::Status) {
         Response::Status { status } => status.locks as u64,
         other => panic!("{other:?}"),

@@ -30,6 +30,7 @@ pub const KEYS: &[&str] = &[
     "lockspace",
     "path_map",
     "lock_readonly",
+    "backing_chains",
     "allowed_uids",
     "allowed_gid",
     "read_timeout_ms",
@@ -79,6 +80,8 @@ pub struct Config {
     pub lockspace: String,
     pub path_map: PathMap,
     pub lock_readonly: bool,
+    /// Whether the backing images of each qcow2 disk are locked (PR) with it (crate::chain).
+    pub backing_chains: bool,
     /// Peers (by uid) allowed on the control socket; root is always allowed.
     pub allowed_uids: Vec<u32>,
     /// Peers whose primary gid is this may also use the control socket (the socket is then
@@ -141,6 +144,7 @@ impl Default for Config {
             lockspace: "virtdlm".into(),
             path_map: PathMap::default(),
             lock_readonly: true,
+            backing_chains: true,
             allowed_uids: vec![0],
             allowed_gid: None,
             read_timeout: Duration::from_secs(5),
@@ -249,6 +253,8 @@ struct FileConfig {
     path_map: Vec<(PathBuf, PathBuf)>,
     #[serde(default, deserialize_with = "boolean")]
     lock_readonly: Option<bool>,
+    #[serde(default, deserialize_with = "boolean")]
+    backing_chains: Option<bool>,
     #[serde(default, deserialize_with = "uids")]
     allowed_uids: Option<Vec<u32>>,
     #[serde(default, deserialize_with = "number::<_, u32, 0, { u32::MAX as u64 }>")]
@@ -303,6 +309,7 @@ impl FileConfig {
         c.lockspace = self.lockspace.unwrap_or(c.lockspace);
         c.path_map = PathMap::new(self.path_map);
         c.lock_readonly = self.lock_readonly.unwrap_or(c.lock_readonly);
+        c.backing_chains = self.backing_chains.unwrap_or(c.backing_chains);
         if let Some(mut uids) = self.allowed_uids {
             // Root is always allowed.
             if !uids.contains(&0) {
@@ -496,6 +503,7 @@ mod tests {
         let c = parse("# nothing\n\n").unwrap();
         assert_eq!(c.backend, BackendKind::Local);
         assert!(c.lock_readonly);
+        assert!(c.backing_chains);
         assert_eq!(c.socket, PathBuf::from(DEFAULT_SOCKET));
         assert_eq!(c.allowed_uids, vec![0]);
     }
@@ -505,7 +513,7 @@ mod tests {
         let c = parse(
             "backend = dlm\nsocket = /tmp/s\nadmin_socket = \"/tmp/a\"\njournal = /tmp/j # inline comment\n\
              node_name = hv2\nlockspace = vms\npath_map = /mnt/a:/shared\npath_map = /mnt/b:/other\n\
-             lock_readonly = false\nallowed_uids = 107, 108\nallowed_gid = 64055\nread_timeout_ms = 2000\n\
+             lock_readonly = false\nbacking_chains = no\nallowed_uids = 107, 108\nallowed_gid = 64055\nread_timeout_ms = 2000\n\
              journal_compact_bytes = 65536\nrecover_journal = yes\nfence_grace_ms = 1500\nfence_kill_wait_ms = 700\n\
              fence_pause_timeout_ms = 900\nallow_ignore = true\nwatchdog = none\nvirsh = /usr/bin/virsh\ngrant_hold_ms = 4000\n",
         )
@@ -516,6 +524,7 @@ mod tests {
         assert_eq!(c.node_name, "hv2");
         assert_eq!(c.path_map.apply(Path::new("/mnt/b/x")), PathBuf::from("/other/x"));
         assert!(!c.lock_readonly);
+        assert!(!c.backing_chains);
         assert_eq!(c.allowed_uids, vec![107, 108, 0]);
         assert_eq!(c.allowed_gid, Some(64055));
         assert_eq!(c.read_timeout, Duration::from_secs(2));

@@ -104,7 +104,12 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
         Some(r) => r.clone() as Arc<dyn Backend>,
         None => Arc::new(LocalBackend::new(config.node_name.clone())),
     };
-    let naming = Naming { path_map: config.path_map.clone(), lock_readonly: config.lock_readonly, ..Naming::default() };
+    let naming = Naming {
+        path_map: config.path_map.clone(),
+        lock_readonly: config.lock_readonly,
+        backing_chains: config.backing_chains,
+        ..Naming::default()
+    };
     let (watch_tx, watch_rx) = tokio::sync::mpsc::unbounded_channel();
     let registry = Arc::new(Registry::new(backend, naming, journal, watch_tx));
     // Lock loss, the grant hold and the quarantine: consulted before every grant from now on.

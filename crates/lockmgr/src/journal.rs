@@ -113,6 +113,10 @@ pub struct LockEntry {
     pub id: u64,
     /// Seconds since the epoch when granted.
     pub since: u64,
+    /// A backing image locked with a disk of the owner (crate::chain). Absent in journals
+    /// written before backing chains were locked, and for every other lock.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub backing: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -582,6 +586,18 @@ mod tests {
         assert_eq!(OwnerSpec::from(serde_json::from_value::<JournalOwner>(old).unwrap()), wire);
     }
 
+    /// Lock entries written before backing chains were locked read as plain locks, and a
+    /// plain lock is written as before (no `backing` field).
+    #[test]
+    fn lock_entries_without_the_backing_field_read_as_plain_locks() {
+        let old = r#"{"identity":"/img/a","mode":"EX","id":7,"since":5}"#;
+        let e: LockEntry = serde_json::from_str(old).unwrap();
+        assert!(!e.backing);
+        assert_eq!(serde_json::to_string(&e).unwrap(), old);
+        let b = LockEntry { backing: true, ..e };
+        assert_eq!(serde_json::from_str::<LockEntry>(&serde_json::to_string(&b).unwrap()).unwrap(), b);
+    }
+
     fn spec(pid: u32) -> JournalOwner {
         JournalOwner {
             uuid: format!("00000000-0000-0000-0000-{pid:012}"),
@@ -597,7 +613,7 @@ mod tests {
         Record::Grant {
             key,
             name: name.into(),
-            lock: LockEntry { identity: format!("/img/{name}"), mode: Mode::Ex, id: 1, since: 5 },
+            lock: LockEntry { identity: format!("/img/{name}"), mode: Mode::Ex, id: 1, since: 5, backing: false },
         }
     }
 

@@ -7,6 +7,7 @@
 //!
 //! Where things live:
 //! - `naming`: disk and lease identities, and the DLM resource names made from them.
+//! - `chain`: a disk's qcow2 backing chain (header parsing, following it), locked with the disk.
 //! - `config`: virtdlmd's configuration file.
 //! - `journal`: the journal format (who owns which lock, across daemon restarts).
 //! - `owner`: recognising a QEMU process (pid + start time) and noticing its exit (pidfd).
@@ -24,6 +25,7 @@
 
 pub mod backend;
 pub mod backend_guard;
+pub mod chain;
 pub mod cluster;
 pub mod config;
 pub mod daemon;

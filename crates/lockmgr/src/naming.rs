@@ -108,6 +108,8 @@ pub struct Naming {
     pub path_map: PathMap,
     /// Whether read-only disks are locked (PR/CR) or left alone, as sanlock and lockd do.
     pub lock_readonly: bool,
+    /// Whether a writable disk's backing images are locked with it (crate::chain).
+    pub backing_chains: bool,
     /// Where `/dev/disk/by-id` lives (tests point it elsewhere).
     pub by_id_dir: PathBuf,
     /// Where `/sys/dev/block` lives.
@@ -119,6 +121,7 @@ impl Default for Naming {
         Naming {
             path_map: PathMap::default(),
             lock_readonly: true,
+            backing_chains: true,
             by_id_dir: PathBuf::from("/dev/disk/by-id"),
             sys_block_dir: PathBuf::from("/sys/dev/block"),
         }
@@ -136,6 +139,10 @@ pub struct Named {
     /// `lease <lockspace>/<key>`.
     pub readable: String,
     pub mode: Mode,
+    /// For a backing image locked with a disk: that disk's readable form.
+    pub backing_of: Option<String>,
+    /// A disk's path as the client gave it (what QEMU opens: its backing chain is read there).
+    pub source: Option<String>,
 }
 
 impl Naming {
@@ -153,6 +160,8 @@ impl Naming {
                     identity: escape_bytes(identity.as_bytes()),
                     readable,
                     mode: Mode::for_disk(*readonly, *shared),
+                    backing_of: None,
+                    source: Some(path.clone()),
                 }))
             }
             Resource::Lease { lockspace, key, .. } => {
@@ -171,6 +180,8 @@ impl Naming {
                     identity,
                     readable,
                     mode: Mode::Ex,
+                    backing_of: None,
+                    source: None,
                 }))
             }
         }

@@ -23,6 +23,7 @@ use std::time::Duration;
 use tokio::sync::mpsc::UnboundedSender;
 
 mod admin;
+mod backing;
 mod error;
 mod gate;
 mod restore;
@@ -35,6 +36,28 @@ struct Held {
     grant: Grant,
     readable: String,
     since: u64,
+    /// A backing image of one of the owner's disks (crate::chain), not a disk it listed.
+    backing: bool,
+    /// A disk's path as the client gave it (not journaled: `None` after a restart).
+    source: Option<String>,
+}
+
+impl Held {
+    /// This lock journaled again under `identity`, as a disk or as a backing image (a held
+    /// lock changing role keeps its grant, id and time).
+    fn record(&self, key: OwnerKey, name: &ResName, identity: &str, backing: bool) -> Record {
+        Record::Grant {
+            key,
+            name: name.0.clone(),
+            lock: LockEntry {
+                identity: identity.to_owned(),
+                mode: self.grant.mode,
+                id: self.grant.id,
+                since: self.since,
+                backing,
+            },
+        }
+    }
 }
 
 struct Owner {
@@ -190,16 +213,32 @@ impl Registry {
         &self.backend
     }
 
-    fn resolve_all(&self, resources: &[Resource]) -> Result<Vec<Named>, RegistryError> {
+    /// Names the resources; with `chains`, each writable disk's backing images follow it
+    /// (crate::chain), in PR.
+    fn resolve_all(&self, resources: &[Resource], chains: bool) -> Result<Vec<Named>, RegistryError> {
         let mut out: Vec<Named> = Vec::new();
+        // One disk listed twice (read-only and writable, shared and exclusive, or as a disk and
+        // as another's backing image): one lock, in the mode that keeps out what either listing
+        // keeps out, shown as the disk when it is listed as one.
+        let add = |out: &mut Vec<Named>, n: Named| match out.iter_mut().find(|o| o.name == n.name) {
+            Some(o) => {
+                o.mode = o.mode.strongest(n.mode);
+                if n.backing_of.is_none() {
+                    o.readable = n.readable;
+                    o.backing_of = None;
+                }
+            }
+            None => out.push(n),
+        };
         for r in resources {
             match self.naming.resolve(r) {
-                // One disk listed twice (read-only and writable, shared and exclusive): one
-                // lock, in the mode that keeps out what either listing keeps out.
-                Ok(Some(n)) => match out.iter_mut().find(|o| o.name == n.name) {
-                    Some(o) => o.mode = o.mode.strongest(n.mode),
-                    None => out.push(n),
-                },
+                Ok(Some(n)) => {
+                    let backing = if chains { self.backing_images(r, &n)? } else { Vec::new() };
+                    add(&mut out, n);
+                    for b in backing {
+                        add(&mut out, b);
+                    }
+                }
                 Ok(None) => {}
                 Err(e) => return Err(RegistryError::BadRequest(e.to_string())),
             }
@@ -263,7 +302,7 @@ impl Registry {
 
     /// REGISTER_ONLY: record the owner, check its resources can be named, lock nothing.
     pub fn register(&self, spec: &OwnerSpec, resources: &[Resource]) -> Result<(), RegistryError> {
-        self.resolve_all(resources)?;
+        self.resolve_all(resources, false)?;
         let mut t = self.table.lock();
         let r = self.ensure_owner(&mut t, spec).map(|_| ());
         self.unlock_and_release(t);
@@ -278,7 +317,7 @@ impl Registry {
         resources: &[Resource],
         wait_ms: u64,
     ) -> Result<(), RegistryError> {
-        let named = self.resolve_all(resources)?;
+        let named = self.resolve_all(resources, true)?;
         if named.is_empty() {
             return Ok(());
         }
@@ -315,9 +354,17 @@ impl Registry {
             let key = self.ensure_owner(&mut t, spec)?;
             let o = &t.owners[&key];
             let mut missing = Vec::new();
+            let mut relisted = Vec::new();
             for n in named {
                 match o.held.get(&n.name) {
+                    // Held as a backing image, now listed as a disk (the top again after an
+                    // active commit): from now on it goes when it is released, not with the
+                    // VM's last disk.
+                    Some(h) if h.grant.mode == n.mode && h.backing && n.backing_of.is_none() => relisted.push(n),
                     Some(h) if h.grant.mode == n.mode => {}
+                    // A backing image the owner already holds at least as strongly (the old top
+                    // of a disk after a snapshot, still EX): kept as it is.
+                    Some(h) if n.backing_of.is_some() && h.grant.mode.strongest(n.mode) == h.grant.mode => {}
                     Some(h) => {
                         return Err(RegistryError::OutOfOrder(format!(
                             "VM {} already holds {} in mode {}, not {}; \
@@ -329,6 +376,18 @@ impl Registry {
                         )))
                     }
                     None => missing.push(n),
+                }
+            }
+            if !relisted.is_empty() {
+                let records: Vec<Record> =
+                    relisted.iter().map(|n| o.held[&n.name].record(key, &n.name, &n.readable, false)).collect();
+                t.journal.append(&records).map_err(journal_err)?;
+                let o = t.owners.get_mut(&key).expect("present");
+                for n in relisted {
+                    let h = o.held.get_mut(&n.name).expect("held");
+                    h.backing = false;
+                    h.readable = n.readable;
+                    h.source = n.source;
                 }
             }
             (key, missing)
@@ -397,7 +456,13 @@ impl Registry {
             .map(|(n, g)| Record::Grant {
                 key,
                 name: n.name.0.clone(),
-                lock: LockEntry { identity: n.readable.clone(), mode: g.mode, id: g.id, since },
+                lock: LockEntry {
+                    identity: n.readable.clone(),
+                    mode: g.mode,
+                    id: g.id,
+                    since,
+                    backing: n.backing_of.is_some(),
+                },
             })
             .collect();
         if let Err(e) = t.journal.append(&records) {
@@ -409,7 +474,8 @@ impl Registry {
         let o = t.owners.get_mut(&key).expect("checked above");
         for (n, g) in grants {
             tracing::info!(vm = %spec.name, uuid = %spec.uuid, disk = %n.readable, mode = %g.mode, resource = %n.name.0, "granted");
-            o.held.insert(n.name, Held { grant: g, readable: n.readable, since });
+            let backing = n.backing_of.is_some();
+            o.held.insert(n.name, Held { grant: g, readable: n.readable, since, backing, source: n.source });
         }
         // Under the table lock, so a grant is always in the table or still in `granting`.
         self.granted(key.pid, &new);
@@ -492,7 +558,8 @@ impl Registry {
         spec: &OwnerSpec,
         resources: &[Resource],
     ) -> Result<Option<String>, RegistryError> {
-        let named = self.resolve_all(resources)?;
+        // No chain is read on release: the images to release are those held.
+        let named = self.resolve_all(resources, false)?;
         if peer_pid == Some(spec.pid) && !named.is_empty() {
             return Err(RegistryError::OutOfOrder(format!(
                 "VM {}: the QEMU process itself may not release locks (it was registered restricted)",
@@ -513,12 +580,38 @@ impl Registry {
                 vm(spec)
             )));
         }
-        let names: Vec<ResName> = named.into_iter().map(|n| n.name).filter(|n| o.held.contains_key(n)).collect();
-        let records: Vec<Record> = names.iter().map(|n| Record::Release { key, name: n.0.clone() }).collect();
+        let mut names: Vec<ResName> = named.into_iter().map(|n| n.name).filter(|n| o.held.contains_key(n)).collect();
+        // A disk still read through another of the owner's disks (the old top after a disk-only
+        // snapshot, which libvirt releases) is kept, as a backing image, in the mode it has.
+        let still_read = self.still_read(o, &names);
+        names.retain(|n| !still_read.contains(n));
+        // Backing images go with the owner's last disk (a pause, a migration's source, a VM
+        // stopping): while any disk stays, any of them may read through them (the chain may
+        // have changed since it was read; holding them longer is the safe side).
+        if o.held.iter().all(|(n, h)| h.backing || names.contains(n)) {
+            let backing: Vec<ResName> =
+                o.held.iter().filter(|(n, h)| h.backing && !names.contains(n)).map(|(n, _)| n.clone()).collect();
+            names.extend(backing);
+        }
+        let mut records: Vec<Record> = names.iter().map(|n| Record::Release { key, name: n.0.clone() }).collect();
+        // Kept images are journaled as backing images, so that a restarted virtdlmd lets them
+        // go with the VM's last disk too.
+        records.extend(still_read.iter().filter_map(|n| {
+            let h = &o.held[n];
+            (!h.backing).then(|| h.record(key, n, &h.readable, true))
+        }));
         if let Err(e) = t.journal.append(&records) {
             return Err(journal_release_err(e));
         }
         let o = t.owners.get_mut(&key).expect("present");
+        for n in &still_read {
+            let h = o.held.get_mut(n).expect("held");
+            if !h.backing {
+                h.backing = true;
+                tracing::info!(vm = %o.spec.name, uuid = %o.spec.uuid, disk = %h.readable, mode = %h.grant.mode, resource = %n.0,
+                    "kept: released as a disk, still a backing image of another of the VM's disks");
+            }
+        }
         for n in names {
             let h = o.held.remove(&n).expect("filtered above");
             t.releases.push((h.grant.clone(), h.readable.clone(), o.spec.clone()));

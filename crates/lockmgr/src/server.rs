@@ -12,8 +12,9 @@
 //!
 //! A frame that cannot be a request (oversized, unreadable, wrong version, or not finished
 //! within the read timeout) is answered with its error and the connection is closed, since
-//! the stream can no longer be trusted to be in step. Each connection has its own task, so a
-//! slow client delays nobody else.
+//! the stream can no longer be trusted to be in step. A trusted control peer's connection has
+//! a thread of its own ([`blocking`]), every other one a task, so a slow client delays nobody
+//! else.
 
 use crate::registry::{Registry, RegistryError};
 use proto::{self, ErrorCode, FrameError, Op, Request, Response};
@@ -23,6 +24,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
+
+mod blocking;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SocketKind {
@@ -136,6 +139,9 @@ impl Drop for Slot {
 }
 
 /// Accepts clients for ever.
+///
+/// The control socket's trusted peers are served by [`blocking`]'s acceptor threads, each
+/// connection on the thread that accepted it; every other connection is a runtime task.
 pub async fn serve(
     listener: UnixListener,
     kind: SocketKind,
@@ -143,46 +149,73 @@ pub async fn serve(
     access: Arc<Access>,
     read_timeout: Duration,
 ) {
-    let slots = Arc::new(Slots::default());
+    let socket = Arc::new(Socket { kind, registry, access, read_timeout, slots: Arc::new(Slots::default()) });
+    if kind == SocketKind::Control {
+        if let Err(e) = blocking::start(listener, socket) {
+            tracing::error!("cannot serve the {kind:?} socket: {e}");
+        }
+        return;
+    }
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
-                let peer = match socket_peercred(&stream) {
-                    Ok(c) => {
-                        Peer { uid: c.uid.as_raw(), gid: c.gid.as_raw(), pid: c.pid.as_raw_nonzero().get() as u32 }
-                    }
-                    Err(e) => {
-                        tracing::warn!("SO_PEERCRED failed, dropping the connection: {e}");
-                        continue;
-                    }
-                };
-                let trusted = kind == SocketKind::Control && access.allows(peer.uid, peer.gid);
-                let slot = match trusted {
-                    true => None,
-                    false => match slots.take(peer.uid) {
-                        Ok(s) => Some(s),
-                        Err(why) => {
-                            if let Some(n) = slots.refused() {
-                                tracing::warn!(
-                                    peer_pid = peer.pid,
-                                    peer_uid = peer.uid,
-                                    "{kind:?} socket: {why}; closed {n} new connection(s) since the last warning"
-                                );
-                            }
-                            continue;
-                        }
-                    },
-                };
-                let registry = registry.clone();
-                tokio::spawn(async move {
-                    connection(stream, kind, peer, trusted, registry, read_timeout).await;
-                    drop(slot);
-                });
+                if let Some(peer) = peer_of(&stream) {
+                    socket.untrusted(stream, peer);
+                }
             }
             Err(e) => {
                 tracing::warn!("accept on the {kind:?} socket failed: {e}");
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
+        }
+    }
+}
+
+/// One socket being served: what its connections need.
+struct Socket {
+    kind: SocketKind,
+    registry: Arc<Registry>,
+    access: Arc<Access>,
+    read_timeout: Duration,
+    slots: Arc<Slots>,
+}
+
+impl Socket {
+    fn trusts(&self, peer: Peer) -> bool {
+        self.kind == SocketKind::Control && self.access.allows(peer.uid, peer.gid)
+    }
+
+    /// Serves a connection that may change nothing as a runtime task, if a slot is free.
+    fn untrusted(&self, stream: UnixStream, peer: Peer) {
+        let slot = match self.slots.take(peer.uid) {
+            Ok(s) => s,
+            Err(why) => {
+                if let Some(n) = self.slots.refused() {
+                    tracing::warn!(
+                        peer_pid = peer.pid,
+                        peer_uid = peer.uid,
+                        "{:?} socket: {why}; closed {n} new connection(s) since the last warning",
+                        self.kind
+                    );
+                }
+                return;
+            }
+        };
+        let (kind, registry, read_timeout) = (self.kind, self.registry.clone(), self.read_timeout);
+        tokio::spawn(async move {
+            connection(stream, kind, peer, registry, read_timeout).await;
+            drop(slot);
+        });
+    }
+}
+
+/// The peer's credentials (SO_PEERCRED); none if they cannot be read (the connection is dropped).
+fn peer_of(stream: &impl std::os::fd::AsFd) -> Option<Peer> {
+    match socket_peercred(stream) {
+        Ok(c) => Some(Peer { uid: c.uid.as_raw(), gid: c.gid.as_raw(), pid: c.pid.as_raw_nonzero().get() as u32 }),
+        Err(e) => {
+            tracing::warn!("SO_PEERCRED failed, dropping the connection: {e}");
+            None
         }
     }
 }
@@ -203,17 +236,14 @@ pub struct Peer {
     pub pid: u32,
 }
 
-async fn read_request(stream: &mut UnixStream, trusted: bool, read_timeout: Duration) -> Incoming {
+async fn read_request(stream: &mut UnixStream, read_timeout: Duration) -> Incoming {
     let mut header = [0u8; 4];
-    // A trusted client may stay idle between requests as long as it likes (untrusted ones
-    // for UNTRUSTED_IDLE); once a frame starts, it must finish within the timeout.
-    let first = stream.read_exact(&mut header[..1]);
-    let first = match trusted {
-        true => first.await,
-        false => match tokio::time::timeout(UNTRUSTED_IDLE, first).await {
-            Ok(r) => r,
-            Err(_) => return Incoming::Closed,
-        },
+    // An untrusted client may stay idle between requests for UNTRUSTED_IDLE (trusted control
+    // peers are served by `blocking`, which lets them idle as long as they like); once a frame
+    // starts, it must finish within the timeout.
+    let first = match tokio::time::timeout(UNTRUSTED_IDLE, stream.read_exact(&mut header[..1])).await {
+        Ok(r) => r,
+        Err(_) => return Incoming::Closed,
     };
     if first.is_err() {
         return Incoming::Closed;
@@ -225,22 +255,30 @@ async fn read_request(stream: &mut UnixStream, trusted: bool, read_timeout: Dura
         stream.read_exact(&mut body).await?;
         Ok::<_, FrameError>(body)
     })
-    .await;
+    .await
+    .unwrap_or_else(|_| Err(FrameError::Io(std::io::ErrorKind::TimedOut.into())));
+    judge(body, read_timeout)
+}
+
+/// What a frame read to its end (or not) is: a request, or the error to answer before
+/// closing. An I/O error of kind `TimedOut` or `WouldBlock` means the rest of the frame did
+/// not arrive within `read_timeout`.
+fn judge(body: Result<Vec<u8>, FrameError>, read_timeout: Duration) -> Incoming {
     let body = match body {
-        Err(_) => {
+        Err(FrameError::Io(e)) if matches!(e.kind(), std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock) => {
             return Incoming::Bad(Response::error(
                 ErrorCode::BadRequest,
                 format!("incomplete frame: the rest did not arrive within {} ms", read_timeout.as_millis()),
             ))
         }
-        Ok(Err(FrameError::TooLarge(n))) => {
+        Err(FrameError::TooLarge(n)) => {
             return Incoming::Bad(Response::error(
                 ErrorCode::FrameTooLarge,
                 format!("frame of {n} bytes is over the {}-byte limit", proto::MAX_FRAME),
             ))
         }
-        Ok(Err(_)) => return Incoming::Closed,
-        Ok(Ok(b)) => b,
+        Err(_) => return Incoming::Closed,
+        Ok(b) => b,
     };
     match proto::decode_request(&body) {
         Ok(r) => Incoming::Request(r),
@@ -252,30 +290,30 @@ async fn read_request(stream: &mut UnixStream, trusted: bool, read_timeout: Dura
     }
 }
 
+/// `resp` as one frame; an answer that cannot be encoded becomes an `Internal` error.
+fn frame(resp: &Response) -> Option<Vec<u8>> {
+    proto::encode(resp)
+        .or_else(|e| proto::encode(&Response::error(ErrorCode::Internal, format!("answer could not be sent: {e}"))))
+        .ok()
+}
+
 async fn send(stream: &mut (impl tokio::io::AsyncWrite + Unpin), resp: &Response) -> bool {
-    let frame = match proto::encode(resp) {
-        Ok(f) => f,
-        Err(e) => {
-            match proto::encode(&Response::error(ErrorCode::Internal, format!("answer could not be sent: {e}"))) {
-                Ok(f) => f,
-                Err(_) => return false,
-            }
-        }
-    };
-    stream.write_all(&frame).await.is_ok()
+    match frame(resp) {
+        Some(f) => stream.write_all(&f).await.is_ok(),
+        None => false,
+    }
 }
 
 async fn connection(
     mut stream: UnixStream,
     kind: SocketKind,
     peer: Peer,
-    trusted: bool,
     registry: Arc<Registry>,
     read_timeout: Duration,
 ) {
     let Peer { uid, pid, .. } = peer;
     loop {
-        let req = match read_request(&mut stream, trusted, read_timeout).await {
+        let req = match read_request(&mut stream, read_timeout).await {
             Incoming::Closed => return,
             Incoming::Bad(resp) => {
                 tracing::warn!(peer_pid = pid, peer_uid = uid, "bad frame: {resp:?}");
@@ -284,7 +322,7 @@ async fn connection(
             }
             Incoming::Request(r) => r,
         };
-        if kind == SocketKind::Control && !trusted {
+        if kind == SocketKind::Control {
             let resp = Response::error(
                 ErrorCode::Unauthorized,
                 format!("uid {uid} may not use the control socket (only root and the configured allowed_uids / allowed_gid may); use the admin socket for read-only requests"),

@@ -15,6 +15,19 @@ pub fn subject(readable: &str) -> String {
     }
 }
 
+const BACKING_OF: &str = " (backing of ";
+
+/// How a backing image locked with a disk is shown (in `virtdlm locks`, the journal, the
+/// cluster inventory): `/images/base.qcow2 (backing of /images/vm1.qcow2)`.
+pub fn backing_note(base: &str, overlay: &str) -> String {
+    format!("{base}{BACKING_OF}{overlay})")
+}
+
+/// The overlay named by a lock shown with [`backing_note`].
+pub fn overlay_of(identity: &str) -> Option<&str> {
+    identity.strip_suffix(')')?.split_once(BACKING_OF).map(|(_, overlay)| overlay)
+}
+
 /// `HH:MM:SS UTC` of a Unix time.
 pub fn clock(secs: u64) -> String {
     let s = secs % 86_400;
@@ -25,6 +38,9 @@ pub fn clock(secs: u64) -> String {
 pub fn message(c: &Conflict) -> String {
     let what = subject(&c.identity);
     let fix = if c.identity.starts_with("lease ") { "detach the lease" } else { "detach the disk" };
+    if let Some(m) = backing_message(c) {
+        return m;
+    }
     match c.holders.first() {
         Some(h) => {
             let others = match c.holders.len() {
@@ -59,6 +75,36 @@ pub fn message(c: &Conflict) -> String {
             )
         }
     }
+}
+
+/// The refusal of an image that VMs read as the backing file of their disks (the first holder
+/// in the way holds it so): it names each overlay and its VM.
+fn backing_message(c: &Conflict) -> Option<String> {
+    overlay_of(&c.holders.first()?.identity)?;
+    let users: Vec<String> = c
+        .holders
+        .iter()
+        .filter_map(|h| {
+            let overlay = overlay_of(&h.identity)?;
+            Some(format!(
+                "{overlay}, used by VM {} (uuid {}) on node {} since {}",
+                h.vm_name,
+                h.vm_uuid,
+                h.node_name,
+                clock(h.since)
+            ))
+        })
+        .collect();
+    let base = c.identity.as_str();
+    Some(format!(
+        "disk {base} is the backing file of {}; it cannot be opened {} while an overlay depends on it (writing it would \
+         corrupt the overlay{}). Stop {}, or make the overlay independent of it first (virsh blockpull), or start this VM \
+         on an overlay of its own (qemu-img create -f qcow2 -b {base} -F <format> <new overlay>)",
+        users.join("; and of "),
+        wanted(c.wanted),
+        if users.len() == 1 { "" } else { "s" },
+        if users.len() == 1 { "that VM" } else { "those VMs" },
+    ))
 }
 
 fn wanted(m: Mode) -> &'static str {
@@ -113,9 +159,33 @@ mod tests {
              for exclusive writing here (DLM resource d1:ab); run `virtdlm inspect /var/lib/libvirt/images/a.img` on the \
              other nodes to find that VM, then stop it or detach the disk first"
         );
-        let lease = Conflict { holders: vec![], identity: "lease s/k".into(), ..c };
+        let lease = Conflict { holders: vec![], identity: "lease s/k".into(), ..c.clone() };
         let m = message(&lease);
         assert!(m.starts_with("lease s/k is held by a VM on another node"), "{m}");
         assert!(m.contains("run `virtdlm locks` on the other nodes"), "{m}");
+
+        // A base image VMs read through their overlays: each overlay and VM is named.
+        // Fails if `backing_message` is not consulted (the generic sentence names no overlay).
+        let reader = |vm: &str, overlay: &str| LockInfo {
+            identity: backing_note("/img/base.qcow2", overlay),
+            mode: Mode::Pr,
+            vm_name: vm.into(),
+            ..c.holders[0].clone()
+        };
+        let base = Conflict {
+            identity: "/img/base.qcow2".into(),
+            holders: vec![reader("web-1", "/img/web-1.qcow2"), reader("web-2", "/img/web-2.qcow2")],
+            ..c
+        };
+        assert_eq!(
+            message(&base),
+            "disk /img/base.qcow2 is the backing file of /img/web-1.qcow2, used by VM web-1 (uuid u-1) on node hv2 since \
+             12:03:04 UTC; and of /img/web-2.qcow2, used by VM web-2 (uuid u-1) on node hv2 since 12:03:04 UTC; it cannot \
+             be opened for exclusive writing while an overlay depends on it (writing it would corrupt the overlays). Stop \
+             those VMs, or make the overlay independent of it first (virsh blockpull), or start this VM on an overlay of \
+             its own (qemu-img create -f qcow2 -b /img/base.qcow2 -F <format> <new overlay>)"
+        );
+        assert_eq!(overlay_of(&backing_note("/a (x)", "/b")), Some("/b"));
+        assert_eq!(overlay_of("/a (wwid:1)"), None);
     }
 }

@@ -23,6 +23,20 @@ use cluster_tests::{built_binary, Cluster};
 use serde_json::Value;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// A figure line: to stderr and, under `run.sh`, to `$VIRTDLM_RESULTS/controld.txt`, which
+/// `run.sh` prints after the tests and stores with `VIRTDLM_LOCKLOSS_RECORD=1`
+/// (`tests/bench/report.py store controld`, rendered into docs/LOCK-LOSS.md).
+fn report(line: &str) {
+    eprintln!("{line}");
+    if let Some(dir) = std::env::var_os("VIRTDLM_RESULTS") {
+        use std::io::Write;
+        let path = std::path::Path::new(&dir).join("controld.txt");
+        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+            let _ = writeln!(f, "{line}");
+        }
+    }
+}
+
 fn host_now() -> f64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
 }
@@ -55,6 +69,8 @@ struct Seen {
     alive_at_grant: bool,
     /// When node 3 saw its VM gone (node 3's clock), if it did within the wait.
     dead_at: Option<f64>,
+    /// When dlm_controld got the signal (host clock, the middle of the exec that sent it).
+    signalled: f64,
     offsets: [(f64, f64); 2],
     log3: String,
     log1: String,
@@ -97,7 +113,9 @@ done"#
     let asking =
         c.spawn(1, &loss_client(c, &d1, &format!("until-granted:{node1_waits}:{}:{}:EX={disk}", vm1.name, vm1.pid)));
     std::thread::sleep(Duration::from_millis(500));
+    let before = host_now();
     let out = c.exec(3, &format!("kill -{signal} $(cat /run/dlm_controld/dlm_controld.pid)"));
+    let signalled = (before + host_now()) / 2.0;
     assert_eq!(out.code, 0, "kill -{signal} dlm_controld on node3: {}", out.text);
 
     let node1 = asking.wait_for("node 1's answer", Duration::from_secs(u64::from(node1_waits) + 60), |v| {
@@ -118,7 +136,7 @@ done"#
     if signal == "STOP" {
         let _ = c.exec(3, "kill -CONT $(cat /run/dlm_controld/dlm_controld.pid)");
     }
-    Seen { node1, alive_at_grant, dead_at, offsets, log3: d3.log(), log1: d1.log(), dump1 }
+    Seen { node1, alive_at_grant, dead_at, signalled, offsets, log3: d3.log(), log1: d1.log(), dump1 }
 }
 
 /// The cluster again as the next test expects it. After a kill, node 3 was removed from
@@ -160,8 +178,9 @@ fn a_killed_dlm_controld_stops_the_nodes_vms_before_the_others_get_their_disks()
     assert_eq!(s.node1["outcome"], "ok", "node 1 is granted the disk once node 3 stopped its VM:\n{ctx}");
     let dead = s.dead_at.unwrap_or_else(|| panic!("node 3's VM was not seen gone:\n{ctx}"));
     let ((o1, u1), (o3, u3)) = (s.offsets[0], s.offsets[1]);
-    let granted = s.node1["answered"].as_f64().expect("answered") - o1 - u1;
-    let dead = dead - o3 + u3;
+    // On the host clock: as measured, and widened by each offset's uncertainty for the check.
+    let (granted_at, dead_at) = (s.node1["answered"].as_f64().expect("answered") - o1, dead - o3);
+    let (granted, dead) = (granted_at - u1, dead_at + u3);
     eprintln!(
         "controld killed: node 3's VM gone {:.2} s before node 1 was told granted (host time line, widened)",
         granted - dead
@@ -181,6 +200,14 @@ fn a_killed_dlm_controld_stops_the_nodes_vms_before_the_others_get_their_disks()
     };
     eprintln!("controld killed: node 3 stopped its VM on {first}");
     assert!(s.log1.contains("node(s) left the lockspace"), "node 1 held its grant for the lockspace change:\n{ctx}");
+    report(&format!(
+        "killed: node 3's VM gone +{:.2} s, node 1 granted +{:.2} s after the kill (host clock, each ±{:.2} s); \
+         VM gone {:.2} s before the grant (widened); node 3 stopped it on {first}",
+        dead_at - s.signalled,
+        granted_at - s.signalled,
+        u1.max(u3),
+        granted - dead
+    ));
 }
 
 #[test]
@@ -199,4 +226,9 @@ fn a_hung_dlm_controld_stops_the_nodes_vms_and_the_others_wait() {
     // dlm_controld's own handling: a stopped daemon is still in its groups, nothing is
     // recovered, and node 3's lock stays in the DLM (its release is deferred while lost).
     assert_ne!(s.node1["outcome"], "ok", "node 1 waits while node 3's dlm_controld is stopped:\n{ctx}");
+    let (o3, u3) = s.offsets[1];
+    report(&format!(
+        "stopped: node 3's VM gone +{:.2} s after the stop (host clock, ±{u3:.2} s); node 1 not granted in 15 s of asking",
+        s.dead_at.expect("checked above") - o3 - s.signalled
+    ));
 }

@@ -69,7 +69,10 @@ impl Registry {
                 let res = ResName(name);
                 let grant = Grant { name: res.clone(), mode: lock.mode, id: NOT_TAKEN_BACK };
                 r.to_adopt.push((key, res.clone()));
-                held.insert(res, Held { grant, readable: lock.identity, since: lock.since });
+                held.insert(
+                    res,
+                    Held { grant, readable: lock.identity, since: lock.since, backing: lock.backing, source: None },
+                );
             }
             r.owners_adopted += 1;
             let pidfd = owner::open_pidfd(key).map(Arc::new);
@@ -122,7 +125,13 @@ impl Registry {
                     r.locks_adopted += 1;
                     tracing::info!(vm = %o.spec.name, uuid = %o.spec.uuid, disk = %h.readable, mode = %mode, resource = %res.0,
                         "adopted after restart");
-                    let lock = LockEntry { identity: h.readable.clone(), mode, id: grant.id, since: h.since };
+                    let lock = LockEntry {
+                        identity: h.readable.clone(),
+                        mode,
+                        id: grant.id,
+                        since: h.since,
+                        backing: h.backing,
+                    };
                     h.grant = grant;
                     if let Err(e) = t.journal.append(&[Record::Grant { key, name: res.0.clone(), lock }]) {
                         tracing::warn!("journal: could not record the new grant id of a lock taken back (it keeps the old one, which nothing reads back): {e}");
