@@ -7,9 +7,12 @@
 //! exists, a new dlm_controld refuses to run (`check_uncontrolled_lockspaces`: "reboot").
 //!
 //! [`run_alone`] does for it what dlm_controld does for a lockspace whose only member is this
-//! node: configfs gets this node alone as member and comms entry, and the lockspace is
-//! started, so the kernel recovers it with no other node (nothing is sent: no other node is
-//! configured). It then runs, and can be closed and released like any other. The others
+//! node: the lockspace is stopped, configfs gets this node alone as member and comms entry,
+//! and the lockspace is started, so the kernel recovers it with no other node (nothing is
+//! sent: no other node is configured). The stop comes first because dlm_controld may have
+//! started a recovery with the other nodes just before it exited; that recovery waits for
+//! their answers for ever, and a start only queues behind it. A stop aborts it
+//! (`dlm_ls_stop` sets `LSFL_RECOVER_STOP`), as dlm_controld stops before every start. It then runs, and can be closed and released like any other. The others
 //! recovered the lockspace without this node long before; its locks were theirs to grant from
 //! then on, which is why lock-loss handling stopped this node's VMs first.
 
@@ -44,10 +47,16 @@ pub fn is_abandoned(ls: &str) -> bool {
 /// while dlm_controld runs. Returns once the start is requested; the kernel's recovery, with
 /// no other node, follows at once. Call [`cleanup`] after releasing the lockspace.
 pub fn run_alone(ls: &str, nodeid: u32) -> Result<(), DlmError> {
-    run_alone_in(&Paths::real(ls), ls, nodeid)
+    run_alone_in(&Paths::real(ls), ls, nodeid, &mut write)
 }
 
-fn run_alone_in(p: &Paths, ls: &str, nodeid: u32) -> Result<(), DlmError> {
+/// `write` is called for every attribute in order (the tests record the order).
+fn run_alone_in(
+    p: &Paths,
+    ls: &str,
+    nodeid: u32,
+    write: &mut dyn FnMut(&Path, u32) -> Result<(), DlmError>,
+) -> Result<(), DlmError> {
     if !p.lockspace.exists() {
         return Err(DlmError::Released(ls.to_owned()));
     }
@@ -58,6 +67,8 @@ fn run_alone_in(p: &Paths, ls: &str, nodeid: u32) -> Result<(), DlmError> {
             io::Error::other("dlm_controld configures the DLM; it must recover this lockspace"),
         ));
     }
+    let control = p.lockspace.join("control");
+    write(&control, 0)?;
     let node = p.cluster.join("spaces").join(ls).join("nodes").join(nodeid.to_string());
     let comm = p.cluster.join("comms").join(nodeid.to_string());
     for d in [&node, &comm] {
@@ -67,7 +78,7 @@ fn run_alone_in(p: &Paths, ls: &str, nodeid: u32) -> Result<(), DlmError> {
     write(&node.join("weight"), 1)?;
     write(&comm.join("nodeid"), nodeid)?;
     write(&comm.join("local"), 1)?;
-    write(&p.lockspace.join("control"), 1)
+    write(&control, 1)
 }
 
 /// The kernel's recovery state of `ls`, for a report: `recover_status` (the `DLM_RS_*` bits
@@ -128,12 +139,28 @@ mod tests {
     #[test]
     fn configures_this_node_alone_and_starts_the_lockspace() {
         let (root, p) = scratch("run");
-        run_alone_in(&p, "ls1", 3).unwrap();
+        run_alone_in(&p, "ls1", 3, &mut write).unwrap();
         let read = |q: PathBuf| fs::read_to_string(q).unwrap();
         assert_eq!(read(p.cluster.join("spaces/ls1/nodes/3/nodeid")), "3\n");
         assert_eq!(read(p.cluster.join("spaces/ls1/nodes/3/weight")), "1\n");
         assert_eq!(read(p.cluster.join("comms/3/local")), "1\n");
         assert_eq!(read(p.lockspace.join("control")), "1\n");
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    /// Break it: drop the `write(&control, 0)` in `run_alone_in`: this test fails (checked).
+    #[test]
+    fn stops_the_lockspace_before_configuring_and_starting_it() {
+        let (root, p) = scratch("order");
+        let mut seen = Vec::new();
+        run_alone_in(&p, "ls1", 3, &mut |path, v| {
+            seen.push(format!("{}={v}", path.file_name().unwrap().to_string_lossy()));
+            write(path, v)
+        })
+        .unwrap();
+        assert_eq!(seen.first().map(String::as_str), Some("control=0"), "{seen:?}");
+        assert_eq!(seen.last().map(String::as_str), Some("control=1"), "{seen:?}");
+        assert_eq!(seen.iter().filter(|w| w.starts_with("control=")).count(), 2, "{seen:?}");
         fs::remove_dir_all(root).unwrap();
     }
 
@@ -157,10 +184,10 @@ mod tests {
     fn refuses_while_dlm_controld_configures_the_dlm_or_without_the_lockspace() {
         let (root, p) = scratch("refuse");
         fs::create_dir_all(&p.cluster).unwrap();
-        assert!(matches!(run_alone_in(&p, "ls1", 3), Err(DlmError::Abandoned { step: "check", .. })));
+        assert!(matches!(run_alone_in(&p, "ls1", 3, &mut write), Err(DlmError::Abandoned { step: "check", .. })));
         assert!(!p.lockspace.join("control").exists(), "the lockspace must not be started");
         fs::remove_dir_all(&p.lockspace).unwrap();
-        assert!(matches!(run_alone_in(&p, "ls1", 3), Err(DlmError::Released(_))));
+        assert!(matches!(run_alone_in(&p, "ls1", 3, &mut write), Err(DlmError::Released(_))));
         fs::remove_dir_all(root).unwrap();
     }
 }

@@ -88,8 +88,14 @@ fn a_daemon_restarted_while_cut_off_stops_the_vms_it_cannot_vouch_for() {
     c.node_action("heal", 3);
     let clean = c.exec(
         3,
-        "for i in $(seq 1 360); do corosync-cmapctl -g totem.cluster_name >/dev/null 2>&1 || dlm_tool status 2>/dev/null | grep -q '^cluster nodeid' || \
-         [ -e /sys/kernel/dlm/vd_rcut ] || { echo CLEAN; exit 0; }; sleep 0.25; done; ls /sys/kernel/dlm; exit 1",
+        // Bounded by the clock, not a count of rounds, so that it ends (and reports) well
+        // inside the exec's own 120 s even when each round is slow.
+        "end=$(( $(date +%s) + 90 )); while [ $(date +%s) -lt $end ]; do \
+         corosync-cmapctl -g totem.cluster_name >/dev/null 2>&1 || dlm_tool status 2>/dev/null | grep -q '^cluster nodeid' || \
+         [ -e /sys/kernel/dlm/vd_rcut ] || { echo CLEAN; exit 0; }; sleep 0.25; done; \
+         echo lockspaces: $(ls /sys/kernel/dlm); for f in recover_status recover_nodeid control; do \
+         echo $f=$(cat /sys/kernel/dlm/vd_rcut/$f 2>&1); done; \
+         echo 'in D state:'; ps -eo pid=,stat=,wchan:32=,args= | awk '$2 ~ /^D/'; exit 1",
     );
     let log_after = d3.log();
     drop(restart);
