@@ -8,6 +8,9 @@ PKGS=(
   libcorosync-common-dev
   # cluster tier: corosync + dlm_controld inside User-Mode Linux guests
   corosync dlm-controld iproute2 kmod procps util-linux bc
+  # ... whose kernel, Debian unstable's user-mode-linux, is fetched with curl and pointed at its
+  # own C library with patchelf (tests/cluster/cluster.sh prepare)
+  xz-utils patchelf
   # corosync tier's inventory script: JSON checks, and a frame client (perl-base has IO::Socket::UNIX)
   jq perl-base
   # cluster tier with CL_VM=qemu: the guests' initramfs

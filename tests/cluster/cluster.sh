@@ -85,21 +85,45 @@ cmd_prepare() {
   esac
 }
 
+# Debian 12's user-mode-linux (6.1) dies at its first user process on hosts whose CPUs have a
+# large XSAVE area (AMX): "ptrace set fp regs failed, errno = 14" (the host refuses a register
+# buffer smaller than its own). Kernels from 6.13 size it from the host, so the guests run the
+# user-mode-linux of Debian's unstable suite, with that suite's C library beside it (the kernel
+# is a host program linked against glibc >= 2.38; patchelf points it there). Both are
+# downloaded and extracted, never installed: the host needs none of it. The versions fetched
+# are written to uml/VERSIONS and printed.
+UML_SUITE=${CL_UML_SUITE:-sid}
+DEBIAN_MIRROR=${CL_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+
+# Prints the pool path of package $1 in $UML_SUITE's index (downloaded once per prepare). awk
+# reads to the end: an early exit would kill xz with SIGPIPE, a failure under pipefail.
+suite_pool_path() {
+  xz -dc "$CACHE/Packages-$UML_SUITE.xz" |
+    awk -v pkg="$1" '$0 == "Package: " pkg {p = 1} p && /^Filename:/ && !f {print $2; f = 1} /^$/ {p = 0}'
+}
+
 prepare_uml() {
-  [ -x "$UML" ] && [ -n "$(uml_modules)" ] && return 0
-  command -v apt-get >/dev/null || die "apt-get is needed to fetch user-mode-linux"
+  [ -x "$UML" ] && [ -n "$(uml_modules)" ] && [ -f "$CACHE/uml/VERSIONS" ] && return 0
+  for t in curl xz dpkg-deb patchelf; do command -v "$t" >/dev/null || die "$t is missing (tests/install-deps.sh)"; done
   mkdir -p "$CACHE"
-  rm -rf "$CACHE/uml" "$CACHE"/user-mode-linux_*.deb
-  # Downloaded and extracted, not installed: the host needs none of it.
-  # A fresh machine may have no package lists yet: update once and retry.
-  (cd "$CACHE" && apt-get download -q user-mode-linux 2>/dev/null) ||
-    { apt-get update -qq && (cd "$CACHE" && apt-get download -q user-mode-linux 2>/dev/null); } ||
-    die "apt-get download user-mode-linux failed"
+  rm -rf "$CACHE/uml" "$CACHE/uml.tmp" "$CACHE"/*.deb
+  curl -fsS --retry 3 -o "$CACHE/Packages-$UML_SUITE.xz" "$DEBIAN_MIRROR/dists/$UML_SUITE/main/binary-amd64/Packages.xz" ||
+    die "cannot download $UML_SUITE's package index from $DEBIAN_MIRROR"
   mkdir -p "$CACHE/uml.tmp"
-  dpkg-deb -x "$CACHE"/user-mode-linux_*.deb "$CACHE/uml.tmp"
+  local pkg path
+  for pkg in user-mode-linux libc6; do
+    path=$(suite_pool_path "$pkg")
+    [ -n "$path" ] || die "$pkg is not in $UML_SUITE's package index"
+    curl -fsS --retry 3 -o "$CACHE/${path##*/}" "$DEBIAN_MIRROR/$path" || die "cannot download $DEBIAN_MIRROR/$path"
+    dpkg-deb -x "$CACHE/${path##*/}" "$CACHE/uml.tmp"
+    echo "${path##*/}" >> "$CACHE/uml.tmp/VERSIONS"
+  done
+  local lib=$CACHE/uml/usr/lib/x86_64-linux-gnu
+  patchelf --set-interpreter "$lib/ld-linux-x86-64.so.2" --set-rpath "$lib" "$CACHE/uml.tmp/usr/bin/linux.uml"
   mv "$CACHE/uml.tmp" "$CACHE/uml"
   [ -x "$UML" ] && [ -n "$(uml_modules)" ] || die "user-mode-linux package has no kernel or dlm module"
-  echo "user-mode-linux ready in $CACHE/uml"
+  "$UML" --version >/dev/null || die "$UML does not run on this host"
+  echo "user-mode-linux ready in $CACHE/uml: $(tr '\n' ' ' < "$CACHE/uml/VERSIONS")"
 }
 
 # Debian's stock kernel (extracted, not installed) and a busybox initramfs with the modules
@@ -166,7 +190,7 @@ boot_node() {
     # shellcheck disable=SC2086
     TMPDIR=/dev/shm ip netns exec "$NS" taskset -c $cpu setsid "$UML" mem="${MEM}M" \
       root=/dev/root rootfstype=hostfs rootflags=/ ro init="$HERE/guest/uml-init.sh" \
-      con=null con0=null,fd:1 ssl=null "eth0=tuntap,tap$i,$mac" "umid=n$i" uml_dir="$BASE/uml" \
+      con=null con0=null,fd:1 ssl=null "vec0:transport=tap,ifname=tap$i,mac=$mac" "umid=n$i" uml_dir="$BASE/uml" \
       $args "cl.umlmods=$mods" "cl.hostfs_xchg=$d/xchg" "cl.hostfs_shared=$BASE/shared" </dev/null >"$d/console.log" 2>&1 &
     echo $! > "$d/vm.pid"
   else

@@ -48,6 +48,8 @@ st() { echo "$(up) $*" >> /xchg/status; }
 st "init node=$NODE nodes=$NODES"
 hostname "node$NODE"
 ip link set lo up
+# UML's vector driver names the interface vec0; the rest of the guest knows it as eth0.
+[ -e /sys/class/net/vec0 ] && ip link set vec0 name eth0
 ip addr add "$NET.$NODE/24" dev eth0
 ip link set eth0 up
 
