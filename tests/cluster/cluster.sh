@@ -4,7 +4,7 @@
 #   cluster.sh prepare          fetch and extract Debian's user-mode-linux kernel (idempotent)
 #   cluster.sh start N          boot N (2 or 3) guests; returns once all are members, quorate, dlm_controld up
 #   cluster.sh exec NODE 'cmd'  run a shell command inside a guest, stream its output, return its exit code
-#   cluster.sh partition NODE   take the guest's link down (it loses the others, they lose it)
+#   cluster.sh partition NODE   cut the guest off at its bridge port (it loses the others, they lose it)
 #   cluster.sh heal NODE        bring the link back up
 #   cluster.sh kill NODE        hard-kill the guest (its whole process group); returns once it is gone
 #   cluster.sh start-node NODE  boot a killed guest again into the running cluster (a crashed node
@@ -241,6 +241,7 @@ cmd_start_node() {
   done
   rm -f "$d"/xchg/cmd/*
   ip -n "$NS" link set "tap$i" up
+  ip netns exec "$NS" bridge link set dev "tap$i" state 3
   # A node that joins again soon after the others removed it (a heal's stateful merge) can be
   # removed once more at once by their dlm_controld ("corosync exited" at boot): booted again
   # after a pause, as a fence device's reboot would be retried, up to 4 times.
@@ -311,10 +312,14 @@ cmd_exec() {
   exit "$(cat "$d/$id.rc")"
 }
 
+# The cut is made at the bridge port (disabled: the bridge neither forwards the guest's frames
+# nor sends it any), not by taking the tap down: UML's vector driver stops using a tap that
+# went down, for good, so the node would never come back.
 cmd_link() {
-  local state=$1 node=$2
+  local state=$1 node=$2 port
   node_dir "$node" >/dev/null
-  ip -n "$NS" link set "tap$node" "$state" || die "no tap$node in netns $NS"
+  case $state in down) port=0 ;; up) port=3 ;; esac
+  ip netns exec "$NS" bridge link set dev "tap$node" state $port || die "no tap$node on the bridge in netns $NS"
   echo "node$node link $state"
 }
 
