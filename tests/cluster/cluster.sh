@@ -240,8 +240,9 @@ cmd_start_node() {
     [ -f "$d/$f" ] && mv "$d/$f" "$d/$f.$(date +%s%N)"
   done
   rm -f "$d"/xchg/cmd/*
+  # A port disabled by `partition` forwards again once the new guest opens the tap (the
+  # bridge enables a port when its carrier comes back): a rebooted node is healed, as before.
   ip -n "$NS" link set "tap$i" up
-  ip netns exec "$NS" bridge link set dev "tap$i" state 3
   # A node that joins again soon after the others removed it (a heal's stateful merge) can be
   # removed once more at once by their dlm_controld ("corosync exited" at boot): booted again
   # after a pause, as a fence device's reboot would be retried, up to 4 times.
