@@ -12,7 +12,14 @@
 //! sent: no other node is configured). The stop comes first because dlm_controld may have
 //! started a recovery with the other nodes just before it exited; that recovery waits for
 //! their answers for ever, and a start only queues behind it. A stop aborts it
-//! (`dlm_ls_stop` sets `LSFL_RECOVER_STOP`), as dlm_controld stops before every start. It then runs, and can be closed and released like any other. The others
+//! (`dlm_ls_stop` sets `LSFL_RECOVER_STOP`), as dlm_controld stops before every start.
+//!
+//! The other nodes are written into the lockspace's configfs member list and removed again,
+//! which leaves them listed as gone: kernels from 6.15 refuse a recovery that drops a member
+//! the list does not name as gone ("remove member N invalid", the recovery fails with EFAULT
+//! and the lockspace stays stopped). dlm_controld removes departed members that way; a node
+//! that never was a member is ignored (both checked on a 7.2 kernel), and older kernels forget
+//! a removed entry. It then runs, and can be closed and released like any other. The others
 //! recovered the lockspace without this node long before; its locks were theirs to grant from
 //! then on, which is why lock-loss handling stopped this node's VMs first.
 
@@ -46,8 +53,17 @@ pub fn is_abandoned(ls: &str) -> bool {
 /// Starts the abandoned lockspace `ls` with this node (`nodeid`) as its only member. Refused
 /// while dlm_controld runs. Returns once the start is requested; the kernel's recovery, with
 /// no other node, follows at once. Call [`cleanup`] after releasing the lockspace.
-pub fn run_alone(ls: &str, nodeid: u32) -> Result<(), DlmError> {
-    run_alone_in(&Paths::real(ls), ls, nodeid, &mut write)
+/// `others`: every other node that may have been a member (the cluster's nodes).
+pub fn run_alone(ls: &str, nodeid: u32, others: &[u32]) -> Result<(), DlmError> {
+    run_alone_in(&Paths::real(ls), ls, nodeid, others, &mut write)
+}
+
+/// The node ids dlm_controld configured (configfs `comms`), while it runs.
+pub fn configured_nodes() -> Vec<u32> {
+    let Ok(entries) = fs::read_dir(Path::new(CONFIGFS).join("comms")) else { return Vec::new() };
+    let mut ids: Vec<u32> = entries.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect();
+    ids.sort_unstable();
+    ids
 }
 
 /// `write` is called for every attribute in order (the tests record the order).
@@ -55,6 +71,7 @@ fn run_alone_in(
     p: &Paths,
     ls: &str,
     nodeid: u32,
+    others: &[u32],
     write: &mut dyn FnMut(&Path, u32) -> Result<(), DlmError>,
 ) -> Result<(), DlmError> {
     if !p.lockspace.exists() {
@@ -69,10 +86,18 @@ fn run_alone_in(
     }
     let control = p.lockspace.join("control");
     write(&control, 0)?;
-    let node = p.cluster.join("spaces").join(ls).join("nodes").join(nodeid.to_string());
+    let nodes = p.cluster.join("spaces").join(ls).join("nodes");
+    let node = nodes.join(nodeid.to_string());
     let comm = p.cluster.join("comms").join(nodeid.to_string());
     for d in [&node, &comm] {
         fs::create_dir_all(d).map_err(|e| abandon_err("mkdir", d, e))?;
+    }
+    for &other in others.iter().filter(|&&n| n != nodeid) {
+        let gone = nodes.join(other.to_string());
+        fs::create_dir(&gone).map_err(|e| abandon_err("mkdir", &gone, e))?;
+        write(&gone.join("nodeid"), other)?;
+        // configfs removes a node directory with rmdir, attribute files and all.
+        fs::remove_dir(&gone).map_err(|e| abandon_err("rmdir", &gone, e))?;
     }
     write(&node.join("nodeid"), nodeid)?;
     write(&node.join("weight"), 1)?;
@@ -139,7 +164,7 @@ mod tests {
     #[test]
     fn configures_this_node_alone_and_starts_the_lockspace() {
         let (root, p) = scratch("run");
-        run_alone_in(&p, "ls1", 3, &mut write).unwrap();
+        run_alone_in(&p, "ls1", 3, &[], &mut write).unwrap();
         let read = |q: PathBuf| fs::read_to_string(q).unwrap();
         assert_eq!(read(p.cluster.join("spaces/ls1/nodes/3/nodeid")), "3\n");
         assert_eq!(read(p.cluster.join("spaces/ls1/nodes/3/weight")), "1\n");
@@ -148,19 +173,31 @@ mod tests {
         fs::remove_dir_all(root).unwrap();
     }
 
-    /// Break it: drop the `write(&control, 0)` in `run_alone_in`: this test fails (checked).
+    /// Break it: drop the `write(&control, 0)` in `run_alone_in`, or its loop over `others`:
+    /// this test fails (both checked).
     #[test]
     fn stops_the_lockspace_before_configuring_and_starting_it() {
         let (root, p) = scratch("order");
         let mut seen = Vec::new();
-        run_alone_in(&p, "ls1", 3, &mut |path, v| {
+        run_alone_in(&p, "ls1", 3, &[1, 2, 3], &mut |path, v| {
             seen.push(format!("{}={v}", path.file_name().unwrap().to_string_lossy()));
+            // A plain directory, unlike configfs, keeps a file from its rmdir: the others'
+            // entries are only recorded.
+            if path.parent().and_then(Path::file_name).is_some_and(|d| d != "3") && path.ends_with("nodeid") {
+                return Ok(());
+            }
             write(path, v)
         })
         .unwrap();
         assert_eq!(seen.first().map(String::as_str), Some("control=0"), "{seen:?}");
         assert_eq!(seen.last().map(String::as_str), Some("control=1"), "{seen:?}");
         assert_eq!(seen.iter().filter(|w| w.starts_with("control=")).count(), 2, "{seen:?}");
+        // The others were listed, then removed (left as gone), before the start.
+        let listed: Vec<&String> = seen.iter().filter(|w| w.starts_with("nodeid=")).collect();
+        assert_eq!(listed, ["nodeid=1", "nodeid=2", "nodeid=3", "nodeid=3"], "{seen:?}");
+        for n in [1, 2] {
+            assert!(!p.cluster.join(format!("spaces/ls1/nodes/{n}")).exists(), "node {n} must be removed again");
+        }
         fs::remove_dir_all(root).unwrap();
     }
 
@@ -184,10 +221,10 @@ mod tests {
     fn refuses_while_dlm_controld_configures_the_dlm_or_without_the_lockspace() {
         let (root, p) = scratch("refuse");
         fs::create_dir_all(&p.cluster).unwrap();
-        assert!(matches!(run_alone_in(&p, "ls1", 3, &mut write), Err(DlmError::Abandoned { step: "check", .. })));
+        assert!(matches!(run_alone_in(&p, "ls1", 3, &[], &mut write), Err(DlmError::Abandoned { step: "check", .. })));
         assert!(!p.lockspace.join("control").exists(), "the lockspace must not be started");
         fs::remove_dir_all(&p.lockspace).unwrap();
-        assert!(matches!(run_alone_in(&p, "ls1", 3, &mut write), Err(DlmError::Released(_))));
+        assert!(matches!(run_alone_in(&p, "ls1", 3, &[], &mut write), Err(DlmError::Released(_))));
         fs::remove_dir_all(root).unwrap();
     }
 }

@@ -64,19 +64,11 @@ pub fn probe(corosync_conf: &std::path::Path) -> Option<ClusterSeen> {
             tracing::debug!("corosync cmap not readable ({e}); reading {}", corosync_conf.display());
             let text = std::fs::read_to_string(corosync_conf).ok()?;
             Some(ClusterSeen {
-                nodes: conf_nodes(&text),
+                nodes: crate::corosync_conf::node_count(&text),
                 seen_in: format!("the nodelist of {}", corosync_conf.display()),
             })
         }
     }
-}
-
-/// Nodes in a corosync.conf's `nodelist { node { … } … }`: the `node {` blocks.
-pub fn conf_nodes(text: &str) -> usize {
-    text.lines()
-        .map(|l| l.split('#').next().unwrap_or_default().trim())
-        .filter(|l| l.strip_prefix("node").is_some_and(|rest| rest.trim_start().starts_with('{')))
-        .count()
 }
 
 #[cfg(test)]
@@ -122,16 +114,5 @@ mod tests {
         assert_eq!(check(&config("backend = local\ncluster = true\n"), None), Ok(vec![LOCAL_IN_CLUSTER]));
         assert_eq!(check(&config("backend = dlm\ncluster = true\n"), None), Ok(vec![]));
         assert_eq!(check(&config("backend = dlm\n"), None), Ok(vec![]));
-    }
-
-    #[test]
-    fn corosync_conf_nodes_are_counted() {
-        let conf = "totem {\n version: 2\n}\nnodelist {\n  node {\n    nodeid: 1\n  }\n  node{\n nodeid: 2\n }\n  # node {\n  node {\n nodeid: 3\n }\n}\nnodes_extra: 1\n";
-        assert_eq!(conf_nodes(conf), 3);
-        // Debian's shipped corosync.conf: one node.
-        assert_eq!(
-            conf_nodes("nodelist {\n\tnode {\n\t\tname: node1\n\t\tnodeid: 1\n\t\tring0_addr: 127.0.0.1\n\t}\n}\n"),
-            1
-        );
     }
 }

@@ -25,7 +25,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 /// Read when corosync is not running (yet) to tell whether this host is in a cluster.
-const COROSYNC_CONF: &str = "/etc/corosync/corosync.conf";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -71,7 +70,7 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
     raise_fd_limit();
     // Before anything is opened: never serve a silent `local` on a cluster host.
     let cluster_seen = match (config.backend, config.backend_explicit) {
-        (BackendKind::Local, false) => crate::backend_guard::probe(Path::new(COROSYNC_CONF)),
+        (BackendKind::Local, false) => crate::backend_guard::probe(Path::new(crate::corosync_conf::PATH)),
         _ => None,
     };
     for w in crate::backend_guard::check(&config, cluster_seen.as_ref())? {

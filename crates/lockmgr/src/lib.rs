@@ -28,6 +28,7 @@ pub mod backend_guard;
 pub mod chain;
 pub mod cluster;
 pub mod config;
+pub mod corosync_conf;
 pub mod daemon;
 pub mod events;
 pub mod journal;

@@ -83,6 +83,9 @@ pub struct DlmBackend {
     held: Mutex<HashMap<u64, Lock>>,
     /// Anchors: NL locks kept after a release, at most one per resource.
     idle: Mutex<HashMap<ResName, Lock>>,
+    /// Nodes dlm_controld configured when the lockspace was joined, for a retire: with
+    /// corosync.conf's nodelist, the members the lockspace may have had.
+    seen_nodes: Mutex<Vec<u32>>,
 }
 
 impl DlmBackend {
@@ -101,6 +104,7 @@ impl DlmBackend {
             generation: AtomicU32::new(0),
             held: Mutex::new(HashMap::new()),
             idle: Mutex::new(HashMap::new()),
+            seen_nodes: Mutex::new(dlm::abandoned::configured_nodes()),
         })
     }
 
@@ -134,7 +138,11 @@ impl DlmBackend {
 
     fn retire_now(&self) -> Result<(), BackendError> {
         let name = &self.name;
-        dlm::abandoned::run_alone(name, self.nodeid).map_err(|e| unavailable(name, e))?;
+        let mut others = crate::corosync_conf::read_node_ids();
+        others.extend(self.seen_nodes.lock().iter().copied());
+        others.sort_unstable();
+        others.dedup();
+        dlm::abandoned::run_alone(name, self.nodeid, &others).map_err(|e| unavailable(name, e))?;
         // Closing waits for the recovery just started; with no other node it takes moments.
         let released = self.ls.read().release(true).and_then(|_| drop_leftover_creators(name));
         let cleaned = dlm::abandoned::cleanup(name, self.nodeid);
@@ -156,6 +164,11 @@ impl DlmBackend {
     pub fn reopen(&self) -> Result<(), BackendError> {
         let ls = Lockspace::create(&self.name).map_err(|e| unavailable(&self.name, e))?;
         *self.ls.write() = ls;
+        let mut seen = self.seen_nodes.lock();
+        seen.extend(dlm::abandoned::configured_nodes());
+        seen.sort_unstable();
+        seen.dedup();
+        drop(seen);
         self.retired.store(false, Ordering::SeqCst);
         Ok(())
     }
