@@ -191,6 +191,12 @@ echo "virtdlmd not serving after 120 s:"; since | tail -20; exit 1"#,
     /// kill -9 of the daemon; waits (at most 30 s) until it is gone. False if it is not (a
     /// process stuck in the kernel survives SIGKILL).
     fn kill_daemon(&self, node: u32) -> bool {
+        self.kill_daemon_out(node).code == 0
+    }
+
+    /// kill -9 of the node's virtdlmd; exit 0 once it is gone (or a zombie), else 1 after 30 s
+    /// with its threads' states.
+    fn kill_daemon_out(&self, node: u32) -> Output {
         self.exec(
             node,
             &format!(
@@ -198,8 +204,6 @@ echo "virtdlmd not serving after 120 s:"; since | tail -20; exit 1"#,
                  echo \"virtdlmd $p survives kill -9:\"; ps -eLo pid,lwp,stat,wchan:32,args | grep '[v]irtdlmd'; exit 1"
             ),
         )
-        .code
-            == 0
     }
 
     fn status(&self, node: u32) -> Value {
@@ -352,8 +356,29 @@ echo "virtdlmd not serving after 120 s:"; since | tail -20; exit 1"#,
                 }
                 std::thread::sleep(Duration::from_millis(rng.below(1000)));
             }
-            if !self.kill_daemon(v) {
-                self.failures.push(format!("virtdlmd on node{v} survived kill -9 while the node was cut off"));
+            let killed = self.kill_daemon_out(v);
+            // Cut off, its lockspace is stopped: a killed daemon's exit closes the DLM device,
+            // which waits in the kernel for a recovery (uninterruptible, state D), as
+            // restart_cut_off.rs shows. The next daemon starts beside it and takes its journal
+            // over (restart_cut_off.rs asserts that). Any other survival fails.
+            if killed.code != 0 {
+                let stuck_in_kernel = killed
+                    .text
+                    .lines()
+                    .filter(|l| l.contains("virtdlmd"))
+                    .any(|l| l.split_whitespace().nth(2).is_some_and(|st| st.starts_with('D')));
+                if stuck_in_kernel {
+                    self.fault("killed_daemon_stuck_on_stopped_lockspace");
+                    self.say(&format!(
+                        "node{v}: the killed virtdlmd waits in the kernel on its stopped lockspace:\n{}",
+                        killed.text.trim()
+                    ));
+                } else {
+                    self.failures.push(format!(
+                        "virtdlmd on node{v} survived kill -9 while the node was cut off: {}",
+                        killed.text.trim()
+                    ));
+                }
             }
             self.start_daemon(v, false);
             self.fault(if restart == CutRestart::Early {
