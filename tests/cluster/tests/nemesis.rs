@@ -201,7 +201,7 @@ echo "virtdlmd not serving after 120 s:"; since | tail -20; exit 1"#,
             node,
             &format!(
                 "p=$(cat {DIR}/pid); kill -9 $p; for i in $(seq 1 600); do [ -e /proc/$p ] && ! grep -q '^State:.*Z' /proc/$p/status 2>/dev/null || exit 0; sleep 0.05; done; \
-                 echo \"virtdlmd $p survives kill -9:\"; ps -eLo pid,lwp,stat,wchan:32,args | grep '[v]irtdlmd'; exit 1"
+                 echo \"virtdlmd $p survives kill -9:\"; ps -eLo pid,lwp,stat,wchan:32,args | awk -v p=$p '$1 == p'; exit 1"
             ),
         )
     }
