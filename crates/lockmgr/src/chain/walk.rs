@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::FileTypeExt;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// Longest chain followed (backing images below the top). Longer chains are refused: QEMU
@@ -37,8 +37,12 @@ pub struct Link {
 
 /// The first bytes of `path` and its length; `None` when it is neither a regular file nor a
 /// block device (nothing to follow).
+///
+/// Opened non-blocking and checked on the open descriptor: a plain open of a FIFO waits for a
+/// writer, for ever, and would hang the request (and a check by path before the open could
+/// be raced). Reads of regular files and block devices ignore O_NONBLOCK.
 fn head(path: &Path) -> std::io::Result<Option<(Vec<u8>, u64)>> {
-    let f = std::fs::File::open(path)?;
+    let f = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY).open(path)?;
     let meta = f.metadata()?;
     let len = if meta.file_type().is_file() {
         meta.len()
@@ -158,6 +162,25 @@ mod tests {
         qcow(&d.0.join("alone.qcow2"), None, None);
         assert!(backing_chain(&d.0.join("alone.qcow2")).unwrap().is_empty());
         assert!(backing_chain(&d.0.join("nothing")).unwrap().is_empty());
+    }
+
+    /// A FIFO as disk (or as backing file) ends the chain at once. Break it: open with
+    /// `File::open` again: the walk blocks in open(2) for want of a writer, and this test
+    /// fails with "the walk hangs on a FIFO" (checked).
+    #[test]
+    fn a_fifo_does_not_hang_the_walk() {
+        let d = dir("fifo");
+        let fifo = d.0.join("fifo");
+        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        qcow(&d.0.join("top"), Some("fifo"), None);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (f, t) = (fifo.clone(), d.0.join("top"));
+        std::thread::spawn(move || {
+            let _ = tx.send((backing_chain(&f).map(|l| l.len()), backing_chain(&t).map(|l| paths(&l))));
+        });
+        let (alone, behind) = rx.recv_timeout(std::time::Duration::from_secs(20)).expect("the walk hangs on a FIFO");
+        assert_eq!(alone.unwrap(), 0);
+        assert_eq!(behind.unwrap(), vec![fifo]);
     }
 
     /// A backing file declared raw is not parsed, even when it looks like qcow2 (a guest
