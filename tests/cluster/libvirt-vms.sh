@@ -12,8 +12,10 @@
 #   (lock table unchanged, still refused elsewhere); kill -9 of QEMU (freed, the other node
 #   starts); live migration node1 -> node2 (each its own virtdlmd), sampled every 50 ms from the
 #   inventory on node3: never two exclusive holders, the source's release before the
-#   destination's grant; node3 cut off with <on_lockfailure> pause and poweroff: libvirt pauses
-#   one and powers the other off, node1 is granted their disks only after that.
+#   destination's grant; a qcow2 base image across nodes: held PR by overlay VMs on node1 and
+#   node2, a VM on the base itself refused on either node naming the overlays and their VMs,
+#   free again once they are gone; node3 cut off with <on_lockfailure> pause and poweroff:
+#   libvirt pauses one and powers the other off, node1 is granted their disks only after that.
 # Setup steps (starting libvirtd and virtdlmd, defining domains, destroying a VM between checks,
 # cutting node3 off, bringing it back) print "setup: PASS/FAIL ..." and are counted apart, on a
 # "setup: N passed, N failed" line (tests/run-all.sh and tests/cluster/run.sh add them up apart
@@ -95,9 +97,9 @@ offset() {
 # Epoch seconds of an RFC 3339 log stamp.
 epoch() { date -d "$1" +%s.%N; }
 
-# A domain on /shared: define_xml NAME UUID-SUFFIX ON_LOCKFAILURE DISK [LEASE-KEY]
+# A domain on /shared: define_xml NAME UUID-SUFFIX ON_LOCKFAILURE DISK [LEASE-KEY [FORMAT]]
 define_xml() {
-  local name=$1 id=$2 onf=$3 disk=$4 lease=${5:-}
+  local name=$1 id=$2 onf=$3 disk=$4 lease=${5:-} format=${6:-raw}
   {
     cat <<EOX
 <domain type='qemu'>
@@ -113,7 +115,7 @@ define_xml() {
     <controller type='scsi' model='virtio-scsi'/>
 EOX
     [ -n "$lease" ] && echo "    <lease><lockspace>vms</lockspace><key>$lease</key><target path='/shared/leases/$lease'/></lease>"
-    echo "    <disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='/shared/$disk'/><target dev='vda' bus='virtio'/></disk>"
+    echo "    <disk type='file' device='disk'><driver name='qemu' type='$format'/><source file='/shared/$disk'/><target dev='vda' bus='virtio'/></disk>"
     echo "  </devices>"
     echo "</domain>"
   } > "$SH/$name.xml"
@@ -135,12 +137,20 @@ VIRTDLMD=$("$CL" bin "$BIN/virtdlmd") && VIRTDLM=$("$CL" bin "$BIN/virtdlm") && 
   setup_failed "cluster.sh bin"
 setup_pass "preflight: $SH shared, 3 nodes, virtdlmd, virtdlm and dlm.so built and in the guests"
 rm -rf "$OUT"; mkdir -p "$OUT" "$SH/leases"; chmod 0777 "$SH" "$SH/leases"
-for f in a b hot mig p q; do image "$f.img"; done
+for f in a b hot mig p q base; do image "$f.img"; done
+# Two qcow2 overlays over base.img (raw; relative backing name, as qemu-img writes it).
+for o in o1 o2; do
+  python3 "$ROOT/tests/libvirt/mkqcow2.py" "$SH/$o.qcow2" 8 base.img raw && chmod 0666 "$SH/$o.qcow2" ||
+    setup_failed "could not write $o.qcow2"
+done
 define_xml vmx-a 01 poweroff a.img vm-a
 define_xml vmx-b 02 poweroff b.img
 define_xml vmx-m 03 poweroff mig.img
 define_xml vmx-p 04 pause p.img
 define_xml vmx-q 05 poweroff q.img
+define_xml vmx-o1 06 poweroff o1.qcow2 "" qcow2
+define_xml vmx-o2 07 poweroff o2.qcow2 "" qcow2
+define_xml vmx-base 08 poweroff base.img
 echo "<lease><lockspace>vms</lockspace><key>hot</key><target path='/shared/leases/hot'/></lease>" > "$SH/lease-hot.xml"
 
 collect() {
@@ -155,7 +165,7 @@ collect() {
 teardown() {
   collect
   for n in 1 2 3; do gx "$n" "$NODE_SH teardown" >/dev/null 2>&1; done
-  rm -f "$SH"/*.img "$SH"/*.xml; rm -rf "$SH/leases"
+  rm -f "$SH"/*.img "$SH"/*.qcow2 "$SH"/*.xml; rm -rf "$SH/leases"
 }
 trap teardown EXIT
 
@@ -163,15 +173,17 @@ echo "== libvirt VMs on the DLM: libvirtd + virtdlmd (dlm backend) in the 3 gues
 # Node1 first: its libvirtd probes QEMU's capabilities (minutes in UML) and leaves them in
 # /shared/.qemucaps, where nodes 2 and 3 (and a later run in the same cluster) find them
 # (libvirt-node.sh; libvirtd revalidates a cached copy and probes again if it is stale).
-gx 1 "$NODE_SH setup 1 $VIRTDLMD $PLUGIN" > "$OUT/setup-n1.log" 2>&1 || { cat "$OUT/setup-n1.log"; setup_failed "libvirtd or virtdlmd did not start on node1"; }
+gx 1 "$NODE_SH setup 1 $VIRTDLMD $PLUGIN ${CL_VMS_CONF:-}" > "$OUT/setup-n1.log" 2>&1 || { cat "$OUT/setup-n1.log"; setup_failed "libvirtd or virtdlmd did not start on node1"; }
 for n in 2 3; do
-  gx "$n" "$NODE_SH setup $n $VIRTDLMD $PLUGIN" > "$OUT/setup-n$n.log" 2>&1 &
+  gx "$n" "$NODE_SH setup $n $VIRTDLMD $PLUGIN ${CL_VMS_CONF:-}" > "$OUT/setup-n$n.log" 2>&1 &
 done
 for n in 2 3; do wait -n || { cat "$OUT"/setup-n*.log; setup_failed "libvirtd or virtdlmd did not start in a guest"; }; done
 setup_pass "libvirtd $(vsh 1 version | sed -n 's/.*Running hypervisor: //p') with dlm.so and virtdlmd --backend dlm on nodes 1-3 ($(( $(date +%s) - T0 )) s)"
 for n in 1 2; do for d in a b m; do vsh "$n" define "/shared/vmx-$d.xml" >/dev/null || setup_failed "define vmx-$d on node$n"; done; done
 for n in 1 3; do for d in p q; do vsh "$n" define "/shared/vmx-$d.xml" >/dev/null || setup_failed "define vmx-$d on node$n"; done; done
-setup_pass "vmx-a, vmx-b, vmx-m defined on nodes 1 and 2; vmx-p, vmx-q on nodes 1 and 3"
+for n in 1 2; do for d in o1 o2; do vsh "$n" define "/shared/vmx-$d.xml" >/dev/null || setup_failed "define vmx-$d on node$n"; done; done
+for n in 1 2 3; do vsh "$n" define /shared/vmx-base.xml >/dev/null || setup_failed "define vmx-base on node$n"; done
+setup_pass "vmx-a, vmx-b, vmx-m, vmx-o1, vmx-o2 defined on nodes 1 and 2; vmx-p, vmx-q on nodes 1 and 3; vmx-base on all"
 
 # ---- start on one node, refused on another naming the holder; destroy and handover
 echo "---- start, refusal, handover"
@@ -266,6 +278,38 @@ else fail "virtdlmd logs lack node1's release or node2's grant of mig.img for vm
 src_gone=$(gx 1 "[ -e /proc/$src ] && echo alive || echo gone")
 ok "node1: the source QEMU ($src) is gone" test "$src_gone" = gone
 step "node2: virsh destroy vmx-m" vsh 2 destroy vmx-m
+
+# ---- a qcow2 base protected across nodes: overlays o1 (node1) and o2 (node2) over base.img.
+# The base is held PR (any number of readers, no writer) on every node that runs an overlay.
+# Break it: CL_VMS_CONF=backing_chains=false (virtdlmd follows no chain; boot the cluster
+# afresh first, the guests may keep an old copy of guest/libvirt-node.sh): node2's VM on
+# base.img starts while node1's overlay VM reads it, and 7 checks of this section fail (checked).
+echo "---- backing chain across nodes"
+# base_readers NODE: "VM@NODE MODE" of each lock on base.img in NODE's view, sorted.
+base_readers() {
+  locks_json "$1" | jq -r '.[] | select(.identity | startswith("/shared/base.img")) | "\(.vm_name)@\(.node_name) \(.mode)"' 2>/dev/null | sort | tr '\n' ' '
+}
+ok "node1: virsh start vmx-o1 (o1.qcow2 over base.img)" vsh 1 start vmx-o1
+ok "node3 sees base.img held PR by vmx-o1@node1 (inventory)" test "$(base_readers 3)" = "vmx-o1@node1 PR "
+refused "node2: virsh start vmx-base on base.img refused, naming the overlay and node1's VM" \
+  "/shared/base.img is the backing file of /shared/o1.qcow2, used by VM vmx-o1" vsh 2 start vmx-base
+ok "node2: vmx-base stayed shut off" state_is 2 vmx-base "shut off"
+ok "node2: virsh start vmx-o2 (a second overlay over base.img)" vsh 2 start vmx-o2
+ok "node3 sees base.img held PR by both overlay VMs, on node1 and node2" \
+  test "$(base_readers 3)" = "vmx-o1@node1 PR vmx-o2@node2 PR "
+gx 3 "$VIRTDLM --admin-socket /run/vms/admin.sock locks" | sed 's/^/node3 virtdlm locks: /'   # docs/GUIDE.md §3.1
+# On node3, which runs neither overlay: on a node that runs one, QEMU's own image lock (the
+# overlay's QEMU has base.img open there) refuses the start before the lock plugin is asked.
+refused "node3: virsh start vmx-base refused while the overlays read it, both named" \
+  "o1.qcow2, used by VM vmx-o1.*and of /shared/o2.qcow2, used by VM vmx-o2|o2.qcow2, used by VM vmx-o2.*and of /shared/o1.qcow2, used by VM vmx-o1" \
+  vsh 3 start vmx-base
+step "node1: virsh destroy vmx-o1" vsh 1 destroy vmx-o1
+refused "node1: vmx-base still refused while node2's overlay VM reads base.img" \
+  "used by VM vmx-o2" vsh 1 start vmx-base
+step "node2: virsh destroy vmx-o2" vsh 2 destroy vmx-o2
+ok "node3 sees base.img free once both overlay VMs are gone" test -z "$(base_readers 3)"
+ok "node1: virsh start vmx-base once no overlay VM runs" vsh 1 start vmx-base
+step "node1: virsh destroy vmx-base" vsh 1 destroy vmx-base
 
 # ---- partition: node3 cut off with vmx-p (pause) and vmx-q (poweroff)
 echo "---- partition of node3: <on_lockfailure> pause and poweroff"

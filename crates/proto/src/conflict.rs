@@ -98,12 +98,13 @@ fn backing_message(c: &Conflict) -> Option<String> {
     let base = c.identity.as_str();
     Some(format!(
         "disk {base} is the backing file of {}; it cannot be opened {} while an overlay depends on it (writing it would \
-         corrupt the overlay{}). Stop {}, or make the overlay independent of it first (virsh blockpull), or start this VM \
-         on an overlay of its own (qemu-img create -f qcow2 -b {base} -F <format> <new overlay>)",
+         corrupt the overlay{}). Stop {}, or make the overlay{} independent of it first (virsh blockpull), or start this \
+         VM on an overlay of its own (qemu-img create -f qcow2 -b {base} -F <format> <new overlay>)",
         users.join("; and of "),
         wanted(c.wanted),
         if users.len() == 1 { "" } else { "s" },
         if users.len() == 1 { "that VM" } else { "those VMs" },
+        if users.len() == 1 { "" } else { "s" },
     ))
 }
 
@@ -182,7 +183,7 @@ mod tests {
             "disk /img/base.qcow2 is the backing file of /img/web-1.qcow2, used by VM web-1 (uuid u-1) on node hv2 since \
              12:03:04 UTC; and of /img/web-2.qcow2, used by VM web-2 (uuid u-1) on node hv2 since 12:03:04 UTC; it cannot \
              be opened for exclusive writing while an overlay depends on it (writing it would corrupt the overlays). Stop \
-             those VMs, or make the overlay independent of it first (virsh blockpull), or start this VM on an overlay of \
+             those VMs, or make the overlays independent of it first (virsh blockpull), or start this VM on an overlay of \
              its own (qemu-img create -f qcow2 -b /img/base.qcow2 -F <format> <new overlay>)"
         );
         assert_eq!(overlay_of(&backing_note("/a (x)", "/b")), Some("/b"));

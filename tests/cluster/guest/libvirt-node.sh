@@ -4,7 +4,8 @@
 # way a cluster node runs them. Everything of it lives under /run/vms (the guest's tmpfs);
 # /etc/libvirt is the guest's own (tmpfs overlay over the host's), so it is edited in place.
 #
-#   libvirt-node.sh setup NODE VIRTDLMD PLUGIN   configure, start virtdlmd, then libvirtd
+#   libvirt-node.sh setup NODE VIRTDLMD PLUGIN [KEY=VALUE]   configure (plus one virtdlmd.conf
+#                                            setting), start virtdlmd, then libvirtd
 #   libvirt-node.sh start-libvirtd               start libvirtd (again)
 #   libvirt-node.sh stop-libvirtd                SIGTERM libvirtd, wait until it is gone (QEMUs stay)
 #   libvirt-node.sh teardown                     destroy every domain, stop libvirtd and virtdlmd
@@ -47,6 +48,8 @@ fence_grace_ms = 1000
 fence_kill_wait_ms = 1000
 fence_pause_timeout_ms = 30000
 EOC
+  # An extra setting (key=value) from libvirt-vms.sh's CL_VMS_CONF, to show a check failing.
+  [ -n "${4:-}" ] && echo "${4/=/ = }" >> $D/virtdlmd.conf
   RUST_LOG=info "$virtdlmd" --config $D/virtdlmd.conf >> $D/virtdlmd.log 2>&1 </dev/null &
   echo $! > $D/virtdlmd.pid
   wait_for 120 grep -q 'serving on' $D/virtdlmd.log || { echo "virtdlmd not serving:"; cat $D/virtdlmd.log; return 1; }
