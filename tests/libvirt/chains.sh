@@ -127,3 +127,37 @@ test_chain_ops() {
     ok "ops: destroy o1" virsh_ destroy vdlm-t-o1
     ok "ops: every lock of o1 went with it" lacks vdlm-t-o1
 }
+
+# Inactive block commit (the top stays; an image below it is merged into its own backing
+# file): o2 on ch-ov2.qcow2 over ch-base.qcow2, two snapshots on top, so the chain is
+# base <- ov2 <- s1 <- s2 (active).
+test_chain_commit() {
+    local m
+    ok "commit: start o2 on ch-ov2.qcow2" virsh_ start vdlm-t-o2
+    ok "commit: snapshot s1" virsh_ snapshot-create-as vdlm-t-o2 s1 --disk-only --no-metadata --diskspec "vda,file=$A/ch-ov2.s1"
+    ok "commit: snapshot s2" virsh_ snapshot-create-as vdlm-t-o2 s2 --disk-only --no-metadata --diskspec "vda,file=$A/ch-ov2.s2"
+    lock_list | sed 's/^/table before the inactive commits: /'
+
+    # Into an image the VM holds EX (ov2, an old top): libvirt asks for it as a disk again,
+    # which is answered from the table, then releases the image merged away.
+    m=$(log_mark)
+    ok "commit: blockcommit --top s1 --base ch-ov2.qcow2 (into an image o2 holds EX)" \
+        virsh_ blockcommit vdlm-t-o2 vda --top "$A/ch-ov2.s1" --base "$A/ch-ov2.qcow2" --wait
+    trace "blockcommit-inactive" "$m"; lock_list | sed 's/^/table after blockcommit --top s1: /'
+    ok "commit: o2 runs after the inactive commit" state_is vdlm-t-o2 running
+    ok "commit: the merged-away s1 is released" lacks_lock vdlm-t-o2 "$A/ch-ov2.s1" EX
+    ok "commit: ch-ov2.qcow2 is still held EX" has_lock vdlm-t-o2 "$A/ch-ov2.qcow2" EX
+
+    # Into the base the VM reads as a backing file (PR, shared with any other overlay's VM,
+    # on any host): libvirt asks for it writable; refused, saying what to do instead.
+    m=$(log_mark)
+    refused "commit: blockcommit --top ch-ov2.qcow2 --base ch-base.qcow2 refused (the base is read as a backing file)" \
+        "does not convert a backing image's shared read lock.*qemu-img commit" \
+        virsh_ blockcommit vdlm-t-o2 vda --top "$A/ch-ov2.qcow2" --base "$A/ch-base.qcow2" --wait
+    trace "blockcommit-into-base" "$m"
+    ok "commit: o2 runs after the refused commit" state_is vdlm-t-o2 running
+    ok "commit: the base is still held PR as ch-ov2's backing image" \
+        has_lock vdlm-t-o2 "$A/ch-base.qcow2 (backing of $A/ch-ov2.qcow2)" PR
+    ok "commit: destroy o2" virsh_ destroy vdlm-t-o2
+    ok "commit: every lock of o2 went with it" lacks vdlm-t-o2
+}

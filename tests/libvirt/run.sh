@@ -205,5 +205,6 @@ ok "no lock left in virtdlmd after the guide's steps" no_locks
 # ---- backing chains (docs/GUIDE.md, "Backing chains")
 test_chains
 test_chain_ops
+test_chain_commit
 
 finish

@@ -365,6 +365,21 @@ impl Registry {
                     // A backing image the owner already holds at least as strongly (the old top
                     // of a disk after a snapshot, still EX): kept as it is.
                     Some(h) if n.backing_of.is_some() && h.grant.mode.strongest(n.mode) == h.grant.mode => {}
+                    // A backing image asked for as a disk in a stronger mode: libvirt opens the
+                    // base of `virsh blockcommit --base` for writing. The read lock is shared
+                    // with VMs on other hosts and is not converted in place.
+                    Some(h) if h.backing && n.backing_of.is_none() => {
+                        return Err(RegistryError::OutOfOrder(format!(
+                            "VM {} reads {} as a backing file ({}); virt-dlm does not convert a backing image's shared \
+                             read lock to a {} lock while the VM runs (other VMs, on any host, may read it too), so it \
+                             cannot be written by virsh blockcommit. Commit it with the VM shut off (qemu-img commit) once \
+                             no other VM uses the image, or make the disk independent of it (virsh blockpull)",
+                            vm(spec),
+                            conflict::subject(&n.readable),
+                            h.readable,
+                            n.mode
+                        )))
+                    }
                     Some(h) => {
                         return Err(RegistryError::OutOfOrder(format!(
                             "VM {} already holds {} in mode {}, not {}; \

@@ -230,6 +230,24 @@ mod tests {
         s.acquire(1, "plain.img").expect("released on unplug");
     }
 
+    /// `virsh blockcommit --base B` while the VM runs: libvirt asks for B, which the VM
+    /// reads as a backing file (PR), as a disk (EX). Refused with what to do instead, and
+    /// nothing changes. Break it: drop the `h.backing` arm in `acquire_gated`: the message is
+    /// the generic "release it before taking it in another mode" and this test fails (checked).
+    #[test]
+    fn committing_into_a_base_read_as_backing_is_refused_with_what_to_do() {
+        let s = setup("commit", 1, Naming::default());
+        s.acquire(0, "ov1.qcow2").unwrap();
+        let before = s.held();
+        let m = match s.acquire(0, "base.qcow2") {
+            Err(RegistryError::OutOfOrder(m)) => m,
+            other => panic!("expected a refusal, got {other:?}"),
+        };
+        assert!(m.contains("reads") && m.contains("as a backing file") && m.contains("does not convert"), "{m}");
+        assert!(m.contains("qemu-img commit") && m.contains("virsh blockpull"), "{m}");
+        assert_eq!(s.held(), before);
+    }
+
     /// Backing images go with the owner's last disk, not before: fails if `release` drops
     /// them with the first disk or keeps them after the last.
     #[test]
