@@ -370,13 +370,13 @@ impl Registry {
                     // with VMs on other hosts and is not converted in place.
                     Some(h) if h.backing && n.backing_of.is_none() => {
                         return Err(RegistryError::OutOfOrder(format!(
-                            "VM {} reads {} as a backing file ({}); virt-dlm does not convert a backing image's shared \
-                             read lock to a {} lock while the VM runs (other VMs, on any host, may read it too), so it \
-                             cannot be written by virsh blockcommit. Commit it with the VM shut off (qemu-img commit) once \
-                             no other VM uses the image, or make the disk independent of it (virsh blockpull)",
+                            "VM {} reads {} as the backing file of {}; virt-dlm does not convert a backing image's shared \
+                             read lock to a lock for writing ({}) while the VM runs (other VMs, on any host, may read it \
+                             too), so virsh blockcommit cannot write into it. Commit with the VM shut off (qemu-img commit) \
+                             once no other VM uses the image, or make the disk independent of it (virsh blockpull)",
                             vm(spec),
                             conflict::subject(&n.readable),
-                            h.readable,
+                            conflict::overlay_of(&h.readable).unwrap_or("another image of the VM"),
                             n.mode
                         )))
                     }

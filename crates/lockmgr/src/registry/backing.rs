@@ -243,7 +243,9 @@ mod tests {
             Err(RegistryError::OutOfOrder(m)) => m,
             other => panic!("expected a refusal, got {other:?}"),
         };
-        assert!(m.contains("reads") && m.contains("as a backing file") && m.contains("does not convert"), "{m}");
+        let ov1 = s.dir.join("ov1.qcow2");
+        assert!(m.contains(&format!("as the backing file of {}", ov1.display())), "{m}");
+        assert!(m.contains("does not convert a backing image's shared read lock"), "{m}");
         assert!(m.contains("qemu-img commit") && m.contains("virsh blockpull"), "{m}");
         assert_eq!(s.held(), before);
     }
