@@ -18,7 +18,7 @@ rm -rf "$W/src/crates" "$W/src/tests"
 cp -a "$ROOT/Cargo.toml" "$ROOT/Cargo.lock" "$ROOT/crates" "$W/src/"
 mkdir -p "$W/src/tests"; cp -a "$ROOT/tests/cluster" "$ROOT/tests/oracle" "$W/src/tests/"
 f=$W/src/crates/lockmgr/src/backend/dlm.rs
-grep -q 'match anchor.convert_wait(mode.into(), flags, wait) {' "$f" || { echo "broken-virtdlmd.sh: the line to patch is gone from $f" >&2; exit 1; }
-sed -i 's/match anchor.convert_wait(mode.into(), flags, wait) {/match { let _ = (flags, wait, \&mode); Ok::<(), DlmError>(()) } {/' "$f"
+grep -q 'match anchor.convert_wait(lock_mode(mode), flags, wait) {' "$f" || { echo "broken-virtdlmd.sh: the line to patch is gone from $f" >&2; exit 1; }
+sed -i 's/match anchor.convert_wait(lock_mode(mode), flags, wait) {/match { let _ = (flags, wait, \&mode); Ok::<(), DlmError>(()) } {/' "$f"
 (cd "$W/src" && CARGO_TARGET_DIR=$W/target nice cargo build -q -p lockmgr --bin virtdlmd --locked >&2)
 echo "$W/target/debug/virtdlmd"
