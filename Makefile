@@ -5,7 +5,7 @@ SHELL := /bin/bash
 
 # Debian packages: tests/install-deps.sh (the one list, used by every target).
 
-.PHONY: deps build deb test test-unit test-cluster demo lint clean-cluster bench-peers bench-cluster bench-profile bench-stall
+.PHONY: deps build deb test test-unit test-cluster demo lint clean-cluster bench-peers bench-cluster bench-profile bench-stall nemesis-records
 
 deps:
 	./tests/install-deps.sh
@@ -53,3 +53,8 @@ bench-profile: deps
 
 bench-stall: deps
 	./tests/bench/stall.sh
+
+# The nemesis records no CI run stores: the seed replays and the broken daemon caught by the
+# oracle (docs/results/, docs/RELIABILITY.md "Last runs"; about 25 minutes).
+nemesis-records: deps
+	./tests/cluster/records.sh

@@ -3,7 +3,8 @@
 # committed): passes as committed; a figure measured at the clone's HEAD is fresh, then stale
 # once a commit changes a path it measures (and fails with FIGURES_STALE=fail); a result with no
 # commit fails; a settings change fails without a "settings:" line in the commit and passes
-# with one; an estimate is listed, not stale, and fails without its mark; a shallow clone
+# with one; an estimate is listed, not stale, and fails without its mark; a record kept as
+# history is never stale and fails when quoted without its commit; a shallow clone
 # reports staleness as not checked instead of failing.
 # Prints "figures-selftest: N passed, N failed"; exit 1 on any failure. Needs git, python3, jq.
 #   tests/bench/figures-selftest.sh
@@ -56,6 +57,19 @@ sed -i "s/$M/Run times/" $E
 check; grep -q "^FAIL unmarked .*$E" "$T/out" && ! check && ok "an estimate without its mark fails" ||
   ko "an estimate without its mark: $(grep "$E" "$T/out" | head -3)"
 git checkout -q -- $E
+
+# A record kept as history (the soak): listed with its date, never stale however much changed
+# after it; a document quoting it without its commit fails.
+H=docs/results/nemesis-soak-500.json
+if check && grep -q "^info history .*$H: measured at" "$T/out" && ! grep -q "stale .*$H" "$T/out"
+then ok "a history record is listed as history, not as stale"
+else ko "a history record: $(grep "$H" "$T/out" | head -3)"; fi
+c=$(jq -r .commit $H | cut -c1-7)
+sed -i "s/$c[0-9a-f]*/(commit)/g" docs/RELIABILITY.md
+check; grep -q "^FAIL history .*$H: docs/RELIABILITY.md quotes it without its commit $c" "$T/out" && ! check &&
+  ok "a document quoting a history record without its commit fails" ||
+  ko "a history record quoted without its commit: $(grep "$H" "$T/out" | head -3)"
+git checkout -q -- docs/RELIABILITY.md
 
 git clone -q --depth 1 "file://$T/r" "$T/shallow" && cd "$T/shallow" &&
   if python3 tests/bench/figures.py check >"$T/out" 2>&1 && grep -q "not checked .*shallow" "$T/out"

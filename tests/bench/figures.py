@@ -13,6 +13,8 @@ Reads docs/bench/manifest.json (docs/TESTING.md, "Figures"). Fails (exit 1) when
     mark of an estimate (its "mark", which starts with "unmeasured estimate");
   - a generated section differs from what its data renders (tests/bench/report.py render
     --check, tests/cluster/nemesis-doc.sh --check).
+  - a record kept as history (its manifest entry has "history": a dated run too long to
+    repeat with every change, e.g. a soak) is quoted in a document without its commit.
 Warns (exit 0) for every stale figure: a commit after the one measured changed a path the
 figure measures; FIGURES_STALE=fail makes stale figures fail too. Results whose commit is not
 recorded, and unmeasured figures, are listed the same way. Estimates (approximate run times
@@ -119,6 +121,24 @@ def check_settings(path, rec):
                           f"{after} without a line 'settings: ...' in its message")
 
 
+def check_history(path, entry, commit):
+    """A dated record kept as history (too long to measure again with every change, e.g. a
+    soak): never stale, but each document quoting it must give the commit it was measured at,
+    so that no reader takes it for a figure of the current code."""
+    h = entry["history"]
+    if not commit:
+        errors.append(f"no commit    {path}: a history record needs the commit it measured")
+        return
+    short = commit[:7]
+    for shown in entry.get("shown_in", []):
+        doc = ROOT / shown.split(" (")[0]
+        if not doc.exists() or short not in doc.read_text():
+            errors.append(f"history      {path}: {shown.split(' (')[0]} quotes it without its commit {short} "
+                          "(a history record is shown with the commit it measured)")
+    warnings.append(f"history      {path}: measured at {short} on {h.get('date', '?')}, kept as history: "
+                    f"{h.get('why', '')}")
+
+
 def check():
     manifest = json.loads(MANIFEST.read_text())
     entries = manifest["results"]
@@ -127,7 +147,8 @@ def check():
         if not any(fnmatch.fnmatch(f, pat) for pat in entries):
             errors.append(f"no entry     {f}: not in docs/bench/manifest.json (what does it measure?)")
     for pat, entry in entries.items():
-        matched = [f for f in files if fnmatch.fnmatch(f, pat)]
+        # A file named by an entry of its own belongs to that entry, not to a pattern.
+        matched = [f for f in files if fnmatch.fnmatch(f, pat) and (f == pat or f not in entries)]
         if not matched:
             errors.append(f"missing      {pat}: in docs/bench/manifest.json but no such result file")
         for f in matched:
@@ -137,7 +158,9 @@ def check():
                 errors.append(f"unreadable   {f}: {e}")
                 continue
             commit, note = stored_commit(rec)
-            if commit and not note:
+            if "history" in entry:
+                check_history(f, entry, commit)
+            elif commit and not note:
                 staleness(f, commit, entry["measures"], "measured at")
             elif commit and note:
                 staleness(f, commit, entry["measures"], "stored by", "commit measured not recorded; ")
@@ -170,7 +193,7 @@ def check():
 
     stale = [w for w in warnings if w.startswith("stale")]
     for w in warnings:
-        kind = "info " if w.startswith("estimate") else "warn "
+        kind = "info " if w.startswith(("estimate", "history")) else "warn "
         print(("FAIL " if os.environ.get("FIGURES_STALE") == "fail" and w.startswith("stale") else kind) + w)
     for e in errors:
         print("FAIL " + e)
