@@ -12,7 +12,6 @@
 //! `--json` also writes the figures there (tests/bench/peers.sh stores them in docs/bench/).
 use proto::{self, FailureAction, Op, OwnerSpec, Resource, Response};
 use serde_json::json;
-use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
@@ -43,22 +42,11 @@ fn pct(sorted: &[Duration], p: f64) -> Duration {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let arg = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
-    let exe = std::env::current_exe().unwrap();
-    let virtdlmd = arg("--virtdlmd")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| exe.parent().unwrap().parent().unwrap().join("virtdlmd"));
-    let iterations: usize = arg("--iterations").map(|v| v.parse().unwrap()).unwrap_or(2000);
-
-    // The journal's directory: production keeps it on tmpfs (/run); pass --dir /dev/shm to match.
-    let base = arg("--dir").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
-    let dir = base.join(format!("virtdlm-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let sock = daemon::socket(&dir);
-    let mut daemon = daemon::spawn(&virtdlmd, &dir, "info", Duration::from_millis(10));
+    let setup = daemon::Setup::start("bench");
+    let iterations: usize = setup.arg("--iterations").map(|v| v.parse().unwrap()).unwrap_or(2000);
+    let json = setup.arg("--json");
+    let daemon::Setup { virtdlmd, dir, sock, mut daemon, .. } = setup;
     let dpid = daemon.id();
-    println!("virtdlmd {} (pid {dpid}), journal on {}", virtdlmd.display(), dir.display());
     let idle_rss = rss_kib(dpid);
     println!("idle RSS: {idle_rss} KiB");
     let us = |d: Duration| (d.as_secs_f64() * 1e7).round() / 10.0;
@@ -151,7 +139,7 @@ fn main() {
     figures.insert("take_all_ms".into(), json!((took.as_secs_f64() * 1e4).round() / 10.0));
     figures.insert("restart_readopt_ms".into(), json!((restart.as_secs_f64() * 1e4).round() / 10.0));
     figures.insert("rss_after_restart_kib".into(), json!(restarted_rss));
-    if let Some(path) = arg("--json") {
+    if let Some(path) = json {
         std::fs::write(&path, serde_json::to_string_pretty(&figures).unwrap() + "\n").expect("write --json");
     }
 

@@ -13,7 +13,7 @@
 //! `--stall-ms` each; the two medians show whether they wait at all.
 use proto::{self, FailureAction, Op, OwnerSpec, Resource, Response};
 use serde_json::json;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -63,21 +63,11 @@ fn bystander_loop(sock: &Path, spec: &OwnerSpec, disks: &[Resource], n: usize) -
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let arg = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
-    let exe = std::env::current_exe().unwrap();
-    let virtdlmd = arg("--virtdlmd")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| exe.parent().unwrap().parent().unwrap().join("virtdlmd"));
-    let iterations: usize = arg("--iterations").map(|v| v.parse().unwrap()).unwrap_or(2000);
-    let stall_ms: u64 = arg("--stall-ms").map(|v| v.parse().unwrap()).unwrap_or(1000);
-
-    let base = arg("--dir").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
-    let dir = base.join(format!("virtdlm-stall-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let sock = daemon::socket(&dir);
-    let mut daemon = daemon::spawn(&virtdlmd, &dir, "info", Duration::from_millis(10));
-    println!("virtdlmd {} (pid {}), journal on {}", virtdlmd.display(), daemon.id(), dir.display());
+    let setup = daemon::Setup::start("stall");
+    let iterations: usize = setup.arg("--iterations").map(|v| v.parse().unwrap()).unwrap_or(2000);
+    let stall_ms: u64 = setup.arg("--stall-ms").map(|v| v.parse().unwrap()).unwrap_or(1000);
+    let json = setup.arg("--json");
+    let daemon::Setup { dir, sock, mut daemon, .. } = setup;
 
     let stalled = disk(&dir, "stalled.img");
     let (mut holder, holder_spec) = vm("holder", 1);
@@ -143,7 +133,7 @@ fn main() {
         "bystander_quiet": {"median_us": us(pct(&quiet, 0.5)), "p99_us": us(pct(&quiet, 0.99)), "max_us": us(*quiet.last().unwrap()), "n": iterations},
         "bystander_stalled": {"median_us": us(pct(&stalling, 0.5)), "p99_us": us(pct(&stalling, 0.99)), "max_us": us(*stalling.last().unwrap()), "n": iterations},
     });
-    if let Some(out) = arg("--json") {
+    if let Some(out) = json {
         std::fs::write(out, serde_json::to_string_pretty(&figures).unwrap()).unwrap();
     }
     for c in [&mut holder, &mut bystander, &mut waiter] {

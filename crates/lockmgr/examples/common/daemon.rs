@@ -1,8 +1,49 @@
 //! Starting a virtdlmd on the local backend for the examples (bench, stall), and talking to it.
 
+/// What both examples start from: their command line, a scratch directory and a daemon in it.
+pub struct Setup {
+    /// The example's arguments (`--name value` pairs; see [`Setup::arg`]).
+    pub args: Vec<String>,
+    #[allow(dead_code)] // bench restarts the daemon; stall does not
+    pub virtdlmd: PathBuf,
+    /// `--dir` (default: the temporary directory) / `virtdlm-<tag>-<pid>`: the journal is here.
+    /// Production keeps it on tmpfs (/run); pass `--dir /dev/shm` to match.
+    pub dir: PathBuf,
+    pub sock: PathBuf,
+    pub daemon: Child,
+}
+
+impl Setup {
+    /// Reads `--virtdlmd` (default: the virtdlmd built beside the example) and `--dir`, and
+    /// starts the daemon logging at info, as in production.
+    pub fn start(tag: &str) -> Setup {
+        let args: Vec<String> = std::env::args().collect();
+        let exe = std::env::current_exe().unwrap();
+        let virtdlmd = value(&args, "--virtdlmd")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| exe.parent().unwrap().parent().unwrap().join("virtdlmd"));
+        let base = value(&args, "--dir").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+        let dir = base.join(format!("virtdlm-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let sock = socket(&dir);
+        let daemon = spawn(&virtdlmd, &dir, "info", Duration::from_millis(10));
+        println!("virtdlmd {} (pid {}), journal on {}", virtdlmd.display(), daemon.id(), dir.display());
+        Setup { args, virtdlmd, dir, sock, daemon }
+    }
+
+    /// The value after `name` on the command line.
+    pub fn arg(&self, name: &str) -> Option<String> {
+        value(&self.args, name)
+    }
+}
+
+fn value(args: &[String], name: &str) -> Option<String> {
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned()
+}
+
 use proto::{Op, Response};
 use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
