@@ -49,7 +49,19 @@ EOC
 # sbd goes to the background once corosync answers (it starts before it): not waited for here;
 # guest-init.sh waits for its pid file (/run/sbd.wanted) before it starts pacemakerd.
 touch /run/sbd.wanted
-(set -a; . /etc/default/sbd; set +a; exec setsid /usr/sbin/sbd -p /run/sbd.pid watch) >/xchg/sbd.start.log 2>&1 </dev/null &
+# The guest's syslog, copied as it grows to the host side, where it outlives a watchdog reset
+# (/var/log is the guest's tmpfs): each boot appends after a marker.
+echo "---- boot at \$(date -u +%FT%T)" >>/xchg/messages.live
+(exec setsid tail -n +1 -F /var/log/messages >>/xchg/messages.live 2>/dev/null </dev/null &)
+# Not before 8 s of uptime: sbd records a servant's "unhealthy" report as a last liveness at
+# 1 s of CLOCK_MONOTONIC (src/sbd-inquisitor.c, SIG_PCMK_UNHEALTHY), so one that comes in the
+# first 5 s after boot counts as healthy. A guest reaches sbd 2 s after boot: its Pacemaker
+# servant's first report (pacemakerd not up yet) then marks the cluster as seen, the next
+# reports age it, and sbd stops feeding the watchdog while Pacemaker still starts: softdog
+# resets the node (seen: every node reset before a DC was elected). A real host starts sbd
+# later than that after boot.
+(while [ "\$(cut -d. -f1 /proc/uptime)" -lt 8 ]; do sleep 0.5; done
+ set -a; . /etc/default/sbd; set +a; exec setsid /usr/sbin/sbd -p /run/sbd.pid watch) >/xchg/sbd.start.log 2>&1 </dev/null &
 EOP
 }
 
@@ -58,6 +70,17 @@ sbd_console_watch() {
     local log=$CL_BASE/n$1/console.log
     tail -n0 -F "$log" 2>/dev/null | while IFS= read -r l; do printf '%s %s\n' "$(date +%s.%N)" "$l"; done >"$2" &
     SBD_WATCH_PID=$!
+}
+
+# After a failed start: which guests their watchdog reset, and what each guest's sbd logged
+# before (from the copy on the host side, /xchg/messages.live).
+sbd_resets() {
+    local i
+    for i in 1 2 3; do
+        grep -q 'softdog: Initiating system reboot' "$CL_BASE/n$i/console.log" 2>/dev/null &&
+            echo "sbd: node$i was reset by its watchdog (console: softdog: Initiating system reboot)"
+        grep -h 'sbd\[\|pacemaker-controld.*\(election\|State transition\)' "$CL_BASE/n$i/xchg/messages.live" 2>/dev/null | tail -n 15 | sed "s/^/  | node$i /"
+    done
 }
 
 sbd_scenario() {
@@ -74,7 +97,7 @@ sbd_scenario() {
     done
     pass "sbd: softdog loaded ($(gx 1 ". /etc/default/sbd; echo \$SBD_WATCHDOG_DEV" 2>/dev/null)), sbd -p /run/sbd.pid watch running on node1 node2 node3 before corosync (watchdog only, SBD_WATCHDOG_TIMEOUT=$SBD_WD_TIMEOUT)"
     if ! gwait 180 1 "crm_mon -1 | grep -q 'Current DC: node.*partition with quorum' && crm_mon -1 | grep -q 'Online: \[ node1 node2 node3 \]'"; then
-        fail "sbd: no DC with 3 nodes online: $(gx 1 'crm_mon -1' 2>&1 | tr '\n' ' ')"; return; fi
+        fail "sbd: no DC with 3 nodes online: $(gx 1 'crm_mon -1' 2>&1 | tr '\n' ' ')"; sbd_resets; return; fi
     if gwait 60 1 "[ \"\$(crm_attribute --type crm_config --name have-watchdog --query --quiet 2>/dev/null)\" = true ]"; then
         pass "sbd: Pacemaker sees sbd (have-watchdog=true)"
     else fail "sbd: have-watchdog is not true: $(gx 1 'crm_attribute --type crm_config --name have-watchdog --query; cat /xchg/sbd.start.log' 2>&1 | tr '\n' ' ')"; return; fi
