@@ -167,17 +167,15 @@ impl State {
         Ok(())
     }
 
-    fn records(&self) -> Vec<Record> {
-        let mut out = Vec::new();
-        for (key, o) in &self.owners {
-            if let Some(spec) = &o.spec {
-                out.push(Record::Owner { key: *key, spec: spec.clone() });
-            }
-            for (name, lock) in &o.locks {
-                out.push(Record::Grant { key: *key, name: name.clone(), lock: lock.clone() });
-            }
-        }
-        out
+    /// The records that rebuild this state, one at a time (compaction writes them as they
+    /// come: 10,000 locks are never encoded whole in memory).
+    fn records(&self) -> impl Iterator<Item = Record> + '_ {
+        self.owners.iter().flat_map(|(key, o)| {
+            let owner = o.spec.as_ref().map(|spec| Record::Owner { key: *key, spec: spec.clone() });
+            let grants =
+                o.locks.iter().map(|(name, lock)| Record::Grant { key: *key, name: name.clone(), lock: lock.clone() });
+            owner.into_iter().chain(grants)
+        })
     }
 }
 
@@ -422,13 +420,16 @@ impl Journal {
         };
         let io = |source| JournalError::Io { path: self.path.clone(), source };
         let tmp = self.path.with_extension("tmp");
-        let buf = encode(&self.state);
-        let written = File::create(&tmp).and_then(|mut f| {
-            f.write_all(&buf)?;
+        // Streamed through a small buffer: the whole journal in memory at once was the peak of
+        // virtdlmd's heap with 10,000 locks (docs/PERFORMANCE.md, "Memory").
+        let written = File::create(&tmp).and_then(|f| {
+            let mut w = std::io::BufWriter::with_capacity(64 * 1024, f);
+            let len = write_state(&mut w, &self.state)?;
+            let f = w.into_inner().map_err(|e| e.into_error())?;
             f.sync_all()?;
-            f.metadata()
+            Ok((f.metadata()?, len))
         });
-        let m = match written {
+        let (m, len) = match written {
             Ok(m) => m,
             Err(e) => {
                 let _ = std::fs::remove_file(&tmp);
@@ -439,7 +440,7 @@ impl Journal {
         self.compactions += 1;
         self.file_id = Some((m.dev(), m.ino()));
         // The new file is in place: whatever the directory sync says, it is the journal now.
-        self.size = buf.len() as u64;
+        self.size = len;
         self.live_size = self.size;
         self.dirty = false;
         if let Some(dir) = self.path.parent() {
@@ -451,11 +452,24 @@ impl Journal {
 
 /// A whole journal holding exactly `state` (what compaction writes).
 pub fn encode(state: &State) -> Vec<u8> {
-    let mut buf = header();
-    for r in state.records() {
-        encode_record(&mut buf, &r);
-    }
+    let mut buf = Vec::new();
+    write_state(&mut buf, state).expect("writing to a Vec");
     buf
+}
+
+/// Writes a whole journal holding exactly `state` to `out`, record by record; its length.
+fn write_state(out: &mut impl Write, state: &State) -> std::io::Result<u64> {
+    let h = header();
+    out.write_all(&h)?;
+    let mut len = h.len() as u64;
+    let mut rec = Vec::new();
+    for r in state.records() {
+        rec.clear();
+        encode_record(&mut rec, &r);
+        out.write_all(&rec)?;
+        len += rec.len() as u64;
+    }
+    Ok(len)
 }
 
 fn header() -> Vec<u8> {
