@@ -32,9 +32,10 @@ PKGS=(
   # benchmarks (tests/bench/peers.sh): the peers lockd.so (above), sanlock.so and its daemon;
   # report.py
   libvirt-sanlock sanlock python3
-  # tests/bench/profile.sh (syscall counts, the perf profile) and tests/cluster/bench.sh, whose
-  # guests run the host's strace to count the libdlm floor's and virtdlmd's syscalls in node 1
-  strace linux-perf
+  # tests/bench/profile.sh (syscall counts, the perf profile, the heap profile) and
+  # tests/cluster/bench.sh, whose guests run the host's strace to count the libdlm floor's and
+  # virtdlmd's syscalls in node 1
+  strace linux-perf heaptrack
   # pacemaker tier (and the deb tier's check of the OCF agent): Pacemaker in the cluster guests,
   # both configuration tools, ocf:pacemaker:controld, ocf:heartbeat:VirtualDomain (the tier's VM);
   # busybox (above) gives the guests syslogd
