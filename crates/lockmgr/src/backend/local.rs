@@ -12,6 +12,9 @@ use std::time::{Duration, Instant};
 struct Table {
     /// Holders of each resource: (grant id, mode).
     held: HashMap<ResName, Vec<(u64, Mode)>>,
+    /// Requests waiting (a bounded wait) for each resource: only a release of one of these
+    /// wakes the waiters, not every release on the host.
+    waiting: HashMap<ResName, usize>,
     next_id: u64,
 }
 
@@ -30,7 +33,7 @@ impl Table {
 pub struct LocalBackend {
     node_name: String,
     table: Mutex<Table>,
-    /// Signalled on every release, for bounded waits.
+    /// Signalled when a resource someone waits for is released (bounded waits).
     released: Condvar,
 }
 
@@ -64,7 +67,15 @@ impl Backend for LocalBackend {
             match deadline {
                 None => return Err(BackendError::WouldBlock(name.clone())),
                 Some(d) => {
-                    if self.released.wait_until(&mut t, d).timed_out() && !t.grantable(name, mode) {
+                    *t.waiting.entry(name.clone()).or_default() += 1;
+                    let timed_out = self.released.wait_until(&mut t, d).timed_out();
+                    if let Some(n) = t.waiting.get_mut(name) {
+                        *n -= 1;
+                        if *n == 0 {
+                            t.waiting.remove(name);
+                        }
+                    }
+                    if timed_out && !t.grantable(name, mode) {
                         return Err(BackendError::TimedOut(name.clone()));
                     }
                 }
@@ -80,7 +91,11 @@ impl Backend for LocalBackend {
                 t.held.remove(&grant.name);
             }
         }
-        self.released.notify_all();
+        // Waking every waiter on each release made a host's unrelated releases each wake the
+        // waiting request's thread (docs/PERFORMANCE.md, "A request waiting on a held disk").
+        if t.waiting.contains_key(&grant.name) {
+            self.released.notify_all();
+        }
         Ok(())
     }
 
@@ -147,5 +162,27 @@ mod tests {
         std::thread::sleep(Duration::from_millis(50));
         be.release(&g).unwrap();
         assert!(t.join().unwrap().is_ok());
+    }
+
+    #[test]
+    fn every_waiter_on_a_released_resource_wakes_and_others_keep_waiting() {
+        let be = std::sync::Arc::new(LocalBackend::new("h"));
+        let held = be.acquire(&n("r"), Mode::Ex, None).unwrap();
+        let other = be.acquire(&n("s"), Mode::Ex, None).unwrap();
+        let wait = |name: &'static str| {
+            let be = be.clone();
+            std::thread::spawn(move || be.acquire(&n(name), Mode::Pr, Some(Duration::from_secs(30))))
+        };
+        let (r1, r2, s1) = (wait("r"), wait("r"), wait("s"));
+        std::thread::sleep(Duration::from_millis(50));
+        // A release of an unrelated resource wakes nobody waiting for r or s.
+        let free = be.acquire(&n("t"), Mode::Ex, None).unwrap();
+        be.release(&free).unwrap();
+        be.release(&held).unwrap();
+        assert!(r1.join().unwrap().is_ok() && r2.join().unwrap().is_ok(), "both readers of r granted");
+        assert!(!s1.is_finished(), "the waiter for s still waits");
+        be.release(&other).unwrap();
+        assert!(s1.join().unwrap().is_ok());
+        assert!(be.table.lock().waiting.is_empty(), "no waiter left counted");
     }
 }
