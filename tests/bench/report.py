@@ -652,6 +652,7 @@ def goals_table(recs):
     computed here, so the table moves with every bench that stores a result."""
     peers, cluster, stall, profile = (recs.get(k) for k in ("peers.json", "cluster.json", "stall.json", "profile.json"))
     rows = []
+    peers_at = (peers.get("commit") or "?")[:7] if peers else "?"
 
     def row(goal, figure, met, source):
         verdict = "counted (no target)" if met is None else "**yes**" if met else "**no**"
@@ -673,10 +674,10 @@ def goals_table(recs):
         r = {op: d[op]["median_us"] / l[op]["median_us"] for op in ("resume", "pause")}
         row("Local backend: resume and pause ≤ 0.3× lockd's",
             f"resume {r['resume']:.2f}×, pause {r['pause']:.2f}×", all(v <= 0.3 for v in r.values()),
-            f"peers table, {(peers.get('commit') or '?')[:7]}")
+            f"peers table, {peers_at}")
         free = d["free"]["median_us"]
         row("Local backend: kill -9 of QEMU until its disk is free < 1 ms", fmt_us(free), free < 1000,
-            f"peers table, {(peers.get('commit') or '?')[:7]}")
+            f"peers table, {peers_at}")
     if cluster and cluster.get("evacuation"):
         dw, rw = evac_walls(cluster["evacuation"])
         row("100 VMs × 4 disks at once on each of 3 nodes ≤ 1.5× the same raw libdlm requests (slowest node)",
@@ -704,9 +705,9 @@ def goals_table(recs):
     if peers and peers.get("scale"):
         sc = peers["scale"]
         row("10,000 locks ≤ 20 MiB RSS (local backend)", f"{sc['rss_held_kib'] / 1024:.1f} MiB",
-            sc["rss_held_kib"] <= 20 * 1024, f"scale table, {(peers.get('commit') or '?')[:7]}")
+            sc["rss_held_kib"] <= 20 * 1024, f"scale table, {peers_at}")
         row("Re-adoption of 10,000 locks after kill -9 ≤ 100 ms (local backend)", f"{sc['restart_readopt_ms']:.0f} ms",
-            sc["restart_readopt_ms"] <= 100, f"scale table, {(peers.get('commit') or '?')[:7]}")
+            sc["restart_readopt_ms"] <= 100, f"scale table, {peers_at}")
     if cluster and cluster.get("adoption"):
         a = cluster["adoption"]
         row("The same on the DLM backend (10,000 orphans)",
