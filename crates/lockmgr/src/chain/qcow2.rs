@@ -10,9 +10,13 @@
 pub const MAGIC: [u8; 4] = *b"QFI\xfb";
 /// Longest backing file name the format allows (QEMU refuses longer).
 pub const MAX_NAME: usize = 1023;
-/// How much of an image the walk reads: the header, its extensions and the backing file
+/// The most of an image the walk reads: the header, its extensions and the backing file
 /// name sit in the first cluster, and QEMU writes them in its first few hundred bytes.
 pub const HEAD_BYTES: usize = 64 * 1024;
+/// What the walk reads first: enough for any header QEMU writes; more is read only when the
+/// header places its backing file name further ([`bytes_needed`]). A raw image, the common
+/// case, costs one small read instead of [`HEAD_BYTES`].
+pub const FIRST_READ: usize = 4096;
 
 /// v2's fixed header length (v3 states its own, at least 104).
 const V2_HEADER: usize = 72;
@@ -51,6 +55,18 @@ pub enum Qcow2Error {
 /// Whether `head` starts like a qcow2 image.
 pub fn is_qcow2(head: &[u8]) -> bool {
     head.starts_with(&MAGIC)
+}
+
+/// How many bytes of an image starting with `head` [`backing`] needs: up to the end of the
+/// backing file name for a qcow2 image (at most [`HEAD_BYTES`]), else what is there.
+pub fn bytes_needed(head: &[u8]) -> usize {
+    match (is_qcow2(head), u64_at(head, 8), u32_at(head, 16)) {
+        (true, Ok(offset), Ok(size)) => {
+            let end = offset.saturating_add(u64::from(size)).min(HEAD_BYTES as u64) as usize;
+            end.max(head.len())
+        }
+        _ => head.len(),
+    }
 }
 
 fn u32_at(b: &[u8], at: usize) -> Result<u32, Qcow2Error> {
@@ -161,6 +177,20 @@ mod tests {
 
     fn parse(h: &[u8]) -> Result<Option<Backing>, Qcow2Error> {
         backing(h, h.len() as u64)
+    }
+
+    #[test]
+    fn more_is_needed_only_for_a_name_past_what_was_read() {
+        let h = build(3, Some((b"base.qcow2", Some("qcow2"))));
+        assert_eq!(bytes_needed(&h), h.len(), "the whole name is in what was read");
+        assert_eq!(bytes_needed(&h[..FIRST_READ.min(24)]), h.len(), "a cut header asks up to the name's end");
+        let mut far = h.clone();
+        far[8..16].copy_from_slice(&(10_000u64).to_be_bytes());
+        assert_eq!(bytes_needed(&far), 10_000 + 10);
+        far[8..16].copy_from_slice(&u64::MAX.to_be_bytes());
+        assert_eq!(bytes_needed(&far), HEAD_BYTES, "bounded, whatever the header says");
+        assert_eq!(bytes_needed(&[0u8; 512]), 512, "not qcow2: nothing more");
+        assert_eq!(bytes_needed(&build(3, None)), build(3, None).len(), "no backing file");
     }
 
     #[test]

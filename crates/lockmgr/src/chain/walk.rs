@@ -1,6 +1,7 @@
 //! Following a disk's backing chain on the filesystem: the top image's qcow2 header names its
-//! backing file, whose header names the next, and so on. Each image is read once, up to
-//! [`qcow2::HEAD_BYTES`]; no process is started. The paths found are named for locking by
+//! backing file, whose header names the next, and so on. Each image's start is read (one
+//! small read, more only where its header says the name lies further, never past
+//! [`qcow2::HEAD_BYTES`]); no process is started. The paths found are named for locking by
 //! the daemon's naming rules, like any disk (the registry does that).
 
 use super::qcow2::{self, Qcow2Error};
@@ -53,9 +54,31 @@ fn head(path: &Path) -> std::io::Result<Option<(Vec<u8>, u64)>> {
     } else {
         return Ok(None);
     };
-    let mut buf = Vec::with_capacity(qcow2::HEAD_BYTES);
-    f.take(qcow2::HEAD_BYTES as u64).read_to_end(&mut buf)?;
+    let mut buf = vec![0u8; qcow2::FIRST_READ];
+    let mut got = read_full(&f, &mut buf)?;
+    if got == buf.len() {
+        let need = qcow2::bytes_needed(&buf);
+        if need > got {
+            buf.resize(need, 0);
+            got += read_full(&f, &mut buf[got..])?;
+        }
+    }
+    buf.truncate(got);
     Ok(Some((buf, len)))
+}
+
+/// Reads into `buf` until it is full or the file ends; the bytes read.
+fn read_full(mut f: &std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match f.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
 }
 
 /// A backing name that is not a local file (`json:{…}`, `nbd://…`, `rbd:pool/img`): QEMU
@@ -167,6 +190,28 @@ mod tests {
     /// A FIFO as disk (or as backing file) ends the chain at once. Break it: open with
     /// `File::open` again: the walk blocks in open(2) for want of a writer, and this test
     /// fails with "the walk hangs on a FIFO" (checked).
+    /// The first read is small: a name placed further (as a hand-made image may) is still
+    /// read. Fails if the walk reads only `FIRST_READ` bytes.
+    #[test]
+    fn a_name_past_the_first_read_is_followed() {
+        let d = dir("far");
+        let base = d.0.join("base.raw");
+        std::fs::write(&base, b"raw").unwrap();
+        let mut h = qcow2::build(3, None);
+        let name = base.to_str().unwrap().as_bytes();
+        let at = qcow2::FIRST_READ + 100;
+        h.resize(at, 0);
+        h.extend_from_slice(name);
+        h.resize(3 * qcow2::FIRST_READ, 0);
+        h[8..16].copy_from_slice(&(at as u64).to_be_bytes());
+        h[16..20].copy_from_slice(&(name.len() as u32).to_be_bytes());
+        // Cluster size 64 KiB, so the name lies inside the first cluster.
+        h[20..24].copy_from_slice(&16u32.to_be_bytes());
+        let top = d.0.join("top.qcow2");
+        std::fs::write(&top, &h).unwrap();
+        assert_eq!(paths(&backing_chain(&top).unwrap()), vec![base]);
+    }
+
     #[test]
     fn a_fifo_does_not_hang_the_walk() {
         let d = dir("fifo");
