@@ -269,7 +269,25 @@ def evac_table(rec):
                    f"{fmt_ratio(d['wall_ms'], r['wall_ms'])} |")
     d, r = evac_walls(e)
     out.append(f"| **all 3: the last grant** | **{ms(d)}** | | **{ms(r)}** | | **{fmt_ratio(d, r)}** |")
+    out += evac_cpu_table(rows, nodes)
     return "\n".join(out)
+
+
+def evac_cpu_table(rows, nodes):
+    """Where each node's CPU went during each run (cluster_tests::cpu), when the run has it."""
+    if not all("cpu" in rows[(m, n)] for m in ("evac-daemon", "evac-raw") for n in nodes):
+        return ["", "(where the guests' CPU went: not in the stored run, measured since the bench had it)"]
+    tick = rows[("evac-daemon", nodes[0])]["cpu"]["tick_ms"]
+    out = ["", "Where each guest's one CPU went during each run (its CPU's busy share over the run, and the CPU "
+           f"time of the processes that used the most, all their threads; counted in clock ticks of {tick:.0f} ms "
+           "by the guest's kernel):", "",
+           "| node | run | wall time | CPU busy | CPU time by process (ms) |", "|---|---|---:|---:|---|"]
+    for n in nodes:
+        for m, label in (("evac-daemon", "virtdlmd"), ("evac-raw", "libdlm")):
+            c = rows[(m, n)]["cpu"]
+            procs = ", ".join(f"`{p['name']}` {p['ms']:.0f}" for p in c["by_process_ms"])
+            out.append(f"| node {n} | {label} | {fmt_us(rows[(m, n)]['wall_ms'] * 1e3)} | {c['busy_pct']:.0f}% | {procs} |")
+    return out
 
 
 def evac_walls(e):

@@ -5,6 +5,7 @@
 //! talks to that cluster. Run outside `run.sh`, the tests fail and say so.
 
 pub mod checker;
+pub mod cpu;
 pub mod daemon;
 
 use serde_json::Value;

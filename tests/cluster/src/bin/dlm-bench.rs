@@ -26,6 +26,8 @@
 //!                                         parallelism: per "VM" a new lock per disk (NL, then
 //!                                         ->EX NOQUEUE, what the dlm backend does for a disk it
 //!                                         has no anchor for)
+//!                                         Both print, with the wall time, where the guest's
+//!                                         CPU went meanwhile (cluster_tests::cpu)
 //!   dlm-bench adopt-fill SOCKET VMS PER_VM DIR
 //!                                         VMS VMs of PER_VM disks each take their locks (one
 //!                                         acquire per VM); prints {"ev":"ready",..} with the
@@ -39,6 +41,7 @@
 //! "release_p99_us":..} (the first four of acquire + release, then each half). A warm-up of N/10
 //! samples is not counted.
 
+use cluster_tests::cpu;
 use dlm::{LockFlags, LockMode, Lockspace, ResourceName};
 use lockmgr::naming::Naming;
 use proto::{self, Op, OwnerSpec, Resource, Response};
@@ -200,14 +203,27 @@ fn parallel(jobs: usize, par: usize, job: impl Fn(usize) -> Res<()> + Sync) -> R
 }
 
 /// The summary line of an evacuation run.
-fn evac_line(mode: &str, vms: usize, par: usize, late_ms: u128, wall_ms: f64, mut each: Vec<f64>) {
+/// The summary line of an evacuation run; `cpu`: where the guest's CPU went meanwhile.
+fn evac_line(
+    mode: &str,
+    vms: usize,
+    par: usize,
+    late_ms: u128,
+    wall_ms: f64,
+    mut each: Vec<f64>,
+    cpu: serde_json::Value,
+) {
     let (p50, p99) = stats(&mut each);
     println!(
         "{}",
         json!({"mode": mode, "vms": vms, "disks": 4, "parallelism": par, "late_ms": late_ms,
-               "wall_ms": (wall_ms * 10.0).round() / 10.0, "each_median_ms": p50, "each_p99_ms": p99})
+               "wall_ms": (wall_ms * 10.0).round() / 10.0, "each_median_ms": p50, "each_p99_ms": p99,
+               "cpu": cpu})
     );
 }
+
+/// Processes listed in an evacuation line's CPU profile.
+const CPU_TOP: usize = 8;
 
 /// Locks kept until the end of a run, taken from several threads.
 #[derive(Default)]
@@ -234,7 +250,9 @@ fn evac(mode: &str, target: &str, rest: &[String]) -> Res<()> {
         let (mut qemus, owners): (Vec<Child>, Vec<OwnerSpec>) =
             (0..vms).map(|i| vm(id + i)).collect::<Res<Vec<_>>>()?.into_iter().unzip();
         let late = wait_until(start);
+        let before = cpu::snapshot();
         let r = parallel(vms, par, |i| acquire(socket, &owners[i], &disks[i]));
+        let cpu = cpu::between(&before, &cpu::snapshot(), CPU_TOP);
         // Not measured: give the locks back for the next run.
         let released = (0..vms).try_for_each(|i| {
             let resources =
@@ -247,13 +265,14 @@ fn evac(mode: &str, target: &str, rest: &[String]) -> Res<()> {
         }
         let (wall, each) = r?;
         released?;
-        evac_line(mode, vms, par, late, wall, each);
+        evac_line(mode, vms, par, late, wall, each, cpu);
         return Ok(());
     }
     let ls = join(target)?;
     let res = disks.iter().map(|d| names(d)).collect::<Res<Vec<_>>>()?;
     let held = Held::default();
     let late = wait_until(start);
+    let before = cpu::snapshot();
     let (wall, each) = parallel(vms, par, |i| {
         for r in &res[i] {
             let l = ls
@@ -265,8 +284,9 @@ fn evac(mode: &str, target: &str, rest: &[String]) -> Res<()> {
         }
         Ok(())
     })?;
+    let cpu = cpu::between(&before, &cpu::snapshot(), CPU_TOP);
     held.take().into_iter().try_for_each(|l| l.release().map_err(|e| e.to_string()))?;
-    evac_line(mode, vms, par, late, wall, each);
+    evac_line(mode, vms, par, late, wall, each, cpu);
     Ok(())
 }
 
