@@ -17,7 +17,7 @@ use super::wire::Body;
 use corosync::Address;
 use proto::watch::EventKind;
 use proto::LockInfo;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// `state` of an entry whose member left the group.
 pub const LEFT: &str = "left";
@@ -38,6 +38,8 @@ pub struct Inventory {
     entries: BTreeMap<Key, Entry>,
     /// State re-sends in progress, per sender: (epoch, parts so far).
     pending: HashMap<Address, (u64, Vec<super::wire::InventoryLock>)>,
+    /// Members whose last `state` said they read `changes` messages.
+    reads_changes: HashSet<Address>,
 }
 
 impl Inventory {
@@ -62,7 +64,13 @@ impl Inventory {
                 .map(|e| (EventKind::Released, e.info))
                 .into_iter()
                 .collect(),
-            Body::State { epoch, part, last, locks } => {
+            Body::Changes { items } => items.into_iter().flat_map(|i| self.deliver(sender, i.into())).collect(),
+            Body::State { epoch, part, last, locks, reads_changes } => {
+                if reads_changes {
+                    self.reads_changes.insert(sender);
+                } else {
+                    self.reads_changes.remove(&sender);
+                }
                 let acc = self.pending.entry(sender).or_insert_with(|| (epoch, Vec::new()));
                 if part == 0 || acc.0 != epoch {
                     *acc = (epoch, Vec::new());
@@ -103,6 +111,7 @@ impl Inventory {
     /// it is dropped. Returns the entries marked.
     pub fn member_left(&mut self, who: Address) -> Vec<Change> {
         self.pending.remove(&who);
+        self.reads_changes.remove(&who);
         let mut changes = Vec::new();
         for e in self.entries.values_mut().filter(|e| e.from == who && e.info.state != LEFT) {
             e.info.state = LEFT.into();
@@ -112,6 +121,12 @@ impl Inventory {
     }
 
     /// Every entry, sorted by identity then node.
+    /// Whether every one of `members` reads `changes` messages (said so in its last `state`;
+    /// a member not heard from yet, just joined, does not count as reading them).
+    pub fn all_read_changes(&self, members: &[Address]) -> bool {
+        members.iter().all(|m| self.reads_changes.contains(m))
+    }
+
     pub fn locks(&self) -> Vec<LockInfo> {
         let mut v: Vec<LockInfo> = self.entries.values().map(|e| e.info.clone()).collect();
         v.sort_by(|a, b| (&a.identity, a.node_id, &a.vm_name).cmp(&(&b.identity, b.node_id, &b.vm_name)));
@@ -133,7 +148,7 @@ mod tests {
     const B: Address = Address { nodeid: 2, pid: 200 };
 
     fn state(epoch: u64, locks: Vec<InventoryLock>) -> Body {
-        Body::State { epoch, part: 0, last: true, locks }
+        Body::State { epoch, part: 0, last: true, locks, reads_changes: true }
     }
     fn summary(inv: &Inventory) -> Vec<(u32, String, u32, String)> {
         inv.locks().into_iter().map(|l| (l.node_id, l.resource, l.pid, l.state)).collect()
@@ -246,14 +261,51 @@ mod tests {
     fn a_re_send_cut_short_by_a_leave_is_dropped() {
         let mut inv = Inventory::new();
         inv.deliver(B, Body::Grant { lock: lock("d1:b", 8, "web-2") });
-        inv.deliver(B, Body::State { epoch: 4, part: 0, last: false, locks: vec![] });
+        inv.deliver(B, Body::State { epoch: 4, part: 0, last: false, locks: vec![], reads_changes: true });
         inv.member_left(B);
         assert_eq!(summary(&inv), [(2, "d1:b".into(), 8, LEFT.into())]);
         // Its next re-send starts over (new epoch), not where the cut one stopped.
-        inv.deliver(B, Body::State { epoch: 5, part: 0, last: false, locks: vec![lock("d1:x", 1, "x")] });
+        inv.deliver(
+            B,
+            Body::State { epoch: 5, part: 0, last: false, locks: vec![lock("d1:x", 1, "x")], reads_changes: true },
+        );
         inv.deliver(A, state(1, vec![]));
-        inv.deliver(B, Body::State { epoch: 5, part: 1, last: true, locks: vec![lock("d1:y", 2, "y")] });
+        inv.deliver(
+            B,
+            Body::State { epoch: 5, part: 1, last: true, locks: vec![lock("d1:y", 2, "y")], reads_changes: true },
+        );
         let names: Vec<String> = inv.locks().into_iter().map(|l| l.resource).collect();
         assert_eq!(names, ["d1:x", "d1:y"]);
+    }
+
+    #[test]
+    fn a_changes_message_applies_its_items_in_order() {
+        use super::super::wire::Item;
+        let mut inv = Inventory::new();
+        let items = vec![
+            Item::Grant { lock: lock("d1:a", 7, "web-3") },
+            Item::Release { resource: "d1:a".into(), pid: 7 },
+            Item::Grant { lock: lock("d1:b", 7, "web-3") },
+        ];
+        let events = inv.deliver(B, Body::Changes { items });
+        assert_eq!(events.len(), 3);
+        assert_eq!(summary(&inv), [(2, "d1:b".into(), 7, "held".into())]);
+    }
+
+    /// Batched changes only once every member said it reads them: a member just joined (no
+    /// state yet), one of the release before, or one that left and came back does not.
+    #[test]
+    fn batches_only_when_every_member_reads_them() {
+        let mut inv = Inventory::new();
+        assert!(!inv.all_read_changes(&[A, B]), "nobody heard from yet");
+        inv.deliver(A, state(1, vec![]));
+        assert!(inv.all_read_changes(&[A]));
+        assert!(!inv.all_read_changes(&[A, B]), "B joined, no state from it yet");
+        inv.deliver(B, Body::State { epoch: 1, part: 0, last: true, locks: vec![], reads_changes: false });
+        assert!(!inv.all_read_changes(&[A, B]), "B is of the release before");
+        inv.deliver(B, state(2, vec![]));
+        assert!(inv.all_read_changes(&[A, B]));
+        inv.member_left(B);
+        assert!(!inv.all_read_changes(&[A, B]), "B back: not until its next state");
     }
 }

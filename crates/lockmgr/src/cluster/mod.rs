@@ -8,7 +8,8 @@
 //!   change, so each member knows who holds what on every node.
 //!
 //! The registry publishes each lock change into [`Link::changes`] while it holds its table
-//! lock, so the channel's order is the table's order; this task multicasts them. A change is
+//! lock, so the queue's order is the table's order; this task multicasts them ([`changes`]:
+//! after the answer of the request that made them). A change is
 //! visible to the other nodes from its delivery on (our own delivery is its commit point).
 //!
 //! - `release --vm` for a VM on another node ([`release`]): asked of that node's daemon over
@@ -17,6 +18,7 @@
 //! - `wire`: the messages; `inventory`: the table built from them; `release`: forwarded
 //!   releases; `task`: the event loop.
 
+pub mod changes;
 pub mod inventory;
 pub mod release;
 mod task;
@@ -81,7 +83,7 @@ impl ClusterState {
 pub struct Link {
     /// Our corosync node id (the local backend has none of its own).
     pub node_id: u32,
-    pub changes: mpsc::UnboundedSender<LockChange>,
+    pub changes: Arc<changes::Changes>,
     pub state: Arc<Mutex<ClusterState>>,
     /// Other messages to multicast (forwarded releases and their answers).
     pub outgoing: mpsc::UnboundedSender<wire::Body>,
@@ -93,7 +95,7 @@ impl crate::registry::ClusterLink for Link {
     }
 
     fn publish(&self, change: LockChange) {
-        let _ = self.changes.send(change);
+        self.changes.push(change);
     }
 
     fn remote_locks(&self) -> Vec<LockInfo> {
@@ -182,19 +184,19 @@ pub fn start(group: &str, lockspace: &str, registry: Arc<Registry>) -> Result<Cl
         inventory: Inventory::new(),
         release: release::Pending::default(),
     }));
-    let (changes, changes_rx) = mpsc::unbounded_channel();
+    let changes = Arc::new(changes::Changes::default());
     let (outgoing, outgoing_rx) = mpsc::unbounded_channel();
     let cpg = corosync::reactor::register(cpg).map_err(ClusterError::Reactor)?;
     registry.attach_cluster(Arc::new(Link {
         node_id: me.nodeid,
-        changes,
+        changes: changes.clone(),
         state: state.clone(),
         outgoing: outgoing.clone(),
     }));
     tracing::info!(group, node_id = me.nodeid, "joined the inventory group");
     tokio::spawn(task::run(task::Task {
         cpg,
-        changes: changes_rx,
+        changes,
         outgoing: (outgoing, outgoing_rx),
         state: state.clone(),
         registry,

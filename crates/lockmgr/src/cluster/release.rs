@@ -252,7 +252,7 @@ mod tests {
             inventory: super::super::inventory::Inventory::new(),
             release: Pending::default(),
         };
-        let (changes, _) = tokio::sync::mpsc::unbounded_channel();
+        let changes = Default::default();
         let (outgoing, rx) = tokio::sync::mpsc::unbounded_channel();
         (Link { node_id: 1, changes, state: std::sync::Arc::new(parking_lot::Mutex::new(state)), outgoing }, rx)
     }

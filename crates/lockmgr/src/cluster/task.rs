@@ -2,8 +2,9 @@
 //! registry's lock changes multicast, forwarded releases answered. The membership verdict is
 //! not computed here (crate::membership is the one driver).
 
+use super::changes::Changes;
 use super::release;
-use super::wire::{self, Body, LockChange, ReleaseOutcome};
+use super::wire::{self, Body, ReleaseOutcome};
 use super::ClusterState;
 use crate::registry::Registry;
 use corosync::{Cpg, CpgEvent};
@@ -14,7 +15,7 @@ use tokio::sync::mpsc;
 
 pub(super) struct Task {
     pub cpg: AsyncFd<Cpg>,
-    pub changes: mpsc::UnboundedReceiver<LockChange>,
+    pub changes: Arc<Changes>,
     pub outgoing: (mpsc::UnboundedSender<Body>, mpsc::UnboundedReceiver<Body>),
     pub state: Arc<Mutex<ClusterState>>,
     pub registry: Arc<Registry>,
@@ -28,23 +29,18 @@ struct Ctx {
 }
 
 pub(super) async fn run(t: Task) {
-    let Task { mut cpg, mut changes, outgoing: (outgoing, mut outgoing_rx), state, registry } = t;
+    let Task { mut cpg, changes, outgoing: (outgoing, mut outgoing_rx), state, registry } = t;
     let t = Ctx { state, registry, outgoing };
     loop {
-        serve(&t, &mut cpg, &mut changes, &mut outgoing_rx).await;
+        serve(&t, &mut cpg, &changes, &mut outgoing_rx).await;
         // corosync went away (stopped, or killed: a node removed from the cluster); the
         // membership driver has seen it too and says `lost` until it is back.
-        cpg = reconnect(&t, &mut changes, &mut outgoing_rx).await;
+        cpg = reconnect(&t, &changes, &mut outgoing_rx).await;
     }
 }
 
 /// Until the connection to corosync is lost.
-async fn serve(
-    t: &Ctx,
-    cpg: &mut AsyncFd<Cpg>,
-    changes: &mut mpsc::UnboundedReceiver<LockChange>,
-    outgoing_rx: &mut mpsc::UnboundedReceiver<Body>,
-) {
+async fn serve(t: &Ctx, cpg: &mut AsyncFd<Cpg>, changes: &Changes, outgoing_rx: &mut mpsc::UnboundedReceiver<Body>) {
     let registry = &t.registry;
     let mut epoch = 0u64;
     loop {
@@ -68,20 +64,25 @@ async fn serve(
                 },
                 Err(e) => Some(e.to_string()),
             },
-            Some(change) = changes.recv() => {
+            () = changes.ready() => {
                 // One request publishes one change per disk: those queued meanwhile go out
-                // together, with one hand-over of this thread (block_in_place) instead of one each.
-                let mut bodies = vec![Body::from(change)];
-                bodies.extend(std::iter::from_fn(|| changes.try_recv().ok()).map(Body::from));
-                send(cpg.get_ref(), &bodies);
+                // together (in as few messages as every member reads), with one hand-over of
+                // this thread (block_in_place) instead of one each.
+                let taken = changes.take_all();
+                if !taken.is_empty() {
+                    send(cpg.get_ref(), wire::change_messages(taken, batched(t)));
+                }
                 None
             }
             Some(body) = outgoing_rx.recv() => {
                 // A release's lock changes were published before its answer was queued: they
                 // go first, so the asker's table has them by the time it reads the answer.
-                let mut bodies: Vec<Body> = std::iter::from_fn(|| changes.try_recv().ok()).map(Body::from).collect();
-                bodies.push(body);
-                send(cpg.get_ref(), &bodies);
+                let mut messages = wire::change_messages(changes.take_all(), batched(t));
+                match wire::encode(&body) {
+                    Ok(m) => messages.push(m),
+                    Err(e) => tracing::error!("inventory message not sent: {e}"),
+                }
+                send(cpg.get_ref(), messages);
                 None
             }
         };
@@ -91,7 +92,7 @@ async fn serve(
         }
         if resend {
             epoch += 1;
-            // Our own table as the registry holds it now; changes still queued in the channel
+            // Our own table as the registry holds it now; changes still queued
             // follow it on the wire and are idempotent against it.
             let registry = registry.clone();
             let locks = tokio::task::spawn_blocking(move || registry.local_locks()).await.unwrap_or_default();
@@ -104,18 +105,14 @@ async fn serve(
 
 /// Connects to corosync again, once a second until it answers; the inventory starts afresh
 /// (the members re-send their tables when we join).
-async fn reconnect(
-    t: &Ctx,
-    changes: &mut mpsc::UnboundedReceiver<LockChange>,
-    outgoing_rx: &mut mpsc::UnboundedReceiver<Body>,
-) -> AsyncFd<Cpg> {
+async fn reconnect(t: &Ctx, changes: &Changes, outgoing_rx: &mut mpsc::UnboundedReceiver<Body>) -> AsyncFd<Cpg> {
     let group = t.state.lock().group.clone();
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     let mut attempt = 0u64;
     loop {
         tick.tick().await;
         // Our table goes out whole when we join: what was queued meanwhile is not needed.
-        while changes.try_recv().is_ok() {}
+        changes.take_all();
         while outgoing_rx.try_recv().is_ok() {}
         match connect(&group) {
             Ok(cpg) => {
@@ -197,16 +194,18 @@ fn on_cpg(t: &Ctx, ev: CpgEvent) {
 }
 
 /// Multicasts `bodies` in order, one message each (the wire format every node reads).
-fn send(cpg: &Cpg, bodies: &[Body]) {
-    let encoded: Vec<Vec<u8>> = bodies
-        .iter()
-        .filter_map(|b| wire::encode(b).map_err(|e| tracing::error!("inventory message not sent: {e}")).ok())
-        .collect();
+fn send(cpg: &Cpg, messages: Vec<Vec<u8>>) {
     tokio::task::block_in_place(|| {
-        for bytes in &encoded {
+        for bytes in &messages {
             mcast_now(cpg, bytes);
         }
     });
+}
+
+/// Whether this node's changes may go out several to a message: every member reads them.
+fn batched(t: &Ctx) -> bool {
+    let s = t.state.lock();
+    s.inventory.all_read_changes(&s.members)
 }
 
 /// `cpg_mcast_joined` may sleep under flow control: let tokio move other tasks away.

@@ -1,7 +1,13 @@
 //! The inventory's messages over CPG: JSON with a version, each at most [`MAX_MESSAGE`] bytes.
 //!
-//! A daemon multicasts `grant` and `release` as its registry changes, and its whole table
+//! A daemon multicasts its registry's lock changes as they happen, and its whole table
 //! (`state`) after every membership change, cut into parts that each fit the size limit.
+//! The changes go out as `changes` messages, several in each (a request's disks, and whatever
+//! else was queued meanwhile), once every member has said in its `state` that it reads them
+//! (`reads_changes`); until then, and always towards a daemon of the release before, which
+//! reads only those, as one `grant` or `release` message per change. Each message costs
+//! corosync a round of its protocol on every node: per change, that was most of the CPU of a
+//! node starting many VMs at once (docs/PERFORMANCE.md, the evacuation case).
 //! An administrator's `release --vm` for a VM whose locks are on another node travels as a
 //! `release_vm` addressed to that node, answered by a `release_vm_reply` to the asker.
 //! Everything a node says about its locks is in this one place.
@@ -89,14 +95,51 @@ pub enum Body {
     Grant { lock: InventoryLock },
     /// The sender's node released `resource` held by process `pid`.
     Release { resource: String, pid: u32 },
+    /// Lock changes of the sender's node, in the order it made them.
+    Changes { items: Vec<Item> },
     /// Part `part` of the sender's full table; `last` closes it. Parts of one re-send carry
     /// the same `epoch` and arrive contiguously (one sender sends them back to back).
-    State { epoch: u64, part: u32, last: bool, locks: Vec<InventoryLock> },
+    /// `reads_changes`: the sender reads `changes` messages (absent from a daemon of the
+    /// release before: false).
+    State {
+        epoch: u64,
+        part: u32,
+        last: bool,
+        locks: Vec<InventoryLock>,
+        #[serde(default)]
+        reads_changes: bool,
+    },
     /// Node `to` is asked to release every lock of VM `uuid` under its own rules (refused
     /// while the VM's QEMU runs there unless `force`). `req` is the asker's request id.
     ReleaseVm { to: u32, req: u64, uuid: String, force: bool },
     /// The answer of the node asked, to node `to` (the asker) about its request `req`.
     ReleaseVmReply { to: u32, req: u64, outcome: ReleaseOutcome },
+}
+
+/// One lock change in a `changes` message: what a `grant` or `release` message says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Item {
+    Grant { lock: InventoryLock },
+    Release { resource: String, pid: u32 },
+}
+
+impl From<Item> for Body {
+    fn from(i: Item) -> Body {
+        match i {
+            Item::Grant { lock } => Body::Grant { lock },
+            Item::Release { resource, pid } => Body::Release { resource, pid },
+        }
+    }
+}
+
+impl From<LockChange> for Item {
+    fn from(c: LockChange) -> Item {
+        match c {
+            LockChange::Granted(lock) => Item::Grant { lock: (&lock).into() },
+            LockChange::Released(lock) => Item::Release { resource: lock.resource, pid: lock.pid },
+        }
+    }
 }
 
 /// What the node asked did with a forwarded `release_vm`.
@@ -216,10 +259,37 @@ pub fn state_parts(epoch: u64, locks: &[LockInfo]) -> Vec<Vec<u8>> {
         .into_iter()
         .enumerate()
         .filter_map(|(i, locks)| {
-            encode(&Body::State { epoch, part: i as u32, last: i + 1 == count, locks })
+            encode(&Body::State { epoch, part: i as u32, last: i + 1 == count, locks, reads_changes: true })
                 .map_err(|e| tracing::error!("state part {i} not sent: {e}"))
                 .ok()
         })
+        .collect()
+}
+
+/// This node's lock changes as messages, in order: `changes` messages each under the size
+/// limit when `batched` (every member reads them), else one `grant` or `release` each.
+pub fn change_messages(changes: Vec<LockChange>, batched: bool) -> Vec<Vec<u8>> {
+    let not_sent = |e: WireError| tracing::error!("inventory message not sent: {e}");
+    if !batched {
+        return changes.into_iter().filter_map(|c| encode(&Body::from(c)).map_err(not_sent).ok()).collect();
+    }
+    const ENVELOPE: usize = 64;
+    let mut messages: Vec<Vec<Item>> = vec![Vec::new()];
+    let mut size = 0usize;
+    for c in changes {
+        let item = Item::from(c);
+        let n = serde_json::to_vec(&item).map(|b| b.len() + 1).unwrap_or(usize::MAX);
+        if size + n + ENVELOPE > MAX_MESSAGE && size > 0 {
+            messages.push(Vec::new());
+            size = 0;
+        }
+        size += n;
+        messages.last_mut().expect("never empty").push(item);
+    }
+    messages
+        .into_iter()
+        .filter(|items| !items.is_empty())
+        .filter_map(|items| encode(&Body::Changes { items }).map_err(not_sent).ok())
         .collect()
 }
 
@@ -325,8 +395,8 @@ mod tests {
         for (i, p) in parts.iter().enumerate() {
             assert!(p.len() <= MAX_MESSAGE);
             match decode(p).unwrap() {
-                Body::State { epoch, part, last, locks } => {
-                    assert_eq!((epoch, part as usize, last), (9, i, i + 1 == parts.len()));
+                Body::State { epoch, part, last, locks, reads_changes } => {
+                    assert_eq!((epoch, part as usize, last, reads_changes), (9, i, i + 1 == parts.len(), true));
                     seen.extend(locks.into_iter().map(LockInfo::from));
                 }
                 other => panic!("not a state part: {other:?}"),
@@ -334,6 +404,64 @@ mod tests {
         }
         assert_eq!(seen, locks);
         let empty = state_parts(1, &[]);
-        assert_eq!(decode(&empty[0]).unwrap(), Body::State { epoch: 1, part: 0, last: true, locks: vec![] });
+        assert_eq!(
+            decode(&empty[0]).unwrap(),
+            Body::State { epoch: 1, part: 0, last: true, locks: vec![], reads_changes: true }
+        );
+    }
+
+    /// A daemon of the release before sends `state` without `reads_changes`, and reads only
+    /// `grant` and `release`; fields it does not know are ignored on either side.
+    #[test]
+    fn state_of_the_release_before_reads_as_not_reading_changes() {
+        let old = br#"{"v":1,"kind":"state","epoch":3,"part":0,"last":true,"locks":[]}"#;
+        assert_eq!(
+            decode(old).unwrap(),
+            Body::State { epoch: 3, part: 0, last: true, locks: vec![], reads_changes: false }
+        );
+        let newer = br#"{"v":1,"kind":"release","resource":"d1:a","pid":4,"later_field":1}"#;
+        assert_eq!(decode(newer).unwrap(), Body::Release { resource: "d1:a".into(), pid: 4 });
+    }
+
+    fn granted(resource: &str, pid: u32) -> LockChange {
+        LockChange::Granted(lock(resource, pid, "vm").into())
+    }
+    fn released(resource: &str, pid: u32) -> LockChange {
+        LockChange::Released(lock(resource, pid, "vm").into())
+    }
+
+    #[test]
+    fn changes_go_one_per_message_unless_every_member_reads_batches() {
+        let cs = vec![granted("d1:a", 1), released("d1:a", 1), granted("d1:a", 2)];
+        let singles = change_messages(cs.clone(), false);
+        let want: Vec<Body> = cs.iter().cloned().map(Body::from).collect();
+        assert_eq!(singles.iter().map(|m| decode(m).unwrap()).collect::<Vec<_>>(), want);
+        let batched = change_messages(cs.clone(), true);
+        assert_eq!(batched.len(), 1);
+        assert_eq!(
+            std::str::from_utf8(&batched[0]).unwrap().get(..40),
+            Some(r#"{"v":1,"kind":"changes","items":[{"kind""#)
+        );
+        match decode(&batched[0]).unwrap() {
+            Body::Changes { items } => assert_eq!(items.into_iter().map(Body::from).collect::<Vec<_>>(), want),
+            other => panic!("not a changes message: {other:?}"),
+        }
+        assert!(change_messages(Vec::new(), true).is_empty());
+    }
+
+    #[test]
+    fn many_changes_are_cut_into_messages_under_the_limit_in_order() {
+        let cs: Vec<LockChange> = (0..2000).map(|i| granted(&format!("d1:{i:060}"), i)).collect();
+        let msgs = change_messages(cs.clone(), true);
+        assert!(msgs.len() > 1);
+        let mut seen = Vec::new();
+        for m in &msgs {
+            assert!(m.len() <= MAX_MESSAGE);
+            match decode(m).unwrap() {
+                Body::Changes { items } => seen.extend(items.into_iter().map(Body::from)),
+                other => panic!("not a changes message: {other:?}"),
+            }
+        }
+        assert_eq!(seen, cs.into_iter().map(Body::from).collect::<Vec<_>>());
     }
 }

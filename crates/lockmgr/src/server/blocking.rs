@@ -122,11 +122,15 @@ impl Acceptors {
                 });
                 return;
             }
+            // The inventory hears of this request's lock changes once the VM has its answer.
+            let answer_first = crate::cluster::changes::AnswerFirst::begin();
             let run = std::panic::AssertUnwindSafe(|| dispatch(registry, Some(peer), req.op));
             let resp = std::panic::catch_unwind(run).unwrap_or_else(|p| {
                 Response::error(ErrorCode::Internal, format!("request handler failed: {}", panic_text(&p)))
             });
-            if !frames.send(&resp) {
+            let sent = frames.send(&resp);
+            drop(answer_first);
+            if !sent {
                 return;
             }
         }
