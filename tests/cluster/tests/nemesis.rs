@@ -487,10 +487,38 @@ echo "virtdlmd not serving after 120 s:"; since | tail -20; exit 1"#,
         }
     }
 
+    /// Keeps node `v`'s daemon log (in the guest's /run, gone at a reboot) and the end of its
+    /// corosync log in the run's directory (`virtdlmd-node<v>.log`, `corosync-node<v>.log`):
+    /// taken before the node is killed and at the end of the run, so that why a node did what
+    /// it did can be read afterwards.
+    fn keep_logs(&mut self, v: u32, why: &str) {
+        let daemon = self.exec(v, &format!("tail -n 20000 {DIR}/log 2>/dev/null")).text;
+        let corosync = self.exec(v, "tail -n 500 /xchg/corosync.log 2>/dev/null").text;
+        let now = host_now();
+        for (name, text) in [("virtdlmd", daemon), ("corosync", corosync)] {
+            let path = self.rundir.join(format!("{name}-node{v}.log"));
+            let kept = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .and_then(|mut f| write!(f, "==== {now:.3}: {why}\n{text}\n"));
+            if let Err(e) = kept {
+                self.say(&format!("cannot keep {}: {e}", path.display()));
+            }
+        }
+    }
+
     /// Kills node `v` and boots it again, its daemon and writers started anew.
     fn reboot(&mut self, v: u32, kind: &str) {
+        self.keep_logs(v, kind);
         self.c.node_action("kill", v);
         self.gone(v, None, kind, host_now());
+        self.come_back(v);
+    }
+
+    /// Node `v`, killed, is booted again: it must stay in the cluster, and its daemon and
+    /// writers are started anew.
+    fn come_back(&mut self, v: u32) {
         self.c.node_action("start-node", v);
         self.stays_joined(v);
         self.prepare_node(v);
@@ -513,6 +541,7 @@ echo "virtdlmd not serving after 120 s:"; since | tail -20; exit 1"#,
             }
             self.say(&format!("node{v}: its corosync exited after it joined again: booting it again"));
             self.fault("node_removed_after_rejoin");
+            self.keep_logs(v, "corosync exited after the node joined again");
             self.c.node_action("kill", v);
             self.c.node_action("start-node", v);
         }
@@ -521,20 +550,37 @@ echo "virtdlmd not serving after 120 s:"; since | tail -20; exit 1"#,
 
     fn crash_round(&mut self, rng: &mut Rng) {
         let v = 1 + rng.below(3) as u32;
+        self.keep_logs(v, "node-crash");
         self.c.node_action("kill", v);
         self.gone(v, None, "node-crash", host_now());
         self.fault("node_crash");
         self.say(&format!("crash of node{v}"));
         std::thread::sleep(Duration::from_secs(10));
-        self.c.node_action("start-node", v);
         self.fault("node_reboot");
-        self.stays_joined(v);
-        self.prepare_node(v);
-        if !self.start_daemon(v, true) || !self.wait_serving(v, 120) {
-            self.failures.push(format!("virtdlmd on node{v} not serving after the reboot"));
+        self.come_back(v);
+    }
+
+    /// Every node must still be in the cluster at the end: one whose corosync is gone fails the
+    /// run, and is booted again so that the tests after this one find three nodes (every later
+    /// test of the tier failed on such a node once).
+    fn joined_at_end(&mut self) {
+        for v in 1..=3 {
+            if self.exec(v, "corosync-cmapctl -g totem.cluster_name >/dev/null 2>&1").code == 0 {
+                continue;
+            }
+            self.say(&format!("node{v}: corosync not running at the end of the run: booting it again"));
+            self.failures.push(format!(
+                "node{v}: corosync not running at the end of the run (logs kept in the run's directory)"
+            ));
+            self.keep_logs(v, "corosync not running at the end of the run");
+            self.c.node_action("kill", v);
+            self.c.node_action("start-node", v);
+            self.stays_joined(v);
+            self.prepare_node(v);
+            if !self.start_daemon(v, true) || !self.wait_serving(v, 120) {
+                self.failures.push(format!("virtdlmd on node{v} not serving after the reboot at the end"));
+            }
         }
-        self.start_writers(v);
-        self.measure_clocks();
     }
 
     /// After the writers stopped: every image is grantable EX by a fresh owner on every node
@@ -768,8 +814,10 @@ fn no_two_incompatible_writers_ever_write_one_image_under_the_nemesis() {
             std::thread::sleep(Duration::from_millis(500));
         }
     }
+    n.joined_at_end();
     let (left, settle_s) = n.settle();
     for node in 1..=3 {
+        n.keep_logs(node, "end of the run");
         n.exec(node, &format!("kill $(cat {DIR}/pid) 2>/dev/null; true"));
     }
 

@@ -1,5 +1,11 @@
 //! Starting a virtdlmd on the local backend for the examples (bench, stall), and talking to it.
 
+use proto::{Op, Response};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
 /// What both examples start from: their command line, a scratch directory and a daemon in it.
 pub struct Setup {
     /// The example's arguments (`--name value` pairs; see [`Setup::arg`]).
@@ -40,12 +46,6 @@ impl Setup {
 fn value(args: &[String], name: &str) -> Option<String> {
     args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned()
 }
-
-use proto::{Op, Response};
-use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 /// The control socket of the daemon [`spawn`] starts in `dir`.
 pub fn socket(dir: &Path) -> std::path::PathBuf {
