@@ -6,8 +6,9 @@
 # disks, a new connection per request, as dlm.so makes) and attaches to the daemon meanwhile:
 #   1. strace -f -c for PROFILE_SECS: syscalls by name (requests = accepted connections);
 #   2. strace -f -y -e write for 2 s: the journal's writes, by record kind;
-#   3. perf record -g -a for PROFILE_SECS (if perf is installed): the daemon's top entries by
-#      self time;
+#   3. perf record -a with DWARF call graphs for PROFILE_SECS (if perf is installed): the
+#      daemon's top entries by self time, and its own functions by inclusive time (what each
+#      step of the request path costs, with everything it calls);
 #   4. heaptrack (if installed): a virtdlmd holding 10,000 locks, its peak heap and where it is.
 # Then tests/bench/report.py stores the counts in docs/bench/profile.json (compared with the
 # stored ones first, as every bench) and regenerates docs/PERFORMANCE.md.
@@ -45,9 +46,14 @@ timeout -s INT 2 strace -f -y -s 65536 -e trace=write -o "$OUT/journal-writes.tx
 if command -v perf >/dev/null; then
     # The whole machine, then the daemon's share: `perf record -p` follows only the threads
     # there are when it attaches, and the daemon starts a connection thread now and then.
-    timeout -s INT "$SECS" perf record -q -g -a -o "$OUT/perf.data" >/dev/null 2>&1 || true
-    perf report -i "$OUT/perf.data" --pid "$DPID" --percentage relative --no-children --stdio --sort dso,symbol 2>/dev/null \
+    # DWARF unwinding: the release build keeps no frame pointers, and the inclusive times need
+    # whole stacks. A lower rate keeps the data to tens of MB.
+    timeout -s INT "$SECS" perf record -q -a -F 999 --call-graph dwarf,16384 -o "$OUT/perf.data" >/dev/null 2>&1 || true
+    perf report -i "$OUT/perf.data" --pid "$DPID" --percentage relative --no-children --stdio --sort dso,symbol -g none 2>/dev/null \
         | grep '^ *[0-9.]*%' | sed 's/[ -]*$//' | head -25 >"$OUT/perf-top.txt" || true
+    perf report -i "$OUT/perf.data" --pid "$DPID" --percentage relative --children --stdio --sort symbol -g none 2>/dev/null \
+        | grep '^ *[0-9.]*% *[0-9.]*%' | grep -E '\] ((lockmgr|proto)::|tracing_core::event::Event::dispatch)' | grep -v '(inlined)' | sed 's/[ -]*$//' \
+        | head -16 >"$OUT/perf-children.txt" || true
 fi
 # 4. The heap (if heaptrack is installed): a virtdlmd of its own, under heaptrack, takes 10,000
 #    locks (250 VMs x 40 disks, a request each, as the scale bench); its peak heap and the

@@ -539,6 +539,8 @@ def profile_record(d):
         journal_bytes_per_record={k: round(b / c) for k, (b, c) in journal.items()},
         perf_top=[l.rstrip() for l in (d / "perf-top.txt").read_text().splitlines()[:12]]
         if (d / "perf-top.txt").exists() else [],
+        perf_children=[l.rstrip() for l in (d / "perf-children.txt").read_text().splitlines()]
+        if (d / "perf-children.txt").exists() else [],
     )
     if (d / "heap-peaks.txt").exists():
         rec["heap"] = heap_record((d / "heap-peaks.txt").read_text())
@@ -613,6 +615,12 @@ def profile_table(rec):
     if rec["perf_top"]:
         out += ["", "Top of `perf report --no-children --sort dso,symbol` (self time, the daemon only):", "",
                 "```", *rec["perf_top"], "```"]
+    if rec.get("perf_children"):
+        out += ["", "virtdlmd's own functions (and the logging of its events, `tracing_core::event::Event::dispatch`) "
+                "by inclusive time (`perf report --children`: each with everything it calls; the share of all the "
+                "daemon's samples, its idle threads and the runtime included; the first column is inclusive, the "
+                "second self):", "",
+                "```", *rec["perf_children"], "```"]
     h = rec.get("heap")
     if h:
         mb = lambda b: f"{b / 1e6:.2f} MB"
@@ -698,9 +706,15 @@ def goals_table(recs):
             f"peers table, {peers_at}")
     if cluster and cluster.get("evacuation"):
         dw, rw = evac_walls(cluster["evacuation"])
+        figure = f"{dw / rw:.2f}× ({fmt_us(dw * 1e3)} against {fmt_us(rw * 1e3)})"
+        slowest = max((r for r in cluster["evacuation"]["rows"] if r["mode"] == "evac-daemon"),
+                      key=lambda r: r["wall_ms"])
+        if "cpu" in slowest:
+            c = slowest["cpu"]
+            figure += (f"; node {slowest['node']}'s CPU {c['busy_pct']:.0f}% busy during it: "
+                       + ", ".join(f"`{p['name']}` {p['ms']:.0f} ms" for p in c["by_process_ms"][:3]))
         row("100 VMs × 4 disks at once on each of 3 nodes ≤ 1.5× the same raw libdlm requests (slowest node)",
-            f"{dw / rw:.2f}× ({fmt_us(dw * 1e3)} against {fmt_us(rw * 1e3)})", dw / rw <= 1.5,
-            f"evacuation table, {cluster['commit'][:7]}")
+            figure, dw / rw <= 1.5, f"evacuation table, {cluster['commit'][:7]}")
     if stall:
         q, w = stall["bystander_quiet"], stall["bystander_stalled"]
         # "Delays no other VM": none of the bystander's requests waited for the stalled one,

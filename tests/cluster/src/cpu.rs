@@ -51,6 +51,19 @@ fn parse_cpu_line(stat: &str) -> Option<(u64, u64)> {
     Some((total - idle, idle))
 }
 
+/// A process's name without what varies between instances: a kernel worker's `/N` suffix, and
+/// the content hash the test harness appends to the binaries it runs in the guests
+/// (`virtdlmd-24284d`).
+fn plain_name(comm: &str) -> String {
+    if comm.starts_with("kworker") {
+        return comm.split('/').next().unwrap_or(comm).to_string();
+    }
+    match comm.rsplit_once('-') {
+        Some((base, hash)) if hash.len() >= 5 && hash.bytes().all(|b| b.is_ascii_hexdigit()) => base.to_string(),
+        _ => comm.to_string(),
+    }
+}
+
 /// What happened between `a` and `b`: the busy share of the CPU and the `top` processes by
 /// CPU time (ms), grouped by name (a kernel worker's `/N` suffix dropped, so that its
 /// instances add up).
@@ -61,10 +74,7 @@ pub fn between(a: &Snapshot, b: &Snapshot, top: usize) -> Value {
     let mut by_name: BTreeMap<String, u64> = BTreeMap::new();
     for ((pid, comm), t) in &b.procs {
         let before = a.procs.get(&(*pid, comm.clone())).copied().unwrap_or(0);
-        let name = match comm.split_once('/') {
-            Some((base, _)) if comm.starts_with("kworker") => base.to_string(),
-            _ => comm.clone(),
-        };
+        let name = plain_name(comm);
         *by_name.entry(name).or_default() += t.saturating_sub(before);
     }
     let mut rows: Vec<(String, u64)> = by_name.into_iter().filter(|(_, t)| *t > 0).collect();
@@ -88,6 +98,15 @@ mod tests {
     fn reads_comm_with_spaces_and_parentheses() {
         let line = "42 (a (b) c) S 1 1 1 0 -1 4194560 10 0 0 0 7 3 0 0 20 0 1 0 100 0 0";
         assert_eq!(parse_stat(line), Some(("a (b) c".into(), 10)));
+    }
+
+    #[test]
+    fn names_lose_what_varies_between_instances() {
+        assert_eq!(plain_name("virtdlmd-24284d"), "virtdlmd");
+        assert_eq!(plain_name("dlm-bench-49385"), "dlm-bench");
+        assert_eq!(plain_name("kworker/u2:1"), "kworker");
+        assert_eq!(plain_name("command-loop.sh"), "command-loop.sh");
+        assert_eq!(plain_name("corosync"), "corosync");
     }
 
     #[test]
