@@ -9,11 +9,14 @@
 # Plus the same daemon requests to two more virtdlmd on node 1: one on the dlm backend but
 # without the cluster inventory (cluster = false, a lockspace of its own, mastered on node 1),
 # and one with the local backend (no DLM): what the inventory and the daemon itself cost.
-# Then three more measurements (functions evacuation, syscalls and adoption below):
+# Then four more measurements (functions evacuation, stall, syscalls and adoption below):
 # - the evacuation case: BENCH_EVAC_VMS (default 100) VMs x 4 disks started at once on each of
 #   the 3 nodes (a virtdlmd on each), BENCH_EVAC_PAR (default 100: all) acquires in flight per
 #   node, each on its own connection, time until all are granted; beside the same number of raw
 #   libdlm requests (a new lock per disk: NL, then ->EX NOQUEUE) with the same parallelism;
+# - the stall case: node 2's VM holds a disk, node 1's VM asks for it with wait_ms
+#   (BENCH_STALL_WAIT_MS, 1000) over and over (tests/cluster/stall-waiter.py), and node 1's
+#   daemon row is timed again before and while one of its requests waits;
 # - syscalls counted with strace -f -c in node 1 (the host's strace, seen through the guest's
 #   read-only root): the libdlm floor's NL->EX->NL loop (the difference of two runs of
 #   BENCH_SC_A and BENCH_SC_B samples, so that the set-up cancels out) and node 1's virtdlmd
@@ -40,6 +43,7 @@ export CL_NS=${CL_NS:-virtdlmbench} CL_BASE=${CL_BASE:-/tmp/virtdlm-bench} CL_NE
 N=${BENCH_N:-300}
 EVAC_VMS=${BENCH_EVAC_VMS:-100}
 EVAC_PAR=${BENCH_EVAC_PAR:-$EVAC_VMS}
+STALL_WAIT_MS=${BENCH_STALL_WAIT_MS:-1000}
 SC_A=${BENCH_SC_A:-100} SC_B=${BENCH_SC_B:-300} SC_N=${BENCH_SC_N:-200}
 ADOPT_VMS=${BENCH_ADOPT_VMS:-250} ADOPT_DISKS=${BENCH_ADOPT_DISKS:-40}
 EXTRA=$CL_BASE/bench-extra
@@ -53,13 +57,16 @@ die() { echo "bench FAILED: $*" >&2; exit 1; }
 cd "$ROOT" || die "no $ROOT"
 
 echo "== building (release)" >&2
-cargo build --release --locked -p lockmgr --bin virtdlmd -p cluster-tests --bin dlm-bench >&2 || die "cargo build --release failed"
+cargo build --release --locked -p lockmgr --bin virtdlmd -p cluster-tests --bin dlm-bench --bin daemon-client >&2 ||
+  die "cargo build --release failed"
 "$CL" prepare >&2 || die "cannot prepare the guests"
 trap '"$CL" stop >/dev/null 2>&1' EXIT
 echo "== starting 3 nodes" >&2
 "$CL" start 3 >&2 || die "the cluster did not start (logs in $CL_BASE)"
 BENCH=$("$CL" bin "$TARGET/dlm-bench") || die "cluster.sh bin dlm-bench"
 DAEMON=$("$CL" bin "$TARGET/virtdlmd") || die "cluster.sh bin virtdlmd"
+CLIENT=$("$CL" bin "$TARGET/daemon-client") || die "cluster.sh bin daemon-client"
+WAITER=$("$CL" bin "$HERE/stall-waiter.py") || die "cluster.sh bin stall-waiter.py"
 x() { "$CL" exec "$@"; }
 
 disks() { for i in 1 2 3 4; do printf ' /srv/virtdlm-bench/%s/disk%d.img' "$1" "$i"; done; }
@@ -140,6 +147,39 @@ evacuation() {
   done | jq -s '{rows: .}' >"$EXTRA/evacuation.json" || die "evacuation figures"
 }
 
+# ---- a request waiting on a disk another node holds, and the others (after the evacuation:
+# node 2's virtdlmd runs). Node 2's VM holds a disk; node 1's VM asks for it over and over with
+# `wait_ms`, so that one of its requests always waits in the DLM's queue for node 2; node 1's
+# "daemon" row (4 other disks, mastered on node 1) is timed before and while it waits. A lock
+# over node 1's whole table held while a request waits would show as the bystander's requests
+# taking about the wait each.
+stall() {
+  local held=/srv/virtdlm-stall/held.img quiet stalled waiter
+  echo "== stall: node 2 holds a disk, node 1's VM waits for it ($STALL_WAIT_MS ms a request); $N samples of another VM before and meanwhile" >&2
+  x 2 "sleep 3600 </dev/null >/dev/null 2>&1 & echo \$! >$DIR/stall-holder.pid
+       $CLIENT $DIR/ctl.sock acquire:stall-holder:\$(cat $DIR/stall-holder.pid):EX=$held" | grep -q '"outcome":"ok"' ||
+    die "stall: node 2's VM could not take $held"
+  quiet=$(x 1 "$BENCH daemon $DIR/ctl.sock $N $LOCAL" | grep '^{' | tail -1)
+  case $quiet in *'"median_us"'*) ;; *) die "stall: the bystander alone: ${quiet:-no output}";; esac
+  x 1 "rm -f $DIR/stall-stop; python3 $WAITER $DIR/ctl.sock $held $STALL_WAIT_MS $DIR/stall-stop >$DIR/stall-waiter.out 2>&1 </dev/null &" >&2
+  # Its first request is waiting by the time the bystander starts.
+  sleep 1
+  stalled=$(x 1 "$BENCH daemon $DIR/ctl.sock $N $LOCAL" | grep '^{' | tail -1)
+  case $stalled in *'"median_us"'*) ;; *) die "stall: the bystander with a request waiting: ${stalled:-no output}";; esac
+  x 1 "touch $DIR/stall-stop" >&2
+  for _ in $(seq 1 $(( STALL_WAIT_MS / 100 + 50 ))); do
+    waiter=$(x 1 "grep '^{' $DIR/stall-waiter.out | tail -1")
+    [ -n "$waiter" ] && break
+    sleep 0.1
+  done
+  case $waiter in *'"requests"'*) ;; *) die "stall: the waiter: $(x 1 "cat $DIR/stall-waiter.out")";; esac
+  [ "$(jq '.answers | keys == ["conflict"]' <<<"$waiter")" = true ] ||
+    die "stall: the waiter's requests were not all refused after waiting (the disk was not held?): $waiter"
+  x 2 "kill \$(cat $DIR/stall-holder.pid)" >&2
+  jq -n --argjson q "$quiet" --argjson s "$stalled" --argjson w "$waiter" \
+    '{quiet: $q, stalled: $s, waiter: $w}' >"$EXTRA/stall.json" || die "stall figures"
+}
+
 # ---- syscalls per request counted in node 1: the libdlm floor and virtdlmd on the dlm backend
 syscalls() {
   local k pid threads
@@ -209,6 +249,7 @@ adoption() {
 
 rm -rf "$EXTRA" && mkdir -p "$EXTRA" || die "cannot make $EXTRA"
 evacuation
+stall
 syscalls
 adoption
 
@@ -223,7 +264,8 @@ for r in "${RESULTS[@]}"; do jq -c --arg w "${r%% *}" '. + {master: $w}' <<<"${r
       machine: {cpu: $cpu, cores: $cores, mem_gib: $mem, load: $load, kernel: $kernel},
       guests: "3 \($vm) guests", samples: $n, disks: 4, rows: .}' |
   jq --slurpfile evac "$EXTRA/evacuation.json" --slurpfile sc "$EXTRA/syscalls.json" \
-    --slurpfile adopt "$EXTRA/adoption.json" '. + {evacuation: $evac[0], syscalls: $sc[0], adoption: $adopt[0]}' \
+    --slurpfile adopt "$EXTRA/adoption.json" --slurpfile stall "$EXTRA/stall.json" \
+    '. + {evacuation: $evac[0], syscalls: $sc[0], adoption: $adopt[0], stall: $stall[0]}' \
     > "$OUT.new" && mv "$OUT.new" "$OUT" ||
   die "cannot write $OUT"
 echo "== figures written to $OUT" >&2
